@@ -1,0 +1,200 @@
+//! `/metrics`: Prometheus/OpenMetrics text built from the snapshot at
+//! scrape time through a prometheus-client collector.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use hyper::{Response, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::routes::{Body, respond};
+use crate::health::{Phase, Shared, Status};
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SnapshotCollector { shared }));
+        Metrics { registry }
+    }
+
+    pub fn render(&self) -> Response<Body> {
+        let mut text = String::with_capacity(8 * 1024);
+        match prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            Ok(()) => respond(StatusCode::OK, OPENMETRICS, text),
+            Err(_) => respond(StatusCode::INTERNAL_SERVER_ERROR, super::routes::TEXT, "metrics encoding failed\n"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SnapshotCollector {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("service_id", &self.service_id).finish_non_exhaustive()
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: impl EncodeGaugeValue) -> std::fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Gauge)?.encode_gauge(&value)
+}
+
+fn gauges<V: EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, V)>,
+) -> std::fmt::Result {
+    let mut metric = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in rows {
+        metric.encode_family(&labels)?.encode_gauge(&value)?;
+    }
+    Ok(())
+}
+
+/// `name` without `_total`: the encoder appends it.
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, f64>(&value, None)
+}
+
+fn state_set(status: Status) -> impl Iterator<Item = (&'static str, i64)> {
+    Status::ALL.into_iter().map(move |s| (s.as_str(), i64::from(s == status)))
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let now = Utc::now();
+        let shared = &self.shared;
+        let snapshot = shared.snapshot();
+        let e = &mut enc;
+
+        enc_build_info(e)?;
+        let overall = if shared.phase() == Phase::Ready && snapshot.published_at.is_some() {
+            snapshot.overall(now)
+        } else {
+            Status::Fail
+        };
+        gauges(
+            e,
+            "vigil_health_status",
+            "Overall status as a state set: 1 for the current status.",
+            state_set(overall).map(|(s, v)| (vec![("status", s.to_owned())], v)),
+        )?;
+        gauge(e, "vigil_ready", "1 once start-up is complete and until shutdown begins.", i64::from(shared.phase() == Phase::Ready))?;
+        gauges(
+            e,
+            "vigil_health_check_status",
+            "Status of each check as a state set (stale results count as fail).",
+            snapshot.checks.iter().flat_map(|c| {
+                let (status, _) = c.effective(now);
+                state_set(status).map(move |(s, v)| (vec![("check", c.spec.key.clone()), ("status", s.to_owned())], v))
+            }),
+        )?;
+        gauges(
+            e,
+            "vigil_health_check_last_observed_timestamp_seconds",
+            "When each check last reported.",
+            snapshot.checks.iter().map(|c| (vec![("check", c.spec.key.clone())], c.observed_at.timestamp_millis() as f64 / 1000.0)),
+        )?;
+        gauges(
+            e,
+            "vigil_health_check_duration_seconds",
+            "How long each check's last run took.",
+            snapshot.checks.iter().filter(|c| c.spec.periodic).map(|c| (vec![("check", c.spec.key.clone())], c.duration.as_secs_f64())),
+        )?;
+        gauges(
+            e,
+            "vigil_health_check_consecutive_failures",
+            "Consecutive failed runs of each check (drives its back-off).",
+            snapshot.checks.iter().map(|c| (vec![("check", c.spec.key.clone())], i64::from(c.consecutive_failures))),
+        )?;
+        if let Some(pool) = snapshot.pool {
+            gauge(e, "vigil_catalog_pool_max_connections", "Configured catalog pool size.", pool.max_size)?;
+            gauges(
+                e,
+                "vigil_catalog_pool_connections",
+                "Catalog connections by state.",
+                [
+                    (vec![("state", "idle".to_owned())], pool.available),
+                    (vec![("state", "in_use".to_owned())], pool.size.saturating_sub(pool.available)),
+                ],
+            )?;
+            gauge(e, "vigil_catalog_pool_waiting", "Tasks waiting for a catalog connection.", pool.waiting)?;
+        }
+        gauge(
+            e,
+            "vigil_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully.",
+            shared.last_reload_ok(),
+        )?;
+        counter(e, "vigil_config_reload_failures", "Config reloads refused (the old config stayed).", shared.reload_failures())?;
+        counter(e, "vigil_log_dropped_lines", "Log lines the file writer dropped because its queue was full.", shared.log_dropped_lines())?;
+        gauge(e, "vigil_start_time_seconds", "When this vigil started.", shared.started_at.timestamp())?;
+
+        let p = &snapshot.process;
+        enc.encode_descriptor("process_cpu_seconds", "User and system CPU time spent.", None, MetricType::Counter)?
+            .encode_counter::<NoLabelSet, _, f64>(&p.cpu_seconds, None)?;
+        let e = &mut enc;
+        gauge(e, "process_resident_memory_bytes", "Resident memory size.", p.resident_bytes)?;
+        gauge(e, "process_virtual_memory_bytes", "Virtual memory size.", p.virtual_bytes)?;
+        gauge(e, "process_open_fds", "Open file descriptors.", p.open_fds)?;
+        gauge(e, "process_max_fds", "File descriptor limit.", p.max_fds)?;
+        gauge(e, "process_threads", "OS threads.", p.threads)?;
+        gauge(e, "process_start_time_seconds", "Start time since the epoch.", p.start_time_seconds)?;
+        Ok(())
+    }
+}
+
+fn enc_build_info(enc: &mut DescriptorEncoder) -> std::fmt::Result {
+    let labels: Labels = vec![("version", env!("CARGO_PKG_VERSION").to_owned())];
+    enc.encode_descriptor("vigil_build", "Build information.", None, MetricType::Info)?
+        .encode_info(&labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::health::StatusSnapshot;
+    use crate::health::model::tests::state;
+
+    #[test]
+    fn renders_state_sets_and_no_job_label() {
+        let now = Utc::now();
+        let shared = Shared::new("t".into(), None);
+        shared.publish(StatusSnapshot {
+            checks: vec![state("catalog:responseTime", Status::Warn, true, now)],
+            published_at: Some(now),
+            ..Default::default()
+        });
+        shared.set_phase(Phase::Ready);
+        let metrics = Metrics::new(Arc::clone(&shared));
+        let r = metrics.render();
+        let bytes = futures::executor::block_on(r.into_body().collect()).unwrap().to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(text.contains("vigil_build_info{version=\""), "{text}");
+        assert!(text.contains("vigil_health_status{status=\"warn\"} 1"), "{text}");
+        assert!(text.contains("vigil_health_status{status=\"pass\"} 0"), "{text}");
+        assert!(text.contains("vigil_health_check_status{check=\"catalog:responseTime\",status=\"warn\"} 1"), "{text}");
+        assert!(text.contains("vigil_config_reload_failures_total 0"), "{text}");
+        assert!(text.contains("vigil_log_dropped_lines_total 0"), "{text}");
+        assert!(text.contains("process_cpu_seconds_total"), "{text}");
+        assert!(!text.contains("job="), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,100 @@
+//! One `match (method, path)` from request to response.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http_body_util::Full;
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::health::Shared;
+
+pub type Body = Full<Bytes>;
+
+pub const HEALTH_JSON: &str = "application/health+json";
+pub const JSON: &str = "application/json";
+pub const TEXT: &str = "text/plain; charset=utf-8";
+
+/// What the handlers read.
+pub struct AdminState {
+    pub shared: Arc<Shared>,
+    pub metrics: super::metrics::Metrics,
+}
+
+impl AdminState {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let metrics = super::metrics::Metrics::new(Arc::clone(&shared));
+        AdminState { shared, metrics }
+    }
+}
+
+const HEALTH_METHODS: &str = "GET, HEAD";
+
+pub fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
+    let now = Utc::now();
+    let verbose = wants_verbose(req.uri().query());
+    let method = req.method();
+    let read = method == Method::GET || method == Method::HEAD;
+    let snapshot = state.shared.snapshot();
+    match req.uri().path() {
+        "/health" if read => super::health::overall(&state.shared, &snapshot, now, verbose),
+        "/health/live" if read => super::health::live(&snapshot, now, verbose),
+        "/health/ready" if read => super::health::ready(&state.shared, verbose),
+        "/health/detailed" if read => super::health::detailed(&state.shared, &snapshot, now),
+        "/health" | "/health/live" | "/health/ready" | "/health/detailed" => {
+            method_not_allowed(HEALTH_METHODS)
+        }
+        "/metrics" if read => state.metrics.render(),
+        "/" if read => super::page::render(&state.shared, &snapshot, now),
+        "/metrics" | "/" => method_not_allowed(HEALTH_METHODS),
+        _ => json_error(StatusCode::NOT_FOUND, "no such endpoint; see / for the status page"),
+    }
+}
+
+/// `?verbose` or `?verbose=1|true`, kube-apiserver style.
+fn wants_verbose(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            k == "verbose" && !matches!(v, "0" | "false")
+        })
+    })
+}
+
+pub fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": status.canonical_reason().unwrap_or(""), "message": message });
+    respond(status, JSON, body.to_string())
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("this endpoint accepts {allow}"),
+    );
+    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbose_query_forms() {
+        assert!(wants_verbose(Some("verbose")));
+        assert!(wants_verbose(Some("a=1&verbose=1")));
+        assert!(!wants_verbose(Some("verbose=0")));
+        assert!(!wants_verbose(Some("verbosity")));
+        assert!(!wants_verbose(None));
+    }
+}

@@ -1,0 +1,131 @@
+//! What a reload changes, and which changes apply without a restart.
+
+use std::collections::BTreeMap;
+
+use super::{Config, REDACTED};
+use crate::redact::redact_text;
+
+/// One changed key, values already safe to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: String,
+    pub old: String,
+    pub new: String,
+    /// Applied at once; otherwise it takes effect after a restart.
+    pub live: bool,
+}
+
+/// Keys a running daemon applies on SIGHUP.
+fn is_live(key: &str) -> bool {
+    key == "log.level" || key.starts_with("health.")
+}
+
+/// Keys whose values serialise redacted; compared explicitly below.
+const SECRET_KEYS: [&str; 3] = ["admin.token", "catalog.password", "catalog.url"];
+
+pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
+    let (a, b) = (flatten(old), flatten(new));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let absent = || "(unset)".to_owned();
+    let mut changes: Vec<Change> = keys
+        .into_iter()
+        .filter(|k| !SECRET_KEYS.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+        .map(|k| Change {
+            key: k.clone(),
+            old: a.get(k).cloned().unwrap_or_else(absent),
+            new: b.get(k).cloned().unwrap_or_else(absent),
+            live: is_live(k),
+        })
+        .collect();
+    // Secrets serialise as `<redacted>`, so compare them explicitly.
+    let secret_pairs = [
+        ("admin.token", old.admin.token.as_ref(), new.admin.token.as_ref()),
+        ("catalog.password", old.catalog.password.as_ref(), new.catalog.password.as_ref()),
+    ];
+    for (key, a, b) in secret_pairs {
+        if a != b {
+            changes.push(Change { key: key.into(), old: REDACTED.into(), new: REDACTED.into(), live: false });
+        }
+    }
+    if old.catalog.url != new.catalog.url {
+        changes.push(Change {
+            key: "catalog.url".into(),
+            old: redact_text(old.catalog.url.expose(), &[]),
+            new: redact_text(new.catalog.url.expose(), &[]),
+            live: false,
+        });
+    }
+    changes.sort_by(|x, y| x.key.cmp(&y.key));
+    changes
+}
+
+fn flatten(config: &Config) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(value) = toml::Value::try_from(config) {
+        walk(&value, &mut String::new(), &mut out);
+    }
+    out
+}
+
+fn walk(value: &toml::Value, prefix: &mut String, out: &mut BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (k, v) in table {
+                let len = prefix.len();
+                if !prefix.is_empty() {
+                    prefix.push('.');
+                }
+                prefix.push_str(k);
+                walk(v, prefix, out);
+                prefix.truncate(len);
+            }
+        }
+        other => {
+            out.insert(prefix.clone(), other.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse;
+
+    fn cfg(extra: &str) -> Config {
+        let src = format!("[catalog]\nurl = \"postgres://u:pw1@h/db\"\n{extra}");
+        parse(&src, Path::new("c.toml"), &HashMap::new()).unwrap()
+    }
+
+    #[test]
+    fn reports_live_and_restart_changes_without_secrets() {
+        let old = cfg("[log]\nlevel = \"info\"\n");
+        let new = cfg("[log]\nlevel = \"debug\"\n[admin]\nlisten = \"127.0.0.1:1\"\ntoken = \"tok-secret\"\n")
+            ;
+        let changes = diff(&old, &new);
+        let keys: Vec<_> = changes.iter().map(|c| (c.key.as_str(), c.live)).collect();
+        assert_eq!(keys, [("admin.listen", false), ("admin.token", false), ("log.level", true)]);
+        let text = format!("{changes:?}");
+        assert!(!text.contains("tok-secret"), "{text}");
+    }
+
+    #[test]
+    fn url_password_changes_are_masked() {
+        let old = cfg("");
+        let mut new = cfg("");
+        new.catalog.url = crate::config::Secret::new("postgres://u:pw2@h/db");
+        let changes = diff(&old, &new);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].old, "postgres://u:***@h/db");
+        assert!(!format!("{changes:?}").contains("pw2"));
+    }
+
+    #[test]
+    fn identical_configs_have_no_changes() {
+        assert!(diff(&cfg(""), &cfg("")).is_empty());
+    }
+}

@@ -1,0 +1,259 @@
+//! The TOML config: schema, defaults, loading and validation.
+
+mod diff;
+mod expand;
+mod load;
+mod secret;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use diff::{Change, diff};
+pub use expand::{Env, ExpandError, ProcessEnv, expand};
+pub use load::{ConfigError, Problem, load, parse};
+pub use secret::{REDACTED, Secret};
+pub use validate::{PLACEHOLDER_SECRET, validate};
+
+/// Default admin listen address: loopback, port 9746 (unassigned by IANA
+/// and not used by the usual Prometheus exporters).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9746";
+
+/// The whole config file. Later sections (`repositories`, `jobs`) hang here.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    pub catalog: CatalogConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// `production` turns unsafe-but-convenient settings into errors.
+    pub environment: Environment,
+    /// Name of this vigil in `/health/detailed` (`serviceId`); defaults to the host name.
+    pub instance: Option<String>,
+    /// Local state (journal, caches). Watched by `state-dir:utilization`.
+    pub state_dir: PathBuf,
+    /// How long SIGTERM waits for running work before exiting anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            environment: Environment::Development,
+            instance: None,
+            state_dir: PathBuf::from("/var/lib/vigil"),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter directive: `info`, `debug`, `info,vigil::admin=debug`.
+    pub level: String,
+    pub format: LogFormat,
+    /// Also write the log to this file (reopened on SIGUSR1 for logrotate).
+    pub file: Option<PathBuf>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+            file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer token for the operator API. Required in production when
+    /// `listen` is not loopback.
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    /// A client must send its request headers within this time.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the kernel backlog.
+    pub max_connections: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default address"),
+            token: None,
+            token_file: None,
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// libpq URL or key=value string. A password in it is allowed but
+    /// `password` / `password_file` keep it out of the URL.
+    pub url: Secret,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// How long start-up waits for the catalog to accept connections.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Upper bound for one catalog round trip (and for waiting on the pool).
+    #[serde(default = "default_query_timeout", with = "humantime_serde")]
+    pub query_timeout: Duration,
+}
+
+fn default_pool_size() -> usize {
+    4
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_query_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often the runner beats (and pings the systemd watchdog).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Default interval between runs of one check.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Default time one check may take before it counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Failing checks back off (doubling) up to this interval.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    pub catalog: CatalogHealthConfig,
+    pub disk: DiskHealthConfig,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            heartbeat: Duration::from_secs(5),
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(300),
+            catalog: CatalogHealthConfig::default(),
+            disk: DiskHealthConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogHealthConfig {
+    #[serde(with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Round trip slower than this is `warn`.
+    #[serde(with = "humantime_serde")]
+    pub warn_after: Duration,
+    /// Round trip slower than this is `fail`.
+    #[serde(with = "humantime_serde")]
+    pub fail_after: Duration,
+}
+
+impl Default for CatalogHealthConfig {
+    fn default() -> Self {
+        CatalogHealthConfig {
+            interval: None,
+            warn_after: Duration::from_millis(250),
+            fail_after: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskHealthConfig {
+    #[serde(with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Used fraction of the filesystem (0..1) at which a directory warns.
+    pub warn_ratio: f64,
+    /// Used fraction at which it fails.
+    pub fail_ratio: f64,
+}
+
+impl Default for DiskHealthConfig {
+    fn default() -> Self {
+        DiskHealthConfig {
+            interval: None,
+            warn_ratio: 0.85,
+            fail_ratio: 0.95,
+        }
+    }
+}
+
+impl Config {
+    /// The config as `check-config` prints it: TOML, every secret redacted
+    /// (including a password inside the catalog URL).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut value = toml::Value::try_from(self).unwrap_or(toml::Value::Table(Default::default()));
+        if let Some(url) = value
+            .get_mut("catalog")
+            .and_then(|c| c.get_mut("url"))
+        {
+            *url = toml::Value::String(crate::redact::redact_text(self.catalog.url.expose(), &[]));
+        }
+        toml::to_string_pretty(&value).unwrap_or_default()
+    }
+
+    /// Every secret value in this config, for the redaction of free text.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for secret in [&self.admin.token, &self.catalog.password].into_iter().flatten() {
+            if !secret.expose().is_empty() {
+                out.push(secret.expose().to_owned());
+            }
+        }
+        if let Some(pw) = crate::redact::url_password(self.catalog.url.expose()) {
+            out.push(pw);
+        }
+        out
+    }
+}

@@ -1,0 +1,178 @@
+//! Semantic checks over a deserialised config: pure, collects every problem.
+
+use super::{Config, Environment};
+
+/// The secret value `config.toml.example` ships; production refuses it.
+pub const PLACEHOLDER_SECRET: &str = "change-me";
+
+/// Every problem as `(dotted key, message)`.
+pub fn validate(config: &Config) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String| problems.push((key.to_owned(), message));
+
+    if !is_valid_level(&config.log.level) {
+        problem(
+            "log.level",
+            format!(
+                "`{}` is not a valid level or filter (use trace, debug, info, warn, error, or `info,vigil=debug`)",
+                config.log.level
+            ),
+        );
+    }
+    if config.admin.max_connections == 0 {
+        problem("admin.max_connections", "must be at least 1".into());
+    }
+    if config.catalog.pool_size == 0 {
+        problem("catalog.pool_size", "must be at least 1".into());
+    }
+    if let Err(e) = config.catalog.url.expose().parse::<tokio_postgres::Config>() {
+        problem(
+            "catalog.url",
+            format!("is not a valid PostgreSQL connection string: {e} (e.g. postgres://vigil@db:5432/vigil)"),
+        );
+    } else if requires_tls(config.catalog.url.expose()) {
+        problem(
+            "catalog.url",
+            "sslmode=require/verify-* is not supported yet: reach the catalog over loopback, a unix socket or a TLS tunnel".into(),
+        );
+    }
+    for (key, value) in [
+        ("health.heartbeat", config.health.heartbeat),
+        ("health.interval", config.health.interval),
+        ("health.timeout", config.health.timeout),
+        ("catalog.query_timeout", config.catalog.query_timeout),
+        ("admin.header_read_timeout", config.admin.header_read_timeout),
+    ] {
+        if value.is_zero() {
+            problem(key, "must be longer than 0s".into());
+        }
+    }
+    if config.health.max_backoff < config.health.interval {
+        problem(
+            "health.max_backoff",
+            "must be at least `health.interval`".into(),
+        );
+    }
+    let catalog = &config.health.catalog;
+    if catalog.warn_after >= catalog.fail_after {
+        problem(
+            "health.catalog.warn_after",
+            format!(
+                "must be below `health.catalog.fail_after` ({})",
+                humantime::format_duration(catalog.fail_after)
+            ),
+        );
+    }
+    let disk = &config.health.disk;
+    for (key, ratio) in [("health.disk.warn_ratio", disk.warn_ratio), ("health.disk.fail_ratio", disk.fail_ratio)] {
+        if !(0.0..=1.0).contains(&ratio) {
+            problem(key, format!("{ratio} is not a fraction between 0 and 1 (e.g. 0.85)"));
+        }
+    }
+    if disk.warn_ratio >= disk.fail_ratio {
+        problem(
+            "health.disk.warn_ratio",
+            "must be below `health.disk.fail_ratio`".into(),
+        );
+    }
+
+    if config.daemon.environment == Environment::Production {
+        if !config.admin.listen.ip().is_loopback() && config.admin.token.is_none() {
+            problem(
+                "admin.listen",
+                format!(
+                    "listens beyond loopback ({}) with no `admin.token`: in production set `admin.token_file`, or listen on 127.0.0.1",
+                    config.admin.listen
+                ),
+            );
+        }
+        let url_password = crate::redact::url_password(config.catalog.url.expose());
+        for (key, value) in [
+            ("admin.token", config.admin.token.as_ref().map(|s| s.expose().to_owned())),
+            ("catalog.password", config.catalog.password.as_ref().map(|s| s.expose().to_owned())),
+            ("catalog.url", url_password),
+        ] {
+            if value.as_deref() == Some(PLACEHOLDER_SECRET) {
+                problem(
+                    key,
+                    format!("still holds the example placeholder `{PLACEHOLDER_SECRET}`: set a real secret before running in production"),
+                );
+            }
+        }
+    }
+    problems
+}
+
+/// A bare word must be a level (`loud` would parse as a target name and
+/// silently log nothing); anything else must parse as a filter.
+fn is_valid_level(level: &str) -> bool {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    if !level.contains(['=', ',', ':', '[']) {
+        return LEVELS.contains(&level.trim().to_ascii_lowercase().as_str());
+    }
+    tracing_subscriber::EnvFilter::try_new(level).is_ok()
+}
+
+fn requires_tls(url: &str) -> bool {
+    ["sslmode=require", "sslmode=verify-ca", "sslmode=verify-full"]
+        .iter()
+        .any(|needle| url.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use crate::config::parse;
+
+    fn keys(src: &str) -> Vec<String> {
+        match parse(src, Path::new("c.toml"), &HashMap::new()) {
+            Ok(_) => vec![],
+            Err(e) => e.problems.into_iter().map(|p| p.key).collect(),
+        }
+    }
+
+    const BASE: &str = "[catalog]\nurl = \"postgres://vigil@127.0.0.1/vigil\"\n";
+
+    #[test]
+    fn development_allows_open_admin_port() {
+        assert!(keys(&format!("{BASE}[admin]\nlisten = \"0.0.0.0:9746\"\n")).is_empty());
+    }
+
+    #[test]
+    fn production_refuses_open_admin_port_without_token() {
+        let src = format!("[daemon]\nenvironment = \"production\"\n{BASE}[admin]\nlisten = \"0.0.0.0:9746\"\n");
+        assert_eq!(keys(&src), ["admin.listen"]);
+        let with_token = format!("{src}token = \"a-real-token\"\n");
+        assert!(keys(&with_token).is_empty());
+    }
+
+    #[test]
+    fn production_refuses_placeholder_secrets() {
+        let src = format!(
+            "[daemon]\nenvironment = \"production\"\n[catalog]\nurl = \"postgres://vigil:change-me@db/vigil\"\n[admin]\ntoken = \"change-me\"\n"
+        );
+        assert_eq!(keys(&src), ["admin.token", "catalog.url"]);
+        let dev = src.replace("production", "development");
+        assert!(keys(&dev).is_empty());
+    }
+
+    #[test]
+    fn all_semantic_problems_at_once_with_positions() {
+        let src = format!(
+            "{BASE}pool_size = 0\n[log]\nlevel = \"loud\"\n[health.disk]\nwarn_ratio = 0.99\nfail_ratio = 1.5\n[health.catalog]\nwarn_after = \"3s\"\n"
+        );
+        let err = parse(&src, Path::new("c.toml"), &HashMap::new()).unwrap_err();
+        let got: Vec<_> = err.problems.iter().map(|p| (p.key.as_str(), p.position)).collect();
+        assert_eq!(
+            got,
+            [
+                ("log.level", Some((5, 1))),
+                ("catalog.pool_size", Some((3, 1))),
+                ("health.catalog.warn_after", Some((10, 1))),
+                ("health.disk.fail_ratio", Some((8, 1))),
+            ]
+        );
+    }
+}

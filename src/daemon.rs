@@ -1,0 +1,271 @@
+//! Wires the parts: bind, connect, migrate, start the health runner, mark
+//! ready; then serve signals (reload, reopen logs) until shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{AdminServer, AdminState};
+use crate::config::{self, Config, ProcessEnv};
+use crate::health::{
+    CatalogMigrationsCheck, CatalogResponseCheck, Check, CheckSpec, DiskUsageCheck, HealthRunner,
+    Observation, Phase, RunnerHandle, Shared, Status,
+};
+use crate::logging::Logging;
+use crate::notify::Notifier;
+use crate::redact::redact_text;
+use crate::signals::Control;
+use crate::tasks::Tasks;
+
+/// How long the admin port keeps answering (503) while work drains.
+const ADMIN_DRAIN: Duration = Duration::from_secs(2);
+
+pub struct Daemon {
+    config_path: PathBuf,
+    config: watch::Sender<Arc<Config>>,
+    shared: Arc<Shared>,
+    admin: AdminServer,
+    logging: Option<Arc<Logging>>,
+    notifier: Notifier,
+}
+
+impl Daemon {
+    /// Validates nothing more (the config is already valid) and binds the
+    /// admin port, so a taken port fails before any work starts.
+    pub async fn build(config_path: PathBuf, config: Config, logging: Option<Arc<Logging>>) -> anyhow::Result<Daemon> {
+        let admin = crate::admin::bind(config.admin.listen).await?;
+        let service_id = config.daemon.instance.clone().unwrap_or_else(hostname);
+        let shared = Shared::new(service_id, logging.as_ref().and_then(|l| l.dropped_counter()));
+        shared.startup_done("config");
+        let (config, _) = watch::channel(Arc::new(config));
+        Ok(Daemon { config_path, config, shared, admin, logging, notifier: Notifier::from_env() })
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr
+    }
+
+    /// Runs until a [`Control::Shutdown`] arrives (or the channel closes).
+    pub async fn run(self, mut control: mpsc::Receiver<Control>) -> anyhow::Result<()> {
+        let Daemon { config_path, config, shared, admin, logging, notifier } = self;
+        let current = Arc::clone(&config.borrow());
+        let root = CancellationToken::new();
+        let work = root.child_token();
+        let tasks = Tasks::new();
+
+        let admin_cancel = root.child_token();
+        let admin_task = tokio::spawn(admin.serve(
+            Arc::new(AdminState::new(Arc::clone(&shared))),
+            current.admin.max_connections,
+            current.admin.header_read_timeout,
+            admin_cancel.clone(),
+            ADMIN_DRAIN,
+        ));
+
+        let startup = start(&current, config.subscribe(), &shared, &tasks, &work, &notifier);
+        tokio::pin!(startup);
+        let runner = loop {
+            tokio::select! {
+                result = &mut startup => break result?,
+                message = control.recv() => match message {
+                    Some(Control::ReopenLogs) => reopen(&logging),
+                    Some(Control::Reload) => tracing::warn!("SIGHUP during start-up ignored; send it again once ready"),
+                    Some(Control::Shutdown) | None => {
+                        tracing::info!("shutdown requested during start-up");
+                        return shutdown(&shared, &notifier, &work, &tasks, &current, &mut control, admin_cancel, admin_task).await;
+                    }
+                },
+            }
+        };
+        shared.set_phase(Phase::Ready);
+        notifier.ready("ready");
+        tracing::info!(admin = %shared_addr(&current), "vigil is ready");
+
+        let mut reloader = Reloader { path: config_path, config, shared: Arc::clone(&shared), runner, logging: logging.clone(), notifier: notifier.clone() };
+        while let Some(message) = control.recv().await {
+            match message {
+                Control::Reload => reloader.reload().await,
+                Control::ReopenLogs => reopen(&logging),
+                Control::Shutdown => break,
+            }
+        }
+        let current = Arc::clone(&reloader.config.borrow());
+        shutdown(&shared, &notifier, &work, &tasks, &current, &mut control, admin_cancel, admin_task).await
+    }
+}
+
+fn shared_addr(config: &Config) -> String {
+    config.admin.listen.to_string()
+}
+
+fn reopen(logging: &Option<Arc<Logging>>) {
+    if let Some(logging) = logging {
+        logging.reopen();
+    }
+}
+
+/// Start-up after the admin port is up: catalog, migrations, checks.
+async fn start(
+    config: &Config,
+    config_rx: watch::Receiver<Arc<Config>>,
+    shared: &Arc<Shared>,
+    tasks: &Tasks,
+    work: &CancellationToken,
+    notifier: &Notifier,
+) -> anyhow::Result<RunnerHandle> {
+    let secrets = config.secrets();
+    notifier.status("waiting for the catalog");
+    let pool = crate::catalog::pool(&config.catalog)?;
+    crate::catalog::wait_until_ready(&pool, &config.catalog, &secrets)
+        .await
+        .map_err(|e| anyhow::anyhow!(redact_text(&e.to_string(), &secrets)))?;
+    shared.startup_done("catalog");
+
+    notifier.status("migrating the catalog");
+    let outcome = crate::catalog::migrate(&pool)
+        .await
+        .map_err(|e| anyhow::anyhow!(redact_text(&e.to_string(), &secrets)))?;
+    tracing::info!(version = outcome.version, applied = ?outcome.applied, "catalog schema is current");
+    shared.startup_done("migrations");
+
+    std::fs::create_dir_all(&config.daemon.state_dir)
+        .with_context(|| format!("cannot create `daemon.state_dir` {}", config.daemon.state_dir.display()))?;
+    let mut checks: Vec<Arc<dyn Check>> = vec![
+        Arc::new(CatalogResponseCheck { pool: pool.clone() }),
+        Arc::new(CatalogMigrationsCheck { pool: pool.clone(), expected: crate::catalog::expected_version() }),
+        Arc::new(DiskUsageCheck { name: "state-dir".into(), path: config.daemon.state_dir.clone() }),
+    ];
+    if let Some(dir) = config.log.file.as_ref().and_then(|f| f.parent()) {
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir.to_owned() };
+        checks.push(Arc::new(DiskUsageCheck { name: "log-dir".into(), path: dir }));
+    }
+    let events = crate::catalog::spawn_event_writer(pool.clone(), shared.service_id.clone(), tasks.tracker(), work.child_token());
+    let runner = HealthRunner {
+        checks,
+        config: config_rx,
+        shared: Arc::clone(shared),
+        events: Some(events),
+        pool: Some(pool),
+        notifier: notifier.clone(),
+    }
+    .spawn(tasks.tracker(), work.child_token());
+    runner.set(reload_spec(), Observation::new(Status::Pass, None, None)).await;
+    notifier.status("running the first health checks");
+    runner.first_round_done().await;
+    shared.startup_done("first-checks");
+    Ok(runner)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn shutdown(
+    shared: &Shared,
+    notifier: &Notifier,
+    work: &CancellationToken,
+    tasks: &Tasks,
+    config: &Config,
+    control: &mut mpsc::Receiver<Control>,
+    admin_cancel: CancellationToken,
+    admin_task: tokio::task::JoinHandle<()>,
+) -> anyhow::Result<()> {
+    shared.set_phase(Phase::ShuttingDown);
+    notifier.stopping();
+    tracing::info!(grace = %humantime::format_duration(config.daemon.shutdown_timeout), "shutting down");
+    work.cancel();
+    let drained = async {
+        tokio::select! {
+            _ = tasks.close_and_wait() => true,
+            _ = tokio::time::sleep(config.daemon.shutdown_timeout) => false,
+            _ = second_shutdown(control) => false,
+        }
+    }
+    .await;
+    if !drained {
+        tracing::warn!(still_running = ?tasks.running(), "shutdown grace period over; exiting with tasks still running");
+    }
+    admin_cancel.cancel();
+    let _ = admin_task.await;
+    tracing::info!("vigil stopped");
+    Ok(())
+}
+
+/// A second SIGTERM/SIGINT during the drain stops waiting.
+async fn second_shutdown(control: &mut mpsc::Receiver<Control>) {
+    while let Some(message) = control.recv().await {
+        if message == Control::Shutdown {
+            tracing::warn!("second shutdown signal: not waiting any longer");
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+pub fn reload_spec() -> CheckSpec {
+    CheckSpec {
+        key: "config:reload".into(),
+        component_id: "config".into(),
+        component_type: "component",
+        interval: Duration::ZERO,
+        timeout: Duration::ZERO,
+        critical: true,
+        periodic: false,
+    }
+}
+
+struct Reloader {
+    path: PathBuf,
+    config: watch::Sender<Arc<Config>>,
+    shared: Arc<Shared>,
+    runner: RunnerHandle,
+    logging: Option<Arc<Logging>>,
+    notifier: Notifier,
+}
+
+impl Reloader {
+    async fn reload(&mut self) {
+        self.notifier.reloading();
+        let old = Arc::clone(&self.config.borrow());
+        match config::load(&self.path, &ProcessEnv) {
+            Err(e) => {
+                let message = redact_text(&e.to_string(), &old.secrets());
+                tracing::warn!(error = %message, "config reload refused; still running on the previous config");
+                self.shared.record_reload(false);
+                let summary = format!("reload refused, running on the previous config: {}", message.trim());
+                self.runner.set(reload_spec(), Observation::new(Status::Warn, None, None).with_output(summary)).await;
+            }
+            Ok(new) => {
+                let changes = config::diff(&old, &new);
+                for change in &changes {
+                    if change.live {
+                        tracing::info!(key = %change.key, old = %change.old, new = %change.new, "config changed");
+                    } else {
+                        tracing::warn!(key = %change.key, old = %change.old, new = %change.new, "config changed; takes effect after a restart");
+                    }
+                }
+                if old.log.level != new.log.level
+                    && let Some(logging) = &self.logging
+                    && let Err(e) = logging.set_level(&new.log.level)
+                {
+                    tracing::warn!(error = %e, "cannot apply the new log level");
+                }
+                let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+                tracing::info!(changed = ?keys, "config reloaded");
+                self.config.send_replace(Arc::new(new));
+                self.shared.record_reload(true);
+                self.runner.set(reload_spec(), Observation::new(Status::Pass, None, None)).await;
+            }
+        }
+        self.notifier.ready("ready");
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "vigil".into())
+}

@@ -1,0 +1,92 @@
+//! `vigil demo`: a throwaway PostgreSQL cluster as the catalog, a config
+//! written next to it, and the daemon in the foreground. Ctrl-C removes it all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::pgcluster::{Cluster, ClusterError, PgBinaries};
+
+/// The cluster and the config written for it.
+pub struct DemoSetup {
+    pub cluster: Cluster,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+/// Creates the cluster, the `vigil` database and the config file.
+pub fn prepare(dir: Option<&Path>, listen: SocketAddr) -> Result<DemoSetup, ClusterError> {
+    let bins = PgBinaries::discover()?;
+    let (tempdir, dir) = match dir {
+        Some(d) => (None, d.to_owned()),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("vigil-demo-")
+                .tempdir()
+                .map_err(|e| ClusterError::Io { action: "cannot create a temporary directory in", path: std::env::temp_dir(), source: e })?;
+            let p = t.path().to_owned();
+            (Some(t), p)
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| ClusterError::Io { action: "cannot create", path: dir.clone(), source: e })?;
+    let password = random_password();
+    eprintln!("vigil demo: creating a PostgreSQL cluster in {} ...", dir.display());
+    let mut cluster = Cluster::create(&bins, &dir.join("pg"), &password)?;
+    cluster.start()?;
+    cluster.psql("postgres", "CREATE DATABASE vigil")?;
+
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).map_err(|e| ClusterError::Io { action: "cannot write", path: path.to_owned(), source: e })
+    };
+    let password_file = dir.join("catalog.password");
+    write(&password_file, &format!("{password}\n"))?;
+    let config_path = dir.join("vigil.toml");
+    write(&config_path, &demo_config(&dir, listen, &cluster))?;
+    Ok(DemoSetup { cluster, dir, config_path, _tempdir: tempdir })
+}
+
+fn demo_config(dir: &Path, listen: SocketAddr, cluster: &Cluster) -> String {
+    format!(
+        r#"# Written by `vigil demo`; removed when the demo stops.
+[daemon]
+environment = "development"
+instance = "vigil-demo"
+state_dir = "{state}"
+shutdown_timeout = "10s"
+
+[log]
+level = "info"
+format = "pretty"
+
+[admin]
+listen = "{listen}"
+
+[catalog]
+url = "{url}"
+password_file = "catalog.password"
+connect_timeout = "30s"
+
+[health]
+interval = "10s"
+heartbeat = "2s"
+"#,
+        state = dir.join("state").display(),
+        url = cluster.url("vigil"),
+    )
+}
+
+pub fn banner(setup: &DemoSetup, admin: SocketAddr) -> String {
+    let base = format!("http://{admin}");
+    format!(
+        "\nvigil demo is starting; the catalog is a throwaway cluster on 127.0.0.1:{port}\n\
+         \n  status page   {base}/\n  health        {base}/health  ({base}/health/live, /health/ready, /health/detailed)\n  metrics       {base}/metrics\n  config        {config}\n\
+         \nTry:  vigil --config {config} status\nCtrl-C stops vigil and removes the cluster and {dir}.\n",
+        port = setup.cluster.port(),
+        config = setup.config_path.display(),
+        dir = setup.dir.display(),
+    )
+}
+
+fn random_password() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

@@ -1,0 +1,220 @@
+//! The checks of this issue: catalog round trip, catalog schema version,
+//! disk utilisation of vigil's directories.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::model::{Check, CheckSpec, Observation, Status};
+use crate::config::HealthConfig;
+
+/// `catalog:responseTime`: a `SELECT 1` round trip through the pool, in ms.
+pub struct CatalogResponseCheck {
+    pub pool: Pool,
+}
+
+impl Check for CatalogResponseCheck {
+    fn spec(&self, config: &HealthConfig) -> CheckSpec {
+        CheckSpec {
+            key: "catalog:responseTime".into(),
+            component_id: "catalog".into(),
+            component_type: "datastore",
+            interval: config.catalog.interval.unwrap_or(config.interval),
+            timeout: config.timeout,
+            critical: true,
+            periodic: true,
+        }
+    }
+
+    fn run<'a>(&'a self, config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
+        async move {
+            let started = Instant::now();
+            let result = async {
+                let client = self.pool.get().await.map_err(|e| e.to_string())?;
+                client.simple_query("SELECT 1").await.map_err(|e| e.to_string())
+            }
+            .await;
+            let status = self.pool.status();
+            let observation = match result {
+                Ok(_) => {
+                    let ms = started.elapsed().as_secs_f64() * 1000.0;
+                    grade_latency(
+                        Observation::new(Status::Pass, Some(ms), Some("ms")),
+                        config.catalog.warn_after,
+                        config.catalog.fail_after,
+                    )
+                }
+                Err(e) => Observation::fail(format!("catalog unreachable: {e}")),
+            };
+            observation
+                .with_detail("poolMaxSize", status.max_size)
+                .with_detail("poolSize", status.size)
+                .with_detail("poolIdle", status.available)
+                .with_detail("poolWaiting", status.waiting)
+        }
+        .boxed()
+    }
+}
+
+/// Grades a round trip against the configured thresholds.
+pub fn grade_latency(observation: Observation, warn_after: Duration, fail_after: Duration) -> Observation {
+    let Some(ms) = observation.value.filter(|_| observation.status == Status::Pass) else {
+        return observation;
+    };
+    let took = Duration::from_secs_f64(ms / 1000.0);
+    if took >= fail_after {
+        Observation { status: Status::Fail, ..observation }
+            .with_output(format!("round trip {ms:.0} ms is over the fail threshold {}", humantime::format_duration(fail_after)))
+    } else if took >= warn_after {
+        Observation { status: Status::Warn, ..observation }
+            .with_output(format!("round trip {ms:.0} ms is over the warn threshold {}", humantime::format_duration(warn_after)))
+    } else {
+        observation
+    }
+}
+
+/// `catalog:migrations`: the catalog's schema is at the version this binary expects.
+pub struct CatalogMigrationsCheck {
+    pub pool: Pool,
+    pub expected: i32,
+}
+
+impl Check for CatalogMigrationsCheck {
+    fn spec(&self, config: &HealthConfig) -> CheckSpec {
+        CheckSpec {
+            key: "catalog:migrations".into(),
+            component_id: "catalog".into(),
+            component_type: "datastore",
+            interval: config.catalog.interval.unwrap_or(config.interval).max(Duration::from_secs(60)),
+            timeout: config.timeout,
+            critical: true,
+            periodic: true,
+        }
+    }
+
+    fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
+        async move {
+            match crate::catalog::schema_version(&self.pool).await {
+                Ok(version) => grade_schema(version, self.expected),
+                Err(e) => Observation::fail(format!("cannot read the schema version: {e}")),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Pure verdict on the schema version found.
+pub fn grade_schema(found: Option<i32>, expected: i32) -> Observation {
+    let value = found.map(f64::from);
+    let observation = Observation::new(Status::Pass, value, None).with_detail("expected", expected);
+    match found {
+        Some(v) if v == expected => observation,
+        Some(v) if v > expected => Observation { status: Status::Warn, ..observation }.with_output(format!(
+            "catalog schema v{v} is newer than this vigil expects (v{expected}): upgrade vigil"
+        )),
+        Some(v) => Observation { status: Status::Fail, ..observation }
+            .with_output(format!("catalog schema v{v} is behind v{expected}: run `vigil migrate`")),
+        None => Observation { status: Status::Fail, ..observation }
+            .with_output(format!("catalog has no schema yet (expected v{expected}): run `vigil migrate`")),
+    }
+}
+
+/// `<name>:utilization`: used fraction of the filesystem holding a directory.
+pub struct DiskUsageCheck {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl Check for DiskUsageCheck {
+    fn spec(&self, config: &HealthConfig) -> CheckSpec {
+        CheckSpec {
+            key: format!("{}:utilization", self.name),
+            component_id: self.name.clone(),
+            component_type: "system",
+            interval: config.disk.interval.unwrap_or(config.interval),
+            timeout: config.timeout,
+            critical: true,
+            periodic: true,
+        }
+    }
+
+    fn run<'a>(&'a self, config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
+        let path = self.path.clone();
+        async move {
+            // statvfs can block on a hung network filesystem: keep it off the async workers.
+            let usage = tokio::task::spawn_blocking(move || disk_usage(&path)).await;
+            match usage {
+                Ok(Ok(usage)) => grade_disk(usage, config.disk.warn_ratio, config.disk.fail_ratio),
+                Ok(Err(e)) => Observation::fail(e),
+                Err(e) => Observation::fail(format!("disk check panicked: {e}")),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Raw usage; graded by [`grade_disk`] with the thresholds of the moment.
+fn disk_usage(path: &std::path::Path) -> Result<Observation, String> {
+    let stat = nix::sys::statvfs::statvfs(path)
+        .map_err(|e| format!("cannot stat {}: {e} (does the directory exist?)", path.display()))?;
+    let fragment = stat.fragment_size() as u64;
+    let total = stat.blocks() as u64 * fragment;
+    let available = stat.blocks_available() as u64 * fragment;
+    let used_ratio = if total == 0 { 0.0 } else { 1.0 - available as f64 / total as f64 };
+    Ok(Observation::new(Status::Pass, Some(used_ratio), Some("ratio"))
+        .with_detail("path", path.display().to_string())
+        .with_detail("availableBytes", available)
+        .with_detail("totalBytes", total))
+}
+
+pub fn grade_disk(observation: Observation, warn_ratio: f64, fail_ratio: f64) -> Observation {
+    let Some(used) = observation.value.filter(|_| observation.status == Status::Pass) else {
+        return observation;
+    };
+    let (status, limit) = if used >= fail_ratio {
+        (Status::Fail, fail_ratio)
+    } else if used >= warn_ratio {
+        (Status::Warn, warn_ratio)
+    } else {
+        return observation;
+    };
+    Observation { status, ..observation }
+        .with_output(format!("{:.1}% used, over the {:.0}% threshold", used * 100.0, limit * 100.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_grades() {
+        let ok = |ms| Observation::new(Status::Pass, Some(ms), Some("ms"));
+        let (w, f) = (Duration::from_millis(100), Duration::from_secs(1));
+        assert_eq!(grade_latency(ok(5.0), w, f).status, Status::Pass);
+        assert_eq!(grade_latency(ok(150.0), w, f).status, Status::Warn);
+        assert_eq!(grade_latency(ok(1500.0), w, f).status, Status::Fail);
+        assert_eq!(grade_latency(Observation::fail("x"), w, f).output.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn schema_grades() {
+        assert_eq!(grade_schema(Some(1), 1).status, Status::Pass);
+        assert_eq!(grade_schema(Some(2), 1).status, Status::Warn);
+        assert_eq!(grade_schema(Some(0), 1).status, Status::Fail);
+        assert_eq!(grade_schema(None, 1).status, Status::Fail);
+    }
+
+    #[test]
+    fn disk_grades_and_real_usage() {
+        let used = |r| Observation::new(Status::Pass, Some(r), Some("ratio"));
+        assert_eq!(grade_disk(used(0.5), 0.85, 0.95).status, Status::Pass);
+        assert_eq!(grade_disk(used(0.9), 0.85, 0.95).status, Status::Warn);
+        assert_eq!(grade_disk(used(0.99), 0.85, 0.95).status, Status::Fail);
+        let real = disk_usage(std::path::Path::new("/")).unwrap();
+        assert!((0.0..=1.0).contains(&real.value.unwrap()));
+        assert!(disk_usage(std::path::Path::new("/no/such/dir")).is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! vigil: keeps PostgreSQL databases and file trees recoverable, and says so.
+
+pub mod admin;
+pub mod catalog;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod health;
+pub mod logging;
+pub mod notify;
+pub mod pgcluster;
+pub mod process_stats;
+pub mod redact;
+pub mod signals;
+pub mod status_cmd;
+pub mod tasks;

@@ -1,0 +1,210 @@
+//! CLI parsing and dispatch only.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use vigil::config::{self, Config, ProcessEnv};
+use vigil::daemon::Daemon;
+use vigil::logging::Logging;
+
+/// Exit codes: 0 ok, 64 bad config or usage (EX_USAGE), 1 runtime failure.
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Keeps PostgreSQL databases and file trees recoverable, and says so.")]
+struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "VIGIL_CONFIG", default_value = "/etc/vigil/config.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run,
+    /// Validate the config and print it with secrets redacted.
+    CheckConfig,
+    /// Apply the catalog migrations, print the schema version, exit.
+    Migrate,
+    /// Print the running daemon's health (from /health/detailed).
+    Status {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run vigil against a throwaway PostgreSQL cluster, in the foreground.
+    Demo {
+        /// Admin address (a taken default port falls back to a free one).
+        #[arg(long, default_value = config::DEFAULT_ADMIN_LISTEN)]
+        listen: SocketAddr,
+        /// Directory for the cluster and config (default: a new temporary one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vigil: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::CheckConfig => match load(&cli.config) {
+            Ok(config) => {
+                println!("# {} is valid; effective config, secrets redacted:", cli.config.display());
+                print!("{}", config.to_redacted_toml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run => {
+            let config = match load(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let Some(logging) = init_logging(&config) else { return ExitCode::FAILURE };
+            serve(cli.config, config, logging, None).await
+        }
+        Command::Migrate => {
+            let config = match load(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let Some(_logging) = init_logging(&config) else { return ExitCode::FAILURE };
+            match migrate(&config).await {
+                Ok(outcome) => {
+                    println!("catalog schema at version {} (applied now: {})", outcome.version, if outcome.applied.is_empty() { "none".into() } else { outcome.applied.join(", ") });
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "migration failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { json } => {
+            let config = match load(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match vigil::status_cmd::run(config.admin.listen, json).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("vigil status: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { listen, dir } => demo(listen, dir).await,
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    config::load(path, &ProcessEnv).map_err(|e| {
+        eprint!("vigil: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn init_logging(config: &Config) -> Option<Arc<Logging>> {
+    match Logging::init(&config.log) {
+        Ok(l) => Some(Arc::new(l)),
+        Err(e) => {
+            eprintln!("vigil: cannot set up logging: {e} (check `log.file`)");
+            None
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<vigil::catalog::MigrationOutcome> {
+    let secrets = config.secrets();
+    let redacted = |e: vigil::catalog::CatalogError| anyhow::anyhow!(vigil::redact::redact_text(&e.to_string(), &secrets));
+    let pool = vigil::catalog::pool(&config.catalog).map_err(redacted)?;
+    vigil::catalog::wait_until_ready(&pool, &config.catalog, &secrets).await.map_err(redacted)?;
+    vigil::catalog::migrate(&pool).await.map_err(redacted)
+}
+
+/// Builds and runs the daemon until a shutdown signal; `banner` is printed once bound.
+async fn serve(
+    path: PathBuf,
+    config: Config,
+    logging: Arc<Logging>,
+    banner: Option<&dyn Fn(SocketAddr) -> String>,
+) -> ExitCode {
+    let daemon = match Daemon::build(path, config, Some(logging)).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "vigil cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(banner) = banner {
+        eprintln!("{}", banner(daemon.admin_addr()));
+    }
+    let control = match vigil::signals::listen() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    match daemon.run(control).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "vigil failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(listen: SocketAddr, dir: Option<PathBuf>) -> ExitCode {
+    // A taken default port should not spoil the first run: fall back to a free one.
+    let listen = match std::net::TcpListener::bind(listen) {
+        Ok(_) => listen,
+        Err(e) => {
+            eprintln!("vigil demo: {listen} is not available ({e}); using a free port instead");
+            SocketAddr::new(listen.ip(), 0)
+        }
+    };
+    let setup = match tokio::task::spawn_blocking(move || vigil::demo::prepare(dir.as_deref(), listen)).await {
+        Ok(Ok(setup)) => setup,
+        Ok(Err(e)) => {
+            eprintln!("vigil demo: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("vigil demo: set-up panicked: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match load(&setup.config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(logging) = init_logging(&config) else { return ExitCode::FAILURE };
+    let banner = |addr| vigil::demo::banner(&setup, addr);
+    let code = serve(setup.config_path.clone(), config, logging, Some(&banner)).await;
+    eprintln!("vigil demo: stopping the cluster and removing {}", setup.dir.display());
+    drop(setup);
+    code
+}

@@ -1,0 +1,273 @@
+//! Throwaway PostgreSQL clusters for `vigil demo` and the test harness:
+//! found binaries, `initdb` into a directory, start on a free loopback
+//! port, stop and remove on drop. As root, runs everything as `postgres`
+//! (initdb refuses root).
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found on PATH, via pg_config, or in /usr/lib/postgresql/*/bin; install them (Debian/Ubuntu: `apt-get install postgresql`)"
+    )]
+    NoBinaries,
+    #[error("running as root, but there is no `postgres` user to run the cluster as (initdb refuses root): `apt-get install postgresql` creates it, or run as a normal user")]
+    NoPostgresUser,
+    #[error("{what} failed in {dir}: {detail}")]
+    Command { what: String, dir: PathBuf, detail: String },
+    #[error("{action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ClusterError + 'a {
+    move |source| ClusterError::Io { action, path: path.to_owned(), source }
+}
+
+/// Where the server binaries live.
+#[derive(Debug, Clone)]
+pub struct PgBinaries {
+    pub bin_dir: PathBuf,
+}
+
+impl PgBinaries {
+    pub fn discover() -> Result<Self, ClusterError> {
+        let has_server = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
+        if let Some(path) = std::env::var_os("PATH") {
+            if let Some(dir) = std::env::split_paths(&path).find(|d| has_server(d)) {
+                return Ok(PgBinaries { bin_dir: dir });
+            }
+        }
+        if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if out.status.success() && has_server(&dir) {
+                return Ok(PgBinaries { bin_dir: dir });
+            }
+        }
+        // Debian keeps server binaries off PATH; take the newest major version.
+        let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+                let dir = e.path().join("bin");
+                has_server(&dir).then_some((version, dir))
+            })
+            .collect();
+        candidates.sort();
+        candidates.pop().map(|(_, bin_dir)| PgBinaries { bin_dir }).ok_or(ClusterError::NoBinaries)
+    }
+
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+}
+
+/// A running (or stopped) throwaway cluster; removed on drop.
+pub struct Cluster {
+    bins: PgBinaries,
+    root: PathBuf,
+    port: u16,
+    password: String,
+    as_postgres: bool,
+    remove_on_drop: bool,
+}
+
+pub const SUPERUSER: &str = "postgres";
+
+impl Cluster {
+    /// Creates `root` (which must not exist) and initdb's a cluster in it.
+    pub fn create(bins: &PgBinaries, root: &Path, password: &str) -> Result<Cluster, ClusterError> {
+        let as_postgres = nix::unistd::geteuid().is_root();
+        std::fs::create_dir_all(root).map_err(io_err("cannot create", root))?;
+        let cluster = Cluster {
+            bins: bins.clone(),
+            root: root.to_owned(),
+            port: 0,
+            password: password.to_owned(),
+            as_postgres,
+            remove_on_drop: true,
+        };
+        if as_postgres {
+            let user = nix::unistd::User::from_name(SUPERUSER)
+                .ok()
+                .flatten()
+                .ok_or(ClusterError::NoPostgresUser)?;
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err("cannot chmod", root))?;
+            nix::unistd::chown(root, Some(user.uid), Some(user.gid))
+                .map_err(|e| ClusterError::Io { action: "cannot chown", path: root.to_owned(), source: e.into() })?;
+        }
+        let pwfile = root.join("pwfile");
+        let mut f = std::fs::File::create(&pwfile).map_err(io_err("cannot write", &pwfile))?;
+        writeln!(f, "{password}").map_err(io_err("cannot write", &pwfile))?;
+        drop(f);
+        cluster.chown_to_postgres(&pwfile)?;
+        cluster.run(
+            "initdb",
+            Command::new(bins.bin("initdb"))
+                .arg("-D")
+                .arg(cluster.data_dir())
+                .args(["-U", SUPERUSER, "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
+                .arg(format!("--pwfile={}", pwfile.display())),
+        )?;
+        let _ = std::fs::remove_file(&pwfile);
+        Ok(cluster)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// URL without the password (pass it separately).
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Keep the directory after drop (for debugging).
+    pub fn keep(&mut self) {
+        self.remove_on_drop = false;
+    }
+
+    /// Starts on a free loopback port (retrying if another process takes it first).
+    pub fn start(&mut self) -> Result<(), ClusterError> {
+        let mut last = None;
+        for _ in 0..5 {
+            let port = if self.port != 0 && last.is_none() { self.port } else { free_port()? };
+            match self.start_on(port) {
+                Ok(()) => {
+                    self.port = port;
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    fn start_on(&self, port: u16) -> Result<(), ClusterError> {
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.root.display()
+        );
+        self.run(
+            "pg_ctl start",
+            Command::new(self.bins.bin("pg_ctl"))
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["-w", "-t", "60", "-o", &options, "-l"])
+                .arg(self.root.join("postgres.log"))
+                .arg("start"),
+        )
+        .map(|_| ())
+    }
+
+    /// Fast shutdown (disconnects clients).
+    pub fn stop(&self) -> Result<(), ClusterError> {
+        self.pg_ctl_stop("fast")
+    }
+
+    fn pg_ctl_stop(&self, mode: &str) -> Result<(), ClusterError> {
+        self.run(
+            "pg_ctl stop",
+            Command::new(self.bins.bin("pg_ctl"))
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["-w", "-m", mode, "stop"]),
+        )
+        .map(|_| ())
+    }
+
+    /// Runs SQL with psql over TCP; returns unaligned, tuples-only output.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String, ClusterError> {
+        let out = self.run(
+            "psql",
+            Command::new(self.bins.bin("psql"))
+                .env("PGPASSWORD", &self.password)
+                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", SUPERUSER])
+                .args(["-p", &self.port.to_string(), "-d", database, "-c", sql]),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    fn chown_to_postgres(&self, path: &Path) -> Result<(), ClusterError> {
+        if !self.as_postgres {
+            return Ok(());
+        }
+        let user = nix::unistd::User::from_name(SUPERUSER).ok().flatten().ok_or(ClusterError::NoPostgresUser)?;
+        nix::unistd::chown(path, Some(user.uid), Some(user.gid))
+            .map_err(|e| ClusterError::Io { action: "cannot chown", path: path.to_owned(), source: e.into() })
+    }
+
+    fn run(&self, what: &str, command: &mut Command) -> Result<Output, ClusterError> {
+        let mut command = if self.as_postgres && what != "psql" {
+            let mut wrapped = Command::new("runuser");
+            wrapped.args(["-u", SUPERUSER, "--"]).arg(command.get_program()).args(command.get_args());
+            for (k, v) in command.get_envs() {
+                if let Some(v) = v {
+                    wrapped.env(k, v);
+                }
+            }
+            wrapped
+        } else {
+            std::mem::replace(command, Command::new("true"))
+        };
+        // pg_ctl's postmaster must not inherit our stdout/stderr pipes (a test
+        // reading them would never see EOF).
+        command.stdin(std::process::Stdio::null()).current_dir(&self.root);
+        let out = command.output().map_err(|e| ClusterError::Command {
+            what: what.to_owned(),
+            dir: self.root.clone(),
+            detail: e.to_string(),
+        })?;
+        if out.status.success() {
+            return Ok(out);
+        }
+        let mut detail = format!(
+            "{}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+        if what.starts_with("pg_ctl")
+            && let Ok(log) = std::fs::read_to_string(self.root.join("postgres.log"))
+        {
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            detail.push_str(&format!(" (server log: {})", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")));
+        }
+        Err(ClusterError::Command { what: what.to_owned(), dir: self.root.clone(), detail })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.data_dir().join("postmaster.pid").exists() {
+            let _ = self.pg_ctl_stop("immediate");
+        }
+        if self.remove_on_drop {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("cannot bind", Path::new("127.0.0.1:0")))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(io_err("cannot read address of", Path::new("127.0.0.1:0")))
+}

@@ -1,0 +1,126 @@
+//! `vigil status`: fetch the running daemon's `/health/detailed` and print it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+/// Where to reach a daemon listening on `listen` (wildcards mean loopback).
+pub fn target(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+/// GETs `path`; returns the status code and body.
+pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .with_context(|| format!("timed out connecting to vigil at {addr}"))?
+        .with_context(|| format!("cannot connect to vigil at {addr} (is it running, and is `admin.listen` right?)"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", addr.to_string())
+        .header("user-agent", concat!("vigil-status/", env!("CARGO_PKG_VERSION")))
+        .body(Empty::<Bytes>::new())?;
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .context("vigil did not answer within 10s")??;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Prints the report; returns whether the overall status is not `fail`.
+pub async fn run(listen: SocketAddr, json: bool) -> anyhow::Result<bool> {
+    let addr = target(listen);
+    let (code, body) = get(addr, "/health/detailed").await?;
+    let value: Value = serde_json::from_str(&body)
+        .with_context(|| format!("vigil at {addr} answered {code} with something that is not JSON"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", render(&value));
+    }
+    match value["status"].as_str() {
+        Some("pass" | "warn") => Ok(true),
+        Some(_) => Ok(false),
+        None => bail!("vigil at {addr} answered {code} without a status"),
+    }
+}
+
+/// Human-readable rendering of a `/health/detailed` body.
+pub fn render(v: &Value) -> String {
+    let mut out = String::new();
+    let status = v["status"].as_str().unwrap_or("unknown");
+    let own = &v["vigil"];
+    out.push_str(&format!(
+        "vigil {} on {}: {} (phase {}, up {})\n",
+        v["releaseId"].as_str().unwrap_or("?"),
+        v["serviceId"].as_str().unwrap_or("?"),
+        status.to_uppercase(),
+        own["phase"].as_str().unwrap_or("?"),
+        own["uptimeSeconds"]
+            .as_f64()
+            .map(|s| humantime::format_duration(Duration::from_secs(s as u64)).to_string())
+            .unwrap_or_else(|| "?".into()),
+    ));
+    if let Some(output) = v["output"].as_str() {
+        out.push_str(&format!("  {output}\n"));
+    }
+    let Some(checks) = v["checks"].as_object() else { return out };
+    let width = checks.keys().map(String::len).max().unwrap_or(0);
+    for (key, results) in checks {
+        let c = &results[0];
+        let value = match (c["observedValue"].as_f64(), c["observedUnit"].as_str()) {
+            (Some(x), Some("ratio")) => format!("{:.1} %", x * 100.0),
+            (Some(x), Some(unit)) => format!("{x:.2} {unit}"),
+            (Some(x), None) => format!("{x}"),
+            (None, _) => String::new(),
+        };
+        let critical = if c["vigil"]["critical"].as_bool() == Some(false) { " (informational)" } else { "" };
+        out.push_str(&format!("  {:<4}  {key:<width$}  {value}{critical}\n", c["status"].as_str().unwrap_or("?")));
+        if let Some(output) = c["output"].as_str() {
+            out.push_str(&format!("        {:width$}  {output}\n", ""));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listen_maps_to_loopback() {
+        assert_eq!(target("0.0.0.0:9746".parse().unwrap()).to_string(), "127.0.0.1:9746");
+        assert_eq!(target("[::]:1".parse().unwrap()).to_string(), "[::1]:1");
+        assert_eq!(target("10.0.0.1:2".parse().unwrap()).to_string(), "10.0.0.1:2");
+    }
+
+    #[test]
+    fn renders_checks_with_outputs() {
+        let v = serde_json::json!({
+            "status": "fail", "releaseId": "0.1.0", "serviceId": "h",
+            "vigil": {"phase": "ready", "uptimeSeconds": 61.0},
+            "checks": {
+                "catalog:responseTime": [{"status": "fail", "output": "catalog unreachable", "vigil": {"critical": true}}],
+                "state-dir:utilization": [{"status": "pass", "observedValue": 0.5, "observedUnit": "ratio", "vigil": {"critical": true}}]
+            }
+        });
+        let text = render(&v);
+        assert!(text.starts_with("vigil 0.1.0 on h: FAIL (phase ready, up 1m 1s)\n"), "{text}");
+        assert!(text.contains("fail  catalog:responseTime"), "{text}");
+        assert!(text.contains("catalog unreachable"), "{text}");
+        assert!(text.contains("50.0 %"), "{text}");
+    }
+}
