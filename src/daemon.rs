@@ -37,13 +37,27 @@ pub struct Daemon {
 impl Daemon {
     /// Validates nothing more (the config is already valid) and binds the
     /// admin port, so a taken port fails before any work starts.
-    pub async fn build(config_path: PathBuf, config: Config, logging: Option<Arc<Logging>>) -> anyhow::Result<Daemon> {
+    pub async fn build(
+        config_path: PathBuf,
+        config: Config,
+        logging: Option<Arc<Logging>>,
+    ) -> anyhow::Result<Daemon> {
         let admin = crate::admin::bind(config.admin.listen).await?;
         let service_id = config.daemon.instance.clone().unwrap_or_else(hostname);
-        let shared = Shared::new(service_id, logging.as_ref().and_then(|l| l.dropped_counter()));
+        let shared = Shared::new(
+            service_id,
+            logging.as_ref().and_then(|l| l.dropped_counter()),
+        );
         shared.startup_done("config");
         let (config, _) = watch::channel(Arc::new(config));
-        Ok(Daemon { config_path, config, shared, admin, logging, notifier: Notifier::from_env() })
+        Ok(Daemon {
+            config_path,
+            config,
+            shared,
+            admin,
+            logging,
+            notifier: Notifier::from_env(),
+        })
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -52,7 +66,15 @@ impl Daemon {
 
     /// Runs until a [`Control::Shutdown`] arrives (or the channel closes).
     pub async fn run(self, mut control: mpsc::Receiver<Control>) -> anyhow::Result<()> {
-        let Daemon { config_path, config, shared, admin, logging, notifier } = self;
+        let Daemon {
+            config_path,
+            config,
+            shared,
+            admin,
+            logging,
+            notifier,
+        } = self;
+        let admin_addr = admin.local_addr;
         let current = Arc::clone(&config.borrow());
         let root = CancellationToken::new();
         let work = root.child_token();
@@ -67,7 +89,14 @@ impl Daemon {
             ADMIN_DRAIN,
         ));
 
-        let startup = start(&current, config.subscribe(), &shared, &tasks, &work, &notifier);
+        let startup = start(
+            &current,
+            config.subscribe(),
+            &shared,
+            &tasks,
+            &work,
+            &notifier,
+        );
         tokio::pin!(startup);
         let runner = loop {
             tokio::select! {
@@ -84,9 +113,16 @@ impl Daemon {
         };
         shared.set_phase(Phase::Ready);
         notifier.ready("ready");
-        tracing::info!(admin = %shared_addr(&current), "vigil is ready");
+        tracing::info!(admin = %admin_addr, "vigil is ready");
 
-        let mut reloader = Reloader { path: config_path, config, shared: Arc::clone(&shared), runner, logging: logging.clone(), notifier: notifier.clone() };
+        let mut reloader = Reloader {
+            path: config_path,
+            config,
+            shared: Arc::clone(&shared),
+            runner,
+            logging: logging.clone(),
+            notifier: notifier.clone(),
+        };
         while let Some(message) = control.recv().await {
             match message {
                 Control::Reload => reloader.reload().await,
@@ -95,12 +131,18 @@ impl Daemon {
             }
         }
         let current = Arc::clone(&reloader.config.borrow());
-        shutdown(&shared, &notifier, &work, &tasks, &current, &mut control, admin_cancel, admin_task).await
+        shutdown(
+            &shared,
+            &notifier,
+            &work,
+            &tasks,
+            &current,
+            &mut control,
+            admin_cancel,
+            admin_task,
+        )
+        .await
     }
-}
-
-fn shared_addr(config: &Config) -> String {
-    config.admin.listen.to_string()
 }
 
 fn reopen(logging: &Option<Arc<Logging>>) {
@@ -133,18 +175,40 @@ async fn start(
     tracing::info!(version = outcome.version, applied = ?outcome.applied, "catalog schema is current");
     shared.startup_done("migrations");
 
-    std::fs::create_dir_all(&config.daemon.state_dir)
-        .with_context(|| format!("cannot create `daemon.state_dir` {}", config.daemon.state_dir.display()))?;
+    std::fs::create_dir_all(&config.daemon.state_dir).with_context(|| {
+        format!(
+            "cannot create `daemon.state_dir` {}",
+            config.daemon.state_dir.display()
+        )
+    })?;
     let mut checks: Vec<Arc<dyn Check>> = vec![
         Arc::new(CatalogResponseCheck { pool: pool.clone() }),
-        Arc::new(CatalogMigrationsCheck { pool: pool.clone(), expected: crate::catalog::expected_version() }),
-        Arc::new(DiskUsageCheck { name: "state-dir".into(), path: config.daemon.state_dir.clone() }),
+        Arc::new(CatalogMigrationsCheck {
+            pool: pool.clone(),
+            expected: crate::catalog::expected_version(),
+        }),
+        Arc::new(DiskUsageCheck {
+            name: "state-dir".into(),
+            path: config.daemon.state_dir.clone(),
+        }),
     ];
     if let Some(dir) = config.log.file.as_ref().and_then(|f| f.parent()) {
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir.to_owned() };
-        checks.push(Arc::new(DiskUsageCheck { name: "log-dir".into(), path: dir }));
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir.to_owned()
+        };
+        checks.push(Arc::new(DiskUsageCheck {
+            name: "log-dir".into(),
+            path: dir,
+        }));
     }
-    let events = crate::catalog::spawn_event_writer(pool.clone(), shared.service_id.clone(), tasks.tracker(), work.child_token());
+    let events = crate::catalog::spawn_event_writer(
+        pool.clone(),
+        shared.service_id.clone(),
+        tasks.tracker(),
+        work.child_token(),
+    );
     let runner = HealthRunner {
         checks,
         config: config_rx,
@@ -154,7 +218,9 @@ async fn start(
         notifier: notifier.clone(),
     }
     .spawn(tasks.tracker(), work.child_token());
-    runner.set(reload_spec(), Observation::new(Status::Pass, None, None)).await;
+    runner
+        .set(reload_spec(), Observation::new(Status::Pass, None, None))
+        .await;
     notifier.status("running the first health checks");
     runner.first_round_done().await;
     shared.startup_done("first-checks");
@@ -234,8 +300,16 @@ impl Reloader {
                 let message = redact_text(&e.to_string(), &old.secrets());
                 tracing::warn!(error = %message, "config reload refused; still running on the previous config");
                 self.shared.record_reload(false);
-                let summary = format!("reload refused, running on the previous config: {}", message.trim());
-                self.runner.set(reload_spec(), Observation::new(Status::Warn, None, None).with_output(summary)).await;
+                let summary = format!(
+                    "reload refused, running on the previous config: {}",
+                    message.trim()
+                );
+                self.runner
+                    .set(
+                        reload_spec(),
+                        Observation::new(Status::Warn, None, None).with_output(summary),
+                    )
+                    .await;
             }
             Ok(new) => {
                 let changes = config::diff(&old, &new);
@@ -256,7 +330,9 @@ impl Reloader {
                 tracing::info!(changed = ?keys, "config reloaded");
                 self.config.send_replace(Arc::new(new));
                 self.shared.record_reload(true);
-                self.runner.set(reload_spec(), Observation::new(Status::Pass, None, None)).await;
+                self.runner
+                    .set(reload_spec(), Observation::new(Status::Pass, None, None))
+                    .await;
             }
         }
         self.notifier.ready("ready");

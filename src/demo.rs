@@ -14,6 +14,12 @@ pub struct DemoSetup {
     _tempdir: Option<tempfile::TempDir>,
 }
 
+impl DemoSetup {
+    pub fn cluster_dir(&self) -> PathBuf {
+        self.dir.join("pg")
+    }
+}
+
 /// Creates the cluster, the `vigil` database and the config file.
 pub fn prepare(dir: Option<&Path>, listen: SocketAddr) -> Result<DemoSetup, ClusterError> {
     let bins = PgBinaries::discover()?;
@@ -23,26 +29,46 @@ pub fn prepare(dir: Option<&Path>, listen: SocketAddr) -> Result<DemoSetup, Clus
             let t = tempfile::Builder::new()
                 .prefix("vigil-demo-")
                 .tempdir()
-                .map_err(|e| ClusterError::Io { action: "cannot create a temporary directory in", path: std::env::temp_dir(), source: e })?;
+                .map_err(|e| ClusterError::Io {
+                    action: "cannot create a temporary directory in",
+                    path: std::env::temp_dir(),
+                    source: e,
+                })?;
             let p = t.path().to_owned();
             (Some(t), p)
         }
     };
-    std::fs::create_dir_all(&dir).map_err(|e| ClusterError::Io { action: "cannot create", path: dir.clone(), source: e })?;
+    std::fs::create_dir_all(&dir).map_err(|e| ClusterError::Io {
+        action: "cannot create",
+        path: dir.clone(),
+        source: e,
+    })?;
     let password = random_password();
-    eprintln!("vigil demo: creating a PostgreSQL cluster in {} ...", dir.display());
+    eprintln!(
+        "vigil demo: creating a PostgreSQL cluster in {} ...",
+        dir.display()
+    );
     let mut cluster = Cluster::create(&bins, &dir.join("pg"), &password)?;
     cluster.start()?;
     cluster.psql("postgres", "CREATE DATABASE vigil")?;
 
     let write = |path: &Path, text: &str| {
-        std::fs::write(path, text).map_err(|e| ClusterError::Io { action: "cannot write", path: path.to_owned(), source: e })
+        std::fs::write(path, text).map_err(|e| ClusterError::Io {
+            action: "cannot write",
+            path: path.to_owned(),
+            source: e,
+        })
     };
     let password_file = dir.join("catalog.password");
     write(&password_file, &format!("{password}\n"))?;
     let config_path = dir.join("vigil.toml");
     write(&config_path, &demo_config(&dir, listen, &cluster))?;
-    Ok(DemoSetup { cluster, dir, config_path, _tempdir: tempdir })
+    Ok(DemoSetup {
+        cluster,
+        dir,
+        config_path,
+        _tempdir: tempdir,
+    })
 }
 
 fn demo_config(dir: &Path, listen: SocketAddr, cluster: &Cluster) -> String {
@@ -80,10 +106,10 @@ pub fn banner(setup: &DemoSetup, admin: SocketAddr) -> String {
     format!(
         "\nvigil demo is starting; the catalog is a throwaway cluster on 127.0.0.1:{port}\n\
          \n  status page   {base}/\n  health        {base}/health  ({base}/health/live, /health/ready, /health/detailed)\n  metrics       {base}/metrics\n  config        {config}\n\
-         \nTry:  vigil --config {config} status\nCtrl-C stops vigil and removes the cluster and {dir}.\n",
+         \nTry:  vigil --config {config} status\nCtrl-C stops vigil and removes the cluster ({dir}).\n",
         port = setup.cluster.port(),
         config = setup.config_path.display(),
-        dir = setup.dir.display(),
+        dir = setup.cluster_dir().display(),
     )
 }
 

@@ -37,7 +37,12 @@ impl Logging {
                     .thread_name("vigil-log-writer")
                     .finish(file.clone());
                 let dropped = writer.error_counter();
-                (Some(format_layer(config.format, writer, false)), Some(file), Some(dropped), Some(guard))
+                (
+                    Some(format_layer(config.format, writer, false)),
+                    Some(file),
+                    Some(dropped),
+                    Some(guard),
+                )
             }
             None => (None, None, None, None),
         };
@@ -48,7 +53,12 @@ impl Logging {
             .with(layers)
             .try_init()
             .map_err(io::Error::other)?;
-        Ok(Logging { filter: handle, file, dropped, _guard: guard })
+        Ok(Logging {
+            filter: handle,
+            file,
+            dropped,
+            _guard: guard,
+        })
     }
 
     /// Applies a new filter directive (validated by the config already).
@@ -62,7 +72,9 @@ impl Logging {
         if let Some(file) = &self.file {
             match file.reopen() {
                 Ok(()) => tracing::info!(path = %file.path.display(), "log file reopened"),
-                Err(e) => tracing::warn!(path = %file.path.display(), error = %e, "cannot reopen the log file; still writing to the old one"),
+                Err(e) => {
+                    tracing::warn!(path = %file.path.display(), error = %e, "cannot reopen the log file; still writing to the old one")
+                }
             }
         }
     }
@@ -87,7 +99,11 @@ where
 {
     let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     match format {
-        LogFormat::Json => layer.json().flatten_event(true).with_current_span(false).boxed(),
+        LogFormat::Json => layer
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .boxed(),
         LogFormat::Pretty => layer.with_ansi(ansi).boxed(),
     }
 }
@@ -104,9 +120,15 @@ pub struct ReopenableFile {
 impl ReopenableFile {
     pub fn open(path: &Path) -> io::Result<Self> {
         let file = open_append(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot open log file {}: {e}", path.display()))
+            io::Error::new(
+                e.kind(),
+                format!("cannot open log file {}: {e}", path.display()),
+            )
         })?;
-        Ok(ReopenableFile { path: path.to_owned(), file: Arc::new(Mutex::new(file)) })
+        Ok(ReopenableFile {
+            path: path.to_owned(),
+            file: Arc::new(Mutex::new(file)),
+        })
     }
 
     pub fn reopen(&self) -> io::Result<()> {
@@ -124,11 +146,17 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 impl Write for ReopenableFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.lock().unwrap_or_else(|p| p.into_inner()).write(buf)
+        self.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(buf)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.lock().unwrap_or_else(|p| p.into_inner()).write_all(buf)
+        self.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -150,7 +178,10 @@ mod tests {
         file.write_all(b"two\n").unwrap();
         file.reopen().unwrap();
         file.write_all(b"three\n").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("vigil.log.1")).unwrap(), "one\ntwo\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("vigil.log.1")).unwrap(),
+            "one\ntwo\n"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
     }
 

@@ -14,10 +14,19 @@ use vigil::logging::Logging;
 const EXIT_USAGE: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "vigil", version, about = "Keeps PostgreSQL databases and file trees recoverable, and says so.")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Keeps PostgreSQL databases and file trees recoverable, and says so."
+)]
 struct Cli {
     /// Config file.
-    #[arg(long, global = true, env = "VIGIL_CONFIG", default_value = "/etc/vigil/config.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "VIGIL_CONFIG",
+        default_value = "/etc/vigil/config.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -53,10 +62,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vigil: cannot start the async runtime: {e}");
@@ -70,7 +86,10 @@ async fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig => match load(&cli.config) {
             Ok(config) => {
-                println!("# {} is valid; effective config, secrets redacted:", cli.config.display());
+                println!(
+                    "# {} is valid; effective config, secrets redacted:",
+                    cli.config.display()
+                );
                 print!("{}", config.to_redacted_toml());
                 ExitCode::SUCCESS
             }
@@ -81,7 +100,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let Some(logging) = init_logging(&config) else { return ExitCode::FAILURE };
+            let Some(logging) = init_logging(&config) else {
+                return ExitCode::FAILURE;
+            };
             serve(cli.config, config, logging, None).await
         }
         Command::Migrate => {
@@ -89,10 +110,20 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let Some(_logging) = init_logging(&config) else { return ExitCode::FAILURE };
+            let Some(_logging) = init_logging(&config) else {
+                return ExitCode::FAILURE;
+            };
             match migrate(&config).await {
                 Ok(outcome) => {
-                    println!("catalog schema at version {} (applied now: {})", outcome.version, if outcome.applied.is_empty() { "none".into() } else { outcome.applied.join(", ") });
+                    println!(
+                        "catalog schema at version {} (applied now: {})",
+                        outcome.version,
+                        if outcome.applied.is_empty() {
+                            "none".into()
+                        } else {
+                            outcome.applied.join(", ")
+                        }
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -138,9 +169,13 @@ fn init_logging(config: &Config) -> Option<Arc<Logging>> {
 
 async fn migrate(config: &Config) -> anyhow::Result<vigil::catalog::MigrationOutcome> {
     let secrets = config.secrets();
-    let redacted = |e: vigil::catalog::CatalogError| anyhow::anyhow!(vigil::redact::redact_text(&e.to_string(), &secrets));
+    let redacted = |e: vigil::catalog::CatalogError| {
+        anyhow::anyhow!(vigil::redact::redact_text(&e.to_string(), &secrets))
+    };
     let pool = vigil::catalog::pool(&config.catalog).map_err(redacted)?;
-    vigil::catalog::wait_until_ready(&pool, &config.catalog, &secrets).await.map_err(redacted)?;
+    vigil::catalog::wait_until_ready(&pool, &config.catalog, &secrets)
+        .await
+        .map_err(redacted)?;
     vigil::catalog::migrate(&pool).await.map_err(redacted)
 }
 
@@ -178,33 +213,46 @@ async fn serve(
 }
 
 async fn demo(listen: SocketAddr, dir: Option<PathBuf>) -> ExitCode {
-    // A taken default port should not spoil the first run: fall back to a free one.
-    let listen = match std::net::TcpListener::bind(listen) {
-        Ok(_) => listen,
+    // A taken default port should not spoil the first run: fall back to a
+    // free one. The config gets a concrete port so `vigil status` finds it.
+    let probe = std::net::TcpListener::bind(listen).or_else(|e| {
+        eprintln!("vigil demo: {listen} is not available ({e}); using a free port instead");
+        std::net::TcpListener::bind(SocketAddr::new(listen.ip(), 0))
+    });
+    let listen = match probe.and_then(|l| l.local_addr()) {
+        Ok(addr) => addr,
         Err(e) => {
-            eprintln!("vigil demo: {listen} is not available ({e}); using a free port instead");
-            SocketAddr::new(listen.ip(), 0)
-        }
-    };
-    let setup = match tokio::task::spawn_blocking(move || vigil::demo::prepare(dir.as_deref(), listen)).await {
-        Ok(Ok(setup)) => setup,
-        Ok(Err(e)) => {
-            eprintln!("vigil demo: {e}");
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            eprintln!("vigil demo: set-up panicked: {e}");
+            eprintln!("vigil demo: cannot find a port to listen on: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let setup =
+        match tokio::task::spawn_blocking(move || vigil::demo::prepare(dir.as_deref(), listen))
+            .await
+        {
+            Ok(Ok(setup)) => setup,
+            Ok(Err(e)) => {
+                eprintln!("vigil demo: {e}");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("vigil demo: set-up panicked: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let config = match load(&setup.config_path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(logging) = init_logging(&config) else { return ExitCode::FAILURE };
+    let Some(logging) = init_logging(&config) else {
+        return ExitCode::FAILURE;
+    };
     let banner = |addr| vigil::demo::banner(&setup, addr);
     let code = serve(setup.config_path.clone(), config, logging, Some(&banner)).await;
-    eprintln!("vigil demo: stopping the cluster and removing {}", setup.dir.display());
+    eprintln!(
+        "vigil demo: stopping the cluster and removing {}",
+        setup.cluster_dir().display()
+    );
     drop(setup);
     code
 }

@@ -13,7 +13,9 @@ pub struct Notifier {
 impl Notifier {
     /// Reads `WATCHDOG_USEC` once at start-up.
     pub fn from_env() -> Self {
-        Notifier { watchdog: sd_notify::watchdog_enabled() }
+        Notifier {
+            watchdog: sd_notify::watchdog_enabled(),
+        }
     }
 
     /// Beat at least twice per watchdog period, as systemd recommends.

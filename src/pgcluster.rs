@@ -14,19 +14,36 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ClusterError {
     #[error(
-        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found on PATH, via pg_config, or in /usr/lib/postgresql/*/bin; install them (Debian/Ubuntu: `apt-get install postgresql`)"
+        "PostgreSQL binaries (initdb, pg_ctl, postgres, psql in one directory) not found on PATH, via pg_config, or in /usr/lib/postgresql/*/bin; install them (Debian/Ubuntu: `apt-get install postgresql`)"
     )]
     NoBinaries,
-    #[error("running as root, but there is no `postgres` user to run the cluster as (initdb refuses root): `apt-get install postgresql` creates it, or run as a normal user")]
+    #[error(
+        "running as root, but there is no `postgres` user to run the cluster as (initdb refuses root): `apt-get install postgresql` creates it, or run as a normal user"
+    )]
     NoPostgresUser,
     #[error("{what} failed in {dir}: {detail}")]
-    Command { what: String, dir: PathBuf, detail: String },
+    Command {
+        what: String,
+        dir: PathBuf,
+        detail: String,
+    },
     #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ClusterError + 'a {
-    move |source| ClusterError::Io { action, path: path.to_owned(), source }
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ClusterError + 'a {
+    move |source| ClusterError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Where the server binaries live.
@@ -37,11 +54,15 @@ pub struct PgBinaries {
 
 impl PgBinaries {
     pub fn discover() -> Result<Self, ClusterError> {
-        let has_server = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
-        if let Some(path) = std::env::var_os("PATH") {
-            if let Some(dir) = std::env::split_paths(&path).find(|d| has_server(d)) {
-                return Ok(PgBinaries { bin_dir: dir });
-            }
+        let has_server = |dir: &Path| {
+            ["initdb", "pg_ctl", "postgres", "psql"]
+                .iter()
+                .all(|b| dir.join(b).is_file())
+        };
+        if let Some(path) = std::env::var_os("PATH")
+            && let Some(dir) = std::env::split_paths(&path).find(|d| has_server(d))
+        {
+            return Ok(PgBinaries { bin_dir: dir });
         }
         if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
             let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -61,7 +82,10 @@ impl PgBinaries {
             })
             .collect();
         candidates.sort();
-        candidates.pop().map(|(_, bin_dir)| PgBinaries { bin_dir }).ok_or(ClusterError::NoBinaries)
+        candidates
+            .pop()
+            .map(|(_, bin_dir)| PgBinaries { bin_dir })
+            .ok_or(ClusterError::NoBinaries)
     }
 
     pub fn bin(&self, name: &str) -> PathBuf {
@@ -101,8 +125,13 @@ impl Cluster {
                 .ok_or(ClusterError::NoPostgresUser)?;
             std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
                 .map_err(io_err("cannot chmod", root))?;
-            nix::unistd::chown(root, Some(user.uid), Some(user.gid))
-                .map_err(|e| ClusterError::Io { action: "cannot chown", path: root.to_owned(), source: e.into() })?;
+            nix::unistd::chown(root, Some(user.uid), Some(user.gid)).map_err(|e| {
+                ClusterError::Io {
+                    action: "cannot chown",
+                    path: root.to_owned(),
+                    source: e.into(),
+                }
+            })?;
         }
         let pwfile = root.join("pwfile");
         let mut f = std::fs::File::create(&pwfile).map_err(io_err("cannot write", &pwfile))?;
@@ -114,7 +143,17 @@ impl Cluster {
             Command::new(bins.bin("initdb"))
                 .arg("-D")
                 .arg(cluster.data_dir())
-                .args(["-U", SUPERUSER, "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
+                .args([
+                    "-U",
+                    SUPERUSER,
+                    "-A",
+                    "scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                    "--no-instructions",
+                ])
                 .arg(format!("--pwfile={}", pwfile.display())),
         )?;
         let _ = std::fs::remove_file(&pwfile);
@@ -147,7 +186,11 @@ impl Cluster {
     pub fn start(&mut self) -> Result<(), ClusterError> {
         let mut last = None;
         for _ in 0..5 {
-            let port = if self.port != 0 && last.is_none() { self.port } else { free_port()? };
+            let port = if self.port != 0 && last.is_none() {
+                self.port
+            } else {
+                free_port()?
+            };
             match self.start_on(port) {
                 Ok(()) => {
                     self.port = port;
@@ -198,7 +241,18 @@ impl Cluster {
             "psql",
             Command::new(self.bins.bin("psql"))
                 .env("PGPASSWORD", &self.password)
-                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", SUPERUSER])
+                .args([
+                    "-X",
+                    "-q",
+                    "-A",
+                    "-t",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    SUPERUSER,
+                ])
                 .args(["-p", &self.port.to_string(), "-d", database, "-c", sql]),
         )?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
@@ -208,15 +262,24 @@ impl Cluster {
         if !self.as_postgres {
             return Ok(());
         }
-        let user = nix::unistd::User::from_name(SUPERUSER).ok().flatten().ok_or(ClusterError::NoPostgresUser)?;
-        nix::unistd::chown(path, Some(user.uid), Some(user.gid))
-            .map_err(|e| ClusterError::Io { action: "cannot chown", path: path.to_owned(), source: e.into() })
+        let user = nix::unistd::User::from_name(SUPERUSER)
+            .ok()
+            .flatten()
+            .ok_or(ClusterError::NoPostgresUser)?;
+        nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(|e| ClusterError::Io {
+            action: "cannot chown",
+            path: path.to_owned(),
+            source: e.into(),
+        })
     }
 
     fn run(&self, what: &str, command: &mut Command) -> Result<Output, ClusterError> {
         let mut command = if self.as_postgres && what != "psql" {
             let mut wrapped = Command::new("runuser");
-            wrapped.args(["-u", SUPERUSER, "--"]).arg(command.get_program()).args(command.get_args());
+            wrapped
+                .args(["-u", SUPERUSER, "--"])
+                .arg(command.get_program())
+                .args(command.get_args());
             for (k, v) in command.get_envs() {
                 if let Some(v) = v {
                     wrapped.env(k, v);
@@ -228,7 +291,9 @@ impl Cluster {
         };
         // pg_ctl's postmaster must not inherit our stdout/stderr pipes (a test
         // reading them would never see EOF).
-        command.stdin(std::process::Stdio::null()).current_dir(&self.root);
+        command
+            .stdin(std::process::Stdio::null())
+            .current_dir(&self.root);
         let out = command.output().map_err(|e| ClusterError::Command {
             what: what.to_owned(),
             dir: self.root.clone(),
@@ -247,14 +312,23 @@ impl Cluster {
             && let Ok(log) = std::fs::read_to_string(self.root.join("postgres.log"))
         {
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            detail.push_str(&format!(" (server log: {})", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")));
+            detail.push_str(&format!(
+                " (server log: {})",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ));
         }
-        Err(ClusterError::Command { what: what.to_owned(), dir: self.root.clone(), detail })
+        Err(ClusterError::Command {
+            what: what.to_owned(),
+            dir: self.root.clone(),
+            detail,
+        })
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
+impl Cluster {
+    /// Stops the server at once and removes its directory (unless kept).
+    /// What drop does; callable on a cluster in a `static` too.
+    pub fn destroy(&self) {
         if self.data_dir().join("postmaster.pid").exists() {
             let _ = self.pg_ctl_stop("immediate");
         }
@@ -264,8 +338,15 @@ impl Drop for Cluster {
     }
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
 fn free_port() -> Result<u16, ClusterError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("cannot bind", Path::new("127.0.0.1:0")))?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(io_err("cannot bind", Path::new("127.0.0.1:0")))?;
     listener
         .local_addr()
         .map(|a| a.port())

@@ -7,8 +7,12 @@ const MASK: &str = "***";
 /// `Bearer ...` tokens, and every known secret value appearing verbatim.
 pub fn redact_text(text: &str, known_secrets: &[String]) -> String {
     let mut out = mask_url_passwords(text);
-    out = mask_after(&out, "password=", |c: char| c.is_whitespace() || c == '&' || c == ';');
-    out = mask_after(&out, "Bearer ", |c: char| c.is_whitespace() || c == '"' || c == '\'');
+    out = mask_after(&out, "password=", |c: char| {
+        c.is_whitespace() || c == '&' || c == ';'
+    });
+    out = mask_after(&out, "Bearer ", |c: char| {
+        c.is_whitespace() || c == '"' || c == '\''
+    });
     for secret in known_secrets {
         // Very short values would mask innocent text (and leak their length).
         if secret.len() >= 4 {
@@ -77,8 +81,14 @@ mod tests {
             redact_text("connect postgres://vigil:s3cr3t@db:5432/x failed", &[]),
             "connect postgres://vigil:***@db:5432/x failed"
         );
-        assert_eq!(redact_text("postgres://vigil@db/x", &[]), "postgres://vigil@db/x");
-        assert_eq!(redact_text("s3://b:k@h and http://u:p@h/", &[]), "s3://b:***@h and http://u:***@h/");
+        assert_eq!(
+            redact_text("postgres://vigil@db/x", &[]),
+            "postgres://vigil@db/x"
+        );
+        assert_eq!(
+            redact_text("s3://b:k@h and http://u:p@h/", &[]),
+            "s3://b:***@h and http://u:***@h/"
+        );
     }
 
     #[test]
@@ -87,7 +97,10 @@ mod tests {
             redact_text("host=db password=hunter2 user=x", &[]),
             "host=db password=*** user=x"
         );
-        assert_eq!(redact_text("Authorization: Bearer abc.def", &[]), "Authorization: Bearer ***");
+        assert_eq!(
+            redact_text("Authorization: Bearer abc.def", &[]),
+            "Authorization: Bearer ***"
+        );
         assert_eq!(
             redact_text("token tok-123456 leaked", &["tok-123456".into()]),
             "token *** leaked"
@@ -96,7 +109,10 @@ mod tests {
 
     #[test]
     fn finds_url_password() {
-        assert_eq!(url_password("postgres://u:p%40ss@h/db").as_deref(), Some("p%40ss"));
+        assert_eq!(
+            url_password("postgres://u:p%40ss@h/db").as_deref(),
+            Some("p%40ss")
+        );
         assert_eq!(url_password("postgres://u@h/db"), None);
         assert_eq!(url_password("host=h user=u"), None);
     }

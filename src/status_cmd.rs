@@ -25,12 +25,20 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> 
     let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .with_context(|| format!("timed out connecting to vigil at {addr}"))?
-        .with_context(|| format!("cannot connect to vigil at {addr} (is it running, and is `admin.listen` right?)"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        .with_context(|| {
+            format!(
+                "cannot connect to vigil at {addr} (is it running, and is `admin.listen` right?)"
+            )
+        })?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let request = Request::get(path)
         .header("host", addr.to_string())
-        .header("user-agent", concat!("vigil-status/", env!("CARGO_PKG_VERSION")))
+        .header(
+            "user-agent",
+            concat!("vigil-status/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Empty::<Bytes>::new())?;
     let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
         .await
@@ -44,8 +52,9 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> 
 pub async fn run(listen: SocketAddr, json: bool) -> anyhow::Result<bool> {
     let addr = target(listen);
     let (code, body) = get(addr, "/health/detailed").await?;
-    let value: Value = serde_json::from_str(&body)
-        .with_context(|| format!("vigil at {addr} answered {code} with something that is not JSON"))?;
+    let value: Value = serde_json::from_str(&body).with_context(|| {
+        format!("vigil at {addr} answered {code} with something that is not JSON")
+    })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
@@ -77,7 +86,9 @@ pub fn render(v: &Value) -> String {
     if let Some(output) = v["output"].as_str() {
         out.push_str(&format!("  {output}\n"));
     }
-    let Some(checks) = v["checks"].as_object() else { return out };
+    let Some(checks) = v["checks"].as_object() else {
+        return out;
+    };
     let width = checks.keys().map(String::len).max().unwrap_or(0);
     for (key, results) in checks {
         let c = &results[0];
@@ -87,8 +98,15 @@ pub fn render(v: &Value) -> String {
             (Some(x), None) => format!("{x}"),
             (None, _) => String::new(),
         };
-        let critical = if c["vigil"]["critical"].as_bool() == Some(false) { " (informational)" } else { "" };
-        out.push_str(&format!("  {:<4}  {key:<width$}  {value}{critical}\n", c["status"].as_str().unwrap_or("?")));
+        let critical = if c["vigil"]["critical"].as_bool() == Some(false) {
+            " (informational)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "  {:<4}  {key:<width$}  {value}{critical}\n",
+            c["status"].as_str().unwrap_or("?")
+        ));
         if let Some(output) = c["output"].as_str() {
             out.push_str(&format!("        {:width$}  {output}\n", ""));
         }
@@ -102,9 +120,15 @@ mod tests {
 
     #[test]
     fn wildcard_listen_maps_to_loopback() {
-        assert_eq!(target("0.0.0.0:9746".parse().unwrap()).to_string(), "127.0.0.1:9746");
+        assert_eq!(
+            target("0.0.0.0:9746".parse().unwrap()).to_string(),
+            "127.0.0.1:9746"
+        );
         assert_eq!(target("[::]:1".parse().unwrap()).to_string(), "[::1]:1");
-        assert_eq!(target("10.0.0.1:2".parse().unwrap()).to_string(), "10.0.0.1:2");
+        assert_eq!(
+            target("10.0.0.1:2".parse().unwrap()).to_string(),
+            "10.0.0.1:2"
+        );
     }
 
     #[test]
@@ -118,7 +142,10 @@ mod tests {
             }
         });
         let text = render(&v);
-        assert!(text.starts_with("vigil 0.1.0 on h: FAIL (phase ready, up 1m 1s)\n"), "{text}");
+        assert!(
+            text.starts_with("vigil 0.1.0 on h: FAIL (phase ready, up 1m 1s)\n"),
+            "{text}"
+        );
         assert!(text.contains("fail  catalog:responseTime"), "{text}");
         assert!(text.contains("catalog unreachable"), "{text}");
         assert!(text.contains("50.0 %"), "{text}");

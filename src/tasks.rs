@@ -29,7 +29,10 @@ impl Tasks {
         let running = Arc::clone(&self.running);
         self.tracker.spawn(async move {
             future.await;
-            running.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         });
     }
 

@@ -13,7 +13,11 @@ use crate::health::{CheckState, Phase, Shared, Status, StatusSnapshot};
 const HEARTBEAT: &str = crate::health::HEARTBEAT_KEY;
 
 fn status_code(ok: bool) -> StatusCode {
-    if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 /// Body for the short answers; static so the hot path allocates nothing.
@@ -26,9 +30,18 @@ fn short_body(status: Status) -> &'static str {
 }
 
 /// "Is what vigil protects OK?" 503 while starting, shutting down, or failing.
-pub fn overall(shared: &Shared, snapshot: &StatusSnapshot, now: DateTime<Utc>, verbose: bool) -> Response<Body> {
+pub fn overall(
+    shared: &Shared,
+    snapshot: &StatusSnapshot,
+    now: DateTime<Utc>,
+    verbose: bool,
+) -> Response<Body> {
     let serving = shared.phase() == Phase::Ready && snapshot.published_at.is_some();
-    let status = if serving { snapshot.overall(now) } else { Status::Fail };
+    let status = if serving {
+        snapshot.overall(now)
+    } else {
+        Status::Fail
+    };
     let code = status_code(status != Status::Fail);
     if !verbose {
         return respond(code, HEALTH_JSON, short_body(status));
@@ -46,11 +59,17 @@ pub fn overall(shared: &Shared, snapshot: &StatusSnapshot, now: DateTime<Utc>, v
 /// Liveness: the runtime answers and the health runner's heartbeat is fresh.
 pub fn live(snapshot: &StatusSnapshot, now: DateTime<Utc>, verbose: bool) -> Response<Body> {
     // Before the runner starts (catalog wait at start-up) the runtime alone decides.
-    let heartbeat = snapshot.check(HEARTBEAT).map_or(Status::Pass, |c| c.effective(now).0);
+    let heartbeat = snapshot
+        .check(HEARTBEAT)
+        .map_or(Status::Pass, |c| c.effective(now).0);
     let ok = heartbeat != Status::Fail;
     let code = status_code(ok);
     if !verbose {
-        return respond(code, HEALTH_JSON, short_body(if ok { Status::Pass } else { Status::Fail }));
+        return respond(
+            code,
+            HEALTH_JSON,
+            short_body(if ok { Status::Pass } else { Status::Fail }),
+        );
     }
     let mut text = String::new();
     verbose_line(&mut text, "runtime", Status::Pass);
@@ -65,14 +84,26 @@ pub fn ready(shared: &Shared, verbose: bool) -> Response<Body> {
     let ok = phase == Phase::Ready;
     let code = status_code(ok);
     if !verbose {
-        return respond(code, HEALTH_JSON, short_body(if ok { Status::Pass } else { Status::Fail }));
+        return respond(
+            code,
+            HEALTH_JSON,
+            short_body(if ok { Status::Pass } else { Status::Fail }),
+        );
     }
     let mut text = String::new();
     for (step, done) in shared.startup_steps() {
-        verbose_line(&mut text, step, if done { Status::Pass } else { Status::Fail });
+        verbose_line(
+            &mut text,
+            step,
+            if done { Status::Pass } else { Status::Fail },
+        );
     }
     let stopping = phase == Phase::ShuttingDown;
-    verbose_line(&mut text, "not-shutting-down", if stopping { Status::Fail } else { Status::Pass });
+    verbose_line(
+        &mut text,
+        "not-shutting-down",
+        if stopping { Status::Fail } else { Status::Pass },
+    );
     finish_verbose(text, code)
 }
 
@@ -84,7 +115,11 @@ fn verbose_line(text: &mut String, name: &str, status: Status) {
 }
 
 fn finish_verbose(mut text: String, code: StatusCode) -> Response<Body> {
-    text.push_str(if code.is_success() { "health check passed\n" } else { "health check failed\n" });
+    text.push_str(if code.is_success() {
+        "health check passed\n"
+    } else {
+        "health check failed\n"
+    });
     respond(code, TEXT, text)
 }
 
@@ -101,13 +136,22 @@ pub fn detailed(shared: &Shared, snapshot: &StatusSnapshot, now: DateTime<Utc>) 
             "serviceId": shared.service_id,
             "vigil": { "phase": shared.phase().as_str() },
         });
-        return respond(StatusCode::SERVICE_UNAVAILABLE, HEALTH_JSON, body.to_string());
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            HEALTH_JSON,
+            body.to_string(),
+        );
     };
     let body = detailed_body(shared, snapshot, published, now);
     respond(StatusCode::OK, HEALTH_JSON, body.to_string())
 }
 
-pub fn detailed_body(shared: &Shared, snapshot: &StatusSnapshot, published: DateTime<Utc>, now: DateTime<Utc>) -> Value {
+pub fn detailed_body(
+    shared: &Shared,
+    snapshot: &StatusSnapshot,
+    published: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Value {
     let overall = snapshot.overall(now);
     let mut checks = Map::new();
     for check in &snapshot.checks {
@@ -156,11 +200,20 @@ fn check_json(check: &CheckState, now: DateTime<Utc>) -> Value {
     own.insert("critical".into(), check.spec.critical.into());
     own.insert("changedAt".into(), rfc3339(check.changed_at).into());
     if check.spec.periodic {
-        own.insert("intervalSeconds".into(), check.effective_interval.as_secs_f64().into());
-        own.insert("durationSeconds".into(), check.duration.as_secs_f64().into());
+        own.insert(
+            "intervalSeconds".into(),
+            check.effective_interval.as_secs_f64().into(),
+        );
+        own.insert(
+            "durationSeconds".into(),
+            check.duration.as_secs_f64().into(),
+        );
     }
     if check.consecutive_failures > 0 {
-        own.insert("consecutiveFailures".into(), check.consecutive_failures.into());
+        own.insert(
+            "consecutiveFailures".into(),
+            check.consecutive_failures.into(),
+        );
     }
     for (k, v) in &check.observation.details {
         own.insert(k.clone(), v.clone());
@@ -180,13 +233,19 @@ mod tests {
 
     fn shared_with(checks: Vec<CheckState>, phase: Phase) -> Arc<Shared> {
         let shared = Shared::new("test".into(), None);
-        shared.publish(StatusSnapshot { checks, published_at: Some(Utc::now()), ..Default::default() });
+        shared.publish(StatusSnapshot {
+            checks,
+            published_at: Some(Utc::now()),
+            ..Default::default()
+        });
         shared.set_phase(phase);
         shared
     }
 
     fn body(r: Response<Body>) -> String {
-        let bytes = futures::executor::block_on(r.into_body().collect()).unwrap().to_bytes();
+        let bytes = futures::executor::block_on(r.into_body().collect())
+            .unwrap()
+            .to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
@@ -199,7 +258,10 @@ mod tests {
         assert_eq!(body(r), r#"{"status":"warn"}"#);
 
         let shared = shared_with(
-            vec![state("a:x", Status::Pass, true, now), state("b:y", Status::Fail, true, now)],
+            vec![
+                state("a:x", Status::Pass, true, now),
+                state("b:y", Status::Fail, true, now),
+            ],
             Phase::Ready,
         );
         let r = overall(&shared, &shared.snapshot(), now, true);
@@ -212,7 +274,10 @@ mod tests {
         let now = Utc::now();
         for phase in [Phase::Starting, Phase::ShuttingDown] {
             let shared = shared_with(vec![state("a:x", Status::Pass, true, now)], phase);
-            assert_eq!(overall(&shared, &shared.snapshot(), now, false).status(), 503);
+            assert_eq!(
+                overall(&shared, &shared.snapshot(), now, false).status(),
+                503
+            );
         }
     }
 
@@ -222,7 +287,10 @@ mod tests {
         let snap = StatusSnapshot::default();
         assert_eq!(live(&snap, now, false).status(), 200);
         let beat = state(HEARTBEAT, Status::Pass, true, now);
-        let snap = StatusSnapshot { checks: vec![beat], ..Default::default() };
+        let snap = StatusSnapshot {
+            checks: vec![beat],
+            ..Default::default()
+        };
         assert_eq!(live(&snap, now, false).status(), 200);
         let later = now + chrono::Duration::seconds(120);
         let r = live(&snap, later, true);
@@ -269,6 +337,9 @@ mod tests {
     #[test]
     fn detailed_is_503_before_the_first_snapshot() {
         let shared = Shared::new("t".into(), None);
-        assert_eq!(detailed(&shared, &shared.snapshot(), Utc::now()).status(), 503);
+        assert_eq!(
+            detailed(&shared, &shared.snapshot(), Utc::now()).status(),
+            503
+        );
     }
 }

@@ -30,7 +30,11 @@ impl Metrics {
         let mut text = String::with_capacity(8 * 1024);
         match prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             Ok(()) => respond(StatusCode::OK, OPENMETRICS, text),
-            Err(_) => respond(StatusCode::INTERNAL_SERVER_ERROR, super::routes::TEXT, "metrics encoding failed\n"),
+            Err(_) => respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                super::routes::TEXT,
+                "metrics encoding failed\n",
+            ),
         }
     }
 }
@@ -42,14 +46,22 @@ struct SnapshotCollector {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("service_id", &self.service_id).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("service_id", &self.service_id)
+            .finish_non_exhaustive()
     }
 }
 
 type Labels = Vec<(&'static str, String)>;
 
-fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: impl EncodeGaugeValue) -> std::fmt::Result {
-    enc.encode_descriptor(name, help, None, MetricType::Gauge)?.encode_gauge(&value)
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: impl EncodeGaugeValue,
+) -> std::fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&value)
 }
 
 fn gauges<V: EncodeGaugeValue>(
@@ -72,7 +84,9 @@ fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> s
 }
 
 fn state_set(status: Status) -> impl Iterator<Item = (&'static str, i64)> {
-    Status::ALL.into_iter().map(move |s| (s.as_str(), i64::from(s == status)))
+    Status::ALL
+        .into_iter()
+        .map(move |s| (s.as_str(), i64::from(s == status)))
 }
 
 impl Collector for SnapshotCollector {
@@ -94,46 +108,84 @@ impl Collector for SnapshotCollector {
             "Overall status as a state set: 1 for the current status.",
             state_set(overall).map(|(s, v)| (vec![("status", s.to_owned())], v)),
         )?;
-        gauge(e, "vigil_ready", "1 once start-up is complete and until shutdown begins.", i64::from(shared.phase() == Phase::Ready))?;
+        gauge(
+            e,
+            "vigil_ready",
+            "1 once start-up is complete and until shutdown begins.",
+            i64::from(shared.phase() == Phase::Ready),
+        )?;
         gauges(
             e,
             "vigil_health_check_status",
             "Status of each check as a state set (stale results count as fail).",
             snapshot.checks.iter().flat_map(|c| {
                 let (status, _) = c.effective(now);
-                state_set(status).map(move |(s, v)| (vec![("check", c.spec.key.clone()), ("status", s.to_owned())], v))
+                state_set(status).map(move |(s, v)| {
+                    (
+                        vec![("check", c.spec.key.clone()), ("status", s.to_owned())],
+                        v,
+                    )
+                })
             }),
         )?;
         gauges(
             e,
             "vigil_health_check_last_observed_timestamp_seconds",
             "When each check last reported.",
-            snapshot.checks.iter().map(|c| (vec![("check", c.spec.key.clone())], c.observed_at.timestamp_millis() as f64 / 1000.0)),
+            snapshot.checks.iter().map(|c| {
+                (
+                    vec![("check", c.spec.key.clone())],
+                    c.observed_at.timestamp_millis() as f64 / 1000.0,
+                )
+            }),
         )?;
         gauges(
             e,
             "vigil_health_check_duration_seconds",
             "How long each check's last run took.",
-            snapshot.checks.iter().filter(|c| c.spec.periodic).map(|c| (vec![("check", c.spec.key.clone())], c.duration.as_secs_f64())),
+            snapshot.checks.iter().filter(|c| c.spec.periodic).map(|c| {
+                (
+                    vec![("check", c.spec.key.clone())],
+                    c.duration.as_secs_f64(),
+                )
+            }),
         )?;
         gauges(
             e,
             "vigil_health_check_consecutive_failures",
             "Consecutive failed runs of each check (drives its back-off).",
-            snapshot.checks.iter().map(|c| (vec![("check", c.spec.key.clone())], i64::from(c.consecutive_failures))),
+            snapshot.checks.iter().map(|c| {
+                (
+                    vec![("check", c.spec.key.clone())],
+                    i64::from(c.consecutive_failures),
+                )
+            }),
         )?;
         if let Some(pool) = snapshot.pool {
-            gauge(e, "vigil_catalog_pool_max_connections", "Configured catalog pool size.", pool.max_size)?;
+            gauge(
+                e,
+                "vigil_catalog_pool_max_connections",
+                "Configured catalog pool size.",
+                pool.max_size,
+            )?;
             gauges(
                 e,
                 "vigil_catalog_pool_connections",
                 "Catalog connections by state.",
                 [
                     (vec![("state", "idle".to_owned())], pool.available),
-                    (vec![("state", "in_use".to_owned())], pool.size.saturating_sub(pool.available)),
+                    (
+                        vec![("state", "in_use".to_owned())],
+                        pool.size.saturating_sub(pool.available),
+                    ),
                 ],
             )?;
-            gauge(e, "vigil_catalog_pool_waiting", "Tasks waiting for a catalog connection.", pool.waiting)?;
+            gauge(
+                e,
+                "vigil_catalog_pool_waiting",
+                "Tasks waiting for a catalog connection.",
+                pool.waiting,
+            )?;
         }
         gauge(
             e,
@@ -141,20 +193,55 @@ impl Collector for SnapshotCollector {
             "When the config was last loaded successfully.",
             shared.last_reload_ok(),
         )?;
-        counter(e, "vigil_config_reload_failures", "Config reloads refused (the old config stayed).", shared.reload_failures())?;
-        counter(e, "vigil_log_dropped_lines", "Log lines the file writer dropped because its queue was full.", shared.log_dropped_lines())?;
-        gauge(e, "vigil_start_time_seconds", "When this vigil started.", shared.started_at.timestamp())?;
+        counter(
+            e,
+            "vigil_config_reload_failures",
+            "Config reloads refused (the old config stayed).",
+            shared.reload_failures(),
+        )?;
+        counter(
+            e,
+            "vigil_log_dropped_lines",
+            "Log lines the file writer dropped because its queue was full.",
+            shared.log_dropped_lines(),
+        )?;
+        gauge(
+            e,
+            "vigil_start_time_seconds",
+            "When this vigil started.",
+            shared.started_at.timestamp(),
+        )?;
 
         let p = &snapshot.process;
-        enc.encode_descriptor("process_cpu_seconds", "User and system CPU time spent.", None, MetricType::Counter)?
-            .encode_counter::<NoLabelSet, _, f64>(&p.cpu_seconds, None)?;
+        enc.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time spent.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, f64>(&p.cpu_seconds, None)?;
         let e = &mut enc;
-        gauge(e, "process_resident_memory_bytes", "Resident memory size.", p.resident_bytes)?;
-        gauge(e, "process_virtual_memory_bytes", "Virtual memory size.", p.virtual_bytes)?;
+        gauge(
+            e,
+            "process_resident_memory_bytes",
+            "Resident memory size.",
+            p.resident_bytes,
+        )?;
+        gauge(
+            e,
+            "process_virtual_memory_bytes",
+            "Virtual memory size.",
+            p.virtual_bytes,
+        )?;
         gauge(e, "process_open_fds", "Open file descriptors.", p.open_fds)?;
         gauge(e, "process_max_fds", "File descriptor limit.", p.max_fds)?;
         gauge(e, "process_threads", "OS threads.", p.threads)?;
-        gauge(e, "process_start_time_seconds", "Start time since the epoch.", p.start_time_seconds)?;
+        gauge(
+            e,
+            "process_start_time_seconds",
+            "Start time since the epoch.",
+            p.start_time_seconds,
+        )?;
         Ok(())
     }
 }
@@ -185,13 +272,29 @@ mod tests {
         shared.set_phase(Phase::Ready);
         let metrics = Metrics::new(Arc::clone(&shared));
         let r = metrics.render();
-        let bytes = futures::executor::block_on(r.into_body().collect()).unwrap().to_bytes();
+        let bytes = futures::executor::block_on(r.into_body().collect())
+            .unwrap()
+            .to_bytes();
         let text = String::from_utf8(bytes.to_vec()).unwrap();
         assert!(text.contains("vigil_build_info{version=\""), "{text}");
-        assert!(text.contains("vigil_health_status{status=\"warn\"} 1"), "{text}");
-        assert!(text.contains("vigil_health_status{status=\"pass\"} 0"), "{text}");
-        assert!(text.contains("vigil_health_check_status{check=\"catalog:responseTime\",status=\"warn\"} 1"), "{text}");
-        assert!(text.contains("vigil_config_reload_failures_total 0"), "{text}");
+        assert!(
+            text.contains("vigil_health_status{status=\"warn\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_health_status{status=\"pass\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "vigil_health_check_status{check=\"catalog:responseTime\",status=\"warn\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_config_reload_failures_total 0"),
+            "{text}"
+        );
         assert!(text.contains("vigil_log_dropped_lines_total 0"), "{text}");
         assert!(text.contains("process_cpu_seconds_total"), "{text}");
         assert!(!text.contains("job="), "{text}");

@@ -33,7 +33,9 @@ td.out{{font-family:monospace;font-size:.85rem;color:#555}} footer{{margin-top:1
         status = overall.as_str(),
         service = escape(&shared.service_id),
         phase = shared.phase().as_str(),
-        uptime = humantime::format_duration(std::time::Duration::from_secs((now - shared.started_at).num_seconds().max(0) as u64)),
+        uptime = humantime::format_duration(std::time::Duration::from_secs(
+            (now - shared.started_at).num_seconds().max(0) as u64
+        )),
         version = env!("CARGO_PKG_VERSION"),
     );
     if snapshot.checks.is_empty() {
@@ -51,7 +53,11 @@ td.out{{font-family:monospace;font-size:.85rem;color:#555}} footer{{margin-top:1
             html,
             "<tr><td>{key}{crit}</td><td><span class=\"badge {s}\">{s}</span></td><td>{value}</td><td>{ago} ago</td><td>{since}</td><td class=\"out\">{out}</td></tr>",
             key = escape(&check.spec.key),
-            crit = if check.spec.critical { "" } else { " <small>(informational)</small>" },
+            crit = if check.spec.critical {
+                ""
+            } else {
+                " <small>(informational)</small>"
+            },
             s = status.as_str(),
             value = escape(&value),
             ago = ago(now, check.observed_at),
@@ -92,6 +98,9 @@ mod tests {
 
     #[test]
     fn escapes_html() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -48,7 +48,10 @@ pub fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
         "/metrics" if read => state.metrics.render(),
         "/" if read => super::page::render(&state.shared, &snapshot, now),
         "/metrics" | "/" => method_not_allowed(HEALTH_METHODS),
-        _ => json_error(StatusCode::NOT_FOUND, "no such endpoint; see / for the status page"),
+        _ => json_error(
+            StatusCode::NOT_FOUND,
+            "no such endpoint; see / for the status page",
+        ),
     }
 }
 
@@ -62,7 +65,11 @@ fn wants_verbose(query: Option<&str>) -> bool {
     })
 }
 
-pub fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+pub fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -72,7 +79,8 @@ pub fn respond(status: StatusCode, content_type: &'static str, body: impl Into<B
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": status.canonical_reason().unwrap_or(""), "message": message });
+    let body =
+        serde_json::json!({ "error": status.canonical_reason().unwrap_or(""), "message": message });
     respond(status, JSON, body.to_string())
 }
 
@@ -81,7 +89,9 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
         StatusCode::METHOD_NOT_ALLOWED,
         &format!("this endpoint accepts {allow}"),
     );
-    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
     response
 }
 

@@ -32,7 +32,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<AdminServer> {
         )
     })?;
     let local_addr = listener.local_addr()?;
-    Ok(AdminServer { listener, local_addr })
+    Ok(AdminServer {
+        listener,
+        local_addr,
+    })
 }
 
 impl AdminServer {
@@ -48,7 +51,9 @@ impl AdminServer {
         let limit = Arc::new(Semaphore::new(max_connections));
         let graceful = GracefulShutdown::new();
         let mut builder = http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
         tracing::info!(addr = %self.local_addr, "admin port listening");
         loop {
             let permit = tokio::select! {
@@ -76,7 +81,8 @@ impl AdminServer {
                 let state = Arc::clone(&state);
                 async move { Ok::<Response<Body>, Infallible>(handle(&state, req, peer)) }
             });
-            let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            let connection =
+                graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(%peer, error = %e, "admin connection ended with an error");
@@ -85,7 +91,10 @@ impl AdminServer {
             });
         }
         drop(self.listener);
-        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("admin connections still open after the drain period; closing them");
         }
     }

@@ -26,7 +26,12 @@ pub fn spawn_event_writer(
     tx
 }
 
-async fn run(pool: Pool, instance: String, mut rx: mpsc::Receiver<HealthEvent>, cancel: CancellationToken) {
+async fn run(
+    pool: Pool,
+    instance: String,
+    mut rx: mpsc::Receiver<HealthEvent>,
+    cancel: CancellationToken,
+) {
     let mut backlog: VecDeque<HealthEvent> = VecDeque::new();
     let mut retry = Duration::from_secs(1);
     let mut failing = false;
@@ -46,12 +51,18 @@ async fn run(pool: Pool, instance: String, mut rx: mpsc::Receiver<HealthEvent>, 
         if backlog.len() > BACKLOG_LIMIT {
             let dropped = backlog.len() - BACKLOG_LIMIT;
             backlog.drain(..dropped);
-            tracing::warn!(dropped, "health event backlog full; oldest transitions dropped from the catalog (still in the log)");
+            tracing::warn!(
+                dropped,
+                "health event backlog full; oldest transitions dropped from the catalog (still in the log)"
+            );
         }
         match write(&pool, &instance, backlog.make_contiguous()).await {
             Ok(()) => {
                 if failing {
-                    tracing::info!(written = backlog.len(), "health events caught up in the catalog");
+                    tracing::info!(
+                        written = backlog.len(),
+                        "health events caught up in the catalog"
+                    );
                 }
                 backlog.clear();
                 failing = false;

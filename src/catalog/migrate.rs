@@ -29,14 +29,21 @@ pub fn expected_version() -> i32 {
 }
 
 pub async fn migrate(pool: &Pool) -> Result<MigrationOutcome, CatalogError> {
-    let mut client = pool.get().await.map_err(|e| CatalogError::Pool(e.to_string()))?;
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| CatalogError::Pool(e.to_string()))?;
     let err = |e: tokio_postgres::Error| CatalogError::Migration(e.to_string());
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(err)?;
     let result = async {
-        client.batch_execute("CREATE SCHEMA IF NOT EXISTS vigil").await.map_err(err)?;
+        // Quiet "already exists" notices; the history table lives in our schema.
+        client
+            .batch_execute("SET client_min_messages = warning; CREATE SCHEMA IF NOT EXISTS vigil")
+            .await
+            .map_err(err)?;
         let client: &mut tokio_postgres::Client = &mut client;
         migrations::runner()
             .set_migration_table_name(HISTORY_TABLE)
@@ -46,7 +53,9 @@ pub async fn migrate(pool: &Pool) -> Result<MigrationOutcome, CatalogError> {
     }
     .await;
     // Unlock even after a failure; the session would release it on close anyway.
-    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
     let report = result?;
     unlocked.map_err(err)?;
     let applied: Vec<String> = report

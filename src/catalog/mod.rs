@@ -18,13 +18,17 @@ use crate::redact::redact_text;
 
 #[derive(Debug, Error)]
 pub enum CatalogError {
-    #[error("catalog did not accept connections within {waited}: {last_error} (is PostgreSQL running at the address in `catalog.url`, and are the credentials right?)")]
+    #[error(
+        "catalog did not accept connections within {waited}: {last_error} (is PostgreSQL running at the address in `catalog.url`, and are the credentials right?)"
+    )]
     Unreachable { waited: String, last_error: String },
     #[error("catalog pool: {0}")]
     Pool(String),
     #[error("catalog query failed: {0}")]
     Query(String),
-    #[error("catalog migration failed: {0} (the schema is left at the last version that applied; fix the cause and restart)")]
+    #[error(
+        "catalog migration failed: {0} (the schema is left at the last version that applied; fix the cause and restart)"
+    )]
     Migration(String),
 }
 
@@ -45,7 +49,9 @@ pub fn pool(config: &CatalogConfig) -> Result<Pool, CatalogError> {
     let manager = Manager::from_config(
         pg,
         NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
     );
     Pool::builder(manager)
         .max_size(config.pool_size)
@@ -71,7 +77,11 @@ pub async fn wait_until_ready(
         let error = match pool.get().await {
             Ok(client) => match client.simple_query("SELECT 1").await {
                 Ok(_) => {
-                    tracing::info!(attempt, elapsed_ms = started.elapsed().as_millis() as u64, "catalog is accepting connections");
+                    tracing::info!(
+                        attempt,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "catalog is accepting connections"
+                    );
                     return Ok(());
                 }
                 Err(e) => e.to_string(),
@@ -96,11 +106,17 @@ pub async fn wait_until_ready(
 
 /// The highest applied migration, `None` before the first.
 pub async fn schema_version(pool: &Pool) -> Result<Option<i32>, CatalogError> {
-    let client = pool.get().await.map_err(|e| CatalogError::Pool(e.to_string()))?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| CatalogError::Pool(e.to_string()))?;
     let q = |e: tokio_postgres::Error| CatalogError::Query(e.to_string());
     // Two statements: a missing table would fail the second at parse time.
     let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&migrate::HISTORY_TABLE])
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&migrate::HISTORY_TABLE],
+        )
         .await
         .map_err(q)?
         .get(0);

@@ -41,12 +41,25 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         .collect();
     // Secrets serialise as `<redacted>`, so compare them explicitly.
     let secret_pairs = [
-        ("admin.token", old.admin.token.as_ref(), new.admin.token.as_ref()),
-        ("catalog.password", old.catalog.password.as_ref(), new.catalog.password.as_ref()),
+        (
+            "admin.token",
+            old.admin.token.as_ref(),
+            new.admin.token.as_ref(),
+        ),
+        (
+            "catalog.password",
+            old.catalog.password.as_ref(),
+            new.catalog.password.as_ref(),
+        ),
     ];
     for (key, a, b) in secret_pairs {
         if a != b {
-            changes.push(Change { key: key.into(), old: REDACTED.into(), new: REDACTED.into(), live: false });
+            changes.push(Change {
+                key: key.into(),
+                old: REDACTED.into(),
+                new: REDACTED.into(),
+                live: false,
+            });
         }
     }
     if old.catalog.url != new.catalog.url {
@@ -104,11 +117,19 @@ mod tests {
     #[test]
     fn reports_live_and_restart_changes_without_secrets() {
         let old = cfg("[log]\nlevel = \"info\"\n");
-        let new = cfg("[log]\nlevel = \"debug\"\n[admin]\nlisten = \"127.0.0.1:1\"\ntoken = \"tok-secret\"\n")
-            ;
+        let new = cfg(
+            "[log]\nlevel = \"debug\"\n[admin]\nlisten = \"127.0.0.1:1\"\ntoken = \"tok-secret\"\n",
+        );
         let changes = diff(&old, &new);
         let keys: Vec<_> = changes.iter().map(|c| (c.key.as_str(), c.live)).collect();
-        assert_eq!(keys, [("admin.listen", false), ("admin.token", false), ("log.level", true)]);
+        assert_eq!(
+            keys,
+            [
+                ("admin.listen", false),
+                ("admin.token", false),
+                ("log.level", true)
+            ]
+        );
         let text = format!("{changes:?}");
         assert!(!text.contains("tok-secret"), "{text}");
     }

@@ -109,7 +109,10 @@ mod tests {
     #[test]
     fn expands_set_variables_and_defaults() {
         let e = env(&[("HOST", "db1"), ("EMPTY", "")]);
-        assert_eq!(expand("postgres://${HOST}/x", &e).unwrap(), "postgres://db1/x");
+        assert_eq!(
+            expand("postgres://${HOST}/x", &e).unwrap(),
+            "postgres://db1/x"
+        );
         assert_eq!(expand("${PORT:-5432}", &e).unwrap(), "5432");
         assert_eq!(expand("${EMPTY:-fallback}", &e).unwrap(), "fallback");
         assert_eq!(expand("${HOST:-x}", &e).unwrap(), "db1");
@@ -125,8 +128,17 @@ mod tests {
 
     #[test]
     fn malformed_references_are_errors() {
-        assert!(matches!(expand("${A", &env(&[])), Err(ExpandError::Malformed(_))));
-        assert!(matches!(expand("${}", &env(&[])), Err(ExpandError::Malformed(_))));
-        assert!(matches!(expand("${1A}", &env(&[])), Err(ExpandError::Malformed(_))));
+        assert!(matches!(
+            expand("${A", &env(&[])),
+            Err(ExpandError::Malformed(_))
+        ));
+        assert!(matches!(
+            expand("${}", &env(&[])),
+            Err(ExpandError::Malformed(_))
+        ));
+        assert!(matches!(
+            expand("${1A}", &env(&[])),
+            Err(ExpandError::Malformed(_))
+        ));
     }
 }

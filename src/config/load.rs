@@ -116,7 +116,11 @@ pub fn parse(source: &str, origin: &Path, env: &dyn Env) -> Result<Config, Confi
         &mut problems,
     );
     for (key, message) in validate(config) {
-        problems.push(Problem { key, position: None, message });
+        problems.push(Problem {
+            key,
+            position: None,
+            message,
+        });
     }
     if problems.is_empty() {
         return Ok(config.clone());
@@ -151,9 +155,8 @@ fn deserialize_collecting(
                     position: span.map(|s| lines.position(s.start)),
                     message: e.message().trim().to_owned(),
                 });
-                if key.is_none() {
-                    return None;
-                }
+                // An error not tied to one entry (a missing section) ends the search.
+                key.as_ref()?;
             }
         }
     }
@@ -163,7 +166,11 @@ fn deserialize_collecting(
 /// Removes the innermost entry whose key or value covers `span`; returns
 /// its dotted key. Table spans do not always cover their contents (a
 /// `[section]` header), so every subtable is searched first.
-fn remove_entry_at(table: &mut DeTable<'_>, span: &Range<usize>, path: &mut Vec<String>) -> Option<String> {
+fn remove_entry_at(
+    table: &mut DeTable<'_>,
+    span: &Range<usize>,
+    path: &mut Vec<String>,
+) -> Option<String> {
     let covers = |r: Range<usize>| r.start <= span.start && span.end <= r.end;
     let mut hit = None;
     for (key, value) in table.iter_mut() {
@@ -300,8 +307,10 @@ mod tests {
     use super::*;
 
     fn parse_with(src: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         parse(src, Path::new("/etc/vigil/config.toml"), &env)
     }
 
@@ -310,7 +319,10 @@ mod tests {
     #[test]
     fn minimal_config_gets_defaults() {
         let c = parse_with(MINIMAL, &[]).unwrap();
-        assert_eq!(c.admin.listen.to_string(), super::super::DEFAULT_ADMIN_LISTEN);
+        assert_eq!(
+            c.admin.listen.to_string(),
+            super::super::DEFAULT_ADMIN_LISTEN
+        );
         assert_eq!(c.catalog.connect_timeout.as_secs(), 30);
         assert_eq!(c.health.interval.as_secs(), 15);
     }
@@ -334,7 +346,11 @@ mod tests {
         );
         let err = parse_with(&src, &[]).unwrap_err();
         let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["catalog.pool_size", "health.interval", "log.format"], "{err}");
+        assert_eq!(
+            keys,
+            ["catalog.pool_size", "health.interval", "log.format"],
+            "{err}"
+        );
         assert_eq!(err.problems[1].position, Some((5, 12)));
     }
 

@@ -233,11 +233,9 @@ impl Config {
     /// The config as `check-config` prints it: TOML, every secret redacted
     /// (including a password inside the catalog URL).
     pub fn to_redacted_toml(&self) -> String {
-        let mut value = toml::Value::try_from(self).unwrap_or(toml::Value::Table(Default::default()));
-        if let Some(url) = value
-            .get_mut("catalog")
-            .and_then(|c| c.get_mut("url"))
-        {
+        let mut value =
+            toml::Value::try_from(self).unwrap_or(toml::Value::Table(Default::default()));
+        if let Some(url) = value.get_mut("catalog").and_then(|c| c.get_mut("url")) {
             *url = toml::Value::String(crate::redact::redact_text(self.catalog.url.expose(), &[]));
         }
         toml::to_string_pretty(&value).unwrap_or_default()
@@ -246,7 +244,10 @@ impl Config {
     /// Every secret value in this config, for the redaction of free text.
     pub fn secrets(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for secret in [&self.admin.token, &self.catalog.password].into_iter().flatten() {
+        for secret in [&self.admin.token, &self.catalog.password]
+            .into_iter()
+            .flatten()
+        {
             if !secret.expose().is_empty() {
                 out.push(secret.expose().to_owned());
             }

@@ -25,10 +25,17 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     if config.catalog.pool_size == 0 {
         problem("catalog.pool_size", "must be at least 1".into());
     }
-    if let Err(e) = config.catalog.url.expose().parse::<tokio_postgres::Config>() {
+    if let Err(e) = config
+        .catalog
+        .url
+        .expose()
+        .parse::<tokio_postgres::Config>()
+    {
         problem(
             "catalog.url",
-            format!("is not a valid PostgreSQL connection string: {e} (e.g. postgres://vigil@db:5432/vigil)"),
+            format!(
+                "is not a valid PostgreSQL connection string: {e} (e.g. postgres://vigil@db:5432/vigil)"
+            ),
         );
     } else if requires_tls(config.catalog.url.expose()) {
         problem(
@@ -41,7 +48,10 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         ("health.interval", config.health.interval),
         ("health.timeout", config.health.timeout),
         ("catalog.query_timeout", config.catalog.query_timeout),
-        ("admin.header_read_timeout", config.admin.header_read_timeout),
+        (
+            "admin.header_read_timeout",
+            config.admin.header_read_timeout,
+        ),
     ] {
         if value.is_zero() {
             problem(key, "must be longer than 0s".into());
@@ -64,9 +74,15 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         );
     }
     let disk = &config.health.disk;
-    for (key, ratio) in [("health.disk.warn_ratio", disk.warn_ratio), ("health.disk.fail_ratio", disk.fail_ratio)] {
+    for (key, ratio) in [
+        ("health.disk.warn_ratio", disk.warn_ratio),
+        ("health.disk.fail_ratio", disk.fail_ratio),
+    ] {
         if !(0.0..=1.0).contains(&ratio) {
-            problem(key, format!("{ratio} is not a fraction between 0 and 1 (e.g. 0.85)"));
+            problem(
+                key,
+                format!("{ratio} is not a fraction between 0 and 1 (e.g. 0.85)"),
+            );
         }
     }
     if disk.warn_ratio >= disk.fail_ratio {
@@ -88,14 +104,26 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         }
         let url_password = crate::redact::url_password(config.catalog.url.expose());
         for (key, value) in [
-            ("admin.token", config.admin.token.as_ref().map(|s| s.expose().to_owned())),
-            ("catalog.password", config.catalog.password.as_ref().map(|s| s.expose().to_owned())),
+            (
+                "admin.token",
+                config.admin.token.as_ref().map(|s| s.expose().to_owned()),
+            ),
+            (
+                "catalog.password",
+                config
+                    .catalog
+                    .password
+                    .as_ref()
+                    .map(|s| s.expose().to_owned()),
+            ),
             ("catalog.url", url_password),
         ] {
             if value.as_deref() == Some(PLACEHOLDER_SECRET) {
                 problem(
                     key,
-                    format!("still holds the example placeholder `{PLACEHOLDER_SECRET}`: set a real secret before running in production"),
+                    format!(
+                        "still holds the example placeholder `{PLACEHOLDER_SECRET}`: set a real secret before running in production"
+                    ),
                 );
             }
         }
@@ -114,9 +142,13 @@ fn is_valid_level(level: &str) -> bool {
 }
 
 fn requires_tls(url: &str) -> bool {
-    ["sslmode=require", "sslmode=verify-ca", "sslmode=verify-full"]
-        .iter()
-        .any(|needle| url.contains(needle))
+    [
+        "sslmode=require",
+        "sslmode=verify-ca",
+        "sslmode=verify-full",
+    ]
+    .iter()
+    .any(|needle| url.contains(needle))
 }
 
 #[cfg(test)]
@@ -142,7 +174,9 @@ mod tests {
 
     #[test]
     fn production_refuses_open_admin_port_without_token() {
-        let src = format!("[daemon]\nenvironment = \"production\"\n{BASE}[admin]\nlisten = \"0.0.0.0:9746\"\n");
+        let src = format!(
+            "[daemon]\nenvironment = \"production\"\n{BASE}[admin]\nlisten = \"0.0.0.0:9746\"\n"
+        );
         assert_eq!(keys(&src), ["admin.listen"]);
         let with_token = format!("{src}token = \"a-real-token\"\n");
         assert!(keys(&with_token).is_empty());
@@ -150,9 +184,7 @@ mod tests {
 
     #[test]
     fn production_refuses_placeholder_secrets() {
-        let src = format!(
-            "[daemon]\nenvironment = \"production\"\n[catalog]\nurl = \"postgres://vigil:change-me@db/vigil\"\n[admin]\ntoken = \"change-me\"\n"
-        );
+        let src = "[daemon]\nenvironment = \"production\"\n[catalog]\nurl = \"postgres://vigil:change-me@db/vigil\"\n[admin]\ntoken = \"change-me\"\n".to_string();
         assert_eq!(keys(&src), ["admin.token", "catalog.url"]);
         let dev = src.replace("production", "development");
         assert!(keys(&dev).is_empty());
@@ -164,7 +196,11 @@ mod tests {
             "{BASE}pool_size = 0\n[log]\nlevel = \"loud\"\n[health.disk]\nwarn_ratio = 0.99\nfail_ratio = 1.5\n[health.catalog]\nwarn_after = \"3s\"\n"
         );
         let err = parse(&src, Path::new("c.toml"), &HashMap::new()).unwrap_err();
-        let got: Vec<_> = err.problems.iter().map(|p| (p.key.as_str(), p.position)).collect();
+        let got: Vec<_> = err
+            .problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.position))
+            .collect();
         assert_eq!(
             got,
             [

@@ -34,7 +34,10 @@ impl Check for CatalogResponseCheck {
             let started = Instant::now();
             let result = async {
                 let client = self.pool.get().await.map_err(|e| e.to_string())?;
-                client.simple_query("SELECT 1").await.map_err(|e| e.to_string())
+                client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map_err(|e| e.to_string())
             }
             .await;
             let status = self.pool.status();
@@ -60,17 +63,36 @@ impl Check for CatalogResponseCheck {
 }
 
 /// Grades a round trip against the configured thresholds.
-pub fn grade_latency(observation: Observation, warn_after: Duration, fail_after: Duration) -> Observation {
-    let Some(ms) = observation.value.filter(|_| observation.status == Status::Pass) else {
+pub fn grade_latency(
+    observation: Observation,
+    warn_after: Duration,
+    fail_after: Duration,
+) -> Observation {
+    let Some(ms) = observation
+        .value
+        .filter(|_| observation.status == Status::Pass)
+    else {
         return observation;
     };
     let took = Duration::from_secs_f64(ms / 1000.0);
     if took >= fail_after {
-        Observation { status: Status::Fail, ..observation }
-            .with_output(format!("round trip {ms:.0} ms is over the fail threshold {}", humantime::format_duration(fail_after)))
+        Observation {
+            status: Status::Fail,
+            ..observation
+        }
+        .with_output(format!(
+            "round trip {ms:.0} ms is over the fail threshold {}",
+            humantime::format_duration(fail_after)
+        ))
     } else if took >= warn_after {
-        Observation { status: Status::Warn, ..observation }
-            .with_output(format!("round trip {ms:.0} ms is over the warn threshold {}", humantime::format_duration(warn_after)))
+        Observation {
+            status: Status::Warn,
+            ..observation
+        }
+        .with_output(format!(
+            "round trip {ms:.0} ms is over the warn threshold {}",
+            humantime::format_duration(warn_after)
+        ))
     } else {
         observation
     }
@@ -88,7 +110,11 @@ impl Check for CatalogMigrationsCheck {
             key: "catalog:migrations".into(),
             component_id: "catalog".into(),
             component_type: "datastore",
-            interval: config.catalog.interval.unwrap_or(config.interval).max(Duration::from_secs(60)),
+            interval: config
+                .catalog
+                .interval
+                .unwrap_or(config.interval)
+                .max(Duration::from_secs(60)),
             timeout: config.timeout,
             critical: true,
             periodic: true,
@@ -112,13 +138,27 @@ pub fn grade_schema(found: Option<i32>, expected: i32) -> Observation {
     let observation = Observation::new(Status::Pass, value, None).with_detail("expected", expected);
     match found {
         Some(v) if v == expected => observation,
-        Some(v) if v > expected => Observation { status: Status::Warn, ..observation }.with_output(format!(
+        Some(v) if v > expected => Observation {
+            status: Status::Warn,
+            ..observation
+        }
+        .with_output(format!(
             "catalog schema v{v} is newer than this vigil expects (v{expected}): upgrade vigil"
         )),
-        Some(v) => Observation { status: Status::Fail, ..observation }
-            .with_output(format!("catalog schema v{v} is behind v{expected}: run `vigil migrate`")),
-        None => Observation { status: Status::Fail, ..observation }
-            .with_output(format!("catalog has no schema yet (expected v{expected}): run `vigil migrate`")),
+        Some(v) => Observation {
+            status: Status::Fail,
+            ..observation
+        }
+        .with_output(format!(
+            "catalog schema v{v} is behind v{expected}: run `vigil migrate`"
+        )),
+        None => Observation {
+            status: Status::Fail,
+            ..observation
+        }
+        .with_output(format!(
+            "catalog has no schema yet (expected v{expected}): run `vigil migrate`"
+        )),
     }
 }
 
@@ -158,20 +198,33 @@ impl Check for DiskUsageCheck {
 
 /// Raw usage; graded by [`grade_disk`] with the thresholds of the moment.
 fn disk_usage(path: &std::path::Path) -> Result<Observation, String> {
-    let stat = nix::sys::statvfs::statvfs(path)
-        .map_err(|e| format!("cannot stat {}: {e} (does the directory exist?)", path.display()))?;
+    let stat = nix::sys::statvfs::statvfs(path).map_err(|e| {
+        format!(
+            "cannot stat {}: {e} (does the directory exist?)",
+            path.display()
+        )
+    })?;
     let fragment = stat.fragment_size() as u64;
     let total = stat.blocks() as u64 * fragment;
     let available = stat.blocks_available() as u64 * fragment;
-    let used_ratio = if total == 0 { 0.0 } else { 1.0 - available as f64 / total as f64 };
-    Ok(Observation::new(Status::Pass, Some(used_ratio), Some("ratio"))
-        .with_detail("path", path.display().to_string())
-        .with_detail("availableBytes", available)
-        .with_detail("totalBytes", total))
+    let used_ratio = if total == 0 {
+        0.0
+    } else {
+        1.0 - available as f64 / total as f64
+    };
+    Ok(
+        Observation::new(Status::Pass, Some(used_ratio), Some("ratio"))
+            .with_detail("path", path.display().to_string())
+            .with_detail("availableBytes", available)
+            .with_detail("totalBytes", total),
+    )
 }
 
 pub fn grade_disk(observation: Observation, warn_ratio: f64, fail_ratio: f64) -> Observation {
-    let Some(used) = observation.value.filter(|_| observation.status == Status::Pass) else {
+    let Some(used) = observation
+        .value
+        .filter(|_| observation.status == Status::Pass)
+    else {
         return observation;
     };
     let (status, limit) = if used >= fail_ratio {
@@ -181,8 +234,15 @@ pub fn grade_disk(observation: Observation, warn_ratio: f64, fail_ratio: f64) ->
     } else {
         return observation;
     };
-    Observation { status, ..observation }
-        .with_output(format!("{:.1}% used, over the {:.0}% threshold", used * 100.0, limit * 100.0))
+    Observation {
+        status,
+        ..observation
+    }
+    .with_output(format!(
+        "{:.1}% used, over the {:.0}% threshold",
+        used * 100.0,
+        limit * 100.0
+    ))
 }
 
 #[cfg(test)]
@@ -196,7 +256,12 @@ mod tests {
         assert_eq!(grade_latency(ok(5.0), w, f).status, Status::Pass);
         assert_eq!(grade_latency(ok(150.0), w, f).status, Status::Warn);
         assert_eq!(grade_latency(ok(1500.0), w, f).status, Status::Fail);
-        assert_eq!(grade_latency(Observation::fail("x"), w, f).output.as_deref(), Some("x"));
+        assert_eq!(
+            grade_latency(Observation::fail("x"), w, f)
+                .output
+                .as_deref(),
+            Some("x")
+        );
     }
 
     #[test]

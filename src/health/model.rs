@@ -115,7 +115,9 @@ impl CheckState {
             let age = (now - self.observed_at).num_seconds();
             return (
                 Status::Fail,
-                Some(format!("stale: last observed {age}s ago (the check has stopped reporting)")),
+                Some(format!(
+                    "stale: last observed {age}s ago (the check has stopped reporting)"
+                )),
             );
         }
         (self.observation.status, self.observation.output.clone())
@@ -132,7 +134,12 @@ pub trait Check: Send + Sync {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn state(key: &str, status: Status, critical: bool, at: DateTime<Utc>) -> CheckState {
+    pub(crate) fn state(
+        key: &str,
+        status: Status,
+        critical: bool,
+        at: DateTime<Utc>,
+    ) -> CheckState {
         CheckState {
             spec: CheckSpec {
                 key: key.into(),
@@ -161,7 +168,10 @@ pub(crate) mod tests {
     fn result_goes_stale_after_twice_interval_plus_timeout() {
         let t0 = Utc::now();
         let s = state("a:b", Status::Pass, true, t0);
-        assert_eq!(s.effective(t0 + chrono::Duration::seconds(25)).0, Status::Pass);
+        assert_eq!(
+            s.effective(t0 + chrono::Duration::seconds(25)).0,
+            Status::Pass
+        );
         let (status, output) = s.effective(t0 + chrono::Duration::seconds(26));
         assert_eq!(status, Status::Fail);
         assert!(output.unwrap().starts_with("stale"));

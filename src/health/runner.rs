@@ -86,12 +86,20 @@ impl HealthRunner {
         let (first_tx, first_rx) = watch::channel(false);
         let expected: BTreeSet<String> = {
             let config = self.config.borrow();
-            self.checks.iter().map(|c| c.spec(&config.health).key).collect()
+            self.checks
+                .iter()
+                .map(|c| c.spec(&config.health).key)
+                .collect()
         };
         for check in &self.checks {
             let check = Arc::clone(check);
             let key = check.spec(&self.config.borrow().health).key;
-            tracker.spawn(check_loop(check, self.config.clone(), tx.clone(), cancel.clone()));
+            tracker.spawn(check_loop(
+                check,
+                self.config.clone(),
+                tx.clone(),
+                cancel.clone(),
+            ));
             tracing::debug!(check = %key, "health check armed");
         }
         let publisher = Publisher {
@@ -105,7 +113,10 @@ impl HealthRunner {
             last_beat: Instant::now(),
         };
         tracker.spawn(publisher.run(rx, self.config, cancel));
-        RunnerHandle { tx, first_round: first_rx }
+        RunnerHandle {
+            tx,
+            first_round: first_rx,
+        }
     }
 }
 
@@ -116,7 +127,9 @@ pub fn backoff(interval: Duration, failures: u32, max_backoff: Duration) -> Dura
         return interval;
     }
     let factor = 2u32.saturating_pow(failures - 1);
-    interval.saturating_mul(factor).min(max_backoff.max(interval))
+    interval
+        .saturating_mul(factor)
+        .min(max_backoff.max(interval))
 }
 
 async fn check_loop(
@@ -137,7 +150,11 @@ async fn check_loop(
                 Observation::fail(format!("timed out after {}", humantime::format_duration(spec.timeout)))
             }),
         };
-        failures = if observation.status == Status::Fail { failures.saturating_add(1) } else { 0 };
+        failures = if observation.status == Status::Fail {
+            failures.saturating_add(1)
+        } else {
+            0
+        };
         let next = backoff(spec.interval, failures, max_backoff);
         let message = Message::Result {
             spec,
@@ -243,7 +260,13 @@ impl Publisher {
     }
 
     fn receive(&mut self, message: Message, secrets: &[String]) {
-        let Message::Result { spec, mut observation, duration, effective_interval, failures } = message;
+        let Message::Result {
+            spec,
+            mut observation,
+            duration,
+            effective_interval,
+            failures,
+        } = message;
         observation.output = observation.output.map(|o| redact_text(&o, secrets));
         let now = Utc::now();
         let key = spec.key.clone();
@@ -319,7 +342,12 @@ impl Publisher {
         }
         let pool = self.pool.as_ref().map(|p| {
             let s = p.status();
-            PoolStats { max_size: s.max_size, size: s.size, available: s.available, waiting: s.waiting }
+            PoolStats {
+                max_size: s.max_size,
+                size: s.size,
+                available: s.available,
+                waiting: s.waiting,
+            }
         });
         self.shared.publish(StatusSnapshot {
             checks: self.states.values().cloned().collect(),
@@ -335,9 +363,15 @@ fn log_transition(event: &HealthEvent) {
     let from = event.from.map_or("none", Status::as_str);
     let output = event.output.as_deref().unwrap_or("");
     match event.to {
-        Status::Pass => tracing::info!(check = %event.key, from, to = "pass", "health check passing"),
-        Status::Warn => tracing::warn!(check = %event.key, from, to = "warn", output, "health check warning"),
-        Status::Fail => tracing::warn!(check = %event.key, from, to = "fail", output, "health check failing"),
+        Status::Pass => {
+            tracing::info!(check = %event.key, from, to = "pass", "health check passing")
+        }
+        Status::Warn => {
+            tracing::warn!(check = %event.key, from, to = "warn", output, "health check warning")
+        }
+        Status::Fail => {
+            tracing::warn!(check = %event.key, from, to = "fail", output, "health check failing")
+        }
     }
 }
 
@@ -367,22 +401,49 @@ mod tests {
         assert_eq!(backoff(i, 3, max), Duration::from_secs(40));
         assert_eq!(backoff(i, 4, max), max);
         assert_eq!(backoff(i, 99, max), max);
-        assert_eq!(backoff(Duration::from_secs(120), 5, max), Duration::from_secs(120));
+        assert_eq!(
+            backoff(Duration::from_secs(120), 5, max),
+            Duration::from_secs(120)
+        );
     }
 
     #[test]
     fn apply_reports_transitions_and_keeps_change_time() {
         let t0 = Utc::now();
         let pass = Observation::new(Status::Pass, Some(1.0), Some("ms"));
-        let (s1, e1) = apply(None, spec(), pass.clone(), t0, Duration::ZERO, spec().interval, 0);
+        let (s1, e1) = apply(
+            None,
+            spec(),
+            pass.clone(),
+            t0,
+            Duration::ZERO,
+            spec().interval,
+            0,
+        );
         assert_eq!(e1.unwrap().from, None);
         let t1 = t0 + chrono::Duration::seconds(10);
-        let (s2, e2) = apply(Some(&s1), spec(), pass, t1, Duration::ZERO, spec().interval, 0);
+        let (s2, e2) = apply(
+            Some(&s1),
+            spec(),
+            pass,
+            t1,
+            Duration::ZERO,
+            spec().interval,
+            0,
+        );
         assert!(e2.is_none());
         assert_eq!(s2.changed_at, t0);
         assert_eq!(s2.observed_at, t1);
         let t2 = t1 + chrono::Duration::seconds(10);
-        let (s3, e3) = apply(Some(&s2), spec(), Observation::fail("down"), t2, Duration::ZERO, spec().interval, 1);
+        let (s3, e3) = apply(
+            Some(&s2),
+            spec(),
+            Observation::fail("down"),
+            t2,
+            Duration::ZERO,
+            spec().interval,
+            1,
+        );
         let e3 = e3.unwrap();
         assert_eq!((e3.from, e3.to), (Some(Status::Pass), Status::Fail));
         assert_eq!(s3.changed_at, t2);

@@ -149,12 +149,16 @@ impl Shared {
     /// Start-up steps with whether each is done.
     pub fn startup_steps(&self) -> impl Iterator<Item = (&'static str, bool)> {
         let reached = self.startup_step.load(Ordering::Acquire) as usize;
-        STARTUP_STEPS.iter().enumerate().map(move |(i, s)| (*s, i < reached))
+        STARTUP_STEPS
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| (*s, i < reached))
     }
 
     pub fn record_reload(&self, ok: bool) {
         if ok {
-            self.last_reload_ok.store(Utc::now().timestamp(), Ordering::Release);
+            self.last_reload_ok
+                .store(Utc::now().timestamp(), Ordering::Release);
         } else {
             self.reload_failures.fetch_add(1, Ordering::AcqRel);
         }
@@ -169,7 +173,9 @@ impl Shared {
     }
 
     pub fn log_dropped_lines(&self) -> u64 {
-        self.log_dropped.as_ref().map_or(0, |c| c.dropped_lines() as u64)
+        self.log_dropped
+            .as_ref()
+            .map_or(0, |c| c.dropped_lines() as u64)
     }
 }
 
@@ -195,7 +201,10 @@ mod tests {
     fn stale_critical_check_fails_overall() {
         let t0 = Utc::now();
         let checks = vec![state("a:x", Status::Pass, true, t0)];
-        assert_eq!(aggregate(&checks, t0 + chrono::Duration::seconds(60)), Status::Fail);
+        assert_eq!(
+            aggregate(&checks, t0 + chrono::Duration::seconds(60)),
+            Status::Fail
+        );
     }
 
     #[test]
@@ -203,6 +212,14 @@ mod tests {
         let shared = Shared::new("t".into(), None);
         shared.startup_done("catalog");
         let steps: Vec<_> = shared.startup_steps().collect();
-        assert_eq!(steps, [("config", true), ("catalog", true), ("migrations", false), ("first-checks", false)]);
+        assert_eq!(
+            steps,
+            [
+                ("config", true),
+                ("catalog", true),
+                ("migrations", false),
+                ("first-checks", false)
+            ]
+        );
     }
 }

@@ -1,0 +1,375 @@
+//! Test harness: one throwaway PostgreSQL cluster per test binary, a fresh
+//! database per test, and the real `vigil` binary on port 0.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use vigil::pgcluster::{Cluster, PgBinaries};
+
+pub const PASSWORD: &str = "pw-Xq7rT2-never-logged";
+pub const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+static SHARED: OnceLock<Cluster> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn destroy_shared_cluster() {
+    if let Some(cluster) = SHARED.get() {
+        cluster.destroy();
+    }
+}
+
+/// A missing PostgreSQL is a setup error, not a skip.
+pub fn binaries() -> PgBinaries {
+    PgBinaries::discover().unwrap_or_else(|e| panic!("test setup: {e}"))
+}
+
+/// Creates and starts a cluster of the test's own (removed on drop).
+pub fn own_cluster() -> Cluster {
+    let root = tempfile::Builder::new()
+        .prefix("vigil-it-pg-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    std::fs::remove_dir(&root).unwrap();
+    let mut cluster =
+        Cluster::create(&binaries(), &root, PASSWORD).unwrap_or_else(|e| panic!("test setup: {e}"));
+    cluster
+        .start()
+        .unwrap_or_else(|e| panic!("test setup: {e}"));
+    cluster
+}
+
+/// The binary's shared cluster, started on first use and stopped at exit.
+pub fn shared_cluster() -> &'static Cluster {
+    SHARED.get_or_init(|| {
+        let cluster = own_cluster();
+        // Statics are never dropped: stop the server when the test binary exits.
+        unsafe { libc::atexit(destroy_shared_cluster) };
+        cluster
+    })
+}
+
+/// A fresh, empty database on the shared cluster.
+pub fn fresh_db() -> TestDb {
+    let cluster = shared_cluster();
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    );
+    cluster
+        .psql("postgres", &format!("CREATE DATABASE {name}"))
+        .unwrap();
+    TestDb {
+        name,
+        port: cluster.port(),
+    }
+}
+
+pub struct TestDb {
+    pub name: String,
+    pub port: u16,
+}
+
+impl TestDb {
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{}", self.port, self.name)
+    }
+
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        shared_cluster()
+            .psql(&self.name, sql)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Applies the production migrations through the library.
+    pub async fn migrate(&self) {
+        let config = vigil::config::CatalogConfig {
+            url: vigil::config::Secret::new(self.url()),
+            password: Some(vigil::config::Secret::new(PASSWORD)),
+            password_file: None,
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(5),
+        };
+        let pool = vigil::catalog::pool(&config).unwrap();
+        vigil::catalog::migrate(&pool).await.unwrap();
+    }
+}
+
+/// A config for a test daemon; `extra` is appended verbatim.
+pub fn config_text(dir: &Path, url: &str, extra: &str) -> String {
+    config_text_with_log(dir, url, "level = \"info\"", extra)
+}
+
+/// Like [`config_text`] with the `[log]` section's lines (besides `format`) given.
+pub fn config_text_with_log(dir: &Path, url: &str, log: &str, extra: &str) -> String {
+    format!(
+        r#"[daemon]
+state_dir = "{state}"
+shutdown_timeout = "5s"
+
+[log]
+{log}
+format = "json"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[catalog]
+url = "{url}"
+password = "${{TEST_PGPASSWORD}}"
+connect_timeout = "20s"
+query_timeout = "1s"
+
+[health]
+interval = "1s"
+timeout = "1s"
+heartbeat = "1s"
+max_backoff = "2s"
+{extra}"#,
+        state = dir.join("state").display(),
+    )
+}
+
+/// A running `vigil` process with its stderr collected line by line.
+pub struct Vigil {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    _tempdir: tempfile::TempDir,
+}
+
+pub struct VigilOptions {
+    pub env: HashMap<String, String>,
+    pub args: Vec<String>,
+    /// Lines of the `[log]` section other than `format`.
+    pub log: String,
+}
+
+impl Default for VigilOptions {
+    fn default() -> Self {
+        let env = [("TEST_PGPASSWORD".to_owned(), PASSWORD.to_owned())].into();
+        VigilOptions {
+            env,
+            args: vec!["run".into()],
+            log: "level = \"info\"".into(),
+        }
+    }
+}
+
+impl Vigil {
+    /// Starts `vigil run` on `db` with the default test config plus `extra`.
+    pub fn start(db: &TestDb, extra: &str) -> Vigil {
+        Self::start_with(&db.url(), extra, VigilOptions::default())
+    }
+
+    pub fn start_with(url: &str, extra: &str, options: VigilOptions) -> Vigil {
+        let tempdir = tempfile::Builder::new()
+            .prefix("vigil-it-")
+            .tempdir()
+            .unwrap();
+        let dir = tempdir.path().to_owned();
+        let config_path = dir.join("config.toml");
+        std::fs::write(
+            &config_path,
+            config_text_with_log(&dir, url, &options.log, extra),
+        )
+        .unwrap();
+        let mut child = Command::new(VIGIL)
+            .arg("--config")
+            .arg(&config_path)
+            .args(&options.args)
+            .envs(&options.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vigil");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("admin port listening")
+                    && let Some(addr) = json_field(&line, "addr")
+                {
+                    let _ = addr_tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "vigil did not report its admin address; log:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Vigil {
+            child,
+            addr,
+            logs,
+            dir,
+            config_path,
+            _tempdir: tempdir,
+        }
+    }
+
+    /// Waits for `/health/ready` to be 200.
+    pub fn wait_ready(&self) {
+        self.wait_for("ready", Duration::from_secs(30), || {
+            http(self.addr, "GET", "/health/ready")
+                .map(|r| r.status == 200)
+                .unwrap_or(false)
+        });
+    }
+
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if condition() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}; vigil log:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        self.wait_for(&format!("log line containing {needle:?}"), timeout, || {
+            self.log_text().contains(needle)
+        });
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        http(self.addr, "GET", path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "vigil did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A copy of the config whose `admin.listen` is the bound address (for CLI commands).
+    pub fn config_path_with_addr(&self) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let path = self.dir.join("config-client.toml");
+        std::fs::write(&path, text.replace("127.0.0.1:0", &self.addr.to_string())).unwrap();
+        path
+    }
+
+    pub fn write_config(&self, url: &str, extra: &str) {
+        std::fs::write(&self.config_path, config_text(&self.dir, url, extra)).unwrap();
+    }
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Pulls `"key":"value"` out of a JSON log line.
+pub fn json_field(line: &str, key: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v.get(key)?.as_str().map(str::to_owned)
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// A one-shot HTTP/1.1 request over a fresh connection.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {raw}")))?;
+    Ok(Response {
+        status,
+        headers: head.to_owned(),
+        body: body.to_owned(),
+    })
+}
+
+/// Runs the vigil CLI to completion.
+pub fn vigil_cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(VIGIL)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,9 @@
+//! Integration tests against real PostgreSQL clusters and the real binary.
+//! One binary, so it links once.
+
+mod catalog;
+mod cli;
+mod harness;
+mod health;
+mod logrotate;
+mod signals;
