@@ -1,4 +1,5 @@
-//! Samples this process's CPU, memory and file descriptors from /proc.
+//! Samples this process's CPU, memory and file descriptors from
+//! /proc/self only (systemd's `ProcSubset=pid` hides the rest of /proc).
 
 use crate::health::ProcessStats;
 
@@ -23,20 +24,12 @@ pub fn sample() -> ProcessStats {
             stats.threads = num(17) as u64;
             stats.virtual_bytes = num(20) as u64;
             stats.resident_bytes = num(21) as u64 * page;
-            stats.start_time_seconds = boot_time().map_or(0.0, |boot| boot + num(19) / ticks);
         }
     }
     stats.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
     stats.max_fds = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(0, |(soft, _)| soft);
     stats
-}
-
-fn boot_time() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -47,6 +40,5 @@ mod tests {
         assert!(s.resident_bytes > 0);
         assert!(s.threads >= 1);
         assert!(s.open_fds > 0 && s.max_fds >= s.open_fds);
-        assert!(s.start_time_seconds > 1_000_000_000.0);
     }
 }

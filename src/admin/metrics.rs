@@ -205,12 +205,6 @@ impl Collector for SnapshotCollector {
             "Log lines the file writer dropped because its queue was full.",
             shared.log_dropped_lines(),
         )?;
-        gauge(
-            e,
-            "vigil_start_time_seconds",
-            "When this vigil started.",
-            shared.started_at.timestamp(),
-        )?;
 
         let p = &snapshot.process;
         enc.encode_descriptor(
@@ -236,11 +230,12 @@ impl Collector for SnapshotCollector {
         gauge(e, "process_open_fds", "Open file descriptors.", p.open_fds)?;
         gauge(e, "process_max_fds", "File descriptor limit.", p.max_fds)?;
         gauge(e, "process_threads", "OS threads.", p.threads)?;
+        // Recorded at start-up: /proc/stat (boot time) is hidden under ProcSubset=pid.
         gauge(
             e,
             "process_start_time_seconds",
             "Start time since the epoch.",
-            p.start_time_seconds,
+            shared.started_at.timestamp_millis() as f64 / 1000.0,
         )?;
         Ok(())
     }

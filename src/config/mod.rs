@@ -178,7 +178,7 @@ impl Default for HealthConfig {
             heartbeat: Duration::from_secs(5),
             interval: Duration::from_secs(15),
             timeout: Duration::from_secs(5),
-            max_backoff: Duration::from_secs(300),
+            max_backoff: Duration::from_secs(60),
             catalog: CatalogHealthConfig::default(),
             disk: DiskHealthConfig::default(),
         }

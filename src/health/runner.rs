@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::model::{Check, CheckSpec, CheckState, Observation, Status};
-use super::snapshot::{PoolStats, Shared, StatusSnapshot};
+use super::snapshot::{PoolStats, ProcessStats, Shared, StatusSnapshot};
 use crate::config::Config;
 use crate::notify::Notifier;
 use crate::redact::redact_text;
@@ -111,6 +111,7 @@ impl HealthRunner {
             notifier: self.notifier,
             first_round: first_tx,
             last_beat: Instant::now(),
+            process: ProcessStats::default(),
         };
         tracker.spawn(publisher.run(rx, self.config, cancel));
         RunnerHandle {
@@ -221,6 +222,8 @@ struct Publisher {
     notifier: Notifier,
     first_round: watch::Sender<bool>,
     last_beat: Instant,
+    /// Sampled on each beat, not on each publish.
+    process: ProcessStats,
 }
 
 impl Publisher {
@@ -320,6 +323,7 @@ impl Publisher {
             log_transition(&event);
         }
         self.states.insert(HEARTBEAT_KEY.into(), state);
+        self.process = crate::process_stats::sample();
 
         let now = Utc::now();
         let wedged: Vec<&str> = self
@@ -353,7 +357,7 @@ impl Publisher {
             checks: self.states.values().cloned().collect(),
             published_at: Some(Utc::now()),
             first_round_done,
-            process: crate::process_stats::sample(),
+            process: self.process.clone(),
             pool,
         });
     }

@@ -37,7 +37,6 @@ pub struct ProcessStats {
     pub open_fds: u64,
     pub max_fds: u64,
     pub threads: u64,
-    pub start_time_seconds: f64,
 }
 
 /// The catalog pool's gauges at the last heartbeat.
