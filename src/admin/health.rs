@@ -51,7 +51,7 @@ pub fn overall(
         let _ = writeln!(text, "[-]phase {} failed", shared.phase().as_str());
     }
     for check in snapshot.checks.iter().filter(|c| c.spec.critical) {
-        verbose_line(&mut text, &check.spec.key, check.effective(now).0);
+        verbose_line(&mut text, &check.spec.key, check.status_at(now));
     }
     finish_verbose(text, code)
 }
@@ -61,7 +61,7 @@ pub fn live(snapshot: &StatusSnapshot, now: DateTime<Utc>, verbose: bool) -> Res
     // Before the runner starts (catalog wait at start-up) the runtime alone decides.
     let heartbeat = snapshot
         .check(HEARTBEAT)
-        .map_or(Status::Pass, |c| c.effective(now).0);
+        .map_or(Status::Pass, |c| c.status_at(now));
     let ok = heartbeat != Status::Fail;
     let code = status_code(ok);
     if !verbose {

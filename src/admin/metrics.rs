@@ -44,14 +44,6 @@ struct SnapshotCollector {
     shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("service_id", &self.service_id)
-            .finish_non_exhaustive()
-    }
-}
-
 type Labels = Vec<(&'static str, String)>;
 
 fn gauge(
@@ -119,7 +111,7 @@ impl Collector for SnapshotCollector {
             "vigil_health_check_status",
             "Status of each check as a state set (stale results count as fail).",
             snapshot.checks.iter().flat_map(|c| {
-                let (status, _) = c.effective(now);
+                let status = c.status_at(now);
                 state_set(status).map(move |(s, v)| {
                     (
                         vec![("check", c.spec.key.clone()), ("status", s.to_owned())],

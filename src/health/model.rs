@@ -109,6 +109,15 @@ impl CheckState {
                 .is_ok_and(|age| age > self.stale_after())
     }
 
+    /// Status as served at `now` (allocation-free; the `/health` hot path).
+    pub fn status_at(&self, now: DateTime<Utc>) -> Status {
+        if self.is_stale(now) {
+            Status::Fail
+        } else {
+            self.observation.status
+        }
+    }
+
     /// Status and output as served at `now`: a stale result is `fail`.
     pub fn effective(&self, now: DateTime<Utc>) -> (Status, Option<String>) {
         if self.is_stale(now) {

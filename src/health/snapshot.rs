@@ -76,7 +76,7 @@ pub fn aggregate(checks: &[CheckState], now: DateTime<Utc>) -> Status {
     checks
         .iter()
         .filter(|c| c.spec.critical)
-        .map(|c| c.effective(now).0)
+        .map(|c| c.status_at(now))
         .max()
         .unwrap_or(Status::Pass)
 }
@@ -95,6 +95,15 @@ pub struct Shared {
     log_dropped: Option<tracing_appender::non_blocking::ErrorCounter>,
     /// Step reached during start-up, for `/health/ready?verbose`.
     startup_step: AtomicU8,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("service_id", &self.service_id)
+            .field("phase", &self.phase())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Start-up steps in order; ready needs all of them.

@@ -213,28 +213,52 @@ fn example_config_is_valid_and_documents_every_key() {
     let text = std::fs::read_to_string(example).unwrap();
     // The example points at files that do not exist here; swap the password file for a value.
     let dir = tempfile::tempdir().unwrap();
-    let runnable = text.replace("password_file = \"/etc/vigil/catalog.password\"", "password = \"x\"");
+    let runnable = text.replace(
+        "password_file = \"/etc/vigil/catalog.password\"",
+        "password = \"x\"",
+    );
     let path = write_config(&dir, &runnable);
     let (code, stdout, stderr) = vigil_cli(&path, &["check-config"], &[]);
     assert_eq!(code, 0, "{stderr}");
     // Every key of the effective config appears in the example (set or commented out).
     let mut section = String::new();
-    for line in stdout.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in stdout
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         if let Some(name) = line.strip_prefix('[') {
             section = name.trim_end_matches(']').to_owned();
-            assert!(text.contains(line), "section {line} missing from the example");
+            assert!(
+                text.contains(line),
+                "section {line} missing from the example"
+            );
             continue;
         }
         let key = line.split('=').next().unwrap().trim();
-        let section_text = text.split(&format!("[{section}]\n")).nth(1).unwrap_or_else(|| panic!("[{section}] missing"));
+        let section_text = text
+            .split(&format!("[{section}]\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("[{section}] missing"));
         let section_text = section_text.split("\n[").next().unwrap();
         assert!(
-            section_text.lines().any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))),
+            section_text
+                .lines()
+                .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))),
             "{section}.{key} is not documented in config.toml.example"
         );
     }
     // Optional keys have no default to print; they must be in the example too.
-    for key in ["instance", "file", "token", "token_file", "password", "interval"] {
-        assert!(text.contains(&format!("# {key} = ")), "{key} not documented");
+    for key in [
+        "instance",
+        "file",
+        "token",
+        "token_file",
+        "password",
+        "interval",
+    ] {
+        assert!(
+            text.contains(&format!("# {key} = ")),
+            "{key} not documented"
+        );
     }
 }

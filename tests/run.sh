@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, and integration tests against real
+# PostgreSQL clusters and the real binary. Installs what the tests need
+# (PostgreSQL server binaries, logrotate) when it is missing.
+#
+#   bash tests/run.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+have_pg=false
+for dir in /usr/lib/postgresql/*/bin; do
+    [[ -x $dir/initdb && -x $dir/psql ]] && have_pg=true
+done
+$have_pg || missing+=(postgresql)
+command -v logrotate >/dev/null 2>&1 || [[ -x /usr/sbin/logrotate ]] || missing+=(logrotate)
+command -v runuser >/dev/null 2>&1 || [[ -x /usr/sbin/runuser ]] || missing+=(util-linux)
+command -v zcat >/dev/null 2>&1 || missing+=(gzip)
+if ((${#missing[@]})); then
+    echo "tests/run.sh: installing ${missing[*]}" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Clusters run as `postgres` when the tests run as root (initdb refuses root);
+# the postgresql package creates that user.
+if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then
+    echo "tests/run.sh: running as root needs a 'postgres' user: apt-get install postgresql" >&2
+    exit 1
+fi
+
+exec cargo test --locked "$@"
