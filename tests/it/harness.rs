@@ -153,6 +153,8 @@ pub struct VigilOptions {
     pub args: Vec<String>,
     /// Lines of the `[log]` section other than `format`.
     pub log: String,
+    /// Extra lines of the `[admin]` section.
+    pub admin: String,
 }
 
 impl Default for VigilOptions {
@@ -162,6 +164,7 @@ impl Default for VigilOptions {
             env,
             args: vec!["run".into()],
             log: "level = \"info\"".into(),
+            admin: String::new(),
         }
     }
 }
@@ -179,11 +182,11 @@ impl Vigil {
             .unwrap();
         let dir = tempdir.path().to_owned();
         let config_path = dir.join("config.toml");
-        std::fs::write(
-            &config_path,
-            config_text_with_log(&dir, url, &options.log, extra),
-        )
-        .unwrap();
+        let text = config_text_with_log(&dir, url, &options.log, extra).replace(
+            "listen = \"127.0.0.1:0\"\n",
+            &format!("listen = \"127.0.0.1:0\"\n{}", options.admin),
+        );
+        std::fs::write(&config_path, text).unwrap();
         let mut child = Command::new(VIGIL)
             .arg("--config")
             .arg(&config_path)

@@ -162,3 +162,40 @@ fn catalog_outage_turns_health_to_503_and_back() {
             .is_ok_and(|n| n.trim() == "1")
     });
 }
+
+#[test]
+fn slow_clients_are_cut_off_after_the_header_timeout() {
+    use std::io::{Read, Write};
+    let db = fresh_db();
+    let vigil = Vigil::start_with(
+        &db.url(),
+        "",
+        crate::harness::VigilOptions {
+            admin: "header_read_timeout = \"500ms\"\n".into(),
+            ..Default::default()
+        },
+    );
+    vigil.wait_ready();
+    let mut stream = std::net::TcpStream::connect(vigil.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(3),
+        "connection held for {waited:?}"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // The server still serves others.
+    assert_eq!(http(vigil.addr, "GET", "/health").unwrap().status, 200);
+}
