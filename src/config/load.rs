@@ -115,6 +115,13 @@ pub fn parse(source: &str, origin: &Path, env: &dyn Env) -> Result<Config, Confi
         base,
         &mut problems,
     );
+    for (name, job) in &mut config.jobs {
+        let key = format!("jobs.{name}.password");
+        resolve_secret_file(&mut job.password, &job.password_file, &key, base, &mut problems);
+    }
+    for (name, repo) in &mut config.repositories {
+        resolve_option_files(name, repo, base, &mut problems);
+    }
     for (key, message) in validate(config) {
         problems.push(Problem {
             key,
@@ -263,6 +270,53 @@ fn resolve_secret_file(
                 path.display()
             ),
         }),
+    }
+}
+
+/// Reads `<option>_file` options into `<option>`, and `recipients_file`
+/// into the recipients.
+fn resolve_option_files(
+    name: &str,
+    repo: &mut super::RepositoryConfig,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) {
+    let file_keys: Vec<String> = repo.options.keys().filter(|k| k.ends_with("_file")).cloned().collect();
+    for file_key in file_keys {
+        let target = file_key.trim_end_matches("_file").to_owned();
+        let key = format!("repositories.{name}.options.{file_key}");
+        let mut value = None;
+        let path = PathBuf::from(repo.options.remove(&file_key).unwrap_or_default());
+        if repo.options.contains_key(&target) {
+            problems.push(Problem {
+                key,
+                position: None,
+                message: format!("set either `{target}` or `{file_key}`, not both"),
+            });
+            continue;
+        }
+        resolve_secret_file(&mut value, &Some(path), &key.trim_end_matches("_file"), base, problems);
+        if let Some(value) = value {
+            repo.options.insert(target, value.expose().to_owned());
+        }
+    }
+    if let Some(encryption) = &mut repo.encryption
+        && let Some(file) = &encryption.recipients_file
+    {
+        let path = base.join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => encryption.recipients.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            ),
+            Err(e) => problems.push(Problem {
+                key: format!("repositories.{name}.encryption.recipients_file"),
+                position: None,
+                message: format!("cannot read {}: {e}", path.display()),
+            }),
+        }
     }
 }
 

@@ -4,8 +4,11 @@ mod diff;
 mod expand;
 mod load;
 mod secret;
+mod storage;
 mod validate;
+mod validate_storage;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +19,11 @@ pub use diff::{Change, diff};
 pub use expand::{Env, ExpandError, ProcessEnv, expand};
 pub use load::{ConfigError, Problem, load, parse};
 pub use secret::{REDACTED, Secret};
+pub use storage::{
+    Compression, Databases, EncryptionConfig, JobConfig, JobKind, RepositoryConfig, is_secret_option,
+};
 pub use validate::{PLACEHOLDER_SECRET, validate};
+pub use validate_storage::{SCHEMES, parse_cron};
 
 /// Default admin listen address: loopback, port 9746 (unassigned by IANA
 /// and not used by the usual Prometheus exporters).
@@ -35,6 +42,10 @@ pub struct Config {
     pub catalog: CatalogConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub repositories: BTreeMap<String, RepositoryConfig>,
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -235,6 +246,13 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         let mut value =
             toml::Value::try_from(self).unwrap_or(toml::Value::Table(Default::default()));
+        if let Some(jobs) = value.get_mut("jobs").and_then(|j| j.as_table_mut()) {
+            for (name, job) in jobs.iter_mut() {
+                if let (Some(source), Some(config)) = (job.get_mut("source"), self.jobs.get(name)) {
+                    *source = toml::Value::String(crate::redact::redact_text(config.source.expose(), &[]));
+                }
+            }
+        }
         if let Some(url) = value.get_mut("catalog").and_then(|c| c.get_mut("url")) {
             *url = toml::Value::String(crate::redact::redact_text(self.catalog.url.expose(), &[]));
         }
@@ -255,6 +273,19 @@ impl Config {
         if let Some(pw) = crate::redact::url_password(self.catalog.url.expose()) {
             out.push(pw);
         }
+        for job in self.jobs.values() {
+            out.extend(job.password.as_ref().map(|p| p.expose().to_owned()));
+            out.extend(crate::redact::url_password(job.source.expose()));
+        }
+        for repo in self.repositories.values() {
+            out.extend(
+                repo.options
+                    .iter()
+                    .filter(|(k, _)| is_secret_option(k))
+                    .map(|(_, v)| v.clone()),
+            );
+        }
+        out.retain(|s| !s.is_empty());
         out
     }
 }

@@ -92,6 +92,8 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         );
     }
 
+    super::validate_storage::validate_storage(config, &mut |k, m| problem(&k, m));
+
     if config.daemon.environment == Environment::Production {
         if !config.admin.listen.ip().is_loopback() && config.admin.token.is_none() {
             problem(
@@ -102,28 +104,21 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
                 ),
             );
         }
-        let url_password = crate::redact::url_password(config.catalog.url.expose());
-        for (key, value) in [
-            (
-                "admin.token",
-                config.admin.token.as_ref().map(|s| s.expose().to_owned()),
-            ),
-            (
-                "catalog.password",
-                config
-                    .catalog
-                    .password
-                    .as_ref()
-                    .map(|s| s.expose().to_owned()),
-            ),
-            ("catalog.url", url_password),
-        ] {
+        let expose = |s: &Option<super::Secret>| s.as_ref().map(|s| s.expose().to_owned());
+        let mut secrets: Vec<(String, Option<String>)> = vec![
+            ("admin.token".into(), expose(&config.admin.token)),
+            ("catalog.password".into(), expose(&config.catalog.password)),
+            ("catalog.url".into(), crate::redact::url_password(config.catalog.url.expose())),
+        ];
+        for (name, job) in &config.jobs {
+            secrets.push((format!("jobs.{name}.password"), expose(&job.password)));
+            secrets.push((format!("jobs.{name}.source"), crate::redact::url_password(job.source.expose())));
+        }
+        for (key, value) in secrets {
             if value.as_deref() == Some(PLACEHOLDER_SECRET) {
                 problem(
-                    key,
-                    format!(
-                        "still holds the example placeholder `{PLACEHOLDER_SECRET}`: set a real secret before running in production"
-                    ),
+                    &key,
+                    format!("still holds the example placeholder `{PLACEHOLDER_SECRET}`: set a real secret before running in production"),
                 );
             }
         }

@@ -1,0 +1,221 @@
+//! `[repositories.<name>]` and `[jobs.<name>]`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::{REDACTED, Secret};
+
+/// A storage repository: any opendal service plus a prefix.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// opendal scheme: `fs`, `s3`, …
+    pub scheme: String,
+    /// Passed through to opendal. A key ending in `_file` is read from that
+    /// file into the key without the suffix (`secret_access_key_file`).
+    #[serde(default, serialize_with = "redact_options")]
+    pub options: BTreeMap<String, String>,
+    /// Path inside the service under which vigil keeps its layout.
+    #[serde(default)]
+    pub prefix: String,
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// Option keys whose values are secrets (redacted when printed).
+pub fn is_secret_option(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["secret", "password", "token", "credential", "key"]
+        .iter()
+        .any(|s| key.contains(s))
+        && !matches!(key.as_str(), "access_key_id" | "key_id")
+}
+
+fn redact_options<S: Serializer>(options: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+    let shown: BTreeMap<&str, &str> = options
+        .iter()
+        .map(|(k, v)| (k.as_str(), if is_secret_option(k) { REDACTED } else { v.as_str() }))
+        .collect();
+    shown.serialize(s)
+}
+
+/// age encryption of a repository's data objects.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age x25519 recipients (`age1…`), public keys only.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// A file of recipients, one per line (`#` comments allowed).
+    pub recipients_file: Option<PathBuf>,
+    /// age identity file for reading (restore, verify).
+    pub identity_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Gzip,
+    Lz4,
+    None,
+}
+
+impl Compression {
+    /// File extension of an object compressed this way (after `.dump`).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Zstd => ".zst",
+            Compression::Gzip => ".gz",
+            Compression::Lz4 => ".lz4",
+            Compression::None => "",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
+            Compression::Lz4 => "lz4",
+            Compression::None => "none",
+        }
+    }
+
+    pub fn default_level(self) -> i32 {
+        match self {
+            Compression::Zstd => 3,
+            Compression::Gzip => 6,
+            Compression::Lz4 | Compression::None => 0,
+        }
+    }
+}
+
+/// `databases = ["a", "b"]` or `databases = "all"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Databases {
+    List(Vec<String>),
+    /// Every connectable non-template database, plus the cluster's globals.
+    All,
+}
+
+impl<'de> Deserialize<'de> for Databases {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "all" => Ok(Databases::All),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "`{w}` is neither \"all\" nor a list of database names (write [\"{w}\"])"
+            ))),
+            Raw::List(list) => Ok(Databases::List(list)),
+        }
+    }
+}
+
+impl Serialize for Databases {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Databases::All => s.serialize_str("all"),
+            Databases::List(list) => list.serialize(s),
+        }
+    }
+}
+
+/// A scheduled backup job.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub kind: JobKind,
+    /// libpq URL or key=value string of the source server. The password
+    /// goes to pg_dump through its environment, never on its command line.
+    pub source: Secret,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub databases: Databases,
+    /// Name of a `[repositories.<name>]`.
+    pub repository: String,
+    /// Cron with seconds: `sec min hour day-of-month month day-of-week`.
+    pub schedule: Option<String>,
+    /// Alternative to `schedule`: a fixed interval.
+    #[serde(default, with = "humantime_serde")]
+    pub every: Option<Duration>,
+    /// IANA zone the schedule is read in.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default)]
+    pub compression: Compression,
+    /// Codec level (zstd 1–19, gzip 0–9); default zstd 3, gzip 6.
+    pub compression_level: Option<i32>,
+    /// zstd worker threads; default: the number of CPUs.
+    pub compression_workers: Option<u32>,
+    /// Freshness: the newest backup older than this warns…
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// …and older than this fails (default: twice `max_age`).
+    #[serde(default, with = "humantime_serde")]
+    pub max_age_fail: Option<Duration>,
+    /// Abort when the source sends no bytes for this long.
+    #[serde(default = "default_stall_timeout", with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// Abort a run that takes longer than this.
+    #[serde(default = "default_max_duration", with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// At start, run at once if a scheduled run was missed.
+    #[serde(default = "default_true")]
+    pub catch_up: bool,
+    /// The pg_dump binary; default: the newest on the machine.
+    pub pg_dump: Option<PathBuf>,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_duration() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_true() -> bool {
+    true
+}
+
+impl JobConfig {
+    /// The freshness thresholds: (warn after, fail after).
+    pub fn freshness(&self) -> Option<(Duration, Duration)> {
+        let warn = self.max_age?;
+        Some((warn, self.max_age_fail.unwrap_or(warn * 2)))
+    }
+
+    pub fn level(&self) -> i32 {
+        self.compression_level.unwrap_or(self.compression.default_level())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_options_are_recognised() {
+        for k in ["secret_access_key", "password", "session_token", "sas_token", "credential", "key"] {
+            assert!(is_secret_option(k), "{k}");
+        }
+        for k in ["access_key_id", "bucket", "endpoint", "root", "region"] {
+            assert!(!is_secret_option(k), "{k}");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Checks of `[repositories]` and `[jobs]`: pure, every problem at once.
+
+use std::str::FromStr;
+
+use super::{Compression, Config, Databases};
+
+/// opendal services compiled into this build.
+pub const SCHEMES: [&str; 2] = ["fs", "s3"];
+
+pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)) {
+    for (name, repo) in &config.repositories {
+        let key = |k: &str| format!("repositories.{name}.{k}");
+        if !is_valid_name(name) {
+            problem(format!("repositories.{name}"), name_message());
+        }
+        if !SCHEMES.contains(&repo.scheme.as_str()) {
+            problem(
+                key("scheme"),
+                format!("`{}` is not available in this build (use one of: {})", repo.scheme, SCHEMES.join(", ")),
+            );
+        }
+        if repo.scheme == "fs" {
+            match repo.options.get("root") {
+                Some(root) if root.starts_with('/') => {}
+                Some(root) => problem(key("options.root"), format!("`{root}` must be an absolute path")),
+                None => problem(key("options"), "an fs repository needs `root` (an absolute directory)".into()),
+            }
+            if repo.options.contains_key("atomic_write_dir") {
+                problem(
+                    key("options.atomic_write_dir"),
+                    "is set by vigil (inside `root`, so renames stay on one filesystem); remove it".into(),
+                );
+            }
+        }
+        if let Some(encryption) = &repo.encryption {
+            if encryption.recipients.is_empty() {
+                problem(
+                    key("encryption"),
+                    "has no `recipients` (or `recipients_file`): refusing to write plaintext to a repository configured for encryption; add an age1… recipient or remove the section".into(),
+                );
+            }
+            for r in &encryption.recipients {
+                if age::x25519::Recipient::from_str(r).is_err() {
+                    problem(
+                        key("encryption.recipients"),
+                        format!("`{r}` is not an age x25519 recipient (age1…; `age-keygen -y KEY` prints it)"),
+                    );
+                }
+            }
+        }
+    }
+
+    for (name, job) in &config.jobs {
+        let key = |k: &str| format!("jobs.{name}.{k}");
+        if !is_valid_name(name) {
+            problem(format!("jobs.{name}"), name_message());
+        }
+        if !config.repositories.contains_key(&job.repository) {
+            let known: Vec<&str> = config.repositories.keys().map(String::as_str).collect();
+            problem(
+                key("repository"),
+                format!("no repository `{}` (configured: {})", job.repository, if known.is_empty() { "none".into() } else { known.join(", ") }),
+            );
+        }
+        if let Err(e) = job.source.expose().parse::<tokio_postgres::Config>() {
+            problem(key("source"), format!("is not a valid PostgreSQL connection string: {e}"));
+        }
+        match (&job.schedule, job.every) {
+            (Some(_), Some(_)) => problem(key("every"), "set either `schedule` or `every`, not both".into()),
+            (None, None) => problem(key("schedule"), "set `schedule` (cron with seconds) or `every` (e.g. \"1h\")".into()),
+            (Some(cron), None) => {
+                if let Err(e) = parse_cron(cron) {
+                    problem(key("schedule"), format!("`{cron}` is not a cron schedule: {e} (6 fields: sec min hour day month weekday, e.g. \"0 30 2 * * *\")"));
+                }
+            }
+            (None, Some(every)) if every.as_secs() < 1 => problem(key("every"), "must be at least 1s".into()),
+            _ => {}
+        }
+        if chrono_tz::Tz::from_str(&job.timezone).is_err() {
+            problem(key("timezone"), format!("`{}` is not an IANA time zone (e.g. \"Europe/Berlin\", \"UTC\")", job.timezone));
+        }
+        if let Databases::List(list) = &job.databases
+            && list.is_empty()
+        {
+            problem(key("databases"), "is empty (list database names, or \"all\")".into());
+        }
+        let level = job.level();
+        let range = match job.compression {
+            Compression::Zstd => 1..=22,
+            Compression::Gzip => 0..=9,
+            Compression::Lz4 | Compression::None => 0..=0,
+        };
+        if job.compression_level.is_some() && !range.contains(&level) {
+            problem(
+                key("compression_level"),
+                format!("{level} is out of range for {} ({}–{})", job.compression.as_str(), range.start(), range.end()),
+            );
+        }
+        if job.compression_workers == Some(0) {
+            problem(key("compression_workers"), "must be at least 1".into());
+        }
+        if let (Some(warn), Some(fail)) = (job.max_age, job.max_age_fail)
+            && fail <= warn
+        {
+            problem(key("max_age_fail"), "must be longer than `max_age`".into());
+        }
+        if job.max_age.is_none() && job.max_age_fail.is_some() {
+            problem(key("max_age_fail"), "needs `max_age`".into());
+        }
+        if job.stall_timeout.is_zero() || job.max_duration.is_zero() {
+            problem(key("stall_timeout"), "`stall_timeout` and `max_duration` must be longer than 0s".into());
+        }
+        if let Some(bin) = &job.pg_dump
+            && !bin.is_file()
+        {
+            problem(key("pg_dump"), format!("{} does not exist", bin.display()));
+        }
+    }
+}
+
+/// Cron with a required seconds field, as the scheduler reads it.
+pub fn parse_cron(pattern: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(pattern)
+        .map_err(|e| e.to_string())
+}
+
+/// Names appear in paths, metric labels and check keys.
+fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn name_message() -> String {
+    "names use lowercase letters, digits, `-` and `_` (they appear in paths, metric labels and check keys)".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use crate::config::parse;
+
+    fn keys(src: &str) -> Vec<String> {
+        match parse(src, Path::new("c.toml"), &HashMap::new()) {
+            Ok(_) => vec![],
+            Err(e) => e.problems.into_iter().map(|p| p.key).collect(),
+        }
+    }
+
+    const BASE: &str = "[catalog]\nurl = \"postgres://vigil@127.0.0.1/vigil\"\n[repositories.local]\nscheme = \"fs\"\noptions = { root = \"/srv/backups\" }\n";
+    const RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+    fn job(extra: &str) -> String {
+        format!("{BASE}[jobs.orders]\nkind = \"postgres\"\nsource = \"postgres://backup@db/orders\"\ndatabases = [\"orders\"]\nrepository = \"local\"\n{extra}")
+    }
+
+    #[test]
+    fn a_complete_job_is_valid() {
+        assert_eq!(keys(&job("schedule = \"0 30 2 * * *\"\ntimezone = \"Europe/Berlin\"\nmax_age = \"26h\"\n")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn schedule_problems() {
+        assert_eq!(keys(&job("")), ["jobs.orders.schedule"]);
+        assert_eq!(keys(&job("schedule = \"0 0 * * * *\"\nevery = \"1h\"\n")), ["jobs.orders.every"]);
+        assert_eq!(keys(&job("schedule = \"30 2 * * *\"\n")), ["jobs.orders.schedule"]);
+        assert_eq!(keys(&job("every = \"1h\"\ntimezone = \"Mars/Olympus\"\n")), ["jobs.orders.timezone"]);
+    }
+
+    #[test]
+    fn unknown_repository_and_bad_names() {
+        let src = job("every = \"1h\"\n").replace("repository = \"local\"", "repository = \"nope\"");
+        assert_eq!(keys(&src), ["jobs.orders.repository"]);
+        let src = job("every = \"1h\"\n").replace("[jobs.orders]", "[jobs.Orders]");
+        assert_eq!(keys(&src), ["jobs.Orders"]);
+    }
+
+    #[test]
+    fn half_configured_encryption_is_refused() {
+        let src = format!("{}[repositories.local.encryption]\nidentity_file = \"/k\"\n", job("every = \"1h\"\n"));
+        assert_eq!(keys(&src), ["repositories.local.encryption"]);
+        let src = format!("{}[repositories.local.encryption]\nrecipients = [\"{RECIPIENT}\"]\n", job("every = \"1h\"\n"));
+        assert!(keys(&src).is_empty(), "{:?}", keys(&src));
+        let src = format!("{}[repositories.local.encryption]\nrecipients = [\"age1nope\"]\n", job("every = \"1h\"\n"));
+        assert_eq!(keys(&src), ["repositories.local.encryption.recipients"]);
+    }
+
+    #[test]
+    fn databases_word_must_be_all() {
+        let src = job("every = \"1h\"\n").replace("databases = [\"orders\"]", "databases = \"orders\"");
+        let err = parse(&src, Path::new("c.toml"), &HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains("neither \"all\""), "{err}");
+        let src = job("every = \"1h\"\n").replace("databases = [\"orders\"]", "databases = \"all\"");
+        assert!(keys(&src).is_empty());
+    }
+
+    #[test]
+    fn fs_needs_an_absolute_root_and_schemes_are_checked() {
+        let src = job("every = \"1h\"\n").replace("/srv/backups", "relative/dir");
+        assert_eq!(keys(&src), ["repositories.local.options.root"]);
+        let src = job("every = \"1h\"\n").replace("scheme = \"fs\"", "scheme = \"gopher\"");
+        assert!(keys(&src).contains(&"repositories.local.scheme".to_string()));
+    }
+}

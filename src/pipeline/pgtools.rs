@@ -1,0 +1,132 @@
+//! PostgreSQL client tools (pg_dump, pg_dumpall, pg_restore): finding them,
+//! their versions, and handing them a connection without secrets on argv.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+use tokio_postgres::config::Host;
+
+/// The newest directory of client binaries on this machine holding `tool`.
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let path = e.path().join("bin").join(tool);
+            path.is_file().then_some((version, path))
+        })
+        .collect();
+    candidates.sort();
+    if let Some((_, path)) = candidates.pop() {
+        return Some(path);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
+}
+
+/// `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` → (15, "15.18").
+pub fn parse_version(output: &str) -> Option<(u32, String)> {
+    let token = output.split_whitespace().find(|t| t.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let major = token.split('.').next()?.parse().ok()?;
+    Some((major, token.to_owned()))
+}
+
+/// Runs `tool --version`.
+pub async fn tool_version(tool: &Path) -> Result<(u32, String), String> {
+    let out = Command::new(tool)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_version(&text).ok_or_else(|| format!("cannot read the version of {}: {text:?}", tool.display()))
+}
+
+/// libpq environment for a connection string: credentials travel in the
+/// child's environment (`PGPASSWORD`), never on its command line.
+pub fn libpq_env(config: &tokio_postgres::Config, password: Option<&str>) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    if !hosts.is_empty() {
+        env.push(("PGHOST".into(), hosts.join(",")));
+    }
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    if !ports.is_empty() {
+        env.push(("PGPORT".into(), ports.join(",")));
+    }
+    if let Some(user) = config.get_user() {
+        env.push(("PGUSER".into(), user.to_owned()));
+    }
+    let password = password
+        .map(str::to_owned)
+        .or_else(|| config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()));
+    if let Some(password) = password {
+        env.push(("PGPASSWORD".into(), password));
+    }
+    if let Some(app) = config.get_application_name() {
+        env.push(("PGAPPNAME".into(), app.to_owned()));
+    } else {
+        env.push(("PGAPPNAME".into(), "vigil".into()));
+    }
+    let sslmode = match config.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable => "disable",
+        tokio_postgres::config::SslMode::Require => "require",
+        _ => "prefer",
+    };
+    env.push(("PGSSLMODE".into(), sslmode.into()));
+    if let Some(timeout) = config.get_connect_timeout() {
+        env.push(("PGCONNECT_TIMEOUT".into(), timeout.as_secs().max(1).to_string()));
+    }
+    env
+}
+
+/// `host:port` of a connection, for manifests and messages (no credentials).
+pub fn describe_host(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"), Some((15, "15.18".into())));
+        assert_eq!(parse_version("pg_restore (PostgreSQL) 16.2\n"), Some((16, "16.2".into())));
+        assert_eq!(parse_version("nonsense"), None);
+    }
+
+    #[test]
+    fn passwords_go_to_the_environment() {
+        let config: tokio_postgres::Config = "postgres://backup:s3cret@db.internal:6432/orders".parse().unwrap();
+        let env = libpq_env(&config, None);
+        let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("PGHOST"), Some("db.internal"));
+        assert_eq!(get("PGPORT"), Some("6432"));
+        assert_eq!(get("PGUSER"), Some("backup"));
+        assert_eq!(get("PGPASSWORD"), Some("s3cret"));
+        let env = libpq_env(&config, Some("from-file"));
+        assert!(env.contains(&("PGPASSWORD".into(), "from-file".into())));
+        assert_eq!(describe_host(&config), "db.internal:6432");
+    }
+}

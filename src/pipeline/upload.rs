@@ -1,0 +1,284 @@
+//! Streams a child process's stdout through the codec chain into one
+//! repository object. Three stages joined by bounded channels: read (with
+//! a stall timeout), encode on a blocking thread, upload in parts.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::Child;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{Compressor, HashingSink, Sealed, Stored};
+use crate::config::Compression;
+use crate::repo::{RepoError, Repository};
+
+/// Chunks in flight between two stages: memory is bounded by
+/// `QUEUE × CHUNK` per channel plus one upload part.
+const QUEUE: usize = 4;
+const READ_CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error("{tool} exited with {status}: {stderr}")]
+    Source { tool: String, status: String, stderr: String },
+    #[error("{tool} sent no data for {}: stalled (jobs.<name>.stall_timeout)", humantime::format_duration(*.after))]
+    Stalled { tool: String, after: Duration },
+    #[error("reading {tool}'s output: {0}", tool = .1)]
+    Read(std::io::Error, String),
+    #[error("compressing/encrypting: {0}")]
+    Encode(String),
+    #[error(transparent)]
+    Storage(#[from] RepoError),
+    #[error("object {path} would need more than {max_parts} parts (raise the repository's part_size)")]
+    TooManyParts { path: String, max_parts: u64 },
+    #[error("cancelled (shutdown)")]
+    Cancelled,
+}
+
+/// How one object is encoded and uploaded.
+#[derive(Clone)]
+pub struct EncodeSpec {
+    pub compression: Compression,
+    pub level: i32,
+    pub workers: u32,
+    pub recipients: Vec<age::x25519::Recipient>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct UploadLimits {
+    pub stall_timeout: Duration,
+    /// First multipart part size (object stores); doubles as needed.
+    pub part_size: usize,
+    pub max_parts: u64,
+    /// Whether the service uploads each write as one part.
+    pub multipart: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadOutcome {
+    pub stored: Stored,
+    pub raw_bytes: u64,
+}
+
+/// Part sizes that keep an unknown-length stream under `max_parts`: the
+/// size doubles every `max_parts / 10` parts.
+#[derive(Debug, Clone)]
+pub struct PartSizer {
+    base: usize,
+    max_parts: u64,
+    parts: u64,
+}
+
+impl PartSizer {
+    pub fn new(base: usize, max_parts: u64) -> Self {
+        PartSizer { base, max_parts: max_parts.max(10), parts: 0 }
+    }
+
+    /// Size of the next part, or `None` once `max_parts` are used.
+    pub fn next(&mut self) -> Option<usize> {
+        if self.parts >= self.max_parts {
+            return None;
+        }
+        let doublings = (self.parts / (self.max_parts / 10)).min(40) as u32;
+        self.parts += 1;
+        Some(self.base.saturating_mul(1usize << doublings.min(usize::BITS - 1)))
+    }
+
+    pub fn parts(&self) -> u64 {
+        self.parts
+    }
+}
+
+/// Streams `child`'s stdout into `path`. On any failure the object is
+/// aborted (no partial object is left under its name) and the child killed.
+pub async fn upload_child(
+    mut child: Child,
+    tool: &str,
+    repo: &Repository,
+    path: &str,
+    encode: &EncodeSpec,
+    limits: UploadLimits,
+    progress: Arc<AtomicU64>,
+    cancel: &CancellationToken,
+) -> Result<UploadOutcome, PipelineError> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr_tail = Arc::new(std::sync::Mutex::new(VecDeque::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let tail = Arc::clone(&stderr_tail);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+                if tail.len() == 20 {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+    }
+
+    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(QUEUE);
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(QUEUE);
+    let encoder = {
+        let encode = encode.clone();
+        tokio::task::spawn_blocking(move || encode_stream(raw_rx, out_tx, &encode))
+    };
+    let read = read_stage(stdout, raw_tx, tool, limits.stall_timeout, Arc::clone(&progress), cancel);
+    let mut writer = repo.writer(path).await?;
+    let upload = upload_stage(&mut writer, out_rx, path, limits, cancel);
+
+    let result = async {
+        let (raw_bytes, ()) = tokio::try_join!(read, upload)?;
+        let stored = encoder
+            .await
+            .map_err(|e| PipelineError::Encode(e.to_string()))?
+            .map_err(|e| PipelineError::Encode(e.to_string()))?;
+        let status = child.wait().await.map_err(|e| PipelineError::Read(e, tool.to_owned()))?;
+        if !status.success() {
+            // Give the stderr reader a moment to drain the last lines.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let tail: Vec<String> = stderr_tail.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+            return Err(PipelineError::Source { tool: tool.to_owned(), status: status.to_string(), stderr: tail.join(" | ") });
+        }
+        Ok(UploadOutcome { stored, raw_bytes })
+    }
+    .await;
+
+    match result {
+        Ok(outcome) => {
+            writer.close().await.map_err(|e| repo_error(repo, "cannot finish", path, e))?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(path, error = %abort, "cannot abort the partial upload; prune will collect it");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn repo_error(repo: &Repository, action: &'static str, path: &str, e: opendal::Error) -> PipelineError {
+    PipelineError::Storage(RepoError::Storage {
+        repo: repo.name.clone(),
+        action,
+        path: path.to_owned(),
+        retryable: e.is_temporary(),
+        detail: e.to_string(),
+    })
+}
+
+async fn read_stage(
+    mut stdout: tokio::process::ChildStdout,
+    tx: mpsc::Sender<Bytes>,
+    tool: &str,
+    stall: Duration,
+    progress: Arc<AtomicU64>,
+    cancel: &CancellationToken,
+) -> Result<u64, PipelineError> {
+    let mut total = 0u64;
+    loop {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let n = tokio::select! {
+            _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
+            read = tokio::time::timeout(stall, stdout.read_buf(&mut buf)) => match read {
+                Err(_) => return Err(PipelineError::Stalled { tool: tool.to_owned(), after: stall }),
+                Ok(Err(e)) => return Err(PipelineError::Read(e, tool.to_owned())),
+                Ok(Ok(n)) => n,
+            },
+        };
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+        progress.store(total, Ordering::Relaxed);
+        if tx.send(buf.freeze()).await.is_err() {
+            // The encoder stopped; its own error is the one to report.
+            return Ok(total);
+        }
+    }
+}
+
+fn encode_stream(mut rx: mpsc::Receiver<Bytes>, tx: mpsc::Sender<Bytes>, spec: &EncodeSpec) -> std::io::Result<Stored> {
+    use std::io::Write;
+    let sealed = Sealed::new(HashingSink::new(tx), &spec.recipients)?;
+    let mut compressor = Compressor::new(sealed, spec.compression, spec.level, spec.workers)?;
+    while let Some(chunk) = rx.blocking_recv() {
+        compressor.write_all(&chunk)?;
+    }
+    compressor.finish()
+}
+
+async fn upload_stage(
+    writer: &mut opendal::Writer,
+    mut rx: mpsc::Receiver<Bytes>,
+    path: &str,
+    limits: UploadLimits,
+    cancel: &CancellationToken,
+) -> Result<(), PipelineError> {
+    let mut sizer = PartSizer::new(limits.part_size, limits.max_parts);
+    let mut part = BytesMut::new();
+    let mut target = if limits.multipart { sizer.next() } else { Some(0) };
+    let write_err = |e: opendal::Error| {
+        PipelineError::Storage(RepoError::Storage {
+            repo: String::new(),
+            action: "cannot write",
+            path: path.to_owned(),
+            retryable: e.is_temporary(),
+            detail: e.to_string(),
+        })
+    };
+    loop {
+        let chunk = tokio::select! {
+            _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
+            chunk = rx.recv() => chunk,
+        };
+        let Some(chunk) = chunk else { break };
+        if !limits.multipart {
+            writer.write(chunk).await.map_err(write_err)?;
+            continue;
+        }
+        part.extend_from_slice(&chunk);
+        let size = target.ok_or(PipelineError::TooManyParts { path: path.to_owned(), max_parts: limits.max_parts })?;
+        if part.len() >= size {
+            let full = part.split_to(size).freeze();
+            writer.write(full).await.map_err(write_err)?;
+            target = sizer.next();
+        }
+    }
+    if !part.is_empty() {
+        if target.is_none() {
+            return Err(PipelineError::TooManyParts { path: path.to_owned(), max_parts: limits.max_parts });
+        }
+        writer.write(part.freeze()).await.map_err(write_err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_double_every_tenth_of_max_parts() {
+        let mut s = PartSizer::new(5, 100);
+        let sizes: Vec<usize> = std::iter::from_fn(|| s.next()).collect();
+        assert_eq!(sizes.len(), 100);
+        assert_eq!(sizes[0], 5);
+        assert_eq!(sizes[9], 5);
+        assert_eq!(sizes[10], 10);
+        assert_eq!(sizes[99], 5 << 9);
+        assert_eq!(s.next(), None);
+        // Capacity grows ~100x the naive base × max_parts.
+        let capacity: usize = sizes.iter().sum();
+        assert_eq!(capacity, 10 * 5 * ((1 << 10) - 1));
+    }
+}

@@ -1,0 +1,242 @@
+//! `manifest.json`: everything needed to list, verify and restore a backup.
+//! Written last (the commit point); unencrypted and free of secrets.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Bumped on incompatible changes; readers refuse newer formats.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format_version: u32,
+    pub job: String,
+    pub backup_id: String,
+    /// `logical` (pg_dump) for now.
+    pub kind: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub source: SourceFacts,
+    pub compression: CompressionFacts,
+    /// Public recipients only; `None` when the objects are plaintext.
+    pub encryption: Option<EncryptionFacts>,
+    pub objects: Vec<ObjectEntry>,
+    /// The audit journal's head at commit, once the journal exists.
+    #[serde(default)]
+    pub journal_head: Option<JournalHead>,
+    pub vigil_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceFacts {
+    /// `server_version` as the server reports it, e.g. `15.18 (Debian …)`.
+    pub server_version: String,
+    pub server_version_num: i32,
+    pub pg_dump_version: String,
+    /// Host and port of the source, without credentials.
+    pub host: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompressionFacts {
+    pub algorithm: String,
+    pub level: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionFacts {
+    /// `age` (x25519 recipients).
+    pub scheme: String,
+    pub recipients: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectEntry {
+    /// File name inside the backup's directory.
+    pub name: String,
+    /// The database it holds; `None` for the cluster's globals.
+    pub database: Option<String>,
+    /// `pg_dump-custom` (pg_restore) or `sql` (psql).
+    pub format: String,
+    pub stored_bytes: u64,
+    pub raw_bytes: u64,
+    /// SHA-256 of the stored bytes, lowercase hex (`sha256sum` compatible).
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalHead {
+    pub seq: u64,
+    pub hash: String,
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ManifestError {
+    #[error("manifest is not valid JSON for format v{FORMAT_VERSION}: {0}")]
+    Parse(String),
+    #[error("manifest format v{found} is newer than this vigil reads (v{FORMAT_VERSION}): upgrade vigil")]
+    TooNew { found: u32 },
+    #[error("manifest is inconsistent: {0}")]
+    Invalid(String),
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Version {
+            format_version: u32,
+        }
+        let version: Version = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        if version.format_version > FORMAT_VERSION {
+            return Err(ManifestError::TooNew { found: version.format_version });
+        }
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        manifest.check()?;
+        Ok(manifest)
+    }
+
+    fn check(&self) -> Result<(), ManifestError> {
+        let invalid = |m: String| Err(ManifestError::Invalid(m));
+        if self.objects.is_empty() {
+            return invalid("no objects".into());
+        }
+        if self.finished_at < self.started_at {
+            return invalid("finishedAt is before startedAt".into());
+        }
+        for o in &self.objects {
+            if o.sha256.len() != 64 || !o.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return invalid(format!("object {} has a malformed sha256", o.name));
+            }
+            if o.name.is_empty() || o.name.contains('/') || o.name == "manifest.json" {
+                return invalid(format!("object name {:?} is not a plain file name", o.name));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stored_bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.stored_bytes).sum()
+    }
+
+    pub fn raw_bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.raw_bytes).sum()
+    }
+
+    /// The object holding `database`, or the only database object.
+    pub fn database_object(&self, database: Option<&str>) -> Result<&ObjectEntry, String> {
+        let dbs: Vec<&ObjectEntry> = self.objects.iter().filter(|o| o.database.is_some()).collect();
+        match database {
+            Some(name) => dbs.into_iter().find(|o| o.database.as_deref() == Some(name)).ok_or_else(|| {
+                format!("backup {} has no database `{name}` (it has: {})", self.backup_id, self.database_names().join(", "))
+            }),
+            None if dbs.len() == 1 => Ok(dbs[0]),
+            None => Err(format!(
+                "backup {} holds several databases ({}): choose one with --database",
+                self.backup_id,
+                self.database_names().join(", ")
+            )),
+        }
+    }
+
+    pub fn database_names(&self) -> Vec<String> {
+        self.objects.iter().filter_map(|o| o.database.clone()).collect()
+    }
+}
+
+/// A file name for a database's object: safe characters kept, others %XX.
+pub fn object_name(database: &str, extension: &str) -> String {
+    let mut name = String::new();
+    for b in database.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{name}{extension}")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample() -> Manifest {
+        let t = DateTime::parse_from_rfc3339("2026-11-23T07:32:44Z").unwrap().with_timezone(&Utc);
+        Manifest {
+            format_version: FORMAT_VERSION,
+            job: "orders".into(),
+            backup_id: "20261123T073244Z".into(),
+            kind: "logical".into(),
+            started_at: t,
+            finished_at: t + chrono::Duration::seconds(5),
+            source: SourceFacts {
+                server_version: "15.18".into(),
+                server_version_num: 150018,
+                pg_dump_version: "15.18".into(),
+                host: "127.0.0.1:5432".into(),
+            },
+            compression: CompressionFacts { algorithm: "zstd".into(), level: 3 },
+            encryption: None,
+            objects: vec![ObjectEntry {
+                name: "orders.dump.zst".into(),
+                database: Some("orders".into()),
+                format: "pg_dump-custom".into(),
+                stored_bytes: 10,
+                raw_bytes: 100,
+                sha256: "ab".repeat(32),
+            }],
+            journal_head: None,
+            vigil_version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = sample();
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn refuses_newer_formats_and_inconsistencies() {
+        let mut m = sample();
+        m.format_version = FORMAT_VERSION + 1;
+        assert_eq!(Manifest::decode(&m.encode()), Err(ManifestError::TooNew { found: FORMAT_VERSION + 1 }));
+        let mut m = sample();
+        m.objects[0].sha256 = "xyz".into();
+        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::Invalid(_))));
+        let mut m = sample();
+        m.objects[0].name = "../etc/passwd".into();
+        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::Invalid(_))));
+        assert!(matches!(Manifest::decode(b"{\"formatVersion\": 1}"), Err(ManifestError::Parse(_))));
+        assert!(matches!(Manifest::decode(b"garbage"), Err(ManifestError::Parse(_))));
+    }
+
+    #[test]
+    fn picks_database_objects() {
+        let mut m = sample();
+        assert_eq!(m.database_object(None).unwrap().name, "orders.dump.zst");
+        m.objects.push(ObjectEntry { name: "b.dump.zst".into(), database: Some("b".into()), ..m.objects[0].clone() });
+        assert!(m.database_object(None).unwrap_err().contains("--database"));
+        assert_eq!(m.database_object(Some("b")).unwrap().name, "b.dump.zst");
+        assert!(m.database_object(Some("c")).is_err());
+    }
+
+    #[test]
+    fn object_names_are_safe() {
+        assert_eq!(object_name("orders", ".dump.zst"), "orders.dump.zst");
+        assert_eq!(object_name("my db/ü", ".dump"), "my%20db%2F%C3%BC.dump");
+    }
+}

@@ -1,0 +1,210 @@
+//! Repository I/O over opendal: objects, manifests, listings.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use opendal::{ErrorKind, Operator};
+
+use super::{FS_TMP_DIR, MANIFEST, Manifest, RepoError, fs_tmp_dir};
+use crate::config::RepositoryConfig;
+
+#[derive(Clone, Debug)]
+pub struct Repository {
+    pub name: String,
+    op: Operator,
+    prefix: String,
+    /// For fs repositories: the root directory, for directory fsyncs.
+    fs_root: Option<PathBuf>,
+}
+
+/// Committed backups of one job, plus what could not be read.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Ordered by finish time, oldest first.
+    pub backups: Vec<Manifest>,
+    /// Backup directories with an unreadable manifest: `(id, why)`.
+    pub damaged: Vec<(String, String)>,
+    /// Directories without a manifest: uncommitted leftovers (garbage).
+    pub uncommitted: Vec<String>,
+}
+
+impl Repository {
+    pub fn open(name: &str, config: &RepositoryConfig) -> Result<Repository, RepoError> {
+        let setup = |detail: String| RepoError::Setup { repo: name.into(), scheme: config.scheme.clone(), detail };
+        let mut options: BTreeMap<String, String> = config.options.clone();
+        let mut fs_root = None;
+        if config.scheme == "fs" {
+            let root = options.get("root").cloned().unwrap_or_default();
+            let tmp = fs_tmp_dir(&root);
+            std::fs::create_dir_all(&tmp).map_err(|e| setup(format!("cannot create {}: {e}", tmp.display())))?;
+            // Without it opendal fs writes in place (truncate): a crash would leave partial files.
+            options.insert("atomic_write_dir".into(), tmp.display().to_string());
+            fs_root = Some(PathBuf::from(root));
+        }
+        let op = Operator::via_iter(config.scheme.as_str(), options)
+            .map_err(|e| setup(e.to_string()))?
+            .layer(opendal::layers::RetryLayer::new().with_max_times(4).with_jitter());
+        let prefix = config.prefix.trim_matches('/').to_owned();
+        Ok(Repository { name: name.into(), op, prefix, fs_root })
+    }
+
+    fn join(&self, parts: &[&str]) -> String {
+        let mut path = self.prefix.clone();
+        for p in parts {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(p);
+        }
+        path
+    }
+
+    pub fn backups_dir(&self, job: &str) -> String {
+        format!("{}/", self.join(&[job, "backups"]))
+    }
+
+    pub fn backup_dir(&self, job: &str, backup_id: &str) -> String {
+        format!("{}/", self.join(&[job, "backups", backup_id]))
+    }
+
+    pub fn object_path(&self, job: &str, backup_id: &str, name: &str) -> String {
+        self.join(&[job, "backups", backup_id, name])
+    }
+
+    fn storage_err(&self, action: &'static str, path: &str, e: opendal::Error) -> RepoError {
+        RepoError::Storage {
+            repo: self.name.clone(),
+            action,
+            path: path.to_owned(),
+            retryable: e.is_temporary(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// A streaming writer for a data object (temp file + rename on fs,
+    /// multipart on object stores; each `write` call is one part there).
+    pub async fn writer(&self, path: &str) -> Result<opendal::Writer, RepoError> {
+        self.op
+            .writer_with(path)
+            .await
+            .map_err(|e| self.storage_err("cannot start writing", path, e))
+    }
+
+    /// Whether anything exists under this backup id (ids must be fresh).
+    pub async fn backup_exists(&self, job: &str, backup_id: &str) -> Result<bool, RepoError> {
+        let dir = self.backup_dir(job, backup_id);
+        let entries = self.op.list(&dir).await;
+        match entries {
+            Ok(entries) => Ok(entries.iter().any(|e| e.path() != dir)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.storage_err("cannot list", &dir, e)),
+        }
+    }
+
+    /// The commit point: `manifest.json`, create-only, in one write; on fs
+    /// also the directory entry is made durable.
+    pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<(), RepoError> {
+        let path = self.object_path(&manifest.job, &manifest.backup_id, MANIFEST);
+        let result = self.op.write_with(&path, manifest.encode()).if_not_exists(true).await;
+        match result {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => {
+                return Err(RepoError::AlreadyCommitted { repo: self.name.clone(), backup_id: manifest.backup_id.clone() });
+            }
+            Err(e) => return Err(self.storage_err("cannot write", &path, e)),
+        }
+        if let Some(root) = &self.fs_root {
+            let dir = root.join(self.backup_dir(&manifest.job, &manifest.backup_id));
+            // opendal renames but does not fsync the parent: do it, so the commit survives a crash.
+            let synced = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+            if let Err(e) = synced {
+                return Err(RepoError::Storage {
+                    repo: self.name.clone(),
+                    action: "cannot fsync",
+                    path: dir.display().to_string(),
+                    detail: e.to_string(),
+                    retryable: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn read_manifest(&self, job: &str, backup_id: &str) -> Result<Manifest, RepoError> {
+        let path = self.object_path(job, backup_id, MANIFEST);
+        let bytes = match self.op.read(&path).await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(RepoError::NoSuchBackup { repo: self.name.clone(), job: job.into(), backup_id: backup_id.into() });
+            }
+            Err(e) => return Err(self.storage_err("cannot read", &path, e)),
+        };
+        Manifest::decode(&bytes).map_err(|e| RepoError::BadManifest { repo: self.name.clone(), path, detail: e.to_string() })
+    }
+
+    /// Every backup of `job`, from the repository alone.
+    pub async fn list(&self, job: &str) -> Result<Listing, RepoError> {
+        let dir = self.backups_dir(job);
+        let entries = match self.op.list(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Listing::default()),
+            Err(e) => return Err(self.storage_err("cannot list", &dir, e)),
+        };
+        let ids: Vec<String> = entries
+            .iter()
+            .filter(|e| e.path() != dir && e.path().ends_with('/'))
+            .map(|e| e.path().trim_start_matches(&dir).trim_end_matches('/').to_owned())
+            .filter(|id| !id.is_empty() && id != FS_TMP_DIR)
+            .collect();
+        let mut listing = Listing::default();
+        for id in ids {
+            match self.read_manifest(job, &id).await {
+                Ok(m) => listing.backups.push(m),
+                Err(RepoError::NoSuchBackup { .. }) => listing.uncommitted.push(id),
+                Err(RepoError::BadManifest { detail, .. }) => listing.damaged.push((id, detail)),
+                Err(e) => return Err(e),
+            }
+        }
+        listing.backups.sort_by(|a, b| a.finished_at.cmp(&b.finished_at).then(a.backup_id.cmp(&b.backup_id)));
+        Ok(listing)
+    }
+
+    /// The stored bytes of an object as a stream of chunks.
+    pub async fn read_stream(
+        &self,
+        path: &str,
+    ) -> Result<impl futures::Stream<Item = Result<Bytes, RepoError>> + Unpin + Send + 'static, RepoError> {
+        let reader = self.op.reader_with(path).chunk(1 << 20).await.map_err(|e| match e.kind() {
+            ErrorKind::NotFound => RepoError::Storage {
+                repo: self.name.clone(),
+                action: "missing object",
+                path: path.to_owned(),
+                detail: "not found (the backup is damaged)".into(),
+                retryable: false,
+            },
+            _ => self.storage_err("cannot open", path, e),
+        })?;
+        let stream = reader.into_bytes_stream(..).await.map_err(|e| self.storage_err("cannot read", path, e))?;
+        let (repo, path) = (self.name.clone(), path.to_owned());
+        Ok(stream.map_err(move |e| RepoError::Storage {
+            repo: repo.clone(),
+            action: "cannot read",
+            path: path.clone(),
+            retryable: false,
+            detail: e.to_string(),
+        }))
+    }
+
+    /// A cheap round trip for the `<repo>:reachable` check.
+    pub async fn probe(&self) -> Result<(), RepoError> {
+        let path = format!("{}/", self.prefix);
+        let path = if self.prefix.is_empty() { "/".to_owned() } else { path };
+        match self.op.list_with(&path).limit(1).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.storage_err("cannot list", &path, e)),
+        }
+    }
+}
