@@ -380,7 +380,7 @@ run_size() { # SIZE
     [[ $vigil_skip == 1 ]] && variants=(C D)
     local n=${#variants[@]} r i v
     declare -A wall=() stored=() rss=() hwm=()
-    local pgdump_rss=() rows=()
+    local pgdump_rss=()
     local cfile=$tmp/raw.dump.zst dfile=$tmp/plain.dump
     for ((r = 1; r <= rounds; r++)); do
         local order=()

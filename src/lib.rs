@@ -2,14 +2,16 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod health;
+pub mod jobs;
 pub mod logging;
 pub mod notify;
-pub mod pipeline;
 pub mod pgcluster;
+pub mod pipeline;
 pub mod process_stats;
 pub mod redact;
 pub mod repo;

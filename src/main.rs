@@ -46,6 +46,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Back up a job now (same step and lock as the scheduler).
+    Backup { job: String },
+    /// List a job's backups from its repository (no catalog needed).
+    List {
+        job: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a database.
+    Restore {
+        job: String,
+        /// Backup id (default: the latest).
+        #[arg(long, conflicts_with = "latest")]
+        backup: Option<String>,
+        /// Restore the latest backup (the default).
+        #[arg(long)]
+        latest: bool,
+        /// Database of a multi-database backup.
+        #[arg(long)]
+        database: Option<String>,
+        /// Target connection string, naming the database.
+        #[arg(long)]
+        to: String,
+        /// Create the target database first.
+        #[arg(long)]
+        create: bool,
+        /// Replace objects in a non-empty target.
+        #[arg(long)]
+        clean: bool,
+        /// Parallel pg_restore jobs (stages the dump in a temp file).
+        #[arg(long)]
+        jobs: Option<u32>,
+    },
     /// Run vigil against a throwaway PostgreSQL cluster, in the foreground.
     Demo {
         /// Admin address (a taken default port falls back to a free one).
@@ -146,8 +179,89 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Backup { job } => {
+            with_config(&cli.config, |config| async move {
+                let manifest = vigil::commands::backup(&config, &job, cancel_on_signal()).await?;
+                println!(
+                    "backup {} of {} committed: {} stored ({} from the source)",
+                    manifest.backup_id,
+                    job,
+                    vigil::commands::human_bytes(manifest.stored_bytes()),
+                    vigil::commands::human_bytes(manifest.raw_bytes())
+                );
+                Ok(())
+            })
+            .await
+        }
+        Command::List { job, json } => {
+            with_config(&cli.config, |config| async move {
+                vigil::commands::list(&config, job.as_deref(), json).await
+            })
+            .await
+        }
+        Command::Restore {
+            job,
+            backup,
+            latest: _,
+            database,
+            to,
+            create,
+            clean,
+            jobs,
+        } => {
+            let request = vigil::jobs::restore::RestoreRequest {
+                backup,
+                database,
+                to,
+                create,
+                clean,
+                jobs,
+            };
+            with_config(&cli.config, |config| async move {
+                vigil::commands::restore(&config, &job, request, cancel_on_signal()).await
+            })
+            .await
+        }
         Command::Demo { listen, dir } => demo(listen, dir).await,
     }
+}
+
+/// Loads the config, sets up logging and runs a one-shot command.
+async fn with_config<F, Fut>(path: &Path, command: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(_logging) = init_logging(&config) else {
+        return ExitCode::FAILURE;
+    };
+    match command(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A token cancelled by SIGINT/SIGTERM, so Ctrl-C aborts a run cleanly.
+fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    if let Ok(mut control) = vigil::signals::listen() {
+        let token = token.clone();
+        tokio::spawn(async move {
+            while let Some(message) = control.recv().await {
+                if message == vigil::signals::Control::Shutdown {
+                    token.cancel();
+                }
+            }
+        });
+    }
+    token
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {

@@ -22,6 +22,22 @@ pub fn redact_text(text: &str, known_secrets: &[String]) -> String {
     out
 }
 
+/// An error with its sources ("db error: FATAL: password authentication
+/// failed …"): some libraries' top-level messages say nothing by themselves.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
 /// The password in a `postgres://user:password@host` URL, if there is one.
 pub fn url_password(url: &str) -> Option<String> {
     let (_, rest) = url.split_once("://")?;

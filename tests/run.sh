@@ -20,6 +20,9 @@ $have_pg || missing+=(postgresql)
 command -v logrotate >/dev/null 2>&1 || [[ -x /usr/sbin/logrotate ]] || missing+=(logrotate)
 command -v runuser >/dev/null 2>&1 || [[ -x /usr/sbin/runuser ]] || missing+=(util-linux)
 command -v zcat >/dev/null 2>&1 || missing+=(gzip)
+# The restore-by-hand test uses the standard tools the README shows.
+command -v age >/dev/null 2>&1 || missing+=(age)
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 if ((${#missing[@]})); then
     echo "tests/run.sh: installing ${missing[*]}" >&2
     as_root apt-get update -qq

@@ -84,9 +84,9 @@ pub async fn wait_until_ready(
                     );
                     return Ok(());
                 }
-                Err(e) => e.to_string(),
+                Err(e) => crate::redact::error_chain(&e),
             },
-            Err(e) => e.to_string(),
+            Err(e) => crate::redact::error_chain(&e),
         };
         let error = redact_text(&error, secrets);
         let remaining = config.connect_timeout.saturating_sub(started.elapsed());

@@ -117,7 +117,13 @@ pub fn parse(source: &str, origin: &Path, env: &dyn Env) -> Result<Config, Confi
     );
     for (name, job) in &mut config.jobs {
         let key = format!("jobs.{name}.password");
-        resolve_secret_file(&mut job.password, &job.password_file, &key, base, &mut problems);
+        resolve_secret_file(
+            &mut job.password,
+            &job.password_file,
+            &key,
+            base,
+            &mut problems,
+        );
     }
     for (name, repo) in &mut config.repositories {
         resolve_option_files(name, repo, base, &mut problems);
@@ -281,7 +287,12 @@ fn resolve_option_files(
     base: &Path,
     problems: &mut Vec<Problem>,
 ) {
-    let file_keys: Vec<String> = repo.options.keys().filter(|k| k.ends_with("_file")).cloned().collect();
+    let file_keys: Vec<String> = repo
+        .options
+        .keys()
+        .filter(|k| k.ends_with("_file"))
+        .cloned()
+        .collect();
     for file_key in file_keys {
         let target = file_key.trim_end_matches("_file").to_owned();
         let key = format!("repositories.{name}.options.{file_key}");
@@ -295,7 +306,13 @@ fn resolve_option_files(
             });
             continue;
         }
-        resolve_secret_file(&mut value, &Some(path), &key.trim_end_matches("_file"), base, problems);
+        resolve_secret_file(
+            &mut value,
+            &Some(path),
+            key.trim_end_matches("_file"),
+            base,
+            problems,
+        );
         if let Some(value) = value {
             repo.options.insert(target, value.expose().to_owned());
         }

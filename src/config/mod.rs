@@ -20,7 +20,8 @@ pub use expand::{Env, ExpandError, ProcessEnv, expand};
 pub use load::{ConfigError, Problem, load, parse};
 pub use secret::{REDACTED, Secret};
 pub use storage::{
-    Compression, Databases, EncryptionConfig, JobConfig, JobKind, RepositoryConfig, is_secret_option,
+    Compression, Databases, EncryptionConfig, JobConfig, JobKind, RepositoryConfig,
+    is_secret_option,
 };
 pub use validate::{PLACEHOLDER_SECRET, validate};
 pub use validate_storage::{SCHEMES, parse_cron};
@@ -249,7 +250,10 @@ impl Config {
         if let Some(jobs) = value.get_mut("jobs").and_then(|j| j.as_table_mut()) {
             for (name, job) in jobs.iter_mut() {
                 if let (Some(source), Some(config)) = (job.get_mut("source"), self.jobs.get(name)) {
-                    *source = toml::Value::String(crate::redact::redact_text(config.source.expose(), &[]));
+                    *source = toml::Value::String(crate::redact::redact_text(
+                        config.source.expose(),
+                        &[],
+                    ));
                 }
             }
         }

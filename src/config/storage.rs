@@ -22,6 +22,26 @@ pub struct RepositoryConfig {
     #[serde(default)]
     pub prefix: String,
     pub encryption: Option<EncryptionConfig>,
+    /// First multipart part size on object stores, in MiB (it doubles every
+    /// `max_parts / 10` parts, so an unknown-length stream always fits).
+    #[serde(default = "default_part_size_mib")]
+    pub part_size_mib: u32,
+    /// The service's part limit (S3: 10,000).
+    #[serde(default = "default_max_parts")]
+    pub max_parts: u64,
+}
+
+fn default_part_size_mib() -> u32 {
+    8
+}
+fn default_max_parts() -> u64 {
+    10_000
+}
+
+impl RepositoryConfig {
+    pub fn part_size(&self) -> usize {
+        self.part_size_mib as usize * 1024 * 1024
+    }
 }
 
 /// Option keys whose values are secrets (redacted when printed).
@@ -33,10 +53,22 @@ pub fn is_secret_option(key: &str) -> bool {
         && !matches!(key.as_str(), "access_key_id" | "key_id")
 }
 
-fn redact_options<S: Serializer>(options: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+fn redact_options<S: Serializer>(
+    options: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     let shown: BTreeMap<&str, &str> = options
         .iter()
-        .map(|(k, v)| (k.as_str(), if is_secret_option(k) { REDACTED } else { v.as_str() }))
+        .map(|(k, v)| {
+            (
+                k.as_str(),
+                if is_secret_option(k) {
+                    REDACTED
+                } else {
+                    v.as_str()
+                },
+            )
+        })
         .collect();
     shown.serialize(s)
 }
@@ -88,6 +120,17 @@ impl Compression {
             Compression::Lz4 => "lz4",
             Compression::None => "none",
         }
+    }
+
+    pub fn parse(name: &str) -> Option<Compression> {
+        [
+            Compression::Zstd,
+            Compression::Gzip,
+            Compression::Lz4,
+            Compression::None,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
     }
 
     pub fn default_level(self) -> i32 {
@@ -201,7 +244,8 @@ impl JobConfig {
     }
 
     pub fn level(&self) -> i32 {
-        self.compression_level.unwrap_or(self.compression.default_level())
+        self.compression_level
+            .unwrap_or(self.compression.default_level())
     }
 }
 
@@ -211,7 +255,14 @@ mod tests {
 
     #[test]
     fn secret_options_are_recognised() {
-        for k in ["secret_access_key", "password", "session_token", "sas_token", "credential", "key"] {
+        for k in [
+            "secret_access_key",
+            "password",
+            "session_token",
+            "sas_token",
+            "credential",
+            "key",
+        ] {
             assert!(is_secret_option(k), "{k}");
         }
         for k in ["access_key_id", "bucket", "endpoint", "root", "region"] {

@@ -108,17 +108,25 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
         let mut secrets: Vec<(String, Option<String>)> = vec![
             ("admin.token".into(), expose(&config.admin.token)),
             ("catalog.password".into(), expose(&config.catalog.password)),
-            ("catalog.url".into(), crate::redact::url_password(config.catalog.url.expose())),
+            (
+                "catalog.url".into(),
+                crate::redact::url_password(config.catalog.url.expose()),
+            ),
         ];
         for (name, job) in &config.jobs {
             secrets.push((format!("jobs.{name}.password"), expose(&job.password)));
-            secrets.push((format!("jobs.{name}.source"), crate::redact::url_password(job.source.expose())));
+            secrets.push((
+                format!("jobs.{name}.source"),
+                crate::redact::url_password(job.source.expose()),
+            ));
         }
         for (key, value) in secrets {
             if value.as_deref() == Some(PLACEHOLDER_SECRET) {
                 problem(
                     &key,
-                    format!("still holds the example placeholder `{PLACEHOLDER_SECRET}`: set a real secret before running in production"),
+                    format!(
+                        "still holds the example placeholder `{PLACEHOLDER_SECRET}`: set a real secret before running in production"
+                    ),
                 );
             }
         }

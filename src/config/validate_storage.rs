@@ -16,19 +16,30 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
         if !SCHEMES.contains(&repo.scheme.as_str()) {
             problem(
                 key("scheme"),
-                format!("`{}` is not available in this build (use one of: {})", repo.scheme, SCHEMES.join(", ")),
+                format!(
+                    "`{}` is not available in this build (use one of: {})",
+                    repo.scheme,
+                    SCHEMES.join(", ")
+                ),
             );
         }
         if repo.scheme == "fs" {
             match repo.options.get("root") {
                 Some(root) if root.starts_with('/') => {}
-                Some(root) => problem(key("options.root"), format!("`{root}` must be an absolute path")),
-                None => problem(key("options"), "an fs repository needs `root` (an absolute directory)".into()),
+                Some(root) => problem(
+                    key("options.root"),
+                    format!("`{root}` must be an absolute path"),
+                ),
+                None => problem(
+                    key("options"),
+                    "an fs repository needs `root` (an absolute directory)".into(),
+                ),
             }
             if repo.options.contains_key("atomic_write_dir") {
                 problem(
                     key("options.atomic_write_dir"),
-                    "is set by vigil (inside `root`, so renames stay on one filesystem); remove it".into(),
+                    "is set by vigil (inside `root`, so renames stay on one filesystem); remove it"
+                        .into(),
                 );
             }
         }
@@ -43,7 +54,9 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
                 if age::x25519::Recipient::from_str(r).is_err() {
                     problem(
                         key("encryption.recipients"),
-                        format!("`{r}` is not an age x25519 recipient (age1…; `age-keygen -y KEY` prints it)"),
+                        format!(
+                            "`{r}` is not an age x25519 recipient (age1…; `age-keygen -y KEY` prints it)"
+                        ),
                     );
                 }
             }
@@ -59,30 +72,63 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
             let known: Vec<&str> = config.repositories.keys().map(String::as_str).collect();
             problem(
                 key("repository"),
-                format!("no repository `{}` (configured: {})", job.repository, if known.is_empty() { "none".into() } else { known.join(", ") }),
+                format!(
+                    "no repository `{}` (configured: {})",
+                    job.repository,
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
             );
         }
         if let Err(e) = job.source.expose().parse::<tokio_postgres::Config>() {
-            problem(key("source"), format!("is not a valid PostgreSQL connection string: {e}"));
+            problem(
+                key("source"),
+                format!("is not a valid PostgreSQL connection string: {e}"),
+            );
         }
         match (&job.schedule, job.every) {
-            (Some(_), Some(_)) => problem(key("every"), "set either `schedule` or `every`, not both".into()),
-            (None, None) => problem(key("schedule"), "set `schedule` (cron with seconds) or `every` (e.g. \"1h\")".into()),
+            (Some(_), Some(_)) => problem(
+                key("every"),
+                "set either `schedule` or `every`, not both".into(),
+            ),
+            (None, None) => problem(
+                key("schedule"),
+                "set `schedule` (cron with seconds) or `every` (e.g. \"1h\")".into(),
+            ),
             (Some(cron), None) => {
                 if let Err(e) = parse_cron(cron) {
-                    problem(key("schedule"), format!("`{cron}` is not a cron schedule: {e} (6 fields: sec min hour day month weekday, e.g. \"0 30 2 * * *\")"));
+                    problem(
+                        key("schedule"),
+                        format!(
+                            "`{cron}` is not a cron schedule: {e} (6 fields: sec min hour day month weekday, e.g. \"0 30 2 * * *\")"
+                        ),
+                    );
                 }
             }
-            (None, Some(every)) if every.as_secs() < 1 => problem(key("every"), "must be at least 1s".into()),
+            (None, Some(every)) if every.as_secs() < 1 => {
+                problem(key("every"), "must be at least 1s".into())
+            }
             _ => {}
         }
         if chrono_tz::Tz::from_str(&job.timezone).is_err() {
-            problem(key("timezone"), format!("`{}` is not an IANA time zone (e.g. \"Europe/Berlin\", \"UTC\")", job.timezone));
+            problem(
+                key("timezone"),
+                format!(
+                    "`{}` is not an IANA time zone (e.g. \"Europe/Berlin\", \"UTC\")",
+                    job.timezone
+                ),
+            );
         }
         if let Databases::List(list) = &job.databases
             && list.is_empty()
         {
-            problem(key("databases"), "is empty (list database names, or \"all\")".into());
+            problem(
+                key("databases"),
+                "is empty (list database names, or \"all\")".into(),
+            );
         }
         let level = job.level();
         let range = match job.compression {
@@ -93,7 +139,12 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
         if job.compression_level.is_some() && !range.contains(&level) {
             problem(
                 key("compression_level"),
-                format!("{level} is out of range for {} ({}–{})", job.compression.as_str(), range.start(), range.end()),
+                format!(
+                    "{level} is out of range for {} ({}–{})",
+                    job.compression.as_str(),
+                    range.start(),
+                    range.end()
+                ),
             );
         }
         if job.compression_workers == Some(0) {
@@ -108,7 +159,10 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
             problem(key("max_age_fail"), "needs `max_age`".into());
         }
         if job.stall_timeout.is_zero() || job.max_duration.is_zero() {
-            problem(key("stall_timeout"), "`stall_timeout` and `max_duration` must be longer than 0s".into());
+            problem(
+                key("stall_timeout"),
+                "`stall_timeout` and `max_duration` must be longer than 0s".into(),
+            );
         }
         if let Some(bin) = &job.pg_dump
             && !bin.is_file()
@@ -156,25 +210,42 @@ mod tests {
     const RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
 
     fn job(extra: &str) -> String {
-        format!("{BASE}[jobs.orders]\nkind = \"postgres\"\nsource = \"postgres://backup@db/orders\"\ndatabases = [\"orders\"]\nrepository = \"local\"\n{extra}")
+        format!(
+            "{BASE}[jobs.orders]\nkind = \"postgres\"\nsource = \"postgres://backup@db/orders\"\ndatabases = [\"orders\"]\nrepository = \"local\"\n{extra}"
+        )
     }
 
     #[test]
     fn a_complete_job_is_valid() {
-        assert_eq!(keys(&job("schedule = \"0 30 2 * * *\"\ntimezone = \"Europe/Berlin\"\nmax_age = \"26h\"\n")), Vec::<String>::new());
+        assert_eq!(
+            keys(&job(
+                "schedule = \"0 30 2 * * *\"\ntimezone = \"Europe/Berlin\"\nmax_age = \"26h\"\n"
+            )),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
     fn schedule_problems() {
         assert_eq!(keys(&job("")), ["jobs.orders.schedule"]);
-        assert_eq!(keys(&job("schedule = \"0 0 * * * *\"\nevery = \"1h\"\n")), ["jobs.orders.every"]);
-        assert_eq!(keys(&job("schedule = \"30 2 * * *\"\n")), ["jobs.orders.schedule"]);
-        assert_eq!(keys(&job("every = \"1h\"\ntimezone = \"Mars/Olympus\"\n")), ["jobs.orders.timezone"]);
+        assert_eq!(
+            keys(&job("schedule = \"0 0 * * * *\"\nevery = \"1h\"\n")),
+            ["jobs.orders.every"]
+        );
+        assert_eq!(
+            keys(&job("schedule = \"30 2 * * *\"\n")),
+            ["jobs.orders.schedule"]
+        );
+        assert_eq!(
+            keys(&job("every = \"1h\"\ntimezone = \"Mars/Olympus\"\n")),
+            ["jobs.orders.timezone"]
+        );
     }
 
     #[test]
     fn unknown_repository_and_bad_names() {
-        let src = job("every = \"1h\"\n").replace("repository = \"local\"", "repository = \"nope\"");
+        let src =
+            job("every = \"1h\"\n").replace("repository = \"local\"", "repository = \"nope\"");
         assert_eq!(keys(&src), ["jobs.orders.repository"]);
         let src = job("every = \"1h\"\n").replace("[jobs.orders]", "[jobs.Orders]");
         assert_eq!(keys(&src), ["jobs.Orders"]);
@@ -182,20 +253,31 @@ mod tests {
 
     #[test]
     fn half_configured_encryption_is_refused() {
-        let src = format!("{}[repositories.local.encryption]\nidentity_file = \"/k\"\n", job("every = \"1h\"\n"));
+        let src = format!(
+            "{}[repositories.local.encryption]\nidentity_file = \"/k\"\n",
+            job("every = \"1h\"\n")
+        );
         assert_eq!(keys(&src), ["repositories.local.encryption"]);
-        let src = format!("{}[repositories.local.encryption]\nrecipients = [\"{RECIPIENT}\"]\n", job("every = \"1h\"\n"));
+        let src = format!(
+            "{}[repositories.local.encryption]\nrecipients = [\"{RECIPIENT}\"]\n",
+            job("every = \"1h\"\n")
+        );
         assert!(keys(&src).is_empty(), "{:?}", keys(&src));
-        let src = format!("{}[repositories.local.encryption]\nrecipients = [\"age1nope\"]\n", job("every = \"1h\"\n"));
+        let src = format!(
+            "{}[repositories.local.encryption]\nrecipients = [\"age1nope\"]\n",
+            job("every = \"1h\"\n")
+        );
         assert_eq!(keys(&src), ["repositories.local.encryption.recipients"]);
     }
 
     #[test]
     fn databases_word_must_be_all() {
-        let src = job("every = \"1h\"\n").replace("databases = [\"orders\"]", "databases = \"orders\"");
+        let src =
+            job("every = \"1h\"\n").replace("databases = [\"orders\"]", "databases = \"orders\"");
         let err = parse(&src, Path::new("c.toml"), &HashMap::new()).unwrap_err();
         assert!(err.to_string().contains("neither \"all\""), "{err}");
-        let src = job("every = \"1h\"\n").replace("databases = [\"orders\"]", "databases = \"all\"");
+        let src =
+            job("every = \"1h\"\n").replace("databases = [\"orders\"]", "databases = \"all\"");
         assert!(keys(&src).is_empty());
     }
 

@@ -31,7 +31,12 @@ pub struct Stored {
 
 impl HashingSink {
     pub fn new(tx: mpsc::Sender<Bytes>) -> Self {
-        HashingSink { tx, hasher: Sha256::new(), stored: 0, buf: BytesMut::with_capacity(CHUNK) }
+        HashingSink {
+            tx,
+            hasher: Sha256::new(),
+            stored: 0,
+            buf: BytesMut::with_capacity(CHUNK),
+        }
     }
 
     fn ship(&mut self) -> io::Result<()> {
@@ -46,7 +51,10 @@ impl HashingSink {
 
     pub fn finish(mut self) -> io::Result<Stored> {
         self.ship()?;
-        Ok(Stored { sha256: hex::encode(self.hasher.finalize()), bytes: self.stored })
+        Ok(Stored {
+            sha256: hex::encode(self.hasher.finalize()),
+            bytes: self.stored,
+        })
     }
 }
 
@@ -77,8 +85,9 @@ impl Sealed {
         if recipients.is_empty() {
             return Ok(Sealed::Plain(sink));
         }
-        let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
-            .map_err(|e| io::Error::other(format!("age: {e}")))?;
+        let encryptor =
+            age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(|e| io::Error::other(format!("age: {e}")))?;
         Ok(Sealed::Age(encryptor.wrap_output(sink)?))
     }
 
@@ -116,7 +125,12 @@ pub enum Compressor {
 }
 
 impl Compressor {
-    pub fn new(inner: Sealed, compression: Compression, level: i32, workers: u32) -> io::Result<Compressor> {
+    pub fn new(
+        inner: Sealed,
+        compression: Compression,
+        level: i32,
+        workers: u32,
+    ) -> io::Result<Compressor> {
         Ok(match compression {
             Compression::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(inner, level)?;
@@ -127,7 +141,10 @@ impl Compressor {
                 }
                 Compressor::Zstd(encoder)
             }
-            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(inner, flate2::Compression::new(level as u32))),
+            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
+                inner,
+                flate2::Compression::new(level as u32),
+            )),
             Compression::Lz4 => Compressor::Lz4(lz4_flex::frame::FrameEncoder::new(inner)),
             Compression::None => Compressor::None(inner),
         })
@@ -173,10 +190,15 @@ pub fn decoder<'a, R: io::Read + 'a>(
     let plain: Box<dyn io::Read + 'a> = if identities.is_empty() {
         Box::new(stored)
     } else {
-        let decryptor = age::Decryptor::new(stored).map_err(|e| io::Error::other(format!("age: {e}")))?;
+        let decryptor =
+            age::Decryptor::new(stored).map_err(|e| io::Error::other(format!("age: {e}")))?;
         let reader = decryptor
             .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
-            .map_err(|e| io::Error::other(format!("age: {e} (is `identity_file` the key for this repository's recipients?)")))?;
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "age: {e} (is `identity_file` the key for this repository's recipients?)"
+                ))
+            })?;
         Box::new(reader)
     };
     Ok(match compression {
@@ -195,7 +217,11 @@ mod tests {
 
     use super::*;
 
-    fn encode(data: &[u8], compression: Compression, recipients: &[age::x25519::Recipient]) -> (Vec<u8>, Stored) {
+    fn encode(
+        data: &[u8],
+        compression: Compression,
+        recipients: &[age::x25519::Recipient],
+    ) -> (Vec<u8>, Stored) {
         let (tx, mut rx) = mpsc::channel(1024);
         let sealed = Sealed::new(HashingSink::new(tx), recipients).unwrap();
         let mut c = Compressor::new(sealed, compression, compression.default_level(), 2).unwrap();
@@ -212,19 +238,37 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips_with_and_without_age() {
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8 ^ (i / 4096) as u8).collect();
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i % 251) as u8 ^ (i / 4096) as u8)
+            .collect();
         let identity = age::x25519::Identity::generate();
         let recipient = identity.to_public();
         let _ = identity.to_string().expose_secret().len();
-        for compression in [Compression::Zstd, Compression::Gzip, Compression::Lz4, Compression::None] {
+        for compression in [
+            Compression::Zstd,
+            Compression::Gzip,
+            Compression::Lz4,
+            Compression::None,
+        ] {
             for sealed in [false, true] {
-                let recipients = if sealed { vec![recipient.clone()] } else { vec![] };
+                let recipients = if sealed {
+                    vec![recipient.clone()]
+                } else {
+                    vec![]
+                };
                 let (stored, facts) = encode(&data, compression, &recipients);
                 assert_eq!(facts.bytes, stored.len() as u64);
                 assert_eq!(facts.sha256, hex::encode(Sha256::digest(&stored)));
-                let identities = if sealed { vec![identity.clone()] } else { vec![] };
+                let identities = if sealed {
+                    vec![identity.clone()]
+                } else {
+                    vec![]
+                };
                 let mut back = Vec::new();
-                decoder(&stored[..], compression, &identities).unwrap().read_to_end(&mut back).unwrap();
+                decoder(&stored[..], compression, &identities)
+                    .unwrap()
+                    .read_to_end(&mut back)
+                    .unwrap();
                 assert!(back == data, "{compression:?} sealed={sealed}");
             }
         }
@@ -235,13 +279,18 @@ mod tests {
         let data = vec![7u8; 500_000];
         for sealed in [false, true] {
             let identity = age::x25519::Identity::generate();
-            let recipients = if sealed { vec![identity.to_public()] } else { vec![] };
+            let recipients = if sealed {
+                vec![identity.to_public()]
+            } else {
+                vec![]
+            };
             let (mut stored, _) = encode(&data, Compression::Zstd, &recipients);
             let middle = stored.len() / 2;
             stored[middle] ^= 0x01;
             let identities = if sealed { vec![identity] } else { vec![] };
             let mut back = Vec::new();
-            let result = decoder(&stored[..], Compression::Zstd, &identities).and_then(|mut r| r.read_to_end(&mut back));
+            let result = decoder(&stored[..], Compression::Zstd, &identities)
+                .and_then(|mut r| r.read_to_end(&mut back));
             assert!(result.is_err() || back != data, "sealed={sealed}");
         }
     }

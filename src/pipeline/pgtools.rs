@@ -24,12 +24,16 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
         return Some(path);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 /// `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` → (15, "15.18").
 pub fn parse_version(output: &str) -> Option<(u32, String)> {
-    let token = output.split_whitespace().find(|t| t.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let token = output
+        .split_whitespace()
+        .find(|t| t.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
     let major = token.split('.').next()?.parse().ok()?;
     Some((major, token.to_owned()))
 }
@@ -43,7 +47,8 @@ pub async fn tool_version(tool: &Path) -> Result<(u32, String), String> {
         .await
         .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    parse_version(&text).ok_or_else(|| format!("cannot read the version of {}: {text:?}", tool.display()))
+    parse_version(&text)
+        .ok_or_else(|| format!("cannot read the version of {}: {text:?}", tool.display()))
 }
 
 /// libpq environment for a connection string: credentials travel in the
@@ -68,9 +73,11 @@ pub fn libpq_env(config: &tokio_postgres::Config, password: Option<&str>) -> Vec
     if let Some(user) = config.get_user() {
         env.push(("PGUSER".into(), user.to_owned()));
     }
-    let password = password
-        .map(str::to_owned)
-        .or_else(|| config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()));
+    let password = password.map(str::to_owned).or_else(|| {
+        config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+    });
     if let Some(password) = password {
         env.push(("PGPASSWORD".into(), password));
     }
@@ -86,7 +93,10 @@ pub fn libpq_env(config: &tokio_postgres::Config, password: Option<&str>) -> Vec
     };
     env.push(("PGSSLMODE".into(), sslmode.into()));
     if let Some(timeout) = config.get_connect_timeout() {
-        env.push(("PGCONNECT_TIMEOUT".into(), timeout.as_secs().max(1).to_string()));
+        env.push((
+            "PGCONNECT_TIMEOUT".into(),
+            timeout.as_secs().max(1).to_string(),
+        ));
     }
     env
 }
@@ -111,16 +121,28 @@ mod tests {
 
     #[test]
     fn versions_parse() {
-        assert_eq!(parse_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"), Some((15, "15.18".into())));
-        assert_eq!(parse_version("pg_restore (PostgreSQL) 16.2\n"), Some((16, "16.2".into())));
+        assert_eq!(
+            parse_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
+            Some((15, "15.18".into()))
+        );
+        assert_eq!(
+            parse_version("pg_restore (PostgreSQL) 16.2\n"),
+            Some((16, "16.2".into()))
+        );
         assert_eq!(parse_version("nonsense"), None);
     }
 
     #[test]
     fn passwords_go_to_the_environment() {
-        let config: tokio_postgres::Config = "postgres://backup:s3cret@db.internal:6432/orders".parse().unwrap();
+        let config: tokio_postgres::Config = "postgres://backup:s3cret@db.internal:6432/orders"
+            .parse()
+            .unwrap();
         let env = libpq_env(&config, None);
-        let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("PGHOST"), Some("db.internal"));
         assert_eq!(get("PGPORT"), Some("6432"));
         assert_eq!(get("PGUSER"), Some("backup"));

@@ -26,7 +26,11 @@ const READ_CHUNK: usize = 256 * 1024;
 #[derive(Debug, Error)]
 pub enum PipelineError {
     #[error("{tool} exited with {status}: {stderr}")]
-    Source { tool: String, status: String, stderr: String },
+    Source {
+        tool: String,
+        status: String,
+        stderr: String,
+    },
     #[error("{tool} sent no data for {}: stalled (jobs.<name>.stall_timeout)", humantime::format_duration(*.after))]
     Stalled { tool: String, after: Duration },
     #[error("reading {tool}'s output: {0}", tool = .1)]
@@ -35,7 +39,9 @@ pub enum PipelineError {
     Encode(String),
     #[error(transparent)]
     Storage(#[from] RepoError),
-    #[error("object {path} would need more than {max_parts} parts (raise the repository's part_size)")]
+    #[error(
+        "object {path} would need more than {max_parts} parts (raise the repository's part_size)"
+    )]
     TooManyParts { path: String, max_parts: u64 },
     #[error("cancelled (shutdown)")]
     Cancelled,
@@ -77,17 +83,24 @@ pub struct PartSizer {
 
 impl PartSizer {
     pub fn new(base: usize, max_parts: u64) -> Self {
-        PartSizer { base, max_parts: max_parts.max(10), parts: 0 }
+        PartSizer {
+            base,
+            max_parts: max_parts.max(10),
+            parts: 0,
+        }
     }
 
     /// Size of the next part, or `None` once `max_parts` are used.
-    pub fn next(&mut self) -> Option<usize> {
+    pub fn next_part(&mut self) -> Option<usize> {
         if self.parts >= self.max_parts {
             return None;
         }
         let doublings = (self.parts / (self.max_parts / 10)).min(40) as u32;
         self.parts += 1;
-        Some(self.base.saturating_mul(1usize << doublings.min(usize::BITS - 1)))
+        Some(
+            self.base
+                .saturating_mul(1usize << doublings.min(usize::BITS - 1)),
+        )
     }
 
     pub fn parts(&self) -> u64 {
@@ -95,18 +108,33 @@ impl PartSizer {
     }
 }
 
-/// Streams `child`'s stdout into `path`. On any failure the object is
-/// aborted (no partial object is left under its name) and the child killed.
+/// One object to upload from a child process.
+pub struct Upload<'a> {
+    /// The child's name in messages (`pg_dump`).
+    pub tool: &'a str,
+    pub repo: &'a Repository,
+    pub path: &'a str,
+    pub encode: &'a EncodeSpec,
+    pub limits: UploadLimits,
+    /// Raw bytes read so far, for progress reports.
+    pub progress: Arc<AtomicU64>,
+}
+
+/// Streams `child`'s stdout into `upload.path`. On any failure the object
+/// is aborted (no partial object is left under its name) and the child killed.
 pub async fn upload_child(
     mut child: Child,
-    tool: &str,
-    repo: &Repository,
-    path: &str,
-    encode: &EncodeSpec,
-    limits: UploadLimits,
-    progress: Arc<AtomicU64>,
+    upload: Upload<'_>,
     cancel: &CancellationToken,
 ) -> Result<UploadOutcome, PipelineError> {
+    let Upload {
+        tool,
+        repo,
+        path,
+        encode,
+        limits,
+        progress,
+    } = upload;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr_tail = Arc::new(std::sync::Mutex::new(VecDeque::new()));
     if let Some(stderr) = child.stderr.take() {
@@ -129,7 +157,14 @@ pub async fn upload_child(
         let encode = encode.clone();
         tokio::task::spawn_blocking(move || encode_stream(raw_rx, out_tx, &encode))
     };
-    let read = read_stage(stdout, raw_tx, tool, limits.stall_timeout, Arc::clone(&progress), cancel);
+    let read = read_stage(
+        stdout,
+        raw_tx,
+        tool,
+        limits.stall_timeout,
+        Arc::clone(&progress),
+        cancel,
+    );
     let mut writer = repo.writer(path).await?;
     let upload = upload_stage(&mut writer, out_rx, path, limits, cancel);
 
@@ -139,12 +174,24 @@ pub async fn upload_child(
             .await
             .map_err(|e| PipelineError::Encode(e.to_string()))?
             .map_err(|e| PipelineError::Encode(e.to_string()))?;
-        let status = child.wait().await.map_err(|e| PipelineError::Read(e, tool.to_owned()))?;
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| PipelineError::Read(e, tool.to_owned()))?;
         if !status.success() {
             // Give the stderr reader a moment to drain the last lines.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let tail: Vec<String> = stderr_tail.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
-            return Err(PipelineError::Source { tool: tool.to_owned(), status: status.to_string(), stderr: tail.join(" | ") });
+            let tail: Vec<String> = stderr_tail
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            return Err(PipelineError::Source {
+                tool: tool.to_owned(),
+                status: status.to_string(),
+                stderr: tail.join(" | "),
+            });
         }
         Ok(UploadOutcome { stored, raw_bytes })
     }
@@ -152,7 +199,10 @@ pub async fn upload_child(
 
     match result {
         Ok(outcome) => {
-            writer.close().await.map_err(|e| repo_error(repo, "cannot finish", path, e))?;
+            writer
+                .close()
+                .await
+                .map_err(|e| repo_error(repo, "cannot finish", path, e))?;
             Ok(outcome)
         }
         Err(e) => {
@@ -166,7 +216,12 @@ pub async fn upload_child(
     }
 }
 
-fn repo_error(repo: &Repository, action: &'static str, path: &str, e: opendal::Error) -> PipelineError {
+fn repo_error(
+    repo: &Repository,
+    action: &'static str,
+    path: &str,
+    e: opendal::Error,
+) -> PipelineError {
     PipelineError::Storage(RepoError::Storage {
         repo: repo.name.clone(),
         action,
@@ -207,7 +262,11 @@ async fn read_stage(
     }
 }
 
-fn encode_stream(mut rx: mpsc::Receiver<Bytes>, tx: mpsc::Sender<Bytes>, spec: &EncodeSpec) -> std::io::Result<Stored> {
+fn encode_stream(
+    mut rx: mpsc::Receiver<Bytes>,
+    tx: mpsc::Sender<Bytes>,
+    spec: &EncodeSpec,
+) -> std::io::Result<Stored> {
     use std::io::Write;
     let sealed = Sealed::new(HashingSink::new(tx), &spec.recipients)?;
     let mut compressor = Compressor::new(sealed, spec.compression, spec.level, spec.workers)?;
@@ -226,7 +285,11 @@ async fn upload_stage(
 ) -> Result<(), PipelineError> {
     let mut sizer = PartSizer::new(limits.part_size, limits.max_parts);
     let mut part = BytesMut::new();
-    let mut target = if limits.multipart { sizer.next() } else { Some(0) };
+    let mut target = if limits.multipart {
+        sizer.next_part()
+    } else {
+        Some(0)
+    };
     let write_err = |e: opendal::Error| {
         PipelineError::Storage(RepoError::Storage {
             repo: String::new(),
@@ -247,16 +310,22 @@ async fn upload_stage(
             continue;
         }
         part.extend_from_slice(&chunk);
-        let size = target.ok_or(PipelineError::TooManyParts { path: path.to_owned(), max_parts: limits.max_parts })?;
+        let size = target.ok_or(PipelineError::TooManyParts {
+            path: path.to_owned(),
+            max_parts: limits.max_parts,
+        })?;
         if part.len() >= size {
             let full = part.split_to(size).freeze();
             writer.write(full).await.map_err(write_err)?;
-            target = sizer.next();
+            target = sizer.next_part();
         }
     }
     if !part.is_empty() {
         if target.is_none() {
-            return Err(PipelineError::TooManyParts { path: path.to_owned(), max_parts: limits.max_parts });
+            return Err(PipelineError::TooManyParts {
+                path: path.to_owned(),
+                max_parts: limits.max_parts,
+            });
         }
         writer.write(part.freeze()).await.map_err(write_err)?;
     }
@@ -270,13 +339,13 @@ mod tests {
     #[test]
     fn part_sizes_double_every_tenth_of_max_parts() {
         let mut s = PartSizer::new(5, 100);
-        let sizes: Vec<usize> = std::iter::from_fn(|| s.next()).collect();
+        let sizes: Vec<usize> = std::iter::from_fn(|| s.next_part()).collect();
         assert_eq!(sizes.len(), 100);
         assert_eq!(sizes[0], 5);
         assert_eq!(sizes[9], 5);
         assert_eq!(sizes[10], 10);
         assert_eq!(sizes[99], 5 << 9);
-        assert_eq!(s.next(), None);
+        assert_eq!(s.next_part(), None);
         // Capacity grows ~100x the naive base × max_parts.
         let capacity: usize = sizes.iter().sum();
         assert_eq!(capacity, 10 * 5 * ((1 << 10) - 1));

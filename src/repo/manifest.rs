@@ -80,7 +80,9 @@ pub struct JournalHead {
 pub enum ManifestError {
     #[error("manifest is not valid JSON for format v{FORMAT_VERSION}: {0}")]
     Parse(String),
-    #[error("manifest format v{found} is newer than this vigil reads (v{FORMAT_VERSION}): upgrade vigil")]
+    #[error(
+        "manifest format v{found} is newer than this vigil reads (v{FORMAT_VERSION}): upgrade vigil"
+    )]
     TooNew { found: u32 },
     #[error("manifest is inconsistent: {0}")]
     Invalid(String),
@@ -99,11 +101,15 @@ impl Manifest {
         struct Version {
             format_version: u32,
         }
-        let version: Version = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        let version: Version =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
         if version.format_version > FORMAT_VERSION {
-            return Err(ManifestError::TooNew { found: version.format_version });
+            return Err(ManifestError::TooNew {
+                found: version.format_version,
+            });
         }
-        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
         manifest.check()?;
         Ok(manifest)
     }
@@ -137,11 +143,22 @@ impl Manifest {
 
     /// The object holding `database`, or the only database object.
     pub fn database_object(&self, database: Option<&str>) -> Result<&ObjectEntry, String> {
-        let dbs: Vec<&ObjectEntry> = self.objects.iter().filter(|o| o.database.is_some()).collect();
+        let dbs: Vec<&ObjectEntry> = self
+            .objects
+            .iter()
+            .filter(|o| o.database.is_some())
+            .collect();
         match database {
-            Some(name) => dbs.into_iter().find(|o| o.database.as_deref() == Some(name)).ok_or_else(|| {
-                format!("backup {} has no database `{name}` (it has: {})", self.backup_id, self.database_names().join(", "))
-            }),
+            Some(name) => dbs
+                .into_iter()
+                .find(|o| o.database.as_deref() == Some(name))
+                .ok_or_else(|| {
+                    format!(
+                        "backup {} has no database `{name}` (it has: {})",
+                        self.backup_id,
+                        self.database_names().join(", ")
+                    )
+                }),
             None if dbs.len() == 1 => Ok(dbs[0]),
             None => Err(format!(
                 "backup {} holds several databases ({}): choose one with --database",
@@ -152,7 +169,10 @@ impl Manifest {
     }
 
     pub fn database_names(&self) -> Vec<String> {
-        self.objects.iter().filter_map(|o| o.database.clone()).collect()
+        self.objects
+            .iter()
+            .filter_map(|o| o.database.clone())
+            .collect()
     }
 }
 
@@ -174,7 +194,9 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn sample() -> Manifest {
-        let t = DateTime::parse_from_rfc3339("2026-11-23T07:32:44Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-23T07:32:44Z")
+            .unwrap()
+            .with_timezone(&Utc);
         Manifest {
             format_version: FORMAT_VERSION,
             job: "orders".into(),
@@ -188,7 +210,10 @@ pub(crate) mod tests {
                 pg_dump_version: "15.18".into(),
                 host: "127.0.0.1:5432".into(),
             },
-            compression: CompressionFacts { algorithm: "zstd".into(), level: 3 },
+            compression: CompressionFacts {
+                algorithm: "zstd".into(),
+                level: 3,
+            },
             encryption: None,
             objects: vec![ObjectEntry {
                 name: "orders.dump.zst".into(),
@@ -213,22 +238,43 @@ pub(crate) mod tests {
     fn refuses_newer_formats_and_inconsistencies() {
         let mut m = sample();
         m.format_version = FORMAT_VERSION + 1;
-        assert_eq!(Manifest::decode(&m.encode()), Err(ManifestError::TooNew { found: FORMAT_VERSION + 1 }));
+        assert_eq!(
+            Manifest::decode(&m.encode()),
+            Err(ManifestError::TooNew {
+                found: FORMAT_VERSION + 1
+            })
+        );
         let mut m = sample();
         m.objects[0].sha256 = "xyz".into();
-        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::Invalid(_))));
+        assert!(matches!(
+            Manifest::decode(&m.encode()),
+            Err(ManifestError::Invalid(_))
+        ));
         let mut m = sample();
         m.objects[0].name = "../etc/passwd".into();
-        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::Invalid(_))));
-        assert!(matches!(Manifest::decode(b"{\"formatVersion\": 1}"), Err(ManifestError::Parse(_))));
-        assert!(matches!(Manifest::decode(b"garbage"), Err(ManifestError::Parse(_))));
+        assert!(matches!(
+            Manifest::decode(&m.encode()),
+            Err(ManifestError::Invalid(_))
+        ));
+        assert!(matches!(
+            Manifest::decode(b"{\"formatVersion\": 1}"),
+            Err(ManifestError::Parse(_))
+        ));
+        assert!(matches!(
+            Manifest::decode(b"garbage"),
+            Err(ManifestError::Parse(_))
+        ));
     }
 
     #[test]
     fn picks_database_objects() {
         let mut m = sample();
         assert_eq!(m.database_object(None).unwrap().name, "orders.dump.zst");
-        m.objects.push(ObjectEntry { name: "b.dump.zst".into(), database: Some("b".into()), ..m.objects[0].clone() });
+        m.objects.push(ObjectEntry {
+            name: "b.dump.zst".into(),
+            database: Some("b".into()),
+            ..m.objects[0].clone()
+        });
         assert!(m.database_object(None).unwrap_err().contains("--database"));
         assert_eq!(m.database_object(Some("b")).unwrap().name, "b.dump.zst");
         assert!(m.database_object(Some("c")).is_err());

@@ -24,15 +24,35 @@ pub const FS_TMP_DIR: &str = ".vigil-tmp";
 #[derive(Debug, Error)]
 pub enum RepoError {
     #[error("repository `{repo}`: cannot set up the {scheme} service: {detail}")]
-    Setup { repo: String, scheme: String, detail: String },
+    Setup {
+        repo: String,
+        scheme: String,
+        detail: String,
+    },
     #[error("repository `{repo}`: {action} {path}: {detail}{}", if *retryable { " (transient; a retry may help)" } else { "" })]
-    Storage { repo: String, action: &'static str, path: String, detail: String, retryable: bool },
-    #[error("repository `{repo}`: backup {backup_id} already has a manifest; refusing to overwrite a committed backup")]
+    Storage {
+        repo: String,
+        action: &'static str,
+        path: String,
+        detail: String,
+        retryable: bool,
+    },
+    #[error(
+        "repository `{repo}`: backup {backup_id} already has a manifest; refusing to overwrite a committed backup"
+    )]
     AlreadyCommitted { repo: String, backup_id: String },
     #[error("repository `{repo}`: {path}: {detail}")]
-    BadManifest { repo: String, path: String, detail: String },
+    BadManifest {
+        repo: String,
+        path: String,
+        detail: String,
+    },
     #[error("repository `{repo}`: job `{job}` has no backup {backup_id}")]
-    NoSuchBackup { repo: String, job: String, backup_id: String },
+    NoSuchBackup {
+        repo: String,
+        job: String,
+        backup_id: String,
+    },
     #[error("repository `{repo}`: job `{job}` has no backups yet")]
     NoBackups { repo: String, job: String },
 }
@@ -41,7 +61,11 @@ pub enum RepoError {
 /// two start in the same second. Never parsed for ordering.
 pub fn backup_id(started: DateTime<Utc>, attempt: u32) -> String {
     let base = started.format("%Y%m%dT%H%M%SZ").to_string();
-    if attempt == 0 { base } else { format!("{base}-{attempt}") }
+    if attempt == 0 {
+        base
+    } else {
+        format!("{base}-{attempt}")
+    }
 }
 
 /// Where an fs repository keeps temp files (same filesystem as its root).
@@ -55,7 +79,9 @@ mod tests {
 
     #[test]
     fn ids_read_as_start_times() {
-        let t = DateTime::parse_from_rfc3339("2026-11-23T07:32:44.9Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-23T07:32:44.9Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(backup_id(t, 0), "20261123T073244Z");
         assert_eq!(backup_id(t, 2), "20261123T073244Z-2");
     }

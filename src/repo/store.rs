@@ -17,6 +17,8 @@ pub struct Repository {
     prefix: String,
     /// For fs repositories: the root directory, for directory fsyncs.
     fs_root: Option<PathBuf>,
+    part_size: usize,
+    max_parts: u64,
 }
 
 /// Committed backups of one job, plus what could not be read.
@@ -32,22 +34,38 @@ pub struct Listing {
 
 impl Repository {
     pub fn open(name: &str, config: &RepositoryConfig) -> Result<Repository, RepoError> {
-        let setup = |detail: String| RepoError::Setup { repo: name.into(), scheme: config.scheme.clone(), detail };
+        let setup = |detail: String| RepoError::Setup {
+            repo: name.into(),
+            scheme: config.scheme.clone(),
+            detail,
+        };
         let mut options: BTreeMap<String, String> = config.options.clone();
         let mut fs_root = None;
         if config.scheme == "fs" {
             let root = options.get("root").cloned().unwrap_or_default();
             let tmp = fs_tmp_dir(&root);
-            std::fs::create_dir_all(&tmp).map_err(|e| setup(format!("cannot create {}: {e}", tmp.display())))?;
+            std::fs::create_dir_all(&tmp)
+                .map_err(|e| setup(format!("cannot create {}: {e}", tmp.display())))?;
             // Without it opendal fs writes in place (truncate): a crash would leave partial files.
             options.insert("atomic_write_dir".into(), tmp.display().to_string());
             fs_root = Some(PathBuf::from(root));
         }
         let op = Operator::via_iter(config.scheme.as_str(), options)
             .map_err(|e| setup(e.to_string()))?
-            .layer(opendal::layers::RetryLayer::new().with_max_times(4).with_jitter());
+            .layer(
+                opendal::layers::RetryLayer::new()
+                    .with_max_times(4)
+                    .with_jitter(),
+            );
         let prefix = config.prefix.trim_matches('/').to_owned();
-        Ok(Repository { name: name.into(), op, prefix, fs_root })
+        Ok(Repository {
+            name: name.into(),
+            op,
+            prefix,
+            fs_root,
+            part_size: config.part_size(),
+            max_parts: config.max_parts,
+        })
     }
 
     fn join(&self, parts: &[&str]) -> String {
@@ -107,11 +125,18 @@ impl Repository {
     /// also the directory entry is made durable.
     pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<(), RepoError> {
         let path = self.object_path(&manifest.job, &manifest.backup_id, MANIFEST);
-        let result = self.op.write_with(&path, manifest.encode()).if_not_exists(true).await;
+        let result = self
+            .op
+            .write_with(&path, manifest.encode())
+            .if_not_exists(true)
+            .await;
         match result {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::ConditionNotMatch => {
-                return Err(RepoError::AlreadyCommitted { repo: self.name.clone(), backup_id: manifest.backup_id.clone() });
+                return Err(RepoError::AlreadyCommitted {
+                    repo: self.name.clone(),
+                    backup_id: manifest.backup_id.clone(),
+                });
             }
             Err(e) => return Err(self.storage_err("cannot write", &path, e)),
         }
@@ -137,11 +162,19 @@ impl Repository {
         let bytes = match self.op.read(&path).await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(RepoError::NoSuchBackup { repo: self.name.clone(), job: job.into(), backup_id: backup_id.into() });
+                return Err(RepoError::NoSuchBackup {
+                    repo: self.name.clone(),
+                    job: job.into(),
+                    backup_id: backup_id.into(),
+                });
             }
             Err(e) => return Err(self.storage_err("cannot read", &path, e)),
         };
-        Manifest::decode(&bytes).map_err(|e| RepoError::BadManifest { repo: self.name.clone(), path, detail: e.to_string() })
+        Manifest::decode(&bytes).map_err(|e| RepoError::BadManifest {
+            repo: self.name.clone(),
+            path,
+            detail: e.to_string(),
+        })
     }
 
     /// Every backup of `job`, from the repository alone.
@@ -155,7 +188,12 @@ impl Repository {
         let ids: Vec<String> = entries
             .iter()
             .filter(|e| e.path() != dir && e.path().ends_with('/'))
-            .map(|e| e.path().trim_start_matches(&dir).trim_end_matches('/').to_owned())
+            .map(|e| {
+                e.path()
+                    .trim_start_matches(&dir)
+                    .trim_end_matches('/')
+                    .to_owned()
+            })
             .filter(|id| !id.is_empty() && id != FS_TMP_DIR)
             .collect();
         let mut listing = Listing::default();
@@ -167,7 +205,11 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        listing.backups.sort_by(|a, b| a.finished_at.cmp(&b.finished_at).then(a.backup_id.cmp(&b.backup_id)));
+        listing.backups.sort_by(|a, b| {
+            a.finished_at
+                .cmp(&b.finished_at)
+                .then(a.backup_id.cmp(&b.backup_id))
+        });
         Ok(listing)
     }
 
@@ -175,18 +217,29 @@ impl Repository {
     pub async fn read_stream(
         &self,
         path: &str,
-    ) -> Result<impl futures::Stream<Item = Result<Bytes, RepoError>> + Unpin + Send + 'static, RepoError> {
-        let reader = self.op.reader_with(path).chunk(1 << 20).await.map_err(|e| match e.kind() {
-            ErrorKind::NotFound => RepoError::Storage {
-                repo: self.name.clone(),
-                action: "missing object",
-                path: path.to_owned(),
-                detail: "not found (the backup is damaged)".into(),
-                retryable: false,
-            },
-            _ => self.storage_err("cannot open", path, e),
-        })?;
-        let stream = reader.into_bytes_stream(..).await.map_err(|e| self.storage_err("cannot read", path, e))?;
+    ) -> Result<
+        impl futures::Stream<Item = Result<Bytes, RepoError>> + Unpin + Send + 'static,
+        RepoError,
+    > {
+        let reader = self
+            .op
+            .reader_with(path)
+            .chunk(1 << 20)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => RepoError::Storage {
+                    repo: self.name.clone(),
+                    action: "missing object",
+                    path: path.to_owned(),
+                    detail: "not found (the backup is damaged)".into(),
+                    retryable: false,
+                },
+                _ => self.storage_err("cannot open", path, e),
+            })?;
+        let stream = reader
+            .into_bytes_stream(..)
+            .await
+            .map_err(|e| self.storage_err("cannot read", path, e))?;
         let (repo, path) = (self.name.clone(), path.to_owned());
         Ok(stream.map_err(move |e| RepoError::Storage {
             repo: repo.clone(),
@@ -197,10 +250,28 @@ impl Repository {
         }))
     }
 
+    /// Upload limits for this service: fs appends every chunk; object
+    /// stores upload each write as one multipart part.
+    pub fn upload_limits(
+        &self,
+        stall_timeout: std::time::Duration,
+    ) -> crate::pipeline::upload::UploadLimits {
+        crate::pipeline::upload::UploadLimits {
+            stall_timeout,
+            part_size: self.part_size,
+            max_parts: self.max_parts,
+            multipart: self.fs_root.is_none(),
+        }
+    }
+
     /// A cheap round trip for the `<repo>:reachable` check.
     pub async fn probe(&self) -> Result<(), RepoError> {
         let path = format!("{}/", self.prefix);
-        let path = if self.prefix.is_empty() { "/".to_owned() } else { path };
+        let path = if self.prefix.is_empty() {
+            "/".to_owned()
+        } else {
+            path
+        };
         match self.op.list_with(&path).limit(1).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

@@ -1,0 +1,181 @@
+//! The job commands of the CLI: `backup`, `list`, `restore`.
+
+use std::io::IsTerminal;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::jobs::backup::Progress;
+use crate::jobs::restore::RestoreRequest;
+use crate::jobs::{JobContext, Trigger};
+use crate::repo::{Manifest, Repository};
+
+/// The catalog pool, reachable and migrated (the CLI may run before any daemon).
+pub async fn catalog(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
+    let secrets = config.secrets();
+    let redact = |e: crate::catalog::CatalogError| {
+        anyhow::anyhow!(crate::redact::redact_text(&e.to_string(), &secrets))
+    };
+    let pool = crate::catalog::pool(&config.catalog).map_err(redact)?;
+    crate::catalog::wait_until_ready(&pool, &config.catalog, &secrets)
+        .await
+        .map_err(redact)?;
+    crate::catalog::migrate(&pool).await.map_err(redact)?;
+    Ok(pool)
+}
+
+pub fn instance(config: &Config) -> String {
+    config
+        .daemon
+        .instance
+        .clone()
+        .unwrap_or_else(crate::daemon::hostname)
+}
+
+/// `vigil backup JOB`: one run now, through the same step and lock as the scheduler.
+pub async fn backup(
+    config: &Config,
+    job: &str,
+    cancel: CancellationToken,
+) -> anyhow::Result<Manifest> {
+    let pool = catalog(config).await?;
+    let ctx = JobContext::new(config, job, pool, &instance(config)).map_err(anyhow::Error::msg)?;
+    let progress = Progress::default();
+    let bytes = std::sync::Arc::clone(&progress.source_bytes);
+    let reporter = tokio::spawn(async move {
+        let terminal = std::io::stderr().is_terminal();
+        let started = Instant::now();
+        let period = if terminal {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(10)
+        };
+        loop {
+            tokio::time::sleep(period).await;
+            let done = bytes.load(Ordering::Relaxed);
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+            let line = format!(
+                "{} read from the source, {}/s",
+                human_bytes(done),
+                human_bytes(rate as u64)
+            );
+            if terminal {
+                eprint!("\r\x1b[2K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    });
+    let result = crate::jobs::backup::run(&ctx, Trigger::Cli, &progress, &cancel).await;
+    reporter.abort();
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+    result.map_err(|e| anyhow::anyhow!(ctx.redact(&e.to_string())))
+}
+
+/// `vigil list [JOB] [--json]`: from the repository alone (no catalog needed).
+pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let jobs: Vec<&String> = match job {
+        Some(name) => vec![
+            config
+                .jobs
+                .get_key_value(name)
+                .map(|(k, _)| k)
+                .with_context(|| format!("no job `{name}` in the config"))?,
+        ],
+        None => config.jobs.keys().collect(),
+    };
+    if jobs.is_empty() {
+        bail!("no jobs are configured");
+    }
+    let mut all = Vec::new();
+    for name in jobs {
+        let job = &config.jobs[name];
+        let repo = Repository::open(&job.repository, &config.repositories[&job.repository])?;
+        let listing = repo.list(name).await?;
+        for (id, why) in &listing.damaged {
+            eprintln!("warning: {name}/{id}: unreadable manifest: {why}");
+        }
+        if !listing.uncommitted.is_empty() {
+            eprintln!(
+                "note: {name}: {} uncommitted leftover(s) (never finished; prune removes them)",
+                listing.uncommitted.len()
+            );
+        }
+        all.extend(listing.backups);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<22} {:<20} {:>9} {:>10} {:>10}  databases",
+        "job", "backup", "finished (UTC)", "took", "stored", "source"
+    );
+    for m in &all {
+        let took = (m.finished_at - m.started_at).to_std().unwrap_or_default();
+        println!(
+            "{:<12} {:<22} {:<20} {:>9} {:>10} {:>10}  {}{}",
+            m.job,
+            m.backup_id,
+            m.finished_at.format("%Y-%m-%d %H:%M:%S"),
+            humantime::format_duration(Duration::from_secs(took.as_secs())).to_string(),
+            human_bytes(m.stored_bytes()),
+            human_bytes(m.raw_bytes()),
+            m.database_names().join(","),
+            if m.encryption.is_some() { " (age)" } else { "" },
+        );
+    }
+    Ok(())
+}
+
+/// `vigil restore JOB …`.
+pub async fn restore(
+    config: &Config,
+    job: &str,
+    request: RestoreRequest,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = catalog(config).await?;
+    let ctx = JobContext::new(config, job, pool, &instance(config)).map_err(anyhow::Error::msg)?;
+    let outcome = crate::jobs::restore::run(&ctx, &request, &cancel)
+        .await
+        .map_err(|e| anyhow::anyhow!(ctx.redact(&e.to_string())))?;
+    println!(
+        "restored {} of {} ({}) into {}",
+        outcome.object,
+        outcome.backup_id,
+        human_bytes(outcome.stored_bytes),
+        outcome.database
+    );
+    Ok(())
+}
+
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_bytes() {
+        assert_eq!(super::human_bytes(512), "512 B");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(5 << 30), "5.0 GiB");
+    }
+}

@@ -1,0 +1,366 @@
+//! One backup run of a postgres job: lock, source facts, one object per
+//! database (plus globals for `all`), then the manifest (the commit point).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use chrono::Utc;
+use thiserror::Error;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::executions::{self, Finish};
+use super::{JobContext, Trigger, lock};
+use crate::config::{Compression, Databases};
+use crate::pipeline::pgtools::{describe_host, find_tool, libpq_env, tool_version};
+use crate::pipeline::upload::{EncodeSpec, PipelineError, Upload, UploadLimits, upload_child};
+use crate::repo::manifest::{
+    CompressionFacts, EncryptionFacts, FORMAT_VERSION, Manifest, ObjectEntry, SourceFacts,
+    object_name,
+};
+
+#[derive(Debug, Error)]
+pub enum BackupError {
+    #[error("job `{0}` is already running elsewhere (another vigil holds its lock); skipped")]
+    Locked(String),
+    #[error("{0}")]
+    Lock(String),
+    #[error("cannot connect to the source: {0}")]
+    Source(String),
+    #[error("{0}")]
+    Tool(String),
+    #[error("database `{database}`: {error}")]
+    Object {
+        database: String,
+        error: PipelineError,
+    },
+    #[error(transparent)]
+    Repo(#[from] crate::repo::RepoError),
+    #[error("run exceeded max_duration ({0})")]
+    TooLong(String),
+    #[error("cancelled (shutdown)")]
+    Cancelled,
+}
+
+impl BackupError {
+    /// `executions.status` for this failure.
+    pub fn status(&self) -> &'static str {
+        match self {
+            BackupError::Locked(_) => "skipped",
+            BackupError::Cancelled
+            | BackupError::Object {
+                error: PipelineError::Cancelled,
+                ..
+            } => "aborted",
+            _ => "failed",
+        }
+    }
+}
+
+/// Live progress of a run, for status output and metrics.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Raw bytes read from the source so far (current object).
+    pub source_bytes: Arc<AtomicU64>,
+}
+
+/// Runs one backup of `ctx` now. Holds the job's lock for the whole run.
+pub async fn run(
+    ctx: &JobContext,
+    trigger: Trigger,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<Manifest, BackupError> {
+    let lock = lock::try_lock(&ctx.catalog, &ctx.name)
+        .await
+        .map_err(BackupError::Lock)?;
+    let Some(lock) = lock else {
+        tracing::info!(job = %ctx.name, "another vigil holds the job lock; run skipped");
+        return Err(BackupError::Locked(ctx.name.clone()));
+    };
+    let execution = executions::start(
+        &ctx.catalog,
+        &ctx.name,
+        "backup",
+        trigger,
+        &ctx.host,
+        &ctx.repo.name,
+    )
+    .await;
+    tracing::info!(job = %ctx.name, trigger = trigger.as_str(), "backup started");
+    let run = tokio::time::timeout(ctx.job.max_duration, run_locked(ctx, progress, cancel)).await;
+    let result = match run {
+        Ok(result) => result,
+        Err(_) => Err(BackupError::TooLong(
+            humantime::format_duration(ctx.job.max_duration).to_string(),
+        )),
+    };
+    match &result {
+        Ok(m) => {
+            tracing::info!(job = %ctx.name, backup = %m.backup_id, stored_bytes = m.stored_bytes(), source_bytes = m.raw_bytes(), "backup committed");
+            let end = Finish {
+                status: "succeeded",
+                backup_id: Some(&m.backup_id),
+                source_bytes: Some(m.raw_bytes()),
+                stored_bytes: Some(m.stored_bytes()),
+                error: None,
+            };
+            executions::finish(&ctx.catalog, &execution, end).await;
+        }
+        Err(e) => {
+            let message = ctx.redact(&e.to_string());
+            tracing::warn!(job = %ctx.name, error = %message, "backup failed");
+            let end = Finish {
+                status: e.status(),
+                backup_id: None,
+                source_bytes: None,
+                stored_bytes: None,
+                error: Some(&message),
+            };
+            executions::finish(&ctx.catalog, &execution, end).await;
+        }
+    }
+    lock.release().await;
+    result
+}
+
+async fn run_locked(
+    ctx: &JobContext,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<Manifest, BackupError> {
+    let started_at = Utc::now();
+    let source = ctx.source_config().map_err(BackupError::Source)?;
+    let facts = source_facts(&source, &ctx.job.databases)
+        .await
+        .map_err(|e| BackupError::Source(ctx.redact(&e)))?;
+    let pg_dump = ctx.job.pg_dump.clone().or_else(|| find_tool("pg_dump")).ok_or_else(|| {
+        BackupError::Tool("pg_dump not found: install the PostgreSQL client (apt-get install postgresql-client) or set `pg_dump`".into())
+    })?;
+    let (dump_major, dump_version) = tool_version(&pg_dump).await.map_err(BackupError::Tool)?;
+    let server_major = (facts.version_num / 10000) as u32;
+    if dump_major < server_major {
+        return Err(BackupError::Tool(format!(
+            "{} is version {dump_version}, older than the server ({}): install postgresql-client-{server_major} or point `jobs.{}.pg_dump` at a newer one",
+            pg_dump.display(),
+            facts.version,
+            ctx.name
+        )));
+    }
+
+    let mut attempt = 0;
+    let backup_id = loop {
+        let id = crate::repo::backup_id(started_at, attempt);
+        if !ctx.repo.backup_exists(&ctx.name, &id).await? {
+            break id;
+        }
+        attempt += 1;
+    };
+
+    let job = &ctx.job;
+    let encode = EncodeSpec {
+        compression: job.compression,
+        level: job.level(),
+        workers: job
+            .compression_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
+        recipients: ctx.recipients.clone(),
+    };
+    let limits = ctx.repo.upload_limits(job.stall_timeout);
+    let env = libpq_env(&source, None);
+    let suffix = format!(
+        "{}{}",
+        job.compression.extension(),
+        if ctx.recipients.is_empty() {
+            ""
+        } else {
+            ".age"
+        }
+    );
+    let mut objects = Vec::new();
+
+    if matches!(job.databases, Databases::All) {
+        let pg_dumpall = pg_dump.with_file_name("pg_dumpall");
+        let mut command = Command::new(&pg_dumpall);
+        command.arg("--globals-only");
+        let name = format!("globals.sql{suffix}");
+        let entry = dump_object(
+            ctx,
+            &backup_id,
+            command,
+            &env,
+            "pg_dumpall",
+            &name,
+            None,
+            "sql",
+            &encode,
+            limits,
+            progress,
+            cancel,
+        )
+        .await?;
+        objects.push(entry);
+    }
+    for database in &facts.databases {
+        let mut command = Command::new(&pg_dump);
+        // Custom format so pg_restore can select and parallelise; compression is ours.
+        command
+            .args(["--format=custom", "--compress=0", "--dbname"])
+            .arg(database);
+        let name = object_name(database, &format!(".dump{suffix}"));
+        let entry = dump_object(
+            ctx,
+            &backup_id,
+            command,
+            &env,
+            "pg_dump",
+            &name,
+            Some(database),
+            "pg_dump-custom",
+            &encode,
+            limits,
+            progress,
+            cancel,
+        )
+        .await?;
+        objects.push(entry);
+    }
+
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        job: ctx.name.clone(),
+        backup_id,
+        kind: "logical".into(),
+        started_at,
+        finished_at: Utc::now(),
+        source: SourceFacts {
+            server_version: facts.version,
+            server_version_num: facts.version_num,
+            pg_dump_version: dump_version,
+            host: describe_host(&source),
+        },
+        compression: CompressionFacts {
+            algorithm: job.compression.as_str().into(),
+            level: if job.compression == Compression::None {
+                0
+            } else {
+                job.level()
+            },
+        },
+        encryption: (!ctx.recipients.is_empty()).then(|| EncryptionFacts {
+            scheme: "age".into(),
+            recipients: ctx.recipients.iter().map(|r| r.to_string()).collect(),
+        }),
+        objects,
+        journal_head: None,
+        vigil_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    if cancel.is_cancelled() {
+        return Err(BackupError::Cancelled);
+    }
+    ctx.repo.commit_manifest(&manifest).await?;
+    Ok(manifest)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dump_object(
+    ctx: &JobContext,
+    backup_id: &str,
+    mut command: Command,
+    env: &[(String, String)],
+    tool: &str,
+    name: &str,
+    database: Option<&str>,
+    format: &str,
+    encode: &EncodeSpec,
+    limits: UploadLimits,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<ObjectEntry, BackupError> {
+    let label = database.unwrap_or("(globals)").to_owned();
+    let child = command
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| BackupError::Tool(format!("cannot start {tool}: {e}")))?;
+    let path = ctx.repo.object_path(&ctx.name, backup_id, name);
+    let upload = Upload {
+        tool,
+        repo: &ctx.repo,
+        path: &path,
+        encode,
+        limits,
+        progress: Arc::clone(&progress.source_bytes),
+    };
+    let outcome =
+        upload_child(child, upload, cancel)
+            .await
+            .map_err(|error| BackupError::Object {
+                database: label,
+                error,
+            })?;
+    Ok(ObjectEntry {
+        name: name.to_owned(),
+        database: database.map(str::to_owned),
+        format: format.into(),
+        stored_bytes: outcome.stored.bytes,
+        raw_bytes: outcome.raw_bytes,
+        sha256: outcome.stored.sha256,
+    })
+}
+
+struct Facts {
+    version: String,
+    version_num: i32,
+    databases: Vec<String>,
+}
+
+/// Server version and, for `all`, every connectable non-template database.
+async fn source_facts(
+    config: &tokio_postgres::Config,
+    databases: &Databases,
+) -> Result<Facts, String> {
+    let mut config = config.clone();
+    if config.get_dbname().is_none() {
+        config.dbname("postgres");
+    }
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| crate::redact::error_chain(&e))?;
+    let task = tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let databases = match databases {
+        Databases::List(list) => list.clone(),
+        Databases::All => client
+            .query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    };
+    drop(client);
+    task.abort();
+    Ok(Facts {
+        version: row.get(0),
+        version_num: row.get(1),
+        databases,
+    })
+}
+
+/// Where pg_dump lives when not configured (for messages and checks).
+pub fn default_pg_dump() -> Option<PathBuf> {
+    find_tool("pg_dump")
+}

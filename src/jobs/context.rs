@@ -1,0 +1,133 @@
+//! What a job run needs, built once from the config.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use deadpool_postgres::Pool;
+
+use crate::config::{Config, JobConfig};
+use crate::repo::Repository;
+
+/// Why a run started (`executions.trigger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    CatchUp,
+    Cli,
+    Api,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::CatchUp => "catch-up",
+            Trigger::Cli => "cli",
+            Trigger::Api => "api",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct JobContext {
+    pub name: String,
+    pub job: JobConfig,
+    pub repo: Repository,
+    pub recipients: Vec<age::x25519::Recipient>,
+    pub identity_file: Option<PathBuf>,
+    pub catalog: Pool,
+    /// `executions.host`: this vigil's instance name.
+    pub host: String,
+    pub secrets: Vec<String>,
+    /// Where restores with `--jobs` stage the dump.
+    pub state_dir: PathBuf,
+}
+
+impl JobContext {
+    pub fn new(
+        config: &Config,
+        name: &str,
+        catalog: Pool,
+        host: &str,
+    ) -> Result<JobContext, String> {
+        let job = config.jobs.get(name).ok_or_else(|| {
+            let known: Vec<&str> = config.jobs.keys().map(String::as_str).collect();
+            format!(
+                "no job `{name}` in the config (configured: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )
+        })?;
+        let repo_config = &config.repositories[&job.repository];
+        let repo = Repository::open(&job.repository, repo_config).map_err(|e| e.to_string())?;
+        let encryption = repo_config.encryption.as_ref();
+        let recipients = encryption
+            .map(|e| {
+                e.recipients
+                    .iter()
+                    .filter_map(|r| age::x25519::Recipient::from_str(r).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(JobContext {
+            name: name.to_owned(),
+            job: job.clone(),
+            repo,
+            recipients,
+            identity_file: encryption.and_then(|e| e.identity_file.clone()),
+            catalog,
+            host: host.to_owned(),
+            secrets: config.secrets(),
+            state_dir: config.daemon.state_dir.clone(),
+        })
+    }
+
+    /// The job's age identities, for reading encrypted objects.
+    pub fn identities(&self) -> Result<Vec<age::x25519::Identity>, String> {
+        if self.recipients.is_empty() {
+            return Ok(vec![]);
+        }
+        let path = self.identity_file.as_ref().ok_or_else(|| {
+            format!("repository `{}` is encrypted but has no `encryption.identity_file` to read it with", self.repo.name)
+        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read identity file {}: {e}", path.display()))?;
+        let identities: Vec<age::x25519::Identity> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .filter_map(|l| age::x25519::Identity::from_str(l).ok())
+            .collect();
+        if identities.is_empty() {
+            return Err(format!(
+                "{} holds no age identity (AGE-SECRET-KEY-…)",
+                path.display()
+            ));
+        }
+        Ok(identities)
+    }
+
+    /// The source connection with the password from `password`/`password_file`.
+    pub fn source_config(&self) -> Result<tokio_postgres::Config, String> {
+        let mut config: tokio_postgres::Config = self
+            .job
+            .source
+            .expose()
+            .parse()
+            .map_err(|e| format!("jobs.{}.source: {e}", self.name))?;
+        if let Some(password) = &self.job.password {
+            config.password(password.expose());
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        Ok(config)
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        crate::redact::redact_text(text, &self.secrets)
+    }
+}

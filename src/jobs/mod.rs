@@ -1,0 +1,10 @@
+//! Job runs: one step function per kind, shared by the scheduler, the CLI
+//! and (later) the API.
+
+pub mod backup;
+pub mod context;
+pub mod executions;
+pub mod lock;
+pub mod restore;
+
+pub use context::{JobContext, Trigger};
