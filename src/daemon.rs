@@ -192,6 +192,11 @@ async fn start(
             path: config.daemon.state_dir.clone(),
         }),
     ];
+    notifier.status("reading the repositories");
+    let job_checks = crate::jobs::scheduler::arm_all(config, &pool, shared, tasks, work)
+        .await
+        .map_err(|e| anyhow::anyhow!(redact_text(&e, &secrets)))?;
+    checks.extend(job_checks);
     if let Some(dir) = config.log.file.as_ref().and_then(|f| f.parent()) {
         let dir = if dir.as_os_str().is_empty() {
             PathBuf::from(".")

@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(r.status(), 503);
         assert_eq!(
             body(r),
-            "[+]config ok\n[+]catalog ok\n[+]migrations ok\n[-]first-checks failed\n[+]not-shutting-down ok\nhealth check failed\n"
+            "[+]config ok\n[+]catalog ok\n[+]migrations ok\n[-]state failed\n[-]schedules failed\n[-]first-checks failed\n[+]not-shutting-down ok\nhealth check failed\n"
         );
         shared.set_phase(Phase::Ready);
         assert_eq!(ready(&shared, false).status(), 200);

@@ -198,6 +198,8 @@ impl Collector for SnapshotCollector {
             shared.log_dropped_lines(),
         )?;
 
+        encode_jobs(&mut enc, shared)?;
+
         let p = &snapshot.process;
         enc.encode_descriptor(
             "process_cpu_seconds",
@@ -231,6 +233,99 @@ impl Collector for SnapshotCollector {
         )?;
         Ok(())
     }
+}
+
+/// Per-job series, labelled `backup_job`, present for every configured job.
+fn encode_jobs(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result {
+    let jobs = shared.jobs.snapshot();
+    let label = |name: &String| vec![("backup_job", name.clone())];
+    let ts =
+        |t: Option<chrono::DateTime<Utc>>| t.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
+    let counter_family =
+        |enc: &mut DescriptorEncoder,
+         name: &str,
+         help: &str,
+         value: &dyn Fn(&crate::jobs::board::JobState) -> u64| {
+            let mut metric = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (job, state) in jobs.iter() {
+                metric
+                    .encode_family(&label(job))?
+                    .encode_counter::<NoLabelSet, _, f64>(&value(state), None)?;
+            }
+            Ok::<(), std::fmt::Error>(())
+        };
+    counter_family(
+        enc,
+        "vigil_backup_runs",
+        "Backup runs that started (skips excluded).",
+        &|s| s.runs_total,
+    )?;
+    counter_family(
+        enc,
+        "vigil_backup_failures",
+        "Backup runs that failed.",
+        &|s| s.failures_total,
+    )?;
+    gauges(
+        enc,
+        "vigil_backup_last_success_timestamp_seconds",
+        "Finish time of the newest committed backup (0: none).",
+        jobs.iter().map(|(j, s)| (label(j), ts(s.last_success))),
+    )?;
+    gauges(
+        enc,
+        "vigil_backup_max_age_seconds",
+        "Configured freshness threshold (warn); 0 when unset.",
+        jobs.iter()
+            .map(|(j, s)| (label(j), s.max_age.map_or(0.0, |(w, _)| w.as_secs_f64()))),
+    )?;
+    gauges(
+        enc,
+        "vigil_backup_last_duration_seconds",
+        "Duration of the newest committed backup.",
+        jobs.iter()
+            .map(|(j, s)| (label(j), s.last_duration_seconds.unwrap_or(0.0))),
+    )?;
+    gauges(
+        enc,
+        "vigil_backup_last_stored_bytes",
+        "Stored (compressed, encrypted) bytes of the newest backup.",
+        jobs.iter()
+            .map(|(j, s)| (label(j), s.last_stored_bytes.unwrap_or(0))),
+    )?;
+    gauges(
+        enc,
+        "vigil_backup_last_source_bytes",
+        "Bytes pg_dump produced for the newest backup.",
+        jobs.iter()
+            .map(|(j, s)| (label(j), s.last_source_bytes.unwrap_or(0))),
+    )?;
+    gauges(
+        enc,
+        "vigil_backup_in_progress",
+        "1 while a backup of the job runs.",
+        jobs.iter()
+            .map(|(j, s)| (label(j), i64::from(s.running.is_some()))),
+    )?;
+    gauges(
+        enc,
+        "vigil_backup_next_run_timestamp_seconds",
+        "Next scheduled run.",
+        jobs.iter().map(|(j, s)| (label(j), ts(s.next_run))),
+    )?;
+    gauges(
+        enc,
+        "vigil_backups",
+        "Committed backups in the repository.",
+        jobs.iter().map(|(j, s)| (label(j), s.backups)),
+    )?;
+    gauges(
+        enc,
+        "vigil_backup_oldest_timestamp_seconds",
+        "Finish time of the oldest committed backup (0: none).",
+        jobs.iter().map(|(j, s)| (label(j), ts(s.oldest))),
+    )?;
+    Ok(())
 }
 
 fn enc_build_info(enc: &mut DescriptorEncoder) -> std::fmt::Result {

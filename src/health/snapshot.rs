@@ -95,6 +95,8 @@ pub struct Shared {
     log_dropped: Option<tracing_appender::non_blocking::ErrorCounter>,
     /// Step reached during start-up, for `/health/ready?verbose`.
     startup_step: AtomicU8,
+    /// Every job's state (runs, freshness, progress).
+    pub jobs: crate::jobs::board::JobBoard,
 }
 
 impl std::fmt::Debug for Shared {
@@ -107,7 +109,14 @@ impl std::fmt::Debug for Shared {
 }
 
 /// Start-up steps in order; ready needs all of them.
-pub const STARTUP_STEPS: [&str; 4] = ["config", "catalog", "migrations", "first-checks"];
+pub const STARTUP_STEPS: [&str; 6] = [
+    "config",
+    "catalog",
+    "migrations",
+    "state",
+    "schedules",
+    "first-checks",
+];
 
 impl Shared {
     pub fn new(
@@ -124,6 +133,7 @@ impl Shared {
             reload_failures: AtomicU64::new(0),
             log_dropped,
             startup_step: AtomicU8::new(0),
+            jobs: Default::default(),
         })
     }
 

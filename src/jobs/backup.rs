@@ -27,6 +27,13 @@ pub enum BackupError {
     Locked(String),
     #[error("{0}")]
     Lock(String),
+    #[error(
+        "the run scheduled for {scheduled} was already taken by another vigil (backup {backup_id}); skipped"
+    )]
+    AlreadyDone {
+        scheduled: String,
+        backup_id: String,
+    },
     #[error("cannot connect to the source: {0}")]
     Source(String),
     #[error("{0}")]
@@ -48,7 +55,7 @@ impl BackupError {
     /// `executions.status` for this failure.
     pub fn status(&self) -> &'static str {
         match self {
-            BackupError::Locked(_) => "skipped",
+            BackupError::Locked(_) | BackupError::AlreadyDone { .. } => "skipped",
             BackupError::Cancelled
             | BackupError::Object {
                 error: PipelineError::Cancelled,
@@ -73,6 +80,18 @@ pub async fn run(
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<Manifest, BackupError> {
+    run_scheduled(ctx, trigger, None, progress, cancel).await
+}
+
+/// Like [`run`], for the run standing for `scheduled_for`: skipped when a
+/// replica has already backed up at or after that time.
+pub async fn run_scheduled(
+    ctx: &JobContext,
+    trigger: Trigger,
+    scheduled_for: Option<chrono::DateTime<Utc>>,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<Manifest, BackupError> {
     let lock = lock::try_lock(&ctx.catalog, &ctx.name)
         .await
         .map_err(BackupError::Lock)?;
@@ -80,6 +99,23 @@ pub async fn run(
         tracing::info!(job = %ctx.name, "another vigil holds the job lock; run skipped");
         return Err(BackupError::Locked(ctx.name.clone()));
     };
+    if let Some(scheduled) = scheduled_for {
+        let newest = ctx
+            .repo
+            .list(&ctx.name)
+            .await
+            .map(|l| l.backups.into_iter().max_by_key(|m| m.started_at));
+        if let Ok(Some(newest)) = newest
+            && newest.started_at >= scheduled
+        {
+            lock.release().await;
+            tracing::info!(job = %ctx.name, backup = %newest.backup_id, "scheduled run already taken by another vigil; skipped");
+            return Err(BackupError::AlreadyDone {
+                scheduled: scheduled.to_rfc3339(),
+                backup_id: newest.backup_id,
+            });
+        }
+    }
     let execution = executions::start(
         &ctx.catalog,
         &ctx.name,

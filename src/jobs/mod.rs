@@ -2,9 +2,12 @@
 //! and (later) the API.
 
 pub mod backup;
+pub mod board;
+pub mod checks;
 pub mod context;
 pub mod executions;
 pub mod lock;
 pub mod restore;
+pub mod scheduler;
 
 pub use context::{JobContext, Trigger};

@@ -7,4 +7,5 @@ mod cli;
 mod harness;
 mod health;
 mod logrotate;
+mod scheduler;
 mod signals;

@@ -1,0 +1,144 @@
+//! What every job is doing and has done, in memory: read by the health
+//! checks, `/health/detailed` and `/metrics` without I/O.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+
+use crate::repo::Manifest;
+
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub started_at: DateTime<Utc>,
+    pub trigger: &'static str,
+    /// Raw bytes read from the source so far.
+    pub source_bytes: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobState {
+    /// Freshness thresholds (warn, fail), if configured.
+    pub max_age: Option<(Duration, Duration)>,
+    pub running: Option<Running>,
+    /// Finish time of the newest committed backup.
+    pub last_success: Option<DateTime<Utc>>,
+    pub backups: u64,
+    pub oldest: Option<DateTime<Utc>>,
+    pub runs_total: u64,
+    pub failures_total: u64,
+    pub last_duration_seconds: Option<f64>,
+    pub last_stored_bytes: Option<u64>,
+    pub last_source_bytes: Option<u64>,
+    pub last_error: Option<String>,
+    pub next_run: Option<DateTime<Utc>>,
+    /// The repository's manifests have been read since start-up.
+    pub restored: bool,
+}
+
+impl JobState {
+    pub fn running_bytes(&self) -> Option<u64> {
+        self.running
+            .as_ref()
+            .map(|r| r.source_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Folds a committed backup in.
+    pub fn record_success(&mut self, manifest: &Manifest) {
+        self.runs_total += 1;
+        self.last_success = Some(
+            self.last_success
+                .map_or(manifest.finished_at, |t| t.max(manifest.finished_at)),
+        );
+        self.backups += 1;
+        self.oldest = Some(
+            self.oldest
+                .map_or(manifest.finished_at, |t| t.min(manifest.finished_at)),
+        );
+        self.last_duration_seconds = (manifest.finished_at - manifest.started_at)
+            .to_std()
+            .ok()
+            .map(|d| d.as_secs_f64());
+        self.last_stored_bytes = Some(manifest.stored_bytes());
+        self.last_source_bytes = Some(manifest.raw_bytes());
+        self.last_error = None;
+    }
+
+    pub fn record_failure(&mut self, error: String) {
+        self.runs_total += 1;
+        self.failures_total += 1;
+        self.last_error = Some(error);
+    }
+
+    /// State rebuilt from the repository's manifests (start-up).
+    pub fn restore_from(&mut self, manifests: &[Manifest]) {
+        self.backups = manifests.len() as u64;
+        self.last_success = manifests.iter().map(|m| m.finished_at).max();
+        self.oldest = manifests.iter().map(|m| m.finished_at).min();
+        if let Some(newest) = manifests.iter().max_by_key(|m| m.finished_at) {
+            self.last_duration_seconds = (newest.finished_at - newest.started_at)
+                .to_std()
+                .ok()
+                .map(|d| d.as_secs_f64());
+            self.last_stored_bytes = Some(newest.stored_bytes());
+            self.last_source_bytes = Some(newest.raw_bytes());
+        }
+        self.restored = true;
+    }
+}
+
+/// Copy-on-write map of job states: readers load a pointer.
+#[derive(Default)]
+pub struct JobBoard {
+    state: ArcSwap<BTreeMap<String, JobState>>,
+    writer: Mutex<()>,
+}
+
+impl JobBoard {
+    pub fn snapshot(&self) -> Arc<BTreeMap<String, JobState>> {
+        self.state.load_full()
+    }
+
+    pub fn get(&self, job: &str) -> Option<JobState> {
+        self.state.load().get(job).cloned()
+    }
+
+    pub fn update(&self, job: &str, change: impl FnOnce(&mut JobState)) {
+        let _serialised = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**self.state.load()).clone();
+        change(next.entry(job.to_owned()).or_default());
+        self.state.store(Arc::new(next));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::manifest::tests::sample;
+
+    #[test]
+    fn success_failure_and_restore() {
+        let board = JobBoard::default();
+        let m = sample();
+        board.update("orders", |s| s.record_failure("boom".into()));
+        board.update("orders", |s| s.record_success(&m));
+        let s = board.get("orders").unwrap();
+        assert_eq!((s.runs_total, s.failures_total, s.backups), (2, 1, 1));
+        assert_eq!(s.last_success, Some(m.finished_at));
+        assert_eq!(s.last_error, None);
+        assert_eq!(s.last_duration_seconds, Some(5.0));
+
+        let mut older = sample();
+        older.finished_at -= chrono::Duration::days(1);
+        let mut restored = JobState::default();
+        restored.restore_from(&[older.clone(), m.clone()]);
+        assert_eq!(
+            (restored.backups, restored.oldest, restored.last_success),
+            (2, Some(older.finished_at), Some(m.finished_at))
+        );
+        assert!(restored.restored);
+    }
+}

@@ -1,0 +1,251 @@
+//! Per-job and per-repository health checks: `<job>:freshness` (from the
+//! job board, no I/O), `<job>:source`, `<repo>:reachable`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::JobContext;
+use super::board::JobState;
+use crate::config::HealthConfig;
+use crate::health::{Check, CheckSpec, Observation, Shared, Status};
+use crate::repo::Repository;
+
+/// Grades the age of the newest backup against `max_age`.
+pub fn grade_freshness(state: &JobState, now: DateTime<Utc>) -> Observation {
+    let age = state
+        .last_success
+        .map(|t| (now - t).to_std().unwrap_or_default());
+    let mut observation = match (age, state.max_age) {
+        (None, _) if !state.restored => Observation::new(Status::Warn, None, Some("s"))
+            .with_output("the repository has not been read yet"),
+        (None, Some(_)) => Observation::fail("no backup yet"),
+        (None, None) => Observation::new(Status::Pass, None, Some("s")),
+        (Some(age), Some((warn, fail))) => {
+            let observation = Observation::new(Status::Pass, Some(age.as_secs_f64()), Some("s"));
+            if age >= fail {
+                Observation {
+                    status: Status::Fail,
+                    ..observation
+                }
+                .with_output(format!(
+                    "newest backup is {} old (fail after {})",
+                    short(age),
+                    short(fail)
+                ))
+            } else if age >= warn {
+                Observation {
+                    status: Status::Warn,
+                    ..observation
+                }
+                .with_output(format!(
+                    "newest backup is {} old (max_age {})",
+                    short(age),
+                    short(warn)
+                ))
+            } else {
+                observation
+            }
+        }
+        (Some(age), None) => Observation::new(Status::Pass, Some(age.as_secs_f64()), Some("s")),
+    };
+    if let Some(error) = &state.last_error {
+        observation = observation.with_detail("lastError", error.clone());
+        if observation.status == Status::Pass {
+            // Still fresh, but the last attempt failed: say so without failing.
+            observation.status = Status::Warn;
+            observation.output = Some(format!("last run failed: {error}"));
+        }
+    }
+    let stamp =
+        |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    observation = observation
+        .with_detail("backups", state.backups)
+        .with_detail("lastSuccess", stamp(state.last_success))
+        .with_detail("oldest", stamp(state.oldest))
+        .with_detail("nextRun", stamp(state.next_run))
+        .with_detail("runs", state.runs_total)
+        .with_detail("failures", state.failures_total);
+    if let Some(running) = &state.running {
+        let elapsed = (now - running.started_at).num_milliseconds() as f64 / 1000.0;
+        observation = observation.with_detail(
+            "running",
+            serde_json::json!({
+                "startedAt": stamp(Some(running.started_at)),
+                "trigger": running.trigger,
+                "elapsedSeconds": elapsed,
+                "sourceBytes": state.running_bytes(),
+            }),
+        );
+    }
+    observation
+}
+
+fn short(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+pub struct FreshnessCheck {
+    pub job: String,
+    pub shared: Arc<Shared>,
+    pub critical: bool,
+}
+
+impl Check for FreshnessCheck {
+    fn spec(&self, config: &HealthConfig) -> CheckSpec {
+        CheckSpec {
+            key: format!("{}:freshness", self.job),
+            component_id: self.job.clone(),
+            component_type: "component",
+            interval: config.interval.min(Duration::from_secs(15)),
+            timeout: config.timeout,
+            critical: self.critical,
+            periodic: true,
+        }
+    }
+
+    fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
+        let state = self.shared.jobs.get(&self.job).unwrap_or_default();
+        async move { grade_freshness(&state, Utc::now()) }.boxed()
+    }
+}
+
+/// `<job>:source`: connect and `SELECT version()`, in ms.
+pub struct SourceCheck {
+    pub ctx: JobContext,
+}
+
+impl Check for SourceCheck {
+    fn spec(&self, config: &HealthConfig) -> CheckSpec {
+        CheckSpec {
+            key: format!("{}:source", self.ctx.name),
+            component_id: self.ctx.name.clone(),
+            component_type: "datastore",
+            interval: config.interval,
+            timeout: config.timeout,
+            critical: true,
+            periodic: true,
+        }
+    }
+
+    fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
+        async move {
+            let started = Instant::now();
+            let result = async {
+                let mut config = self.ctx.source_config()?;
+                if config.get_dbname().is_none() {
+                    config.dbname("postgres");
+                }
+                let (client, connection) = config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| crate::redact::error_chain(&e))?;
+                let task = tokio::spawn(connection);
+                let row = client
+                    .query_one("SELECT version()", &[])
+                    .await
+                    .map_err(|e| crate::redact::error_chain(&e));
+                drop(client);
+                task.abort();
+                row.map(|r| r.get::<_, String>(0))
+            }
+            .await;
+            match result {
+                Ok(version) => Observation::new(
+                    Status::Pass,
+                    Some(started.elapsed().as_secs_f64() * 1000.0),
+                    Some("ms"),
+                )
+                .with_detail("serverVersion", version),
+                Err(e) => Observation::fail(format!("source unreachable: {e}")),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// `<repo>:reachable`: one listing round trip, in ms.
+pub struct ReachableCheck {
+    pub repo: Repository,
+}
+
+impl Check for ReachableCheck {
+    fn spec(&self, config: &HealthConfig) -> CheckSpec {
+        CheckSpec {
+            key: format!("{}:reachable", self.repo.name),
+            component_id: self.repo.name.clone(),
+            component_type: "datastore",
+            interval: config.interval,
+            timeout: config.timeout,
+            critical: true,
+            periodic: true,
+        }
+    }
+
+    fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
+        async move {
+            let started = Instant::now();
+            match self.repo.probe().await {
+                Ok(()) => Observation::new(
+                    Status::Pass,
+                    Some(started.elapsed().as_secs_f64() * 1000.0),
+                    Some("ms"),
+                ),
+                Err(e) => Observation::fail(e.to_string()),
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(age_secs: Option<i64>, now: DateTime<Utc>) -> JobState {
+        JobState {
+            max_age: Some((Duration::from_secs(3600), Duration::from_secs(7200))),
+            last_success: age_secs.map(|a| now - chrono::Duration::seconds(a)),
+            restored: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn freshness_grades() {
+        let now = Utc::now();
+        assert_eq!(
+            grade_freshness(&state(Some(60), now), now).status,
+            Status::Pass
+        );
+        assert_eq!(
+            grade_freshness(&state(Some(4000), now), now).status,
+            Status::Warn
+        );
+        assert_eq!(
+            grade_freshness(&state(Some(8000), now), now).status,
+            Status::Fail
+        );
+        let never = grade_freshness(&state(None, now), now);
+        assert_eq!(
+            (never.status, never.output.as_deref()),
+            (Status::Fail, Some("no backup yet"))
+        );
+        let mut unread = state(None, now);
+        unread.restored = false;
+        assert_eq!(grade_freshness(&unread, now).status, Status::Warn);
+    }
+
+    #[test]
+    fn a_failed_last_run_warns_while_still_fresh() {
+        let now = Utc::now();
+        let mut s = state(Some(60), now);
+        s.last_error = Some("pg_dump exited with 1".into());
+        let o = grade_freshness(&s, now);
+        assert_eq!(o.status, Status::Warn);
+        assert!(o.output.unwrap().contains("pg_dump exited"));
+    }
+}

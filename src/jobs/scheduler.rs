@@ -1,0 +1,170 @@
+//! Drives each job: catch-up at start, then every scheduled time; a run
+//! that overlaps the next time makes it skip (never two runs of one job).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::backup::{self, BackupError, Progress};
+use super::board::Running;
+use super::{JobContext, Trigger};
+use crate::health::Shared;
+use crate::schedule::{Schedule, missed_run};
+
+/// Reads the repository's manifests into the job board (start-up, before ready).
+pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), String> {
+    let listing = ctx.repo.list(&ctx.name).await.map_err(|e| e.to_string())?;
+    for (id, why) in &listing.damaged {
+        tracing::warn!(job = %ctx.name, backup = %id, error = %why, "unreadable manifest");
+    }
+    let thresholds = ctx.job.freshness();
+    shared.jobs.update(&ctx.name, |s| {
+        s.max_age = thresholds;
+        s.restore_from(&listing.backups);
+    });
+    tracing::info!(job = %ctx.name, backups = listing.backups.len(), last_success = ?listing.backups.last().map(|m| m.finished_at), "job state restored from the repository");
+    Ok(())
+}
+
+/// Runs one backup and records it on the board.
+pub async fn run_once(
+    ctx: &JobContext,
+    shared: &Shared,
+    trigger: Trigger,
+    scheduled_for: Option<DateTime<Utc>>,
+    cancel: &CancellationToken,
+) {
+    let progress = Progress::default();
+    let running = Running {
+        started_at: Utc::now(),
+        trigger: trigger.as_str(),
+        source_bytes: Arc::clone(&progress.source_bytes),
+    };
+    shared.jobs.update(&ctx.name, |s| s.running = Some(running));
+    let result = backup::run_scheduled(ctx, trigger, scheduled_for, &progress, cancel).await;
+    shared.jobs.update(&ctx.name, |s| {
+        s.running = None;
+        match &result {
+            Ok(manifest) => s.record_success(manifest),
+            Err(BackupError::Locked(_) | BackupError::AlreadyDone { .. }) => {}
+            Err(e) => s.record_failure(ctx.redact(&e.to_string())),
+        }
+    });
+}
+
+/// The job's loop until `cancel`.
+pub async fn job_loop(ctx: JobContext, shared: Arc<Shared>, cancel: CancellationToken) {
+    let schedule = match Schedule::from_job(&ctx.job) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(job = %ctx.name, error = %e, "job not scheduled");
+            return;
+        }
+    };
+    if ctx.job.catch_up {
+        let last = shared.jobs.get(&ctx.name).and_then(|s| s.last_success);
+        if let Some(missed) = missed_run(&schedule, last, Utc::now()) {
+            tracing::info!(job = %ctx.name, missed = %missed, "catching up a missed run");
+            run_once(&ctx, &shared, Trigger::CatchUp, Some(missed), &cancel).await;
+        }
+    }
+    let mut after = Utc::now();
+    loop {
+        let Some(next) = schedule.next_after(after) else {
+            tracing::warn!(job = %ctx.name, "the schedule has no future run");
+            return;
+        };
+        shared.jobs.update(&ctx.name, |s| s.next_run = Some(next));
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        run_once(&ctx, &shared, Trigger::Schedule, Some(next), &cancel).await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        let now = Utc::now();
+        let skipped = count_between(&schedule, next, now);
+        if skipped > 0 {
+            tracing::warn!(job = %ctx.name, skipped, "the run outlasted later scheduled times; those were skipped");
+        }
+        after = now.max(next);
+    }
+}
+
+/// Scheduled times strictly between `from` and `to` (capped).
+fn count_between(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) -> u32 {
+    let mut count = 0;
+    let mut t = from;
+    while let Some(next) = schedule.next_after(t) {
+        if next >= to || count >= 1000 {
+            break;
+        }
+        count += 1;
+        t = next;
+    }
+    count
+}
+
+/// Start-up for every configured job: mark this host's interrupted runs
+/// aborted, read each repository's manifests into the board, arm the
+/// loops. Returns the job and repository health checks.
+pub async fn arm_all(
+    config: &crate::config::Config,
+    pool: &deadpool_postgres::Pool,
+    shared: &Arc<Shared>,
+    tasks: &crate::tasks::Tasks,
+    work: &CancellationToken,
+) -> Result<Vec<Arc<dyn crate::health::Check>>, String> {
+    use super::checks::{FreshnessCheck, ReachableCheck, SourceCheck};
+
+    let host = shared.service_id.clone();
+    match super::executions::abort_stale(pool, &host).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            runs = n,
+            "runs left `running` by a previous vigil on this host marked aborted"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot mark interrupted runs aborted"),
+    }
+    let mut contexts = Vec::new();
+    for name in config.jobs.keys() {
+        let ctx = JobContext::new(config, name, pool.clone(), &host)?;
+        shared
+            .jobs
+            .update(name, |s| s.max_age = ctx.job.freshness());
+        if let Err(e) = restore_state(&ctx, shared).await {
+            // Not fatal: freshness says "not read yet" and the loop retries.
+            tracing::warn!(job = %name, error = %e, "cannot read the repository at start-up");
+        }
+        contexts.push(ctx);
+    }
+    shared.startup_done("state");
+
+    let mut checks: Vec<Arc<dyn crate::health::Check>> = Vec::new();
+    let mut repos = std::collections::BTreeSet::new();
+    for ctx in contexts {
+        checks.push(Arc::new(FreshnessCheck {
+            job: ctx.name.clone(),
+            shared: Arc::clone(shared),
+            critical: ctx.job.max_age.is_some(),
+        }));
+        checks.push(Arc::new(SourceCheck { ctx: ctx.clone() }));
+        if repos.insert(ctx.repo.name.clone()) {
+            checks.push(Arc::new(ReachableCheck {
+                repo: ctx.repo.clone(),
+            }));
+        }
+        let (shared, cancel) = (Arc::clone(shared), work.child_token());
+        tasks.spawn(format!("job:{}", ctx.name), async move {
+            if !shared.jobs.get(&ctx.name).is_some_and(|s| s.restored) {
+                let _ = restore_state(&ctx, &shared).await;
+            }
+            job_loop(ctx, shared, cancel).await;
+        });
+    }
+    shared.startup_done("schedules");
+    Ok(checks)
+}

@@ -1,0 +1,160 @@
+//! When jobs run: cron (with seconds) in an IANA time zone, or a fixed
+//! interval; next run and missed-run (catch-up) arithmetic. Pure.
+//!
+//! Cron times are computed by croner in the job's own zone for every
+//! occurrence, so a "02:30 Europe/Berlin" job stays at 02:30 local across
+//! DST changes. (tokio-cron-scheduler 0.15 freezes the zone's UTC offset
+//! when a job is created, which shifts such a job by an hour after a DST
+//! change; that is why vigil drives its jobs with croner directly.)
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use crate::config::{JobConfig, parse_cron};
+
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Cron {
+        cron: Box<croner::Cron>,
+        tz: Tz,
+    },
+    /// Aligned to the Unix epoch, so replicas and restarts agree on the times.
+    Every(Duration),
+}
+
+impl Schedule {
+    pub fn from_job(job: &JobConfig) -> Result<Schedule, String> {
+        match (&job.schedule, job.every) {
+            (Some(cron), None) => Ok(Schedule::Cron {
+                cron: Box::new(parse_cron(cron)?),
+                tz: Tz::from_str(&job.timezone).map_err(|e| e.to_string())?,
+            }),
+            (None, Some(every)) if !every.is_zero() => Ok(Schedule::Every(every)),
+            _ => Err("a job needs exactly one of `schedule` and `every`".into()),
+        }
+    }
+
+    /// The first scheduled time strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Schedule::Cron { cron, tz } => cron
+                .find_next_occurrence(&t.with_timezone(tz), false)
+                .ok()
+                .map(|d| d.with_timezone(&Utc)),
+            Schedule::Every(every) => {
+                let step = every.as_millis() as i64;
+                let now = t.timestamp_millis();
+                let next = (now.div_euclid(step) + 1) * step;
+                Utc.timestamp_millis_opt(next).single()
+            }
+        }
+    }
+
+    /// The latest scheduled time at or before `t`.
+    pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Schedule::Cron { cron, tz } => cron
+                .find_previous_occurrence(&t.with_timezone(tz), true)
+                .ok()
+                .map(|d| d.with_timezone(&Utc)),
+            Schedule::Every(every) => {
+                let step = every.as_millis() as i64;
+                Utc.timestamp_millis_opt(t.timestamp_millis().div_euclid(step) * step)
+                    .single()
+            }
+        }
+    }
+}
+
+/// The scheduled time a catch-up run stands in for: the latest one at or
+/// before `now` that no successful backup has covered.
+pub fn missed_run(
+    schedule: &Schedule,
+    last_success: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let due = schedule.latest_at_or_before(now)?;
+    match last_success {
+        Some(done) if done >= due => None,
+        _ => Some(due),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(schedule: Option<&str>, every: Option<u64>, tz: &str) -> JobConfig {
+        let src = format!(
+            "kind = \"postgres\"\nsource = \"postgres://x@h/db\"\ndatabases = [\"db\"]\nrepository = \"r\"\ntimezone = \"{tz}\"\n{}{}",
+            schedule
+                .map(|s| format!("schedule = \"{s}\"\n"))
+                .unwrap_or_default(),
+            every
+                .map(|s| format!("every = \"{s}s\"\n"))
+                .unwrap_or_default(),
+        );
+        toml::from_str(&src).unwrap()
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn cron_keeps_local_time_across_dst() {
+        let s = Schedule::from_job(&job(Some("0 30 2 * * *"), None, "Europe/Berlin")).unwrap();
+        // Summer (UTC+2): 02:30 local is 00:30Z.
+        assert_eq!(
+            s.next_after(utc("2026-10-23T12:00:00Z")),
+            Some(utc("2026-10-24T00:30:00Z"))
+        );
+        // 2026-10-25 02:30 happens twice (clocks go back at 03:00): one run only…
+        let first = s.next_after(utc("2026-10-24T12:00:00Z")).unwrap();
+        assert!(
+            first == utc("2026-10-25T00:30:00Z") || first == utc("2026-10-25T01:30:00Z"),
+            "{first}"
+        );
+        let after = s.next_after(first).unwrap();
+        // …and then winter (UTC+1): 02:30 local is 01:30Z.
+        assert_eq!(after, utc("2026-10-26T01:30:00Z"));
+        // Spring forward: 2026-03-29 has no 02:30 in Berlin; the job still runs once that day or the next.
+        let spring = s.next_after(utc("2026-03-28T12:00:00Z")).unwrap();
+        assert!(
+            spring > utc("2026-03-28T12:00:00Z") && spring < utc("2026-03-30T01:00:00Z"),
+            "{spring}"
+        );
+    }
+
+    #[test]
+    fn every_is_epoch_aligned() {
+        let s = Schedule::from_job(&job(None, Some(3600), "UTC")).unwrap();
+        assert_eq!(
+            s.next_after(utc("2026-11-23T07:32:44Z")),
+            Some(utc("2026-11-23T08:00:00Z"))
+        );
+        assert_eq!(
+            s.next_after(utc("2026-11-23T08:00:00Z")),
+            Some(utc("2026-11-23T09:00:00Z"))
+        );
+        assert_eq!(
+            s.latest_at_or_before(utc("2026-11-23T07:32:44Z")),
+            Some(utc("2026-11-23T07:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn missed_runs_are_caught_up_once() {
+        let s = Schedule::from_job(&job(Some("0 0 3 * * *"), None, "UTC")).unwrap();
+        let now = utc("2026-11-23T09:00:00Z");
+        assert_eq!(missed_run(&s, None, now), Some(utc("2026-11-23T03:00:00Z")));
+        assert_eq!(
+            missed_run(&s, Some(utc("2026-11-22T03:05:00Z")), now),
+            Some(utc("2026-11-23T03:00:00Z"))
+        );
+        assert_eq!(missed_run(&s, Some(utc("2026-11-23T03:04:00Z")), now), None);
+    }
+}
