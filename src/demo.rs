@@ -51,6 +51,37 @@ pub fn prepare(dir: Option<&Path>, listen: SocketAddr) -> Result<DemoSetup, Clus
     let mut cluster = Cluster::create(&bins, &dir.join("pg"), &password)?;
     cluster.start()?;
     cluster.psql("postgres", "CREATE DATABASE vigil")?;
+    cluster.psql("postgres", "CREATE DATABASE sample")?;
+    eprintln!("vigil demo: filling the `sample` database with pgbench data ...");
+    let pgbench = std::process::Command::new(cluster.bin("pgbench"))
+        .args([
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            crate::pgcluster::SUPERUSER,
+            "-p",
+        ])
+        .arg(cluster.port().to_string())
+        .arg("sample")
+        .env("PGPASSWORD", cluster.password())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| ClusterError::Command {
+            what: "pgbench".into(),
+            dir: dir.clone(),
+            detail: e.to_string(),
+        })?;
+    if !pgbench.status.success() {
+        return Err(ClusterError::Command {
+            what: "pgbench -i".into(),
+            dir: dir.clone(),
+            detail: String::from_utf8_lossy(&pgbench.stderr).into_owned(),
+        });
+    }
 
     let write = |path: &Path, text: &str| {
         std::fs::write(path, text).map_err(|e| ClusterError::Io {
@@ -61,8 +92,24 @@ pub fn prepare(dir: Option<&Path>, listen: SocketAddr) -> Result<DemoSetup, Clus
     };
     let password_file = dir.join("catalog.password");
     write(&password_file, &format!("{password}\n"))?;
+    // An age key of the demo's own: backups are encrypted, restores decrypt.
+    let identity = age::x25519::Identity::generate();
+    let key_path = dir.join("age.key");
+    {
+        use age::secrecy::ExposeSecret;
+        write(
+            &key_path,
+            &format!(
+                "# vigil demo key\n{}\n",
+                identity.to_string().expose_secret()
+            ),
+        )?;
+    }
     let config_path = dir.join("vigil.toml");
-    write(&config_path, &demo_config(&dir, listen, &cluster))?;
+    write(
+        &config_path,
+        &demo_config(&dir, listen, &cluster, &identity.to_public().to_string()),
+    )?;
     Ok(DemoSetup {
         cluster,
         dir,
@@ -71,7 +118,7 @@ pub fn prepare(dir: Option<&Path>, listen: SocketAddr) -> Result<DemoSetup, Clus
     })
 }
 
-fn demo_config(dir: &Path, listen: SocketAddr, cluster: &Cluster) -> String {
+fn demo_config(dir: &Path, listen: SocketAddr, cluster: &Cluster, recipient: &str) -> String {
     format!(
         r#"# Written by `vigil demo`; removed when the demo stops.
 [daemon]
@@ -95,9 +142,31 @@ connect_timeout = "30s"
 [health]
 interval = "10s"
 heartbeat = "2s"
+
+# A local repository, encrypted with the demo's own age key.
+[repositories.demo]
+scheme = "fs"
+options = {{ root = "{repo}" }}
+
+[repositories.demo.encryption]
+recipients = ["{recipient}"]
+identity_file = "age.key"
+
+# pgbench's sample database, backed up at the start of every minute.
+[jobs.sample]
+kind = "postgres"
+source = "{sample}"
+password_file = "catalog.password"
+databases = ["sample"]
+repository = "demo"
+schedule = "0 * * * * *"
+max_age = "3m"
+catch_up = true
 "#,
         state = dir.join("state").display(),
         url = cluster.url("vigil"),
+        repo = dir.join("repo").display(),
+        sample = cluster.url("sample"),
     )
 }
 
@@ -106,10 +175,13 @@ pub fn banner(setup: &DemoSetup, admin: SocketAddr) -> String {
     format!(
         "\nvigil demo is starting; the catalog is a throwaway cluster on 127.0.0.1:{port}\n\
          \n  status page   {base}/\n  health        {base}/health  ({base}/health/live, /health/ready, /health/detailed)\n  metrics       {base}/metrics\n  config        {config}\n\
-         \nTry:  vigil --config {config} status\nCtrl-C stops vigil and removes the cluster ({dir}).\n",
+         \nThe `sample` job backs up pgbench's database (encrypted) now and at the start of every minute. Try:\n\
+         \n  vigil --config {config} status\n  vigil --config {config} list\n  PGPASSWORD=$(cat {pw}) vigil --config {config} restore sample --latest --to postgres://postgres@127.0.0.1:{port}/restored --create\n\
+         \nCtrl-C stops vigil and removes the cluster ({dir}).\n",
         port = setup.cluster.port(),
         config = setup.config_path.display(),
         dir = setup.cluster_dir().display(),
+        pw = setup.dir.join("catalog.password").display(),
     )
 }
 

@@ -177,6 +177,11 @@ impl Cluster {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// A binary from the cluster's PostgreSQL installation (e.g. `pgbench`).
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bins.bin(name)
+    }
+
     /// Keep the directory after drop (for debugging).
     pub fn keep(&mut self) {
         self.remove_on_drop = false;

@@ -22,6 +22,11 @@ pub fn grade_freshness(state: &JobState, now: DateTime<Utc>) -> Observation {
     let mut observation = match (age, state.max_age) {
         (None, _) if !state.restored => Observation::new(Status::Warn, None, Some("s"))
             .with_output("the repository has not been read yet"),
+        // A first deploy should not page while its first backup is running.
+        (None, Some(_)) if state.running.is_some() => {
+            Observation::new(Status::Warn, None, Some("s"))
+                .with_output("no backup yet; the first one is running")
+        }
         (None, Some(_)) => Observation::fail("no backup yet"),
         (None, None) => Observation::new(Status::Pass, None, Some("s")),
         (Some(age), Some((warn, fail))) => {
@@ -234,6 +239,13 @@ mod tests {
             (never.status, never.output.as_deref()),
             (Status::Fail, Some("no backup yet"))
         );
+        let mut first = state(None, now);
+        first.running = Some(crate::jobs::board::Running {
+            started_at: now,
+            trigger: "catch-up",
+            source_bytes: Default::default(),
+        });
+        assert_eq!(grade_freshness(&first, now).status, Status::Warn);
         let mut unread = state(None, now);
         unread.restored = false;
         assert_eq!(grade_freshness(&unread, now).status, Status::Warn);

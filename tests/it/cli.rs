@@ -190,10 +190,37 @@ fn demo_runs_and_cleans_up() {
         }
     }
     let addr = addr.unwrap_or_else(|| panic!("no status page URL printed:\n{}", seen.join("\n")));
-    assert_eq!(http(addr, "GET", "/health").unwrap().status, 200);
     let config = demo_dir.join("vigil.toml");
     let (code, stdout, _) = vigil_cli(&config, &["status"], &[]);
     assert_eq!(code, 0, "{stdout}");
+    // The sample job catches up at once: a committed, encrypted backup appears.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, stdout, stderr) = vigil_cli(&config, &["list", "--json"], &[]);
+        assert_eq!(code, 0, "{stderr}");
+        let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        if let Some(first) = list.as_array().and_then(|l| l.first()) {
+            assert_eq!(first["job"], "sample");
+            assert_eq!(first["encryption"]["scheme"], "age");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no demo backup within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // With a fresh backup, what the demo protects is fine.
+    loop {
+        if http(addr, "GET", "/health").unwrap().status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no demo backup within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
