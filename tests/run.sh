@@ -23,6 +23,8 @@ command -v zcat >/dev/null 2>&1 || missing+=(gzip)
 # The restore-by-hand test uses the standard tools the README shows.
 command -v age >/dev/null 2>&1 || missing+=(age)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+# The S3 tests run moto, which tests/s3/server.sh pip-installs into a venv.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
     echo "tests/run.sh: installing ${missing[*]}" >&2
     as_root apt-get update -qq

@@ -43,6 +43,25 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
                 );
             }
         }
+        if repo.part_size_mib == 0 {
+            problem(key("part_size_mib"), "must be at least 1 (MiB)".into());
+        }
+        if repo.scheme == "s3" && repo.part_size_mib < 5 {
+            problem(
+                key("part_size_mib"),
+                "must be at least 5 on s3 (S3's minimum part size for all but the last part)"
+                    .into(),
+            );
+        }
+        if repo.max_parts < 10 {
+            problem(
+                key("max_parts"),
+                "must be at least 10 (the part size doubles every max_parts/10 parts)".into(),
+            );
+        }
+        if repo.scheme == "s3" && repo.max_parts > 10_000 {
+            problem(key("max_parts"), "S3 allows at most 10000 parts".into());
+        }
         if let Some(encryption) = &repo.encryption {
             if encryption.recipients.is_empty() {
                 problem(

@@ -236,6 +236,8 @@ mod tests {
                 ("config", true),
                 ("catalog", true),
                 ("migrations", false),
+                ("state", false),
+                ("schedules", false),
                 ("first-checks", false)
             ]
         );

@@ -22,6 +22,8 @@ use crate::repo::{RepoError, Repository};
 /// `QUEUE × CHUNK` per channel plus one upload part.
 const QUEUE: usize = 4;
 const READ_CHUNK: usize = 256 * 1024;
+/// S3's largest part.
+const MAX_PART: usize = 5 << 30;
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -73,7 +75,7 @@ pub struct UploadOutcome {
 }
 
 /// Part sizes that keep an unknown-length stream under `max_parts`: the
-/// size doubles every `max_parts / 10` parts.
+/// size doubles every `max_parts / 10` parts, up to S3's 5 GiB part limit.
 #[derive(Debug, Clone)]
 pub struct PartSizer {
     base: usize,
@@ -97,10 +99,10 @@ impl PartSizer {
         }
         let doublings = (self.parts / (self.max_parts / 10)).min(40) as u32;
         self.parts += 1;
-        Some(
-            self.base
-                .saturating_mul(1usize << doublings.min(usize::BITS - 1)),
-        )
+        let size = self
+            .base
+            .saturating_mul(1usize << doublings.min(usize::BITS - 1));
+        Some(size.min(MAX_PART))
     }
 
     pub fn parts(&self) -> u64 {

@@ -8,7 +8,7 @@ use crate::harness::{PASSWORD, TestDb, config_text, fresh_db, vigil_cli};
 
 /// A source database with several schemas, large objects, sequences, an
 /// extension and non-ASCII data.
-fn rich_source() -> TestDb {
+pub(crate) fn rich_source() -> TestDb {
     let db = fresh_db();
     db.psql(
         "CREATE EXTENSION hstore;
@@ -26,7 +26,7 @@ fn rich_source() -> TestDb {
 }
 
 /// What must survive a round trip, as one comparable string.
-fn fingerprint(db: &TestDb) -> String {
+pub(crate) fn fingerprint(db: &TestDb) -> String {
     db.psql(
         "SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
            SELECT 'orders ' || count(*) || ' ' || md5(string_agg(id || customer || attrs::text, ',' ORDER BY id)) AS x FROM sales.orders
@@ -343,4 +343,99 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn all_databases_and_globals() {
+    let cluster = crate::harness::own_cluster();
+    for db in ["alpha", "beta"] {
+        cluster
+            .psql("postgres", &format!("CREATE DATABASE {db}"))
+            .unwrap();
+        cluster
+            .psql(
+                db,
+                &format!(
+                    "CREATE TABLE t AS SELECT '{db}'::text AS who, g FROM generate_series(1, 100) g"
+                ),
+            )
+            .unwrap();
+    }
+    cluster
+        .psql("postgres", "CREATE ROLE reporting LOGIN")
+        .unwrap();
+    let catalog = fresh_db();
+    let source = TestDb {
+        name: "postgres".into(),
+        port: cluster.port(),
+    };
+    let setup = setup(&source, &catalog, false, "");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace("databases = [\"postgres\"]", "databases = \"all\""),
+    )
+    .unwrap();
+    let manifest = backup(&setup);
+    let mut names: Vec<&str> = manifest["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "alpha.dump.zst",
+            "beta.dump.zst",
+            "globals.sql.zst",
+            "postgres.dump.zst"
+        ]
+    );
+    let globals = setup
+        .repo
+        .join("orders/backups")
+        .join(manifest["backupId"].as_str().unwrap())
+        .join("globals.sql.zst");
+    let sql = Command::new("zstd")
+        .arg("-dc")
+        .arg(&globals)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&sql.stdout).contains("CREATE ROLE reporting"));
+
+    // Several databases: restore needs --database.
+    let target = target_url(&format!("{}_beta", catalog.name));
+    let (code, _, stderr) = vigil_cli(
+        &setup.config,
+        &["restore", "orders", "--to", &target, "--create"],
+        &ENV,
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--database"), "{stderr}");
+    let (code, _, stderr) = vigil_cli(
+        &setup.config,
+        &[
+            "restore",
+            "orders",
+            "--database",
+            "beta",
+            "--to",
+            &target,
+            "--create",
+        ],
+        &ENV,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let restored = TestDb {
+        name: format!("{}_beta", catalog.name),
+        port: catalog.port,
+    };
+    assert_eq!(
+        restored
+            .psql("SELECT who || count(*) FROM t GROUP BY who")
+            .unwrap(),
+        "beta100"
+    );
 }

@@ -376,3 +376,151 @@ pub fn vigil_cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, St
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The moto S3 server of this test binary (`tests/s3/server.sh`).
+pub struct S3Server {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
+    /// server.sh's state directory (pid file, log, moto's spill files).
+    pub dir: PathBuf,
+}
+
+static S3: OnceLock<S3Server> = OnceLock::new();
+static NEXT_S3_PREFIX: AtomicU32 = AtomicU32::new(0);
+
+fn s3_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/server.sh")
+}
+
+extern "C" fn stop_s3_server() {
+    if let Some(server) = S3.get() {
+        let _ = Command::new("bash")
+            .arg(s3_script())
+            .arg("stop")
+            .arg(&server.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&server.dir);
+    }
+}
+
+/// The binary's S3 server, started on first use and stopped at exit. A
+/// server that does not start is a setup error, not a skip.
+pub fn s3_server() -> &'static S3Server {
+    S3.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("vigil-it-s3-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let out = Command::new("bash")
+            .arg(s3_script())
+            .arg("start")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("test setup: cannot run bash tests/s3/server.sh: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            panic!(
+                "test setup: `tests/s3/server.sh start {}` failed ({}); it needs python3 with venv \
+                 and, on first use, network access to pip-install moto into target/s3venv \
+                 (see tests/s3/README.md; log: {}/server.log):\n{stdout}{stderr}",
+                dir.display(),
+                out.status,
+                dir.display()
+            );
+        }
+        let fields: HashMap<&str, &str> = stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let field = |k: &str| -> String {
+            fields
+                .get(k)
+                .map(|v| (*v).to_owned())
+                .unwrap_or_else(|| panic!("test setup: server.sh printed no `{k}=`: {stdout}"))
+        };
+        let server = S3Server {
+            endpoint: field("endpoint"),
+            bucket: field("bucket"),
+            access_key_id: field("access_key_id"),
+            secret_access_key: field("secret_access_key"),
+            region: field("region"),
+            dir,
+        };
+        // Statics are never dropped: stop the server when the test binary exits.
+        unsafe { libc::atexit(stop_s3_server) };
+        server
+    })
+}
+
+impl S3Server {
+    /// The environment variable the configs read the secret key from.
+    pub const SECRET_ENV: &'static str = "VIGIL_IT_S3_SECRET";
+
+    /// A repository prefix of the test's own, so tests can share the bucket.
+    pub fn unique_prefix(&self, test: &str) -> String {
+        format!(
+            "it-{}-{}-{test}",
+            std::process::id(),
+            NEXT_S3_PREFIX.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// opendal's s3 options for this server, secret included.
+    pub fn options(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            ("endpoint", self.endpoint.as_str()),
+            ("bucket", &self.bucket),
+            ("region", &self.region),
+            ("access_key_id", &self.access_key_id),
+            ("secret_access_key", &self.secret_access_key),
+            ("disable_config_load", "true"),
+            ("disable_ec2_metadata", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// `[repositories.<name>]` on this server under `prefix`; `extra` lines
+    /// go into the repository's table. The secret key is `${SECRET_ENV}`:
+    /// pass [`S3Server::env`] to the child.
+    pub fn repository_toml(&self, name: &str, prefix: &str, extra: &str) -> String {
+        let mut text = format!("[repositories.{name}]\nscheme = \"s3\"\nprefix = \"{prefix}\"\n");
+        text.push_str(extra);
+        if !extra.is_empty() && !extra.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("[repositories.{name}.options]\n"));
+        for (k, v) in self.options() {
+            let v = if k == "secret_access_key" {
+                format!("${{{}}}", Self::SECRET_ENV)
+            } else {
+                v
+            };
+            text.push_str(&format!("{k} = \"{v}\"\n"));
+        }
+        text
+    }
+
+    /// The child environment entry that carries the secret key.
+    pub fn env(&self) -> (&'static str, &str) {
+        (Self::SECRET_ENV, &self.secret_access_key)
+    }
+
+    /// An opendal operator on the bucket, for looking at what vigil stored.
+    pub fn operator(&self) -> opendal::Operator {
+        opendal::Operator::via_iter("s3", self.options()).expect("s3 operator")
+    }
+}

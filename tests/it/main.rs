@@ -7,5 +7,6 @@ mod cli;
 mod harness;
 mod health;
 mod logrotate;
+mod s3;
 mod scheduler;
 mod signals;

@@ -279,3 +279,49 @@ fn a_stalled_source_trips_the_stall_timeout() {
         .unwrap();
     assert_eq!(row, "failed true");
 }
+
+#[test]
+fn a_failing_run_is_counted_and_leaves_freshness_alone() {
+    let source = small_source();
+    let catalog = fresh_db();
+    let repo = tempfile::tempdir().unwrap();
+    let extra = job_config(
+        repo.path(),
+        &source,
+        "every = \"2s\"\ncatch_up = false\nmax_age = \"1h\"\n",
+    )
+    .replace(
+        &format!("databases = [\"{}\"]", source.name),
+        "databases = [\"no_such_db\"]",
+    );
+    let vigil = Vigil::start(&catalog, &extra);
+    vigil.wait_ready();
+    vigil.wait_for(
+        "a failed run in the metrics",
+        Duration::from_secs(20),
+        || {
+            vigil
+                .get("/metrics")
+                .body
+                .contains("vigil_backup_failures_total{backup_job=\"orders\"} 1")
+        },
+    );
+    // The freshness check runs every second; wait for it to see the failure.
+    vigil.wait_for(
+        "freshness to show the failure",
+        Duration::from_secs(5),
+        || freshness(&vigil)["vigil"]["lastError"].is_string(),
+    );
+    let f = freshness(&vigil);
+    assert_eq!(f["status"], "fail", "{f}");
+    assert_eq!(f["vigil"]["backups"], 0);
+    let last_error = f["vigil"]["lastError"].as_str().unwrap_or_default();
+    assert!(last_error.contains("no_such_db"), "{f}");
+    assert!(
+        vigil
+            .get("/metrics")
+            .body
+            .contains("vigil_backup_last_success_timestamp_seconds{backup_job=\"orders\"} 0")
+    );
+    assert_eq!(walk_manifests(repo.path()), 0);
+}
