@@ -169,7 +169,7 @@ async fn run_locked(
 ) -> Result<Manifest, BackupError> {
     let started_at = Utc::now();
     let source = ctx.source_config().map_err(BackupError::Source)?;
-    let facts = source_facts(&source, &ctx.job.databases)
+    let facts = source_facts(ctx)
         .await
         .map_err(|e| BackupError::Source(ctx.redact(&e)))?;
     let pg_dump = ctx.job.pg_dump.clone().or_else(|| find_tool("pg_dump")).ok_or_else(|| {
@@ -357,38 +357,26 @@ struct Facts {
 }
 
 /// Server version and, for `all`, every connectable non-template database.
-async fn source_facts(
-    config: &tokio_postgres::Config,
-    databases: &Databases,
-) -> Result<Facts, String> {
-    let mut config = config.clone();
-    if config.get_dbname().is_none() {
-        config.dbname("postgres");
-    }
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
-    let task = tokio::spawn(connection);
+async fn source_facts(ctx: &JobContext) -> Result<Facts, String> {
+    let client = ctx.connect_source().await?;
+    let chain = |e: tokio_postgres::Error| crate::redact::error_chain(&e);
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int",
             &[],
         )
         .await
-        .map_err(|e| e.to_string())?;
-    let databases = match databases {
+        .map_err(chain)?;
+    let databases = match &ctx.job.databases {
         Databases::List(list) => list.clone(),
         Databases::All => client
             .query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname", &[])
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(chain)?
             .iter()
             .map(|r| r.get(0))
             .collect(),
     };
-    drop(client);
-    task.abort();
     Ok(Facts {
         version: row.get(0),
         version_num: row.get(1),

@@ -140,22 +140,12 @@ impl Check for SourceCheck {
         async move {
             let started = Instant::now();
             let result = async {
-                let mut config = self.ctx.source_config()?;
-                if config.get_dbname().is_none() {
-                    config.dbname("postgres");
-                }
-                let (client, connection) = config
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| crate::redact::error_chain(&e))?;
-                let task = tokio::spawn(connection);
+                let client = self.ctx.connect_source().await?;
                 let row = client
                     .query_one("SELECT version()", &[])
                     .await
-                    .map_err(|e| crate::redact::error_chain(&e));
-                drop(client);
-                task.abort();
-                row.map(|r| r.get::<_, String>(0))
+                    .map_err(|e| crate::redact::error_chain(&e))?;
+                Ok::<String, String>(row.get(0))
             }
             .await;
             match result {

@@ -127,6 +127,21 @@ impl JobContext {
         Ok(config)
     }
 
+    /// A session on the source (its `postgres` database unless the URL
+    /// names one); the connection task ends when the client is dropped.
+    pub async fn connect_source(&self) -> Result<tokio_postgres::Client, String> {
+        let mut config = self.source_config()?;
+        if config.get_dbname().is_none() {
+            config.dbname("postgres");
+        }
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| crate::redact::error_chain(&e))?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
     pub fn redact(&self, text: &str) -> String {
         crate::redact::redact_text(text, &self.secrets)
     }

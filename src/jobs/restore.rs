@@ -195,37 +195,24 @@ async fn restore(
         args.extend(["--clean".into(), "--if-exists".into()]);
     }
     let env = libpq_env(&target, None);
-    let result = match request.jobs.filter(|j| *j > 1) {
-        None => {
-            args.push("--single-transaction".into());
-            stream_restore(
-                ctx,
-                &path,
-                object,
-                compression,
-                identities,
-                &pg_restore,
-                &args,
-                &env,
-                cancel,
-            )
-            .await
-        }
-        Some(jobs) => {
-            args.push(format!("--jobs={jobs}"));
-            staged_restore(
-                ctx,
-                &path,
-                object,
-                compression,
-                identities,
-                &pg_restore,
-                &args,
-                &env,
-                cancel,
-            )
-            .await
-        }
+    let parallel = request.jobs.filter(|j| *j > 1);
+    match parallel {
+        None => args.push("--single-transaction".into()),
+        Some(jobs) => args.push(format!("--jobs={jobs}")),
+    }
+    let io = RestoreIo {
+        ctx,
+        path: &path,
+        object,
+        compression,
+        identities,
+        pg_restore: &pg_restore,
+        args: &args,
+        env: &env,
+    };
+    let result = match parallel {
+        None => stream_restore(io, cancel).await,
+        Some(_) => staged_restore(io, cancel).await,
     };
     if let Err(e) = &result
         && created
@@ -327,17 +314,33 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// What both restore modes read and run.
+struct RestoreIo<'a> {
+    ctx: &'a JobContext,
+    path: &'a str,
+    object: &'a ObjectEntry,
+    compression: Compression,
+    identities: Vec<age::x25519::Identity>,
+    pg_restore: &'a std::path::Path,
+    args: &'a [String],
+    env: &'a [(String, String)],
+}
+
 /// Download + hash → decode (blocking thread) → `sink`, holding back the
 /// last decoded chunk. Returns that chunk once the hash is verified.
 async fn download_decode<W: AsyncWrite + Unpin>(
-    ctx: &JobContext,
-    path: &str,
-    object: &ObjectEntry,
-    compression: Compression,
-    identities: Vec<age::x25519::Identity>,
+    io: &RestoreIo<'_>,
     sink: &mut W,
     cancel: &CancellationToken,
 ) -> Result<Option<Bytes>, RestoreError> {
+    let RestoreIo {
+        ctx,
+        path,
+        object,
+        compression,
+        ..
+    } = *io;
+    let identities = io.identities.clone();
     let mut stream = ctx.repo.read_stream(path).await?;
     let (stored_tx, stored_rx) = mpsc::channel::<Bytes>(4);
     let (plain_tx, mut plain_rx) = mpsc::channel::<Bytes>(4);
@@ -423,30 +426,10 @@ async fn download_decode<W: AsyncWrite + Unpin>(
     Ok(held)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn stream_restore(
-    ctx: &JobContext,
-    path: &str,
-    object: &ObjectEntry,
-    compression: Compression,
-    identities: Vec<age::x25519::Identity>,
-    pg_restore: &std::path::Path,
-    args: &[String],
-    env: &[(String, String)],
-    cancel: &CancellationToken,
-) -> Result<(), RestoreError> {
-    let (mut child, tail) = spawn_pg_restore(pg_restore, args, env, true)?;
+async fn stream_restore(io: RestoreIo<'_>, cancel: &CancellationToken) -> Result<(), RestoreError> {
+    let (mut child, tail) = spawn_pg_restore(io.pg_restore, io.args, io.env, true)?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let held = download_decode(
-        ctx,
-        path,
-        object,
-        compression,
-        identities,
-        &mut stdin,
-        cancel,
-    )
-    .await;
+    let held = download_decode(&io, &mut stdin, cancel).await;
     let held = match held {
         Ok(held) => held,
         Err(e) => {
@@ -476,18 +459,8 @@ async fn stream_restore(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn staged_restore(
-    ctx: &JobContext,
-    path: &str,
-    object: &ObjectEntry,
-    compression: Compression,
-    identities: Vec<age::x25519::Identity>,
-    pg_restore: &std::path::Path,
-    args: &[String],
-    env: &[(String, String)],
-    cancel: &CancellationToken,
-) -> Result<(), RestoreError> {
+async fn staged_restore(io: RestoreIo<'_>, cancel: &CancellationToken) -> Result<(), RestoreError> {
+    let ctx = io.ctx;
     let dir = ctx.state_dir.join("restore-tmp");
     tokio::fs::create_dir_all(&dir)
         .await
@@ -501,16 +474,7 @@ async fn staged_restore(
     let mut file = tokio::fs::File::create(&file_path)
         .await
         .map_err(|e| RestoreError::Io(format!("cannot create {}: {e}", file_path.display())))?;
-    let held = download_decode(
-        ctx,
-        path,
-        object,
-        compression,
-        identities,
-        &mut file,
-        cancel,
-    )
-    .await?;
+    let held = download_decode(&io, &mut file, cancel).await?;
     if let Some(last) = held {
         file.write_all(&last)
             .await
@@ -520,9 +484,9 @@ async fn staged_restore(
         .await
         .map_err(|e| RestoreError::Io(e.to_string()))?;
     drop(file);
-    let mut all_args = args.to_vec();
+    let mut all_args = io.args.to_vec();
     all_args.push(file_path.display().to_string());
-    let (mut child, tail) = spawn_pg_restore(pg_restore, &all_args, env, false)?;
+    let (mut child, tail) = spawn_pg_restore(io.pg_restore, &all_args, io.env, false)?;
     let status = tokio::select! {
         _ = cancel.cancelled() => {
             let _ = child.start_kill();
