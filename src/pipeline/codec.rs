@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 use crate::config::Compression;
 
 /// Size of the chunks handed to the uploader.
-pub const CHUNK: usize = 1 << 20;
+pub const CHUNK: usize = 256 * 1024;
+/// Bytes per zstd worker job.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
 /// The end of the chain: hashes and counts the stored bytes, and ships
 /// them in [`CHUNK`]-sized pieces over a bounded channel.
@@ -138,6 +140,9 @@ impl Compressor {
                 encoder.include_checksum(true)?;
                 if workers > 1 {
                     encoder.multithread(workers)?;
+                    // zstd's default job is 4× the window (8 MiB at level 3) per
+                    // worker, in and out; 2 MiB jobs keep RSS low at the same ratio.
+                    encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 }
                 Compressor::Zstd(encoder)
             }
