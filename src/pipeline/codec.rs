@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 use crate::config::Compression;
 
 /// Size of the chunks handed to the uploader.
-pub const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 1 << 20;
 /// Bytes per zstd worker job.
-const ZSTD_JOB_SIZE: u32 = 2 << 20;
+const ZSTD_JOB_SIZE: u32 = 4 << 20;
 
 /// The end of the chain: hashes and counts the stored bytes, and ships
 /// them in [`CHUNK`]-sized pieces over a bounded channel.

@@ -138,6 +138,7 @@ pub async fn upload_child(
         progress,
     } = upload;
     let stdout = child.stdout.take().expect("stdout is piped");
+    widen_pipe(&stdout);
     let stderr_tail = Arc::new(std::sync::Mutex::new(VecDeque::new()));
     if let Some(stderr) = child.stderr.take() {
         let tail = Arc::clone(&stderr_tail);
@@ -242,26 +243,40 @@ async fn read_stage(
     cancel: &CancellationToken,
 ) -> Result<u64, PipelineError> {
     let mut total = 0u64;
-    loop {
+    let mut eof = false;
+    while !eof {
+        // A pipe hands over at most its size per read (64 KiB by default):
+        // gather a full chunk before waking the encoder thread.
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let n = tokio::select! {
-            _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
-            read = tokio::time::timeout(stall, stdout.read_buf(&mut buf)) => match read {
-                Err(_) => return Err(PipelineError::Stalled { tool: tool.to_owned(), after: stall }),
-                Ok(Err(e)) => return Err(PipelineError::Read(e, tool.to_owned())),
-                Ok(Ok(n)) => n,
-            },
-        };
-        if n == 0 {
-            return Ok(total);
+        while buf.len() < READ_CHUNK {
+            let n = tokio::select! {
+                _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
+                read = tokio::time::timeout(stall, stdout.read_buf(&mut buf)) => match read {
+                    Err(_) => return Err(PipelineError::Stalled { tool: tool.to_owned(), after: stall }),
+                    Ok(Err(e)) => return Err(PipelineError::Read(e, tool.to_owned())),
+                    Ok(Ok(n)) => n,
+                },
+            };
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            total += n as u64;
+            progress.store(total, Ordering::Relaxed);
         }
-        total += n as u64;
-        progress.store(total, Ordering::Relaxed);
-        if tx.send(buf.freeze()).await.is_err() {
+        if !buf.is_empty() && tx.send(buf.freeze()).await.is_err() {
             // The encoder stopped; its own error is the one to report.
             return Ok(total);
         }
     }
+    Ok(total)
+}
+
+/// Widens a pipe to 1 MiB (Linux), so the producer blocks less often.
+/// Best effort: an unprivileged process may be limited by
+/// /proc/sys/fs/pipe-max-size.
+pub fn widen_pipe(fd: impl std::os::fd::AsFd) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
 fn encode_stream(
