@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod process_stats;
 pub mod redact;
 pub mod repo;
+pub mod retention;
 pub mod schedule;
 pub mod signals;
 pub mod status_cmd;
