@@ -91,6 +91,9 @@ impl Plan {
     }
 }
 
+/// The label of the period a backup falls into (`2026-11-23`, `2026-W48`).
+type BucketOf = fn(DateTime<Tz>) -> String;
+
 /// What else the planner must know about the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct JobFacts {
@@ -138,7 +141,7 @@ pub fn plan(
                 r.push("last".into());
             }
         }
-        let rules: [(Option<u32>, &str, fn(DateTime<Tz>) -> String); 5] = [
+        let rules: [(Option<u32>, &str, BucketOf); 5] = [
             (policy.keep_hourly, "hourly", |t| {
                 t.format("%Y-%m-%d %H:00").to_string()
             }),
