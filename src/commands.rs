@@ -170,6 +170,96 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// `vigil prune JOB|--all [--dry-run] [--json]`.
+pub async fn prune(
+    config: &Config,
+    job: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let pool = catalog(config).await?;
+    let names: Vec<String> = match job {
+        Some(name) => vec![name.to_owned()],
+        None => config.jobs.keys().cloned().collect(),
+    };
+    let mut outcomes = Vec::new();
+    let mut failed = Vec::new();
+    for name in &names {
+        let ctx = JobContext::new(config, name, pool.clone(), &instance(config))
+            .map_err(anyhow::Error::msg)?;
+        match crate::jobs::prune::run(&ctx, Trigger::Cli, dry_run).await {
+            Ok(outcome) => outcomes.push((name.clone(), outcome)),
+            Err(e) => failed.push(format!("{name}: {}", ctx.redact(&e.to_string()))),
+        }
+    }
+    if json {
+        let value: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|(job, o)| {
+                serde_json::json!({ "job": job, "dryRun": o.dry_run, "plan": o.plan, "freedBytes": o.plan.freed_bytes(),
+                    "deleted": o.deleted.iter().map(|(id, _)| id).collect::<Vec<_>>() })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        for (job, outcome) in &outcomes {
+            println!("{job}:");
+            println!(
+                "  {:<22} {:<20} {:>10}  {:<7} reasons",
+                "backup", "finished (UTC)", "size", "action"
+            );
+            for d in &outcome.plan.decisions {
+                println!(
+                    "  {:<22} {:<20} {:>10}  {:<7} {}",
+                    d.id,
+                    d.finished_at.format("%Y-%m-%d %H:%M:%S"),
+                    human_bytes(d.stored_bytes),
+                    if d.keep { "keep" } else { "forget" },
+                    d.reasons.join(", ")
+                );
+            }
+            if let Some(why) = &outcome.plan.refused {
+                println!("  nothing deleted: {why}");
+            } else if outcome.dry_run {
+                println!(
+                    "  would free {} ({} backups); run without --dry-run to apply",
+                    human_bytes(outcome.plan.freed_bytes()),
+                    outcome.plan.forget().count()
+                );
+            } else {
+                let freed: u64 = outcome.deleted.iter().map(|(_, b)| b).sum();
+                println!(
+                    "  deleted {} backups, freed {}",
+                    outcome.deleted.len(),
+                    human_bytes(freed)
+                );
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("prune failed: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// `vigil pin JOB ID` / `vigil unpin JOB ID`: stored in the repository.
+pub async fn pin(config: &Config, job: &str, backup_id: &str, pinned: bool) -> anyhow::Result<()> {
+    let job_config = config
+        .jobs
+        .get(job)
+        .with_context(|| format!("no job `{job}` in the config"))?;
+    let repo = Repository::open(
+        &job_config.repository,
+        &config.repositories[&job_config.repository],
+    )?;
+    repo.set_pin(job, backup_id, pinned).await?;
+    println!(
+        "{} {job}/{backup_id}",
+        if pinned { "pinned" } else { "unpinned" }
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

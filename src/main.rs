@@ -79,6 +79,23 @@ enum Command {
         #[arg(long)]
         jobs: Option<u32>,
     },
+    /// Apply (or preview) a job's retention policy.
+    Prune {
+        /// The job (or --all).
+        #[arg(required_unless_present = "all")]
+        job: Option<String>,
+        #[arg(long, conflicts_with = "job")]
+        all: bool,
+        /// Print the plan; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pin a backup: retention never forgets it (stored in the repository).
+    Pin { job: String, backup_id: String },
+    /// Remove a pin.
+    Unpin { job: String, backup_id: String },
     /// Run vigil against a throwaway PostgreSQL cluster, in the foreground.
     Demo {
         /// Admin address (a taken default port falls back to a free one).
@@ -219,6 +236,29 @@ async fn dispatch(cli: Cli) -> ExitCode {
             };
             with_config(&cli.config, |config| async move {
                 vigil::commands::restore(&config, &job, request, cancel_on_signal()).await
+            })
+            .await
+        }
+        Command::Prune {
+            job,
+            all: _,
+            dry_run,
+            json,
+        } => {
+            with_config(&cli.config, |config| async move {
+                vigil::commands::prune(&config, job.as_deref(), dry_run, json).await
+            })
+            .await
+        }
+        Command::Pin { job, backup_id } => {
+            with_config(&cli.config, |config| async move {
+                vigil::commands::pin(&config, &job, &backup_id, true).await
+            })
+            .await
+        }
+        Command::Unpin { job, backup_id } => {
+            with_config(&cli.config, |config| async move {
+                vigil::commands::pin(&config, &job, &backup_id, false).await
             })
             .await
         }

@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 /// `[jobs.<name>.retention]`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionPolicy {
     pub keep_last: Option<u32>,
@@ -32,10 +32,34 @@ pub struct RetentionPolicy {
     /// Prune even when the job's last run failed.
     #[serde(default)]
     pub prune_after_failure: bool,
+    /// Prune after each successful backup (default), besides any schedule.
+    #[serde(default = "default_true")]
+    pub after_backup: bool,
 }
 
 fn default_min_keep() -> u32 {
     1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy {
+            keep_last: None,
+            keep_hourly: None,
+            keep_daily: None,
+            keep_weekly: None,
+            keep_monthly: None,
+            keep_yearly: None,
+            keep_within: None,
+            min_keep: default_min_keep(),
+            prune_after_failure: false,
+            after_backup: true,
+        }
+    }
 }
 
 impl RetentionPolicy {
@@ -480,6 +504,7 @@ mod tests {
                         keep_within: within.map(Duration::from_secs),
                         min_keep,
                         prune_after_failure: false,
+                        after_backup: true,
                     }
                 },
             )

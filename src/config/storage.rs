@@ -221,6 +221,9 @@ pub struct JobConfig {
     pub catch_up: bool,
     /// The pg_dump binary; default: the newest on the machine.
     pub pg_dump: Option<PathBuf>,
+    /// Which backups to keep (`[jobs.<name>.retention]`); empty keeps all.
+    #[serde(default)]
+    pub retention: crate::retention::RetentionPolicy,
 }
 
 fn default_timezone() -> String {

@@ -7,6 +7,7 @@ pub mod checks;
 pub mod context;
 pub mod executions;
 pub mod lock;
+pub mod prune;
 pub mod restore;
 pub mod scheduler;
 

@@ -43,6 +43,8 @@ pub async fn run_once(
     };
     shared.jobs.update(&ctx.name, |s| s.running = Some(running));
     let result = backup::run_scheduled(ctx, trigger, scheduled_for, &progress, cancel).await;
+    let prune_after =
+        result.is_ok() && ctx.job.retention.after_backup && !ctx.job.retention.is_empty();
     shared.jobs.update(&ctx.name, |s| {
         s.running = None;
         match &result {
@@ -51,6 +53,22 @@ pub async fn run_once(
             Err(e) => s.record_failure(ctx.redact(&e.to_string())),
         }
     });
+    if prune_after && !cancel.is_cancelled() {
+        match super::prune::run(ctx, trigger, false).await {
+            Ok(outcome) => {
+                let freed: u64 = outcome.deleted.iter().map(|(_, b)| b).sum();
+                let kept: Vec<_> = outcome.plan.decisions.iter().filter(|d| d.keep).collect();
+                shared.jobs.update(&ctx.name, |s| {
+                    s.backups = kept.len() as u64;
+                    s.oldest = kept.iter().map(|d| d.finished_at).min();
+                });
+                tracing::info!(job = %ctx.name, deleted = outcome.deleted.len(), freed_bytes = freed, "prune after backup");
+            }
+            Err(e) => {
+                tracing::warn!(job = %ctx.name, error = %ctx.redact(&e.to_string()), "prune after backup failed")
+            }
+        }
+    }
 }
 
 /// The job's loop until `cancel`.

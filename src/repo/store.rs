@@ -264,6 +264,71 @@ impl Repository {
         }
     }
 
+    fn pins_dir(&self, job: &str) -> String {
+        format!("{}/", self.join(&[job, "pins"]))
+    }
+
+    /// Pinned backup ids; pins live in the repository, so they survive the
+    /// loss of the catalog.
+    pub async fn pins(&self, job: &str) -> Result<std::collections::BTreeSet<String>, RepoError> {
+        let dir = self.pins_dir(job);
+        match self.op.list(&dir).await {
+            Ok(entries) => Ok(entries
+                .iter()
+                .filter(|e| !e.path().ends_with('/'))
+                .map(|e| e.name().to_owned())
+                .collect()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(self.storage_err("cannot list", &dir, e)),
+        }
+    }
+
+    pub async fn set_pin(&self, job: &str, backup_id: &str, pinned: bool) -> Result<(), RepoError> {
+        let path = format!("{}{backup_id}", self.pins_dir(job));
+        let result = if pinned {
+            self.read_manifest(job, backup_id).await?;
+            self.op
+                .write(&path, chrono::Utc::now().to_rfc3339())
+                .await
+                .map(|_| ())
+        } else {
+            self.op.delete(&path).await
+        };
+        result.map_err(|e| {
+            self.storage_err(
+                if pinned {
+                    "cannot write"
+                } else {
+                    "cannot delete"
+                },
+                &path,
+                e,
+            )
+        })
+    }
+
+    /// Deletes a backup: the manifest first (it stops being a backup), then
+    /// its data, so an interrupted prune leaves garbage, never a listed
+    /// backup with missing data.
+    pub async fn delete_backup(&self, job: &str, backup_id: &str) -> Result<(), RepoError> {
+        let manifest = self.object_path(job, backup_id, MANIFEST);
+        self.op
+            .delete(&manifest)
+            .await
+            .map_err(|e| self.storage_err("cannot delete", &manifest, e))?;
+        self.delete_leftovers(job, backup_id).await
+    }
+
+    /// Removes everything under a backup directory (garbage collection).
+    pub async fn delete_leftovers(&self, job: &str, backup_id: &str) -> Result<(), RepoError> {
+        let dir = self.backup_dir(job, backup_id);
+        self.op
+            .delete_with(&dir)
+            .recursive(true)
+            .await
+            .map_err(|e| self.storage_err("cannot delete", &dir, e))
+    }
+
     /// A cheap round trip for the `<repo>:reachable` check.
     pub async fn probe(&self) -> Result<(), RepoError> {
         let path = format!("{}/", self.prefix);

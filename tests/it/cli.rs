@@ -141,13 +141,15 @@ fn migrate_is_idempotent() {
     let (code, stdout, stderr) = vigil_cli(&path, &["migrate"], &env);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("catalog schema at version 1 (applied now: V1__initial_schema)"),
+        stdout.contains(
+            "catalog schema at version 2 (applied now: V1__initial_schema, V2__cleanup_freed_bytes)"
+        ),
         "{stdout}"
     );
     let (code, stdout, _) = vigil_cli(&path, &["migrate"], &env);
     assert_eq!(code, 0);
     assert!(
-        stdout.contains("catalog schema at version 1 (applied now: none)"),
+        stdout.contains("catalog schema at version 2 (applied now: none)"),
         "{stdout}"
     );
     assert!(!stderr.contains(PASSWORD));

@@ -7,6 +7,7 @@ mod cli;
 mod harness;
 mod health;
 mod logrotate;
+mod prune;
 mod s3;
 mod scheduler;
 mod signals;

@@ -1,0 +1,183 @@
+//! One prune run: plan over the repository's committed backups, log the
+//! plan, then delete what it forgets (manifest first, then data), recording
+//! every deletion in `cleanup_history`.
+
+use chrono::Utc;
+use chrono_tz::Tz;
+use std::str::FromStr;
+use thiserror::Error;
+
+use super::executions::{self, Finish};
+use super::{JobContext, Trigger, lock};
+use crate::repo::RepoError;
+use crate::retention::{Candidate, JobFacts, Plan, plan};
+
+#[derive(Debug, Error)]
+pub enum PruneError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("job `{0}` is running elsewhere (another vigil holds its lock); prune skipped")]
+    Locked(String),
+    #[error("{0}")]
+    Lock(String),
+    #[error("plan refused: {0}")]
+    Refused(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct PruneOutcome {
+    pub plan: Plan,
+    /// `(backup id, freed bytes)` actually deleted.
+    pub deleted: Vec<(String, u64)>,
+    pub dry_run: bool,
+}
+
+/// The plan for the job as it stands (no lock, no deletion).
+pub async fn preview(ctx: &JobContext, facts: JobFacts) -> Result<Plan, PruneError> {
+    let listing = ctx.repo.list(&ctx.name).await?;
+    let pins = ctx.repo.pins(&ctx.name).await?;
+    let candidates: Vec<Candidate> = listing
+        .backups
+        .iter()
+        .map(|m| Candidate {
+            id: m.backup_id.clone(),
+            finished_at: m.finished_at,
+            stored_bytes: m.stored_bytes(),
+            pinned: pins.contains(&m.backup_id),
+        })
+        .collect();
+    let tz = Tz::from_str(&ctx.job.timezone).unwrap_or(Tz::UTC);
+    Ok(plan(&ctx.job.retention, &candidates, tz, facts, Utc::now()))
+}
+
+/// Whether the job's most recent backup run failed, from the catalog.
+pub async fn last_run_failed(ctx: &JobContext) -> Result<bool, String> {
+    let client = ctx
+        .catalog
+        .get()
+        .await
+        .map_err(|e| crate::redact::error_chain(&e))?;
+    let row = client
+        .query_opt(
+            "SELECT status FROM vigil.executions WHERE job = $1 AND kind = 'backup' \
+             AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT 1",
+            &[&ctx.name],
+        )
+        .await
+        .map_err(|e| crate::redact::error_chain(&e))?;
+    Ok(row.is_some_and(|r| r.get::<_, String>(0) == "failed"))
+}
+
+/// Plans and (unless `dry_run`) applies, under the job's lock.
+pub async fn run(
+    ctx: &JobContext,
+    trigger: Trigger,
+    dry_run: bool,
+) -> Result<PruneOutcome, PruneError> {
+    // Unknown history counts as failed: never prune on a guess.
+    let failed = last_run_failed(ctx).await.unwrap_or(true);
+    let facts = JobFacts {
+        last_run_failed: failed,
+    };
+    if dry_run {
+        let plan = preview(ctx, facts).await?;
+        return Ok(PruneOutcome {
+            plan,
+            deleted: vec![],
+            dry_run,
+        });
+    }
+    let held = lock::try_lock(&ctx.catalog, &ctx.name)
+        .await
+        .map_err(PruneError::Lock)?;
+    let Some(held) = held else {
+        return Err(PruneError::Locked(ctx.name.clone()));
+    };
+    let result = apply(ctx, trigger, facts).await;
+    held.release().await;
+    result
+}
+
+async fn apply(
+    ctx: &JobContext,
+    trigger: Trigger,
+    facts: JobFacts,
+) -> Result<PruneOutcome, PruneError> {
+    let plan = preview(ctx, facts).await?;
+    for d in &plan.decisions {
+        tracing::info!(job = %ctx.name, backup = %d.id, keep = d.keep, reasons = %d.reasons.join(", "), "retention plan");
+    }
+    if let Some(why) = &plan.refused {
+        tracing::warn!(job = %ctx.name, reason = %why, "prune refused");
+        return Err(PruneError::Refused(why.clone()));
+    }
+    let execution = executions::start(
+        &ctx.catalog,
+        &ctx.name,
+        "prune",
+        trigger,
+        &ctx.host,
+        &ctx.repo.name,
+    )
+    .await;
+    let mut deleted = Vec::new();
+    let mut failure = None;
+    for d in plan.forget() {
+        match ctx.repo.delete_backup(&ctx.name, &d.id).await {
+            Ok(()) => {
+                tracing::info!(job = %ctx.name, backup = %d.id, freed_bytes = d.stored_bytes, "backup pruned");
+                record(ctx, &execution, &d.id, d.stored_bytes).await;
+                deleted.push((d.id.clone(), d.stored_bytes));
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let freed: u64 = deleted.iter().map(|(_, b)| b).sum();
+    let message = failure.as_ref().map(|e| e.to_string());
+    let end = Finish {
+        status: if failure.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        },
+        backup_id: None,
+        source_bytes: None,
+        stored_bytes: Some(freed),
+        error: message.as_deref(),
+    };
+    executions::finish(&ctx.catalog, &execution, end).await;
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(PruneOutcome {
+            plan,
+            deleted,
+            dry_run: false,
+        }),
+    }
+}
+
+async fn record(
+    ctx: &JobContext,
+    execution: &Option<executions::Execution>,
+    backup_id: &str,
+    freed: u64,
+) {
+    let result = async {
+        let client = ctx.catalog.get().await.map_err(|e| e.to_string())?;
+        client
+            .execute(
+                "INSERT INTO vigil.cleanup_history (execution_id, job, repository, backup_id, action, reasons, freed_bytes) \
+                 VALUES ($1, $2, $3, $4, 'delete', '[\"forgotten by the retention policy\"]'::jsonb, $5)",
+                &[&execution.as_ref().map(|e| e.id), &ctx.name, &ctx.repo.name, &backup_id, &(freed as i64)],
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(job = %ctx.name, backup = backup_id, error = %e, "cannot record the deletion in cleanup_history");
+    }
+}

@@ -1,0 +1,131 @@
+//! Retention against a real repository and catalog.
+
+use crate::harness::{PASSWORD, TestDb, config_text, fresh_db, vigil_cli};
+
+const ENV: [(&str, &str); 1] = [("TEST_PGPASSWORD", PASSWORD)];
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    repo: std::path::PathBuf,
+    catalog: TestDb,
+}
+
+fn setup(retention: &str) -> Setup {
+    let source = fresh_db();
+    source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
+    let catalog = fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let extra = format!(
+        "[repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n\
+         [jobs.orders]\nkind = \"postgres\"\nsource = \"{}\"\npassword = \"${{TEST_PGPASSWORD}}\"\ndatabases = [\"{}\"]\nrepository = \"local\"\nevery = \"1h\"\n\
+         [jobs.orders.retention]\n{retention}",
+        repo.display(),
+        source.url(),
+        source.name
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), &catalog.url(), &extra)).unwrap();
+    Setup {
+        _dir: dir,
+        config,
+        repo,
+        catalog,
+    }
+}
+
+fn backups(s: &Setup) -> Vec<String> {
+    let (code, stdout, stderr) = vigil_cli(&s.config, &["list", "orders", "--json"], &ENV);
+    assert_eq!(code, 0, "{stderr}");
+    let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["backupId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn backup(s: &Setup) {
+    let (code, _, stderr) = vigil_cli(&s.config, &["backup", "orders"], &ENV);
+    assert_eq!(code, 0, "{stderr}");
+    // Ids read as start seconds; keep them distinct and ordered.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+}
+
+#[test]
+fn prune_previews_then_applies_and_respects_pins() {
+    let s = setup("keep_last = 2\n");
+    for _ in 0..4 {
+        backup(&s);
+    }
+    let ids = backups(&s);
+    assert_eq!(ids.len(), 4);
+    let (code, stdout, stderr) = vigil_cli(&s.config, &["pin", "orders", &ids[0]], &ENV);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("pinned"));
+
+    let (code, stdout, stderr) = vigil_cli(&s.config, &["prune", "orders", "--dry-run"], &ENV);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("would free"), "{stdout}");
+    assert!(
+        stdout.contains("pinned") && stdout.contains("newest successful"),
+        "{stdout}"
+    );
+    assert_eq!(backups(&s).len(), 4, "a dry run deletes nothing");
+
+    let (code, stdout, stderr) = vigil_cli(&s.config, &["prune", "orders", "--json"], &ENV);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report[0]["deleted"], serde_json::json!([ids[1]]));
+    assert_eq!(
+        backups(&s),
+        [ids[0].clone(), ids[2].clone(), ids[3].clone()]
+    );
+    assert!(
+        !s.repo.join("orders/backups").join(&ids[1]).exists(),
+        "data removed too"
+    );
+    let history = s.catalog.psql("SELECT backup_id || ' ' || action || ' ' || (freed_bytes > 0) FROM vigil.cleanup_history").unwrap();
+    assert_eq!(history, format!("{} delete true", ids[1]));
+    let prune_runs = s
+        .catalog
+        .psql("SELECT status FROM vigil.executions WHERE kind = 'prune'")
+        .unwrap();
+    assert_eq!(prune_runs, "succeeded");
+}
+
+#[test]
+fn nothing_is_pruned_after_a_failed_run() {
+    let s = setup("keep_last = 1\n");
+    backup(&s);
+    backup(&s);
+    // The job's latest run failed (as after days of failures).
+    s.catalog
+        .psql("INSERT INTO vigil.executions (job, kind, trigger, status, host, finished_at, error) VALUES ('orders', 'backup', 'schedule', 'failed', 'h', now(), 'boom')")
+        .unwrap();
+    let (code, stdout, stderr) = vigil_cli(&s.config, &["prune", "orders"], &ENV);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stderr.contains("last run failed"), "{stderr}");
+    assert_eq!(backups(&s).len(), 2);
+}
+
+#[test]
+fn a_backup_whose_manifest_is_gone_is_not_listed() {
+    // What a prune killed between deleting a manifest and its data leaves:
+    // garbage, never a listed backup with missing data.
+    let s = setup("keep_last = 5\n");
+    backup(&s);
+    let ids = backups(&s);
+    std::fs::remove_file(
+        s.repo
+            .join("orders/backups")
+            .join(&ids[0])
+            .join("manifest.json"),
+    )
+    .unwrap();
+    assert!(backups(&s).is_empty());
+    let (code, _, stderr) = vigil_cli(&s.config, &["list", "orders"], &ENV);
+    assert_eq!(code, 0);
+    assert!(stderr.contains("uncommitted leftover"), "{stderr}");
+}
