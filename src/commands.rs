@@ -197,7 +197,8 @@ pub async fn prune(
             .iter()
             .map(|(job, o)| {
                 serde_json::json!({ "job": job, "dryRun": o.dry_run, "plan": o.plan, "freedBytes": o.plan.freed_bytes(),
-                    "deleted": o.deleted.iter().map(|(id, _)| id).collect::<Vec<_>>() })
+                    "deleted": o.deleted.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                    "collected": o.collected, "youngLeftovers": o.young_leftovers })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -228,6 +229,20 @@ pub async fn prune(
                 );
             } else {
                 let freed: u64 = outcome.deleted.iter().map(|(_, b)| b).sum();
+                if !outcome.collected.is_empty() {
+                    println!(
+                        "  collected {} uncommitted leftover(s): {}",
+                        outcome.collected.len(),
+                        outcome.collected.join(", ")
+                    );
+                }
+                if !outcome.young_leftovers.is_empty() {
+                    println!(
+                        "  left {} uncommitted leftover(s) inside orphan_grace: {}",
+                        outcome.young_leftovers.len(),
+                        outcome.young_leftovers.join(", ")
+                    );
+                }
                 println!(
                     "  deleted {} backups, freed {}",
                     outcome.deleted.len(),

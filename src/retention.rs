@@ -35,6 +35,14 @@ pub struct RetentionPolicy {
     /// Prune after each successful backup (default), besides any schedule.
     #[serde(default = "default_true")]
     pub after_backup: bool,
+    /// Uncommitted leftovers (no manifest) younger than this are left alone:
+    /// they may belong to a backup still being written.
+    #[serde(default = "default_orphan_grace", with = "humantime_serde")]
+    pub orphan_grace: Duration,
+}
+
+fn default_orphan_grace() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_min_keep() -> u32 {
@@ -58,6 +66,7 @@ impl Default for RetentionPolicy {
             min_keep: default_min_keep(),
             prune_after_failure: false,
             after_backup: true,
+            orphan_grace: default_orphan_grace(),
         }
     }
 }
@@ -503,8 +512,7 @@ mod tests {
                         keep_yearly: yearly,
                         keep_within: within.map(Duration::from_secs),
                         min_keep,
-                        prune_after_failure: false,
-                        after_backup: true,
+                        ..RetentionPolicy::default()
                     }
                 },
             )

@@ -29,12 +29,24 @@ pub struct PruneOutcome {
     pub plan: Plan,
     /// `(backup id, freed bytes)` actually deleted.
     pub deleted: Vec<(String, u64)>,
+    /// Uncommitted leftovers removed (older than `orphan_grace`).
+    pub collected: Vec<String>,
+    /// Leftovers still inside their grace period.
+    pub young_leftovers: Vec<String>,
     pub dry_run: bool,
 }
 
 /// The plan for the job as it stands (no lock, no deletion).
 pub async fn preview(ctx: &JobContext, facts: JobFacts) -> Result<Plan, PruneError> {
     let listing = ctx.repo.list(&ctx.name).await?;
+    plan_for(ctx, &listing, facts).await
+}
+
+async fn plan_for(
+    ctx: &JobContext,
+    listing: &crate::repo::Listing,
+    facts: JobFacts,
+) -> Result<Plan, PruneError> {
     let pins = ctx.repo.pins(&ctx.name).await?;
     let candidates: Vec<Candidate> = listing
         .backups
@@ -84,6 +96,8 @@ pub async fn run(
         return Ok(PruneOutcome {
             plan,
             deleted: vec![],
+            collected: vec![],
+            young_leftovers: vec![],
             dry_run,
         });
     }
@@ -103,7 +117,8 @@ async fn apply(
     trigger: Trigger,
     facts: JobFacts,
 ) -> Result<PruneOutcome, PruneError> {
-    let plan = preview(ctx, facts).await?;
+    let listing = ctx.repo.list(&ctx.name).await?;
+    let plan = plan_for(ctx, &listing, facts).await?;
     for d in &plan.decisions {
         tracing::info!(job = %ctx.name, backup = %d.id, keep = d.keep, reasons = %d.reasons.join(", "), "retention plan");
     }
@@ -126,13 +141,58 @@ async fn apply(
         match ctx.repo.delete_backup(&ctx.name, &d.id).await {
             Ok(()) => {
                 tracing::info!(job = %ctx.name, backup = %d.id, freed_bytes = d.stored_bytes, "backup pruned");
-                record(ctx, &execution, &d.id, d.stored_bytes).await;
+                record(
+                    ctx,
+                    &execution,
+                    &d.id,
+                    d.stored_bytes,
+                    "forgotten by the retention policy",
+                )
+                .await;
                 deleted.push((d.id.clone(), d.stored_bytes));
             }
             Err(e) => {
                 failure = Some(e);
                 break;
             }
+        }
+    }
+    // Garbage: directories without a manifest. We hold the job's lock, so
+    // no backup of this job is being written by any replica; the grace
+    // period covers clock skew and crashed writers alike.
+    let mut collected = Vec::new();
+    let mut young_leftovers = Vec::new();
+    let grace =
+        chrono::Duration::from_std(ctx.job.retention.orphan_grace).unwrap_or(chrono::Duration::MAX);
+    for id in &listing.uncommitted {
+        if failure.is_some() {
+            break;
+        }
+        let written = match ctx.repo.last_written(&ctx.name, id).await {
+            Ok(t) => t,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        if written.is_some_and(|t| Utc::now() - t < grace) {
+            young_leftovers.push(id.clone());
+            continue;
+        }
+        match ctx.repo.delete_leftovers(&ctx.name, id).await {
+            Ok(()) => {
+                tracing::info!(job = %ctx.name, leftover = %id, "uncommitted leftover collected");
+                record(
+                    ctx,
+                    &execution,
+                    id,
+                    0,
+                    "uncommitted leftover (no manifest) older than orphan_grace",
+                )
+                .await;
+                collected.push(id.clone());
+            }
+            Err(e) => failure = Some(e),
         }
     }
     let freed: u64 = deleted.iter().map(|(_, b)| b).sum();
@@ -154,6 +214,8 @@ async fn apply(
         None => Ok(PruneOutcome {
             plan,
             deleted,
+            collected,
+            young_leftovers,
             dry_run: false,
         }),
     }
@@ -164,14 +226,15 @@ async fn record(
     execution: &Option<executions::Execution>,
     backup_id: &str,
     freed: u64,
+    reason: &str,
 ) {
     let result = async {
         let client = ctx.catalog.get().await.map_err(|e| e.to_string())?;
         client
             .execute(
                 "INSERT INTO vigil.cleanup_history (execution_id, job, repository, backup_id, action, reasons, freed_bytes) \
-                 VALUES ($1, $2, $3, $4, 'delete', '[\"forgotten by the retention policy\"]'::jsonb, $5)",
-                &[&execution.as_ref().map(|e| e.id), &ctx.name, &ctx.repo.name, &backup_id, &(freed as i64)],
+                 VALUES ($1, $2, $3, $4, 'delete', jsonb_build_array($6::text), $5)",
+                &[&execution.as_ref().map(|e| e.id), &ctx.name, &ctx.repo.name, &backup_id, &(freed as i64), &reason],
             )
             .await
             .map_err(|e| e.to_string())

@@ -319,6 +319,34 @@ impl Repository {
         self.delete_leftovers(job, backup_id).await
     }
 
+    /// When anything under a backup directory was last written.
+    pub async fn last_written(
+        &self,
+        job: &str,
+        backup_id: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, RepoError> {
+        let dir = self.backup_dir(job, backup_id);
+        let entries = self
+            .op
+            .list_with(&dir)
+            .recursive(true)
+            .await
+            .map_err(|e| self.storage_err("cannot list", &dir, e))?;
+        let mut newest: Option<chrono::DateTime<chrono::Utc>> = None;
+        for entry in entries.iter().filter(|e| !e.path().ends_with('/')) {
+            let meta = self
+                .op
+                .stat(entry.path())
+                .await
+                .map_err(|e| self.storage_err("cannot stat", entry.path(), e))?;
+            if let Some(t) = meta.last_modified() {
+                let t = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::from(t));
+                newest = Some(newest.map_or(t, |n| n.max(t)));
+            }
+        }
+        Ok(newest)
+    }
+
     /// Removes everything under a backup directory (garbage collection).
     pub async fn delete_leftovers(&self, job: &str, backup_id: &str) -> Result<(), RepoError> {
         let dir = self.backup_dir(job, backup_id);

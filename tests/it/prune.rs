@@ -129,3 +129,97 @@ fn a_backup_whose_manifest_is_gone_is_not_listed() {
     assert_eq!(code, 0);
     assert!(stderr.contains("uncommitted leftover"), "{stderr}");
 }
+
+fn prune_json(s: &Setup) -> serde_json::Value {
+    let (code, stdout, stderr) = vigil_cli(&s.config, &["prune", "orders", "--json"], &ENV);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    serde_json::from_str::<serde_json::Value>(&stdout).unwrap()[0].clone()
+}
+
+#[test]
+fn uncommitted_leftovers_are_collected_after_the_grace_period_only() {
+    let s = setup("keep_last = 5\norphan_grace = \"3s\"\n");
+    backup(&s);
+    let ids = backups(&s);
+    // A half-written backup of a killed run: data, no manifest, written just now.
+    let orphan = s.repo.join("orders/backups/20200101T000000Z");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("db.dump.zst"), b"partial").unwrap();
+    let first = prune_json(&s);
+    assert_eq!(
+        first["youngLeftovers"],
+        serde_json::json!(["20200101T000000Z"])
+    );
+    assert!(orphan.exists(), "collected inside the grace period");
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    let second = prune_json(&s);
+    assert_eq!(second["collected"], serde_json::json!(["20200101T000000Z"]));
+    assert!(!orphan.exists());
+    assert_eq!(backups(&s), ids, "committed backups untouched");
+    let reason = s
+        .catalog
+        .psql("SELECT reasons->>0 FROM vigil.cleanup_history WHERE backup_id = '20200101T000000Z'")
+        .unwrap();
+    assert!(reason.contains("no manifest"), "{reason}");
+}
+
+#[test]
+fn an_interrupted_prune_leaves_garbage_the_next_prune_collects() {
+    let s = setup("keep_last = 5\norphan_grace = \"1s\"\n");
+    backup(&s);
+    backup(&s);
+    let ids = backups(&s);
+    // Killed between deleting the manifest and the data.
+    let dir = s.repo.join("orders/backups").join(&ids[0]);
+    std::fs::remove_file(dir.join("manifest.json")).unwrap();
+    assert_eq!(backups(&s), [ids[1].clone()]);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let report = prune_json(&s);
+    assert_eq!(report["collected"], serde_json::json!([ids[0]]));
+    assert!(!dir.exists());
+}
+
+#[test]
+fn a_running_backup_blocks_the_prune() {
+    let s = setup("keep_last = 1\n");
+    backup(&s);
+    let source_url = std::fs::read_to_string(&s.config).unwrap();
+    let name = source_url
+        .split("databases = [\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let source = TestDb {
+        name,
+        port: s.catalog.port,
+    };
+    let mut locker = crate::scheduler::hold_lock(&source);
+    let mut running = std::process::Command::new(crate::harness::VIGIL)
+        .args(["--config", s.config.to_str().unwrap(), "backup", "orders"])
+        .env("TEST_PGPASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the backup holds the job lock (its pg_dump is connected).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while source
+        .psql(&format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vigil' AND datname = '{}'", source.name))
+        .unwrap()
+        == "0"
+    {
+        assert!(std::time::Instant::now() < deadline, "backup never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (code, _, stderr) = vigil_cli(&s.config, &["prune", "orders"], &ENV);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("holds its lock"), "{stderr}");
+    let _ = running.kill();
+    let _ = running.wait();
+    let _ = locker.kill();
+    let _ = locker.wait();
+    assert_eq!(backups(&s).len(), 1);
+}

@@ -164,7 +164,7 @@ fn walk_manifests(root: &std::path::Path) -> usize {
 }
 
 /// A session holding an exclusive lock on `t`, so pg_dump waits (and sends nothing).
-fn hold_lock(db: &TestDb) -> Child {
+pub(crate) fn hold_lock(db: &TestDb) -> Child {
     let mut child = Command::new(
         vigil::pgcluster::PgBinaries::discover()
             .unwrap()
