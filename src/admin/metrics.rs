@@ -266,6 +266,25 @@ fn encode_jobs(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result
         "Backup runs that failed.",
         &|s| s.failures_total,
     )?;
+    counter_family(
+        enc,
+        "vigil_prune_deleted_backups",
+        "Backups deleted by retention.",
+        &|s| s.prune.deleted_total,
+    )?;
+    counter_family(
+        enc,
+        "vigil_prune_freed_bytes",
+        "Stored bytes freed by retention.",
+        &|s| s.prune.freed_bytes_total,
+    )?;
+    gauges(
+        enc,
+        "vigil_prune_last_success_timestamp_seconds",
+        "When retention last ran successfully (0: never).",
+        jobs.iter()
+            .map(|(j, s)| (label(j), ts(s.prune.last_success))),
+    )?;
     gauges(
         enc,
         "vigil_backup_last_success_timestamp_seconds",

@@ -37,6 +37,19 @@ pub struct JobState {
     pub next_run: Option<DateTime<Utc>>,
     /// The repository's manifests have been read since start-up.
     pub restored: bool,
+    pub prune: PruneState,
+}
+
+/// The job's retention runs.
+#[derive(Debug, Clone, Default)]
+pub struct PruneState {
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub deleted_total: u64,
+    pub freed_bytes_total: u64,
+    /// Catalog vs repository disagreements found by the last prune.
+    pub missing_from_repository: Vec<String>,
+    pub unknown_to_catalog: Vec<String>,
 }
 
 impl JobState {

@@ -196,6 +196,82 @@ impl Check for ReachableCheck {
     }
 }
 
+/// Grades the last prune: `warn` after a failed one.
+pub fn grade_retention(state: &JobState) -> Observation {
+    let p = &state.prune;
+    let stamp = p
+        .last_success
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let observation = match &p.last_error {
+        Some(error) => Observation::new(Status::Warn, None, None)
+            .with_output(format!("last prune failed: {error}")),
+        None => Observation::new(Status::Pass, None, None),
+    };
+    observation
+        .with_detail("lastPrune", stamp)
+        .with_detail("deletedBackups", p.deleted_total)
+        .with_detail("freedBytes", p.freed_bytes_total)
+}
+
+/// Grades the catalog/repository cross-check of the last prune.
+pub fn grade_consistency(state: &JobState) -> Observation {
+    let p = &state.prune;
+    let disagreements = p.missing_from_repository.len() + p.unknown_to_catalog.len();
+    let observation = Observation::new(Status::Pass, Some(disagreements as f64), None)
+        .with_detail("missingFromRepository", p.missing_from_repository.clone())
+        .with_detail("unknownToCatalog", p.unknown_to_catalog.clone());
+    if disagreements == 0 {
+        return observation;
+    }
+    let mut parts = Vec::new();
+    if !p.missing_from_repository.is_empty() {
+        parts.push(format!(
+            "recorded in the catalog but missing from the repository: {}",
+            p.missing_from_repository.join(", ")
+        ));
+    }
+    if !p.unknown_to_catalog.is_empty() {
+        parts.push(format!(
+            "in the repository but unknown to the catalog: {}",
+            p.unknown_to_catalog.join(", ")
+        ));
+    }
+    Observation {
+        status: Status::Warn,
+        ..observation
+    }
+    .with_output(parts.join("; "))
+}
+
+/// `<job>:retention` or `<job>:consistency`, read from the job board.
+pub struct BoardCheck {
+    pub job: String,
+    pub shared: Arc<Shared>,
+    /// `retention` or `consistency`.
+    pub measurement: &'static str,
+    pub grade: fn(&JobState) -> Observation,
+}
+
+impl Check for BoardCheck {
+    fn spec(&self, config: &HealthConfig) -> CheckSpec {
+        CheckSpec {
+            key: format!("{}:{}", self.job, self.measurement),
+            component_id: self.job.clone(),
+            component_type: "component",
+            interval: config.interval.min(Duration::from_secs(15)),
+            timeout: config.timeout,
+            critical: true,
+            periodic: true,
+        }
+    }
+
+    fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
+        let state = self.shared.jobs.get(&self.job).unwrap_or_default();
+        let grade = self.grade;
+        async move { grade(&state) }.boxed()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +315,23 @@ mod tests {
         let mut unread = state(None, now);
         unread.restored = false;
         assert_eq!(grade_freshness(&unread, now).status, Status::Warn);
+    }
+
+    #[test]
+    fn retention_and_consistency_grades() {
+        let mut s = JobState::default();
+        assert_eq!(grade_retention(&s).status, Status::Pass);
+        s.prune.last_error = Some("plan refused".into());
+        assert_eq!(grade_retention(&s).status, Status::Warn);
+        assert_eq!(grade_consistency(&s).status, Status::Pass);
+        s.prune.missing_from_repository = vec!["20261123T000000Z".into()];
+        let c = grade_consistency(&s);
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.output
+                .unwrap()
+                .contains("missing from the repository: 20261123T000000Z")
+        );
     }
 
     #[test]

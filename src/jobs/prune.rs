@@ -244,3 +244,34 @@ async fn record(
         tracing::warn!(job = %ctx.name, backup = backup_id, error = %e, "cannot record the deletion in cleanup_history");
     }
 }
+
+/// Compares the catalog's record of committed backups with the repository:
+/// `(recorded but missing from the repository, in the repository but
+/// unknown to the catalog)`. Pruned backups count as gone on both sides.
+pub async fn cross_check(ctx: &JobContext) -> Result<(Vec<String>, Vec<String>), String> {
+    let listing = ctx.repo.list(&ctx.name).await.map_err(|e| e.to_string())?;
+    let client = ctx
+        .catalog
+        .get()
+        .await
+        .map_err(|e| crate::redact::error_chain(&e))?;
+    let rows = client
+        .query(
+            "SELECT backup_id FROM vigil.executions e WHERE job = $1 AND kind = 'backup' AND status = 'succeeded' \
+             AND backup_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM vigil.cleanup_history c \
+             WHERE c.job = e.job AND c.backup_id = e.backup_id AND c.action = 'delete')",
+            &[&ctx.name],
+        )
+        .await
+        .map_err(|e| crate::redact::error_chain(&e))?;
+    let catalog: std::collections::BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    let repository: std::collections::BTreeSet<String> = listing
+        .backups
+        .iter()
+        .map(|m| m.backup_id.clone())
+        .collect();
+    Ok((
+        catalog.difference(&repository).cloned().collect(),
+        repository.difference(&catalog).cloned().collect(),
+    ))
+}

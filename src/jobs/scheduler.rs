@@ -54,19 +54,38 @@ pub async fn run_once(
         }
     });
     if prune_after && !cancel.is_cancelled() {
-        match super::prune::run(ctx, trigger, false).await {
+        prune_and_record(ctx, shared, trigger).await;
+    }
+}
+
+/// A prune run whose outcome lands on the board (metrics, `<job>:retention`).
+pub async fn prune_and_record(ctx: &JobContext, shared: &Shared, trigger: Trigger) {
+    let result = super::prune::run(ctx, trigger, false).await;
+    let consistency = super::prune::cross_check(ctx).await;
+    shared.jobs.update(&ctx.name, |s| {
+        match &result {
             Ok(outcome) => {
-                let freed: u64 = outcome.deleted.iter().map(|(_, b)| b).sum();
                 let kept: Vec<_> = outcome.plan.decisions.iter().filter(|d| d.keep).collect();
-                shared.jobs.update(&ctx.name, |s| {
-                    s.backups = kept.len() as u64;
-                    s.oldest = kept.iter().map(|d| d.finished_at).min();
-                });
-                tracing::info!(job = %ctx.name, deleted = outcome.deleted.len(), freed_bytes = freed, "prune after backup");
+                s.backups = kept.len() as u64;
+                s.oldest = kept.iter().map(|d| d.finished_at).min();
+                s.prune.last_success = Some(Utc::now());
+                s.prune.last_error = None;
+                s.prune.deleted_total += outcome.deleted.len() as u64;
+                s.prune.freed_bytes_total += outcome.deleted.iter().map(|(_, b)| b).sum::<u64>();
             }
-            Err(e) => {
-                tracing::warn!(job = %ctx.name, error = %ctx.redact(&e.to_string()), "prune after backup failed")
-            }
+            Err(e) => s.prune.last_error = Some(ctx.redact(&e.to_string())),
+        }
+        if let Ok((missing, unknown)) = &consistency {
+            s.prune.missing_from_repository = missing.clone();
+            s.prune.unknown_to_catalog = unknown.clone();
+        }
+    });
+    match result {
+        Ok(outcome) => {
+            tracing::info!(job = %ctx.name, deleted = outcome.deleted.len(), collected = outcome.collected.len(), "prune finished")
+        }
+        Err(e) => {
+            tracing::warn!(job = %ctx.name, error = %ctx.redact(&e.to_string()), "prune failed")
         }
     }
 }
@@ -136,7 +155,9 @@ pub async fn arm_all(
     tasks: &crate::tasks::Tasks,
     work: &CancellationToken,
 ) -> Result<Vec<Arc<dyn crate::health::Check>>, String> {
-    use super::checks::{FreshnessCheck, ReachableCheck, SourceCheck};
+    use super::checks::{
+        BoardCheck, FreshnessCheck, ReachableCheck, SourceCheck, grade_consistency, grade_retention,
+    };
 
     let host = shared.service_id.clone();
     match super::executions::abort_stale(pool, &host).await {
@@ -170,6 +191,17 @@ pub async fn arm_all(
             critical: ctx.job.max_age.is_some(),
         }));
         checks.push(Arc::new(SourceCheck { ctx: ctx.clone() }));
+        for (measurement, grade) in [
+            ("retention", grade_retention as fn(&_) -> _),
+            ("consistency", grade_consistency),
+        ] {
+            checks.push(Arc::new(BoardCheck {
+                job: ctx.name.clone(),
+                shared: Arc::clone(shared),
+                measurement,
+                grade,
+            }));
+        }
         if repos.insert(ctx.repo.name.clone()) {
             checks.push(Arc::new(ReachableCheck {
                 repo: ctx.repo.clone(),

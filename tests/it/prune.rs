@@ -223,3 +223,77 @@ fn a_running_backup_blocks_the_prune() {
     let _ = locker.wait();
     assert_eq!(backups(&s).len(), 1);
 }
+
+#[test]
+fn the_daemon_prunes_after_each_backup_and_cross_checks_the_catalog() {
+    let source = fresh_db();
+    source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
+    let catalog = fresh_db();
+    let repo = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n\
+         [jobs.orders]\nkind = \"postgres\"\nsource = \"{}\"\npassword = \"${{TEST_PGPASSWORD}}\"\ndatabases = [\"{}\"]\nrepository = \"local\"\nevery = \"1s\"\ncatch_up = false\n\
+         [jobs.orders.retention]\nkeep_last = 2\n",
+        repo.path().display(),
+        source.url(),
+        source.name
+    );
+    let vigil = crate::harness::Vigil::start(&catalog, &extra);
+    vigil.wait_ready();
+    let deleted = |v: &crate::harness::Vigil| {
+        v.get("/metrics")
+            .body
+            .lines()
+            .find(|l| l.starts_with("vigil_prune_deleted_backups_total{backup_job=\"orders\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    vigil.wait_for(
+        "retention to delete backups",
+        std::time::Duration::from_secs(30),
+        || deleted(&vigil) >= 2,
+    );
+    let metrics = vigil.get("/metrics").body;
+    assert!(
+        metrics.contains("vigil_prune_freed_bytes_total{backup_job=\"orders\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("vigil_prune_last_success_timestamp_seconds{backup_job=\"orders\"} 0\n"),
+        "{metrics}"
+    );
+    let committed = std::fs::read_dir(repo.path().join("orders/backups"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("manifest.json").exists())
+        .count();
+    assert!(
+        committed <= 3,
+        "keep_last = 2 (plus one being committed): {committed}"
+    );
+    let detailed = vigil.get("/health/detailed").json();
+    assert_eq!(
+        detailed["checks"]["orders:retention"][0]["status"], "pass",
+        "{}",
+        detailed["checks"]["orders:retention"]
+    );
+
+    // A backup vanishing behind vigil's back shows as a consistency warning.
+    let victim = std::fs::read_dir(repo.path().join("orders/backups"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("manifest.json").exists())
+        .unwrap()
+        .path();
+    let victim_id = victim.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::remove_dir_all(&victim).unwrap();
+    vigil.wait_for(
+        "a consistency warning",
+        std::time::Duration::from_secs(20),
+        || {
+            let c = &vigil.get("/health/detailed").json()["checks"]["orders:consistency"][0];
+            c["status"] == "warn" && c["output"].as_str().is_some_and(|o| o.contains(&victim_id))
+        },
+    );
+}
