@@ -39,6 +39,11 @@ pub struct RetentionPolicy {
     /// they may belong to a backup still being written.
     #[serde(default = "default_orphan_grace", with = "humantime_serde")]
     pub orphan_grace: Duration,
+    /// Also prune on this cron schedule (with seconds, in the job's zone)…
+    pub schedule: Option<String>,
+    /// …or at this interval.
+    #[serde(default, with = "humantime_serde")]
+    pub every: Option<Duration>,
 }
 
 fn default_orphan_grace() -> Duration {
@@ -67,6 +72,8 @@ impl Default for RetentionPolicy {
             prune_after_failure: false,
             after_backup: true,
             orphan_grace: default_orphan_grace(),
+            schedule: None,
+            every: None,
         }
     }
 }

@@ -27,13 +27,24 @@ pub enum Schedule {
 
 impl Schedule {
     pub fn from_job(job: &JobConfig) -> Result<Schedule, String> {
-        match (&job.schedule, job.every) {
-            (Some(cron), None) => Ok(Schedule::Cron {
+        Schedule::from_parts(job.schedule.as_deref(), job.every, &job.timezone)?
+            .ok_or_else(|| "a job needs exactly one of `schedule` and `every`".into())
+    }
+
+    /// `None` when neither is set.
+    pub fn from_parts(
+        cron: Option<&str>,
+        every: Option<Duration>,
+        timezone: &str,
+    ) -> Result<Option<Schedule>, String> {
+        match (cron, every) {
+            (Some(cron), None) => Ok(Some(Schedule::Cron {
                 cron: Box::new(parse_cron(cron)?),
-                tz: Tz::from_str(&job.timezone).map_err(|e| e.to_string())?,
-            }),
-            (None, Some(every)) if !every.is_zero() => Ok(Schedule::Every(every)),
-            _ => Err("a job needs exactly one of `schedule` and `every`".into()),
+                tz: Tz::from_str(timezone).map_err(|e| e.to_string())?,
+            })),
+            (None, Some(every)) if !every.is_zero() => Ok(Some(Schedule::Every(every))),
+            (None, None) => Ok(None),
+            _ => Err("set either `schedule` or `every`, not both (and `every` above 0s)".into()),
         }
     }
 

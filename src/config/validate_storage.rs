@@ -183,6 +183,14 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
                 "`stall_timeout` and `max_duration` must be longer than 0s".into(),
             );
         }
+        let retention = &job.retention;
+        if let Err(e) = crate::schedule::Schedule::from_parts(
+            retention.schedule.as_deref(),
+            retention.every,
+            "UTC",
+        ) {
+            problem(key("retention.schedule"), e);
+        }
         if let Some(bin) = &job.pg_dump
             && !bin.is_file()
         {

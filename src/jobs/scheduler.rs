@@ -131,6 +131,34 @@ pub async fn job_loop(ctx: JobContext, shared: Arc<Shared>, cancel: Cancellation
     }
 }
 
+/// Scheduled prunes (`[jobs.<name>.retention] schedule`/`every`), besides
+/// the prune after each backup.
+pub async fn prune_loop(ctx: JobContext, shared: Arc<Shared>, cancel: CancellationToken) {
+    let retention = &ctx.job.retention;
+    let schedule = match Schedule::from_parts(
+        retention.schedule.as_deref(),
+        retention.every,
+        &ctx.job.timezone,
+    ) {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(job = %ctx.name, error = %e, "prune not scheduled");
+            return;
+        }
+    };
+    let mut after = Utc::now();
+    while let Some(next) = schedule.next_after(after) {
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        prune_and_record(&ctx, &shared, Trigger::Schedule).await;
+        after = Utc::now().max(next);
+    }
+}
+
 /// Scheduled times strictly between `from` and `to` (capped).
 fn count_between(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) -> u32 {
     let mut count = 0;
@@ -206,6 +234,13 @@ pub async fn arm_all(
             checks.push(Arc::new(ReachableCheck {
                 repo: ctx.repo.clone(),
             }));
+        }
+        if ctx.job.retention.schedule.is_some() || ctx.job.retention.every.is_some() {
+            let (ctx, shared, cancel) = (ctx.clone(), Arc::clone(shared), work.child_token());
+            tasks.spawn(
+                format!("prune:{}", ctx.name),
+                prune_loop(ctx, shared, cancel),
+            );
         }
         let (shared, cancel) = (Arc::clone(shared), work.child_token());
         tasks.spawn(format!("job:{}", ctx.name), async move {

@@ -297,3 +297,74 @@ fn the_daemon_prunes_after_each_backup_and_cross_checks_the_catalog() {
         },
     );
 }
+
+#[test]
+fn scheduled_prunes_run_in_the_daemon() {
+    let s = setup("keep_last = 1\nevery = \"1s\"\nafter_backup = false\n");
+    backup(&s);
+    backup(&s);
+    assert_eq!(backups(&s).len(), 2);
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let extra = text.split("[repositories.local]").nth(1).unwrap();
+    let vigil = crate::harness::Vigil::start(&s.catalog, &format!("[repositories.local]{extra}"));
+    vigil.wait_ready();
+    vigil.wait_for(
+        "the scheduled prune",
+        std::time::Duration::from_secs(15),
+        || backups(&s).len() == 1,
+    );
+}
+
+/// Writes a committed backup that finished `days_ago` days before the newest real one.
+fn fake_backup(s: &Setup, template: &str, days_ago: i64) {
+    let backups_dir = s.repo.join("orders/backups");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(backups_dir.join(template).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let finished = chrono::DateTime::parse_from_rfc3339(manifest["finishedAt"].as_str().unwrap())
+        .unwrap()
+        - chrono::Duration::days(days_ago);
+    let id = finished.format("%Y%m%dT%H%M%SZ").to_string();
+    let mut m = manifest.clone();
+    m["backupId"] = id.clone().into();
+    m["startedAt"] = finished.to_rfc3339().into();
+    m["finishedAt"] = finished.to_rfc3339().into();
+    let dir = backups_dir.join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    for o in manifest["objects"].as_array().unwrap() {
+        let name = o["name"].as_str().unwrap();
+        std::fs::copy(backups_dir.join(template).join(name), dir.join(name)).unwrap();
+    }
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_month_of_daily_failures_deletes_nothing() {
+    let s = setup("keep_daily = 3\nkeep_within = \"2days\"\n");
+    backup(&s);
+    let newest = backups(&s).pop().unwrap();
+    // Ten good daily backups, then a month of failed runs.
+    for day in 1..10 {
+        fake_backup(&s, &newest, day);
+    }
+    let all = backups(&s);
+    assert_eq!(all.len(), 10);
+    for _ in 0..30 {
+        s.catalog
+            .psql("INSERT INTO vigil.executions (job, kind, trigger, status, host, finished_at, error) VALUES ('orders', 'backup', 'schedule', 'failed', 'h', now(), 'source down')")
+            .unwrap();
+    }
+    let (code, _, stderr) = vigil_cli(&s.config, &["prune", "orders"], &ENV);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("last run failed"), "{stderr}");
+    assert_eq!(backups(&s), all, "nothing deleted");
+    // Once a backup succeeds again, the windows anchor on it: still no surprise.
+    let (code, stdout, _) = vigil_cli(&s.config, &["prune", "orders", "--dry-run"], &ENV);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("nothing deleted"), "{stdout}");
+}
