@@ -1,7 +1,6 @@
 //! One backup run of a postgres job: lock, source facts, one object per
 //! database (plus globals for `all`), then the manifest (the commit point).
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -382,9 +381,4 @@ async fn source_facts(ctx: &JobContext) -> Result<Facts, String> {
         version_num: row.get(1),
         databases,
     })
-}
-
-/// Where pg_dump lives when not configured (for messages and checks).
-pub fn default_pg_dump() -> Option<PathBuf> {
-    find_tool("pg_dump")
 }

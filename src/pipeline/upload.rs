@@ -169,7 +169,7 @@ pub async fn upload_child(
         cancel,
     );
     let mut writer = repo.writer(path).await?;
-    let upload = upload_stage(&mut writer, out_rx, path, limits, cancel);
+    let upload = upload_stage(&mut writer, out_rx, &repo.name, path, limits, cancel);
 
     let result = async {
         let (raw_bytes, ()) = tokio::try_join!(read, upload)?;
@@ -296,6 +296,7 @@ fn encode_stream(
 async fn upload_stage(
     writer: &mut opendal::Writer,
     mut rx: mpsc::Receiver<Bytes>,
+    repo: &str,
     path: &str,
     limits: UploadLimits,
     cancel: &CancellationToken,
@@ -309,7 +310,7 @@ async fn upload_stage(
     };
     let write_err = |e: opendal::Error| {
         PipelineError::Storage(RepoError::Storage {
-            repo: String::new(),
+            repo: repo.to_owned(),
             action: "cannot write",
             path: path.to_owned(),
             retryable: e.is_temporary(),
