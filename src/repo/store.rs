@@ -4,11 +4,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use opendal::{ErrorKind, Operator};
 
 use super::{FS_TMP_DIR, MANIFEST, Manifest, RepoError, fs_tmp_dir};
 use crate::config::RepositoryConfig;
+
+/// Manifests read at once while listing.
+const MANIFEST_READS: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct Repository {
@@ -196,15 +199,27 @@ impl Repository {
             })
             .filter(|id| !id.is_empty() && id != FS_TMP_DIR)
             .collect();
+        // Manifests are read a bounded number at a time: object stores answer
+        // each GET in milliseconds, so one by one would dominate a large listing.
+        let reads: Vec<(String, Result<Manifest, RepoError>)> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let manifest = self.read_manifest(job, &id).await;
+                (id, manifest)
+            })
+            .buffer_unordered(MANIFEST_READS)
+            .collect()
+            .await;
         let mut listing = Listing::default();
-        for id in ids {
-            match self.read_manifest(job, &id).await {
+        for (id, read) in reads {
+            match read {
                 Ok(m) => listing.backups.push(m),
                 Err(RepoError::NoSuchBackup { .. }) => listing.uncommitted.push(id),
                 Err(RepoError::BadManifest { detail, .. }) => listing.damaged.push((id, detail)),
                 Err(e) => return Err(e),
             }
         }
+        listing.uncommitted.sort();
+        listing.damaged.sort();
         listing.backups.sort_by(|a, b| {
             a.finished_at
                 .cmp(&b.finished_at)
