@@ -202,7 +202,11 @@ impl Repository {
         // Object stores answer each GET in milliseconds, so manifests are
         // read a bounded number at a time there; fs reads are CPU-bound
         // (and opendal's fs reader buffers 2 MiB each), so one at a time.
-        let concurrency = if self.fs_root.is_some() { 1 } else { MANIFEST_READS };
+        let concurrency = if self.fs_root.is_some() {
+            1
+        } else {
+            MANIFEST_READS
+        };
         let reads: Vec<(String, Result<Manifest, RepoError>)> = futures::stream::iter(ids)
             .map(|id| async move {
                 let manifest = self.read_manifest(job, &id).await;
