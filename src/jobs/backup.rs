@@ -215,27 +215,28 @@ async fn run_locked(
         }
     );
     let mut objects = Vec::new();
+    let run = DumpRun {
+        ctx,
+        backup_id: &backup_id,
+        env: &env,
+        encode: &encode,
+        limits,
+        progress,
+        cancel,
+    };
 
     if matches!(job.databases, Databases::All) {
         let pg_dumpall = pg_dump.with_file_name("pg_dumpall");
         let mut command = Command::new(&pg_dumpall);
         command.arg("--globals-only");
         let name = format!("globals.sql{suffix}");
-        let entry = dump_object(
-            ctx,
-            &backup_id,
-            command,
-            &env,
-            "pg_dumpall",
-            &name,
-            None,
-            "sql",
-            &encode,
-            limits,
-            progress,
-            cancel,
-        )
-        .await?;
+        let spec = ObjectSpec {
+            tool: "pg_dumpall",
+            name: &name,
+            database: None,
+            format: "sql",
+        };
+        let entry = dump_object(&run, command, spec).await?;
         objects.push(entry);
     }
     for database in &facts.databases {
@@ -245,21 +246,13 @@ async fn run_locked(
             .args(["--format=custom", "--compress=0", "--dbname"])
             .arg(database);
         let name = object_name(database, &format!(".dump{suffix}"));
-        let entry = dump_object(
-            ctx,
-            &backup_id,
-            command,
-            &env,
-            "pg_dump",
-            &name,
-            Some(database),
-            "pg_dump-custom",
-            &encode,
-            limits,
-            progress,
-            cancel,
-        )
-        .await?;
+        let spec = ObjectSpec {
+            tool: "pg_dump",
+            name: &name,
+            database: Some(database),
+            format: "pg_dump-custom",
+        };
+        let entry = dump_object(&run, command, spec).await?;
         objects.push(entry);
     }
 
@@ -299,21 +292,45 @@ async fn run_locked(
     Ok(manifest)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn dump_object(
-    ctx: &JobContext,
-    backup_id: &str,
-    mut command: Command,
-    env: &[(String, String)],
-    tool: &str,
-    name: &str,
-    database: Option<&str>,
-    format: &str,
-    encode: &EncodeSpec,
+/// What every object of one backup run shares.
+struct DumpRun<'a> {
+    ctx: &'a JobContext,
+    backup_id: &'a str,
+    env: &'a [(String, String)],
+    encode: &'a EncodeSpec,
     limits: UploadLimits,
-    progress: &Progress,
-    cancel: &CancellationToken,
+    progress: &'a Progress,
+    cancel: &'a CancellationToken,
+}
+
+/// One object: which tool, its file name, its database and format.
+struct ObjectSpec<'a> {
+    tool: &'a str,
+    name: &'a str,
+    database: Option<&'a str>,
+    format: &'a str,
+}
+
+async fn dump_object(
+    run: &DumpRun<'_>,
+    mut command: Command,
+    spec: ObjectSpec<'_>,
 ) -> Result<ObjectEntry, BackupError> {
+    let DumpRun {
+        ctx,
+        backup_id,
+        env,
+        encode,
+        limits,
+        progress,
+        cancel,
+    } = *run;
+    let ObjectSpec {
+        tool,
+        name,
+        database,
+        format,
+    } = spec;
     let label = database.unwrap_or("(globals)").to_owned();
     let child = command
         .envs(env.iter().map(|(k, v)| (k, v)))
