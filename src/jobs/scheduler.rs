@@ -213,6 +213,24 @@ pub async fn arm_all(
     let mut checks: Vec<Arc<dyn crate::health::Check>> = Vec::new();
     let mut repos = std::collections::BTreeSet::new();
     for ctx in contexts {
+        // A catch-up run starts right after this: show it as running already,
+        // so the first health round does not report "no backup yet" as a failure.
+        if ctx.job.catch_up
+            && let Ok(schedule) = Schedule::from_job(&ctx.job)
+            && missed_run(
+                &schedule,
+                shared.jobs.get(&ctx.name).and_then(|s| s.last_success),
+                Utc::now(),
+            )
+            .is_some()
+        {
+            let pending = Running {
+                started_at: Utc::now(),
+                trigger: Trigger::CatchUp.as_str(),
+                source_bytes: Default::default(),
+            };
+            shared.jobs.update(&ctx.name, |s| s.running = Some(pending));
+        }
         checks.push(Arc::new(FreshnessCheck {
             job: ctx.name.clone(),
             shared: Arc::clone(shared),
