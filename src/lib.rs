@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod demo;
 pub mod health;
 pub mod jobs;
+pub mod journal;
 pub mod logging;
 pub mod notify;
 pub mod pgcluster;
