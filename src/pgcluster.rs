@@ -71,20 +71,8 @@ impl PgBinaries {
             }
         }
         // Debian keeps server binaries off PATH; take the newest major version.
-        let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-                let dir = e.path().join("bin");
-                has_server(&dir).then_some((version, dir))
-            })
-            .collect();
-        candidates.sort();
-        candidates
-            .pop()
-            .map(|(_, bin_dir)| PgBinaries { bin_dir })
+        crate::pipeline::pgtools::newest_debian_bin_dir(has_server)
+            .map(|bin_dir| PgBinaries { bin_dir })
             .ok_or(ClusterError::NoBinaries)
     }
 
@@ -100,7 +88,6 @@ pub struct Cluster {
     port: u16,
     password: String,
     as_postgres: bool,
-    remove_on_drop: bool,
 }
 
 pub const SUPERUSER: &str = "postgres";
@@ -116,7 +103,6 @@ impl Cluster {
             port: 0,
             password: password.to_owned(),
             as_postgres,
-            remove_on_drop: true,
         };
         if as_postgres {
             let user = nix::unistd::User::from_name(SUPERUSER)
@@ -180,11 +166,6 @@ impl Cluster {
     /// A binary from the cluster's PostgreSQL installation (e.g. `pgbench`).
     pub fn bin(&self, name: &str) -> PathBuf {
         self.bins.bin(name)
-    }
-
-    /// Keep the directory after drop (for debugging).
-    pub fn keep(&mut self) {
-        self.remove_on_drop = false;
     }
 
     /// Starts on a free loopback port (retrying if another process takes it first).
@@ -331,15 +312,13 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// Stops the server at once and removes its directory (unless kept).
+    /// Stops the server at once and removes its directory.
     /// What drop does; callable on a cluster in a `static` too.
     pub fn destroy(&self) {
         if self.data_dir().join("postmaster.pid").exists() {
             let _ = self.pg_ctl_stop("immediate");
         }
-        if self.remove_on_drop {
-            let _ = std::fs::remove_dir_all(&self.root);
-        }
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 

@@ -248,8 +248,19 @@ async fn record(
 /// Compares the catalog's record of committed backups with the repository:
 /// `(recorded but missing from the repository, in the repository but
 /// unknown to the catalog)`. Pruned backups count as gone on both sides.
-pub async fn cross_check(ctx: &JobContext) -> Result<(Vec<String>, Vec<String>), String> {
-    let listing = ctx.repo.list(&ctx.name).await.map_err(|e| e.to_string())?;
+/// `known` is the repository's backup ids when the caller already has them
+/// (after a prune); otherwise the repository is listed.
+pub async fn cross_check(
+    ctx: &JobContext,
+    known: Option<std::collections::BTreeSet<String>>,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let repository = match known {
+        Some(ids) => ids,
+        None => {
+            let listing = ctx.repo.list(&ctx.name).await.map_err(|e| e.to_string())?;
+            listing.backups.into_iter().map(|m| m.backup_id).collect()
+        }
+    };
     let client = ctx
         .catalog
         .get()
@@ -265,11 +276,6 @@ pub async fn cross_check(ctx: &JobContext) -> Result<(Vec<String>, Vec<String>),
         .await
         .map_err(|e| crate::redact::error_chain(&e))?;
     let catalog: std::collections::BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
-    let repository: std::collections::BTreeSet<String> = listing
-        .backups
-        .iter()
-        .map(|m| m.backup_id.clone())
-        .collect();
     Ok((
         catalog.difference(&repository).cloned().collect(),
         repository.difference(&catalog).cloned().collect(),

@@ -61,7 +61,17 @@ pub async fn run_once(
 /// A prune run whose outcome lands on the board (metrics, `<job>:retention`).
 pub async fn prune_and_record(ctx: &JobContext, shared: &Shared, trigger: Trigger) {
     let result = super::prune::run(ctx, trigger, false).await;
-    let consistency = super::prune::cross_check(ctx).await;
+    // The prune's plan already lists every committed backup: what it kept is
+    // what the repository now holds.
+    let known = result.as_ref().ok().map(|o| {
+        o.plan
+            .decisions
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id.clone())
+            .collect()
+    });
+    let consistency = super::prune::cross_check(ctx, known).await;
     shared.jobs.update(&ctx.name, |s| {
         match &result {
             Ok(outcome) => {

@@ -7,21 +7,26 @@ use std::process::Stdio;
 use tokio::process::Command;
 use tokio_postgres::config::Host;
 
-/// The newest directory of client binaries on this machine holding `tool`.
-pub fn find_tool(tool: &str) -> Option<PathBuf> {
-    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+/// The newest `/usr/lib/postgresql/<major>/bin` (Debian's layout, off
+/// PATH) for which `accept` holds.
+pub fn newest_debian_bin_dir(accept: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let path = e.path().join("bin").join(tool);
-            path.is_file().then_some((version, path))
+            let dir = e.path().join("bin");
+            accept(&dir).then_some((version, dir))
         })
-        .collect();
-    candidates.sort();
-    if let Some((_, path)) = candidates.pop() {
-        return Some(path);
+        .max()
+        .map(|(_, dir)| dir)
+}
+
+/// `tool` from the newest PostgreSQL installation, else from PATH.
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    if let Some(dir) = newest_debian_bin_dir(|d| d.join(tool).is_file()) {
+        return Some(dir.join(tool));
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

@@ -104,10 +104,6 @@ impl PartSizer {
             .saturating_mul(1usize << doublings.min(usize::BITS - 1));
         Some(size.min(MAX_PART))
     }
-
-    pub fn parts(&self) -> u64 {
-        self.parts
-    }
 }
 
 /// One object to upload from a child process.
