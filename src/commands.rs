@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::jobs::backup::Progress;
 use crate::jobs::restore::RestoreRequest;
 use crate::jobs::{JobContext, Trigger};
+use crate::journal::{Actor, Entry, Journal, JournalOptions};
 use crate::repo::{Manifest, Repository};
 
 /// The catalog pool, reachable and migrated (the CLI may run before any daemon).
@@ -25,6 +26,36 @@ pub async fn catalog(config: &Config) -> anyhow::Result<deadpool_postgres::Pool>
         .map_err(redact)?;
     crate::catalog::migrate(&pool).await.map_err(redact)?;
     Ok(pool)
+}
+
+/// The audit journal for one CLI command (actor: the invoking user).
+/// Written under the same lock as the daemon's, so both append safely.
+pub fn journal(config: &Config) -> anyhow::Result<Journal> {
+    let options = JournalOptions::from_config(config, false);
+    Journal::open(options, Default::default()).with_context(|| {
+        format!(
+            "cannot open the audit journal in {} (`journal.dir`); run the command as vigil's user",
+            config.journal_dir().display()
+        )
+    })
+}
+
+/// A job context for a CLI command, with its journal.
+async fn cli_context(
+    config: &Config,
+    job: &str,
+    pool: deadpool_postgres::Pool,
+    journal: &Journal,
+) -> anyhow::Result<JobContext> {
+    JobContext::new(
+        config,
+        job,
+        pool,
+        &instance(config),
+        journal.clone(),
+        Actor::cli(),
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 pub fn instance(config: &Config) -> String {
@@ -42,7 +73,8 @@ pub async fn backup(
     cancel: CancellationToken,
 ) -> anyhow::Result<Manifest> {
     let pool = catalog(config).await?;
-    let ctx = JobContext::new(config, job, pool, &instance(config)).map_err(anyhow::Error::msg)?;
+    let journal = journal(config)?;
+    let ctx = cli_context(config, job, pool, &journal).await?;
     let progress = Progress::default();
     let bytes = std::sync::Arc::clone(&progress.source_bytes);
     let reporter = tokio::spawn(async move {
@@ -70,6 +102,7 @@ pub async fn backup(
         }
     });
     let result = crate::jobs::backup::run(&ctx, Trigger::Cli, &progress, &cancel).await;
+    journal.close().await;
     reporter.abort();
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K");
@@ -141,10 +174,11 @@ pub async fn restore(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = catalog(config).await?;
-    let ctx = JobContext::new(config, job, pool, &instance(config)).map_err(anyhow::Error::msg)?;
-    let outcome = crate::jobs::restore::run(&ctx, &request, &cancel)
-        .await
-        .map_err(|e| anyhow::anyhow!(ctx.redact(&e.to_string())))?;
+    let journal = journal(config)?;
+    let ctx = cli_context(config, job, pool, &journal).await?;
+    let result = crate::jobs::restore::run(&ctx, &request, &cancel).await;
+    journal.close().await;
+    let outcome = result.map_err(|e| anyhow::anyhow!(ctx.redact(&e.to_string())))?;
     println!(
         "restored {} of {} ({}) into {}",
         outcome.object,
@@ -184,14 +218,15 @@ pub async fn prune(
     };
     let mut outcomes = Vec::new();
     let mut failed = Vec::new();
+    let journal = journal(config)?;
     for name in &names {
-        let ctx = JobContext::new(config, name, pool.clone(), &instance(config))
-            .map_err(anyhow::Error::msg)?;
+        let ctx = cli_context(config, name, pool.clone(), &journal).await?;
         match crate::jobs::prune::run(&ctx, Trigger::Cli, dry_run).await {
             Ok(outcome) => outcomes.push((name.clone(), outcome)),
             Err(e) => failed.push(format!("{name}: {}", ctx.redact(&e.to_string()))),
         }
     }
+    journal.close().await;
     if json {
         let value: Vec<serde_json::Value> = outcomes
             .iter()
@@ -267,7 +302,25 @@ pub async fn pin(config: &Config, job: &str, backup_id: &str, pinned: bool) -> a
         &job_config.repository,
         &config.repositories[&job_config.repository],
     )?;
-    repo.set_pin(job, backup_id, pinned).await?;
+    let journal = journal(config)?;
+    let event = Entry::now(
+        if pinned {
+            "backup.pinned"
+        } else {
+            "backup.unpinned"
+        },
+        Actor::cli(),
+        serde_json::json!({ "job": job, "backup_id": backup_id }),
+    );
+    if pinned {
+        journal.emit(event);
+    } else {
+        // Unpinning exposes a backup to retention: on disk first.
+        journal.commit(event).await?;
+    }
+    let result = repo.set_pin(job, backup_id, pinned).await;
+    journal.close().await;
+    result?;
     println!(
         "{} {job}/{backup_id}",
         if pinned { "pinned" } else { "unpinned" }

@@ -10,12 +10,13 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminServer, AdminState};
+use crate::admin::{AdminServer, AdminState, Api, AuthSettings, ReloadRequest};
 use crate::config::{self, Config, ProcessEnv};
 use crate::health::{
     CatalogMigrationsCheck, CatalogResponseCheck, Check, CheckSpec, DiskUsageCheck, HealthRunner,
     Observation, Phase, RunnerHandle, Shared, Status,
 };
+use crate::journal::{Actor, Entry, Journal, JournalOptions, JournalWritableCheck};
 use crate::logging::Logging;
 use crate::notify::Notifier;
 use crate::redact::redact_text;
@@ -81,8 +82,9 @@ impl Daemon {
         let tasks = Tasks::new();
 
         let admin_cancel = root.child_token();
+        let admin_state = Arc::new(AdminState::new(Arc::clone(&shared), &current));
         let admin_task = tokio::spawn(admin.serve(
-            Arc::new(AdminState::new(Arc::clone(&shared))),
+            Arc::clone(&admin_state),
             current.admin.max_connections,
             current.admin.header_read_timeout,
             admin_cancel.clone(),
@@ -98,7 +100,7 @@ impl Daemon {
             &notifier,
         );
         tokio::pin!(startup);
-        let runner = loop {
+        let started = loop {
             tokio::select! {
                 result = &mut startup => break result?,
                 message = control.recv() => match message {
@@ -111,6 +113,22 @@ impl Daemon {
                 },
             }
         };
+        let journal = started.journal.clone();
+        let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+        let _ = admin_state.api.set(Arc::new(Api {
+            config: config.subscribe(),
+            shared: Arc::clone(&shared),
+            journal: journal.clone(),
+            pool: started.pool.clone(),
+            jobs: started
+                .jobs
+                .iter()
+                .map(|c| (c.name.clone(), c.clone()))
+                .collect(),
+            reload: reload_tx,
+            tasks: tasks.tracker().clone(),
+            cancel: work.child_token(),
+        }));
         shared.set_phase(Phase::Ready);
         notifier.ready("ready");
         tracing::info!(admin = %admin_addr, "vigil is ready");
@@ -119,19 +137,34 @@ impl Daemon {
             path: config_path,
             config,
             shared: Arc::clone(&shared),
-            runner,
+            runner: started.runner,
             logging: logging.clone(),
             notifier: notifier.clone(),
+            journal: journal.clone(),
+            admin: Arc::clone(&admin_state),
         };
-        while let Some(message) = control.recv().await {
-            match message {
-                Control::Reload => reloader.reload().await,
-                Control::ReopenLogs => reopen(&logging),
-                Control::Shutdown => break,
+        loop {
+            tokio::select! {
+                message = control.recv() => match message {
+                    Some(Control::Reload) => {
+                        let _ = reloader.reload(Actor::from("signal"), None).await;
+                    }
+                    Some(Control::ReopenLogs) => reopen(&logging),
+                    Some(Control::Shutdown) | None => break,
+                },
+                Some(request) = reload_rx.recv() => {
+                    let result = reloader.reload(request.actor, Some(request.request_id)).await;
+                    let _ = request.answer.send(result);
+                }
             }
         }
         let current = Arc::clone(&reloader.config.borrow());
-        shutdown(
+        journal.emit(Entry::now(
+            "daemon.stopping",
+            Actor::daemon(),
+            serde_json::json!({ "pid": std::process::id() }),
+        ));
+        let result = shutdown(
             &shared,
             &notifier,
             &work,
@@ -141,7 +174,9 @@ impl Daemon {
             admin_cancel,
             admin_task,
         )
-        .await
+        .await;
+        journal.close().await;
+        result
     }
 }
 
@@ -151,7 +186,45 @@ fn reopen(logging: &Option<Arc<Logging>>) {
     }
 }
 
-/// Start-up after the admin port is up: catalog, migrations, checks.
+/// What start-up hands to the running daemon.
+struct Started {
+    runner: RunnerHandle,
+    journal: Journal,
+    pool: deadpool_postgres::Pool,
+    jobs: Vec<crate::jobs::JobContext>,
+}
+
+/// Opens the audit journal (local disk, before anything acts).
+fn open_journal(config: &Config, shared: &Shared) -> anyhow::Result<Journal> {
+    std::fs::create_dir_all(&config.daemon.state_dir).with_context(|| {
+        format!(
+            "cannot create `daemon.state_dir` {}",
+            config.daemon.state_dir.display()
+        )
+    })?;
+    let journal = Journal::open(
+        JournalOptions::from_config(config, true),
+        Arc::clone(&shared.audit),
+    )
+    .with_context(|| {
+        format!(
+            "cannot open the audit journal in {} (`journal.dir`)",
+            config.journal_dir().display()
+        )
+    })?;
+    journal.emit(Entry::now(
+        "daemon.started",
+        Actor::daemon(),
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "instance": shared.service_id,
+        }),
+    ));
+    Ok(journal)
+}
+
+/// Start-up after the admin port is up: journal, catalog, migrations, checks.
 async fn start(
     config: &Config,
     config_rx: watch::Receiver<Arc<Config>>,
@@ -159,7 +232,8 @@ async fn start(
     tasks: &Tasks,
     work: &CancellationToken,
     notifier: &Notifier,
-) -> anyhow::Result<RunnerHandle> {
+) -> anyhow::Result<Started> {
+    let journal = open_journal(config, shared)?;
     let secrets = config.secrets();
     notifier.status("waiting for the catalog");
     let pool = crate::catalog::pool(&config.catalog)?;
@@ -175,12 +249,6 @@ async fn start(
     tracing::info!(version = outcome.version, applied = ?outcome.applied, "catalog schema is current");
     shared.startup_done("migrations");
 
-    std::fs::create_dir_all(&config.daemon.state_dir).with_context(|| {
-        format!(
-            "cannot create `daemon.state_dir` {}",
-            config.daemon.state_dir.display()
-        )
-    })?;
     let mut checks: Vec<Arc<dyn Check>> = vec![
         Arc::new(CatalogResponseCheck { pool: pool.clone() }),
         Arc::new(CatalogMigrationsCheck {
@@ -193,10 +261,38 @@ async fn start(
         }),
     ];
     notifier.status("reading the repositories");
-    let job_checks = crate::jobs::scheduler::arm_all(config, &pool, shared, tasks, work)
-        .await
-        .map_err(|e| anyhow::anyhow!(redact_text(&e, &secrets)))?;
+    let (job_checks, jobs) =
+        crate::jobs::scheduler::arm_all(config, &pool, shared, tasks, work, &journal)
+            .await
+            .map_err(|e| anyhow::anyhow!(redact_text(&e, &secrets)))?;
     checks.extend(job_checks);
+    checks.push(Arc::new(JournalWritableCheck {
+        journal: journal.clone(),
+    }));
+    tasks.spawn(
+        "journal:catalog".to_owned(),
+        crate::journal::ship::ship_to_catalog(
+            journal.clone(),
+            pool.clone(),
+            config.journal.retention,
+            work.child_token(),
+        ),
+    );
+    if let Some(url) = &config.journal.loki_url {
+        let mut labels = config.journal.loki_labels.clone();
+        labels
+            .entry("instance".into())
+            .or_insert_with(|| shared.service_id.clone());
+        tasks.spawn(
+            "journal:loki".to_owned(),
+            crate::journal::ship::ship_to_loki(
+                journal.clone(),
+                url.clone(),
+                labels,
+                work.child_token(),
+            ),
+        );
+    }
     if let Some(dir) = config.log.file.as_ref().and_then(|f| f.parent()) {
         let dir = if dir.as_os_str().is_empty() {
             PathBuf::from(".")
@@ -219,7 +315,7 @@ async fn start(
         config: config_rx,
         shared: Arc::clone(shared),
         events: Some(events),
-        pool: Some(pool),
+        pool: Some(pool.clone()),
         notifier: notifier.clone(),
     }
     .spawn(tasks.tracker(), work.child_token());
@@ -229,7 +325,12 @@ async fn start(
     notifier.status("running the first health checks");
     runner.first_round_done().await;
     shared.startup_done("first-checks");
-    Ok(runner)
+    Ok(Started {
+        runner,
+        journal,
+        pool,
+        jobs,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -294,15 +395,61 @@ struct Reloader {
     runner: RunnerHandle,
     logging: Option<Arc<Logging>>,
     notifier: Notifier,
+    journal: Journal,
+    admin: Arc<AdminState>,
 }
 
 impl Reloader {
-    async fn reload(&mut self) {
+    /// Reloads the config file; returns the changes, or why it was refused.
+    async fn reload(
+        &mut self,
+        actor: Actor,
+        request_id: Option<String>,
+    ) -> Result<Vec<config::Change>, String> {
         self.notifier.reloading();
+        let result = self.try_reload(actor, request_id).await;
+        self.notifier.ready("ready");
+        result
+    }
+
+    async fn try_reload(
+        &mut self,
+        actor: Actor,
+        request_id: Option<String>,
+    ) -> Result<Vec<config::Change>, String> {
         let old = Arc::clone(&self.config.borrow());
-        match config::load(&self.path, &ProcessEnv) {
+        let loaded = config::load(&self.path, &ProcessEnv).map_err(|e| e.to_string());
+        // A config change is journalled (and synced) before it applies: if
+        // the journal cannot be written, the reload is refused.
+        let loaded = match loaded {
+            Ok(new) => {
+                let changes = config::diff(&old, &new);
+                let entry = Entry::now(
+                    "config.reloaded",
+                    actor.clone(),
+                    reload_event(&self.path, &changes),
+                )
+                .with_request_id(request_id.clone());
+                match self.journal.commit(entry).await {
+                    Ok(_) => Ok((new, changes)),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             Err(e) => {
-                let message = redact_text(&e.to_string(), &old.secrets());
+                let message = redact_text(&e, &old.secrets());
+                self.journal.emit(
+                    Entry::now(
+                        "config.reload_refused",
+                        actor,
+                        serde_json::json!({ "path": self.path, "error": message }),
+                    )
+                    .with_request_id(request_id),
+                );
+                Err(message)
+            }
+        };
+        match loaded {
+            Err(message) => {
                 tracing::warn!(error = %message, "config reload refused; still running on the previous config");
                 self.shared.record_reload(false);
                 let summary = format!(
@@ -315,9 +462,9 @@ impl Reloader {
                         Observation::new(Status::Warn, None, None).with_output(summary),
                     )
                     .await;
+                Err(message)
             }
-            Ok(new) => {
-                let changes = config::diff(&old, &new);
+            Ok((new, changes)) => {
                 for change in &changes {
                     if change.live {
                         tracing::info!(key = %change.key, old = %change.old, new = %change.new, "config changed");
@@ -333,15 +480,36 @@ impl Reloader {
                 }
                 let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
                 tracing::info!(changed = ?keys, "config reloaded");
+                self.admin
+                    .auth
+                    .store(Arc::new(AuthSettings::from_config(&new)));
                 self.config.send_replace(Arc::new(new));
                 self.shared.record_reload(true);
                 self.runner
                     .set(reload_spec(), Observation::new(Status::Pass, None, None))
                     .await;
+                Ok(changes)
             }
         }
-        self.notifier.ready("ready");
     }
+}
+
+/// `config.reloaded`'s data: before and after of each changed key (values
+/// already redacted by the diff) and which apply at once.
+fn reload_event(path: &std::path::Path, changes: &[config::Change]) -> serde_json::Value {
+    let before: serde_json::Map<String, serde_json::Value> = changes
+        .iter()
+        .map(|c| (c.key.clone(), c.old.clone().into()))
+        .collect();
+    let after: serde_json::Map<String, serde_json::Value> = changes
+        .iter()
+        .map(|c| (c.key.clone(), c.new.clone().into()))
+        .collect();
+    let diff: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|c| serde_json::json!({ "key": c.key, "old": c.old, "new": c.new, "live": c.live }))
+        .collect();
+    serde_json::json!({ "path": path, "before": before, "after": after, "diff": diff })
 }
 
 pub fn hostname() -> String {

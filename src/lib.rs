@@ -1,6 +1,7 @@
 //! vigil: keeps PostgreSQL databases and file trees recoverable, and says so.
 
 pub mod admin;
+pub mod audit_cmd;
 pub mod catalog;
 pub mod commands;
 pub mod config;

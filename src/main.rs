@@ -96,6 +96,11 @@ enum Command {
     Pin { job: String, backup_id: String },
     /// Remove a pin.
     Unpin { job: String, backup_id: String },
+    /// Check or read the audit journal.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Run vigil against a throwaway PostgreSQL cluster, in the foreground.
     Demo {
         /// Admin address (a taken default port falls back to a free one).
@@ -104,6 +109,31 @@ enum Command {
         /// Directory for the cluster and config (default: a new temporary one).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the chain, segments, checkpoints, the catalog's copy and the
+    /// heads in backup manifests; exit 1 naming the first bad record.
+    Verify {
+        /// Verify the catalog's copy (e.g. after losing the local journal).
+        #[arg(long)]
+        from_catalog: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print journal records.
+    Show {
+        /// Only records newer than this: a duration ago (2h) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this event or family (`prune`, `api.request`).
+        #[arg(long)]
+        event: Option<String>,
+        /// The exact journal lines.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -259,6 +289,33 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Unpin { job, backup_id } => {
             with_config(&cli.config, |config| async move {
                 vigil::commands::pin(&config, &job, &backup_id, false).await
+            })
+            .await
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { from_catalog, json },
+        } => {
+            with_config(&cli.config, |config| async move {
+                vigil::audit_cmd::verify(&config, from_catalog, json).await
+            })
+            .await
+        }
+        Command::Audit {
+            command: AuditCommand::Show { since, event, json },
+        } => {
+            let since = match since
+                .as_deref()
+                .map(vigil::audit_cmd::parse_since)
+                .transpose()
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("vigil audit show: --since {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            with_config(&cli.config, |config| async move {
+                vigil::audit_cmd::show(&config, since, event.as_deref(), json)
             })
             .await
         }

@@ -199,6 +199,7 @@ impl Collector for SnapshotCollector {
         )?;
 
         encode_jobs(&mut enc, shared)?;
+        encode_audit(&mut enc, shared)?;
 
         let p = &snapshot.process;
         enc.encode_descriptor(
@@ -233,6 +234,52 @@ impl Collector for SnapshotCollector {
         )?;
         Ok(())
     }
+}
+
+/// The audit journal: appends, failures, losses, queue and shipping lag.
+fn encode_audit(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result {
+    use std::sync::atomic::Ordering::Relaxed;
+    let a = &shared.audit;
+    counter(
+        enc,
+        "vigil_audit_events",
+        "Events written to the audit journal.",
+        a.appended.load(Relaxed),
+    )?;
+    counter(
+        enc,
+        "vigil_audit_write_failures",
+        "Failed attempts to write the audit journal (destructive operations are refused meanwhile).",
+        a.write_failures.load(Relaxed),
+    )?;
+    gauge(
+        enc,
+        "vigil_audit_queued_events",
+        "Events waiting to be written (held while the journal cannot be written).",
+        a.held.load(Relaxed),
+    )?;
+    gauge(
+        enc,
+        "vigil_audit_head_seq",
+        "Sequence number of the journal's last record.",
+        a.head_seq.load(Relaxed),
+    )?;
+    let head = a.head_seq.load(Relaxed);
+    let mut sinks = vec![("catalog", a.shipped_catalog.load(Relaxed))];
+    if a.loki_enabled.load(Relaxed) {
+        sinks.push(("loki", a.shipped_loki.load(Relaxed)));
+    }
+    gauges(
+        enc,
+        "vigil_audit_ship_lag_events",
+        "Journal records not yet shipped to the sink.",
+        sinks.into_iter().map(|(sink, shipped)| {
+            (
+                vec![("sink", sink.to_owned())],
+                head.saturating_sub(shipped) as i64,
+            )
+        }),
+    )
 }
 
 /// Per-job series, labelled `backup_job`, present for every configured job.

@@ -20,12 +20,39 @@ pub const TEXT: &str = "text/plain; charset=utf-8";
 pub struct AdminState {
     pub shared: Arc<Shared>,
     pub metrics: super::metrics::Metrics,
+    /// Tokens, trusted proxies, `protect_detailed`: swapped on reload.
+    pub auth: arc_swap::ArcSwap<super::api::AuthSettings>,
+    pub limiter: super::auth::FailureLimiter,
+    /// The operator API's state, once start-up is done.
+    pub api: std::sync::OnceLock<Arc<super::api::Api>>,
 }
 
 impl AdminState {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, config: &crate::config::Config) -> Self {
         let metrics = super::metrics::Metrics::new(Arc::clone(&shared));
-        AdminState { shared, metrics }
+        AdminState {
+            shared,
+            metrics,
+            auth: arc_swap::ArcSwap::from_pointee(super::api::AuthSettings::from_config(config)),
+            limiter: super::auth::FailureLimiter::new(config.admin.auth_failures_per_minute),
+            api: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether a request may see `/health/detailed` and `/`.
+    fn may_see_details<B>(&self, req: &Request<B>) -> bool {
+        let settings = self.auth.load();
+        if !settings.protect_detailed {
+            return true;
+        }
+        let authorization = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        matches!(
+            settings.tokens.authenticate(authorization),
+            super::auth::Authn::Valid(t) if t.role.allows(super::auth::Permission::ReadDetailed)
+        )
     }
 }
 
@@ -41,6 +68,17 @@ pub fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
         "/health" if read => super::health::overall(&state.shared, &snapshot, now, verbose),
         "/health/live" if read => super::health::live(&snapshot, now, verbose),
         "/health/ready" if read => super::health::ready(&state.shared, verbose),
+        "/health/detailed" | "/" if read && !state.may_see_details(req) => {
+            let mut response = json_error(
+                StatusCode::UNAUTHORIZED,
+                "`admin.protect_detailed` is on: send `Authorization: Bearer <token>` with a viewer token",
+            );
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vigil\""),
+            );
+            response
+        }
         "/health/detailed" if read => super::health::detailed(&state.shared, &snapshot, now),
         "/health" | "/health/live" | "/health/ready" | "/health/detailed" => {
             method_not_allowed(HEALTH_METHODS)

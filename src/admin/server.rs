@@ -79,7 +79,7 @@ impl AdminServer {
             let state = Arc::clone(&state);
             let service = service_fn(move |req: Request<Incoming>| {
                 let state = Arc::clone(&state);
-                async move { Ok::<Response<Body>, Infallible>(handle(&state, req, peer)) }
+                async move { Ok::<Response<Body>, Infallible>(handle(&state, req, peer).await) }
             });
             let connection =
                 graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
@@ -100,13 +100,18 @@ impl AdminServer {
     }
 }
 
-fn handle(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn handle(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
+    if req.uri().path().starts_with("/api/") {
+        let settings = state.auth.load_full();
+        return super::api::handle(&settings, &state.limiter, state.api.get(), req, peer).await;
+    }
     let response = route(state, &req);
     tracing::debug!(
         %peer,
         method = %req.method(),
-        uri = %req.uri(),
+        // The path only: a query string may carry anything.
+        path = %req.uri().path(),
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
         "admin request"

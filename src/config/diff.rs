@@ -17,11 +17,19 @@ pub struct Change {
 
 /// Keys a running daemon applies on SIGHUP.
 fn is_live(key: &str) -> bool {
-    key == "log.level" || key.starts_with("health.")
+    key == "log.level"
+        || key.starts_with("health.")
+        || [
+            "admin.tokens",
+            "admin.trusted_proxies",
+            "admin.protect_detailed",
+            "admin.auth_failures_per_minute",
+        ]
+        .contains(&key)
 }
 
 /// Keys whose values serialise redacted; compared explicitly below.
-const SECRET_KEYS: [&str; 3] = ["admin.token", "catalog.password", "catalog.url"];
+const SECRET_KEYS: [&str; 2] = ["catalog.password", "catalog.url"];
 
 pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
     let (a, b) = (flatten(old), flatten(new));
@@ -40,18 +48,11 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         })
         .collect();
     // Secrets serialise as `<redacted>`, so compare them explicitly.
-    let secret_pairs = [
-        (
-            "admin.token",
-            old.admin.token.as_ref(),
-            new.admin.token.as_ref(),
-        ),
-        (
-            "catalog.password",
-            old.catalog.password.as_ref(),
-            new.catalog.password.as_ref(),
-        ),
-    ];
+    let secret_pairs = [(
+        "catalog.password",
+        old.catalog.password.as_ref(),
+        new.catalog.password.as_ref(),
+    )];
     for (key, a, b) in secret_pairs {
         if a != b {
             changes.push(Change {
@@ -118,7 +119,7 @@ mod tests {
     fn reports_live_and_restart_changes_without_secrets() {
         let old = cfg("[log]\nlevel = \"info\"\n");
         let new = cfg(
-            "[log]\nlevel = \"debug\"\n[admin]\nlisten = \"127.0.0.1:1\"\ntoken = \"tok-secret\"\n",
+            "[log]\nlevel = \"debug\"\n[admin]\nlisten = \"127.0.0.1:1\"\n[[admin.tokens]]\nname = \"ci\"\nrole = \"viewer\"\ntoken_sha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n[jobs]\n",
         );
         let changes = diff(&old, &new);
         let keys: Vec<_> = changes.iter().map(|c| (c.key.as_str(), c.live)).collect();
@@ -126,7 +127,7 @@ mod tests {
             keys,
             [
                 ("admin.listen", false),
-                ("admin.token", false),
+                ("admin.tokens", true),
                 ("log.level", true)
             ]
         );

@@ -108,13 +108,9 @@ pub fn parse(source: &str, origin: &Path, env: &dyn Env) -> Result<Config, Confi
         base,
         &mut problems,
     );
-    resolve_secret_file(
-        &mut config.admin.token,
-        &config.admin.token_file,
-        "admin.token",
-        base,
-        &mut problems,
-    );
+    for (i, token) in config.admin.tokens.iter_mut().enumerate() {
+        resolve_token_file(token, &format!("admin.tokens[{i}]"), base, &mut problems);
+    }
     for (name, job) in &mut config.jobs {
         let key = format!("jobs.{name}.password");
         resolve_secret_file(
@@ -276,6 +272,42 @@ fn resolve_secret_file(
                 path.display()
             ),
         }),
+    }
+}
+
+/// Hashes a `token_file`'s token into `token_sha256`; the token itself is
+/// never kept.
+fn resolve_token_file(
+    token: &mut super::TokenConfig,
+    key: &str,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(file) = &token.token_file else {
+        return;
+    };
+    let mut problem = |message: String| {
+        problems.push(Problem {
+            key: format!("{key}.token_file"),
+            position: None,
+            message,
+        })
+    };
+    if token.token_sha256.is_some() {
+        return problem("set either `token_sha256` or `token_file`, not both".into());
+    }
+    let path = base.join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().is_empty() => {
+            problem(format!("{} is empty: put the token in it", path.display()))
+        }
+        Ok(text) => {
+            token.token_sha256 = Some(hex::encode(crate::admin::auth::hash_token(text.trim())))
+        }
+        Err(e) => problem(format!(
+            "cannot read {}: {e} (check the path and that vigil's user may read it)",
+            path.display()
+        )),
     }
 }
 

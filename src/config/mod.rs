@@ -47,6 +47,18 @@ pub struct Config {
     pub repositories: BTreeMap<String, RepositoryConfig>,
     #[serde(default)]
     pub jobs: BTreeMap<String, JobConfig>,
+    #[serde(default)]
+    pub journal: JournalConfig,
+}
+
+impl Config {
+    /// Where the journal's segments live.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.journal
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.daemon.state_dir.join("journal"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -114,10 +126,15 @@ impl Default for LogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// Bearer token for the operator API. Required in production when
-    /// `listen` is not loopback.
-    pub token: Option<Secret>,
-    pub token_file: Option<PathBuf>,
+    /// Operator API tokens (`[[admin.tokens]]`): a name, a role, and the
+    /// token's SHA-256 or a file holding the token, never the token itself.
+    pub tokens: Vec<TokenConfig>,
+    /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Put `/health/detailed` and the status page behind the `viewer` role.
+    pub protect_detailed: bool,
+    /// Failed authentications per client IP and minute before 429 (0: no limit).
+    pub auth_failures_per_minute: u32,
     /// A client must send its request headers within this time.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
@@ -129,10 +146,72 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default address"),
-            token: None,
-            token_file: None,
+            tokens: Vec::new(),
+            trusted_proxies: Vec::new(),
+            protect_detailed: false,
+            auth_failures_per_minute: 10,
             header_read_timeout: Duration::from_secs(5),
             max_connections: 256,
+        }
+    }
+}
+
+/// One operator API token.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it; journalled with every call made with it.
+    pub name: String,
+    pub role: crate::admin::auth::Role,
+    /// Lowercase hex SHA-256 of the token (`printf %s TOKEN | sha256sum`).
+    /// Filled from `token_file` at load.
+    pub token_sha256: Option<String>,
+    /// A file (mode 0600) holding the token itself; hashed at load.
+    #[serde(skip_serializing)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// The audit journal (`[journal]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Segments live here; defaults to `<daemon.state_dir>/journal`. Local disk.
+    pub dir: Option<PathBuf>,
+    /// Events that precede no destructive action are fsynced at most this late.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// A segment is closed once it holds this many MiB ...
+    pub segment_max_mib: u64,
+    /// ... or is this old.
+    #[serde(with = "humantime_serde")]
+    pub segment_max_age: Duration,
+    /// Segments older than this are removed once shipped to the catalog.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// A `journal.checkpoint` anchors the head this often, even when idle.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Events held while the journal cannot be written; beyond this they
+    /// are counted and recorded as a `journal.gap`.
+    pub queue_capacity: usize,
+    /// Loki's base URL (`http://loki:3100`); events are pushed to `/loki/api/v1/push`.
+    pub loki_url: Option<String>,
+    /// Stream labels for Loki, besides `job="vigil"` and `instance`.
+    pub loki_labels: BTreeMap<String, String>,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            dir: None,
+            sync_interval: Duration::from_secs(1),
+            segment_max_mib: 64,
+            segment_max_age: Duration::from_secs(24 * 3600),
+            retention: Duration::from_secs(90 * 24 * 3600),
+            checkpoint_interval: Duration::from_secs(3600),
+            queue_capacity: 10_000,
+            loki_url: None,
+            loki_labels: BTreeMap::new(),
         }
     }
 }
@@ -266,10 +345,7 @@ impl Config {
     /// Every secret value in this config, for the redaction of free text.
     pub fn secrets(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for secret in [&self.admin.token, &self.catalog.password]
-            .into_iter()
-            .flatten()
-        {
+        for secret in [&self.catalog.password].into_iter().flatten() {
             if !secret.expose().is_empty() {
                 out.push(secret.expose().to_owned());
             }

@@ -5,6 +5,76 @@ use super::{Config, Environment};
 /// The secret value `config.toml.example` ships; production refuses it.
 pub const PLACEHOLDER_SECRET: &str = "change-me";
 
+/// `[[admin.tokens]]` and `admin.trusted_proxies`.
+fn validate_admin_api(config: &Config, problem: &mut dyn FnMut(String, String)) {
+    let mut names = std::collections::BTreeSet::new();
+    for (i, token) in config.admin.tokens.iter().enumerate() {
+        let key = format!("admin.tokens[{i}]");
+        if token.name.trim().is_empty() {
+            problem(format!("{key}.name"), "must not be empty".into());
+        } else if !names.insert(token.name.as_str()) {
+            problem(
+                format!("{key}.name"),
+                format!(
+                    "`{}` is used by two tokens; names must be unique (they are what the audit journal records)",
+                    token.name
+                ),
+            );
+        }
+        match (&token.token_sha256, &token.token_file) {
+            (None, None) => problem(
+                key.clone(),
+                "needs `token_sha256` (hex SHA-256 of the token) or `token_file`".into(),
+            ),
+            (Some(hash), _) => {
+                if let Err(e) = crate::admin::auth::parse_sha256_hex(hash) {
+                    problem(format!("{key}.token_sha256"), e);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Err(e) = crate::admin::auth::TrustedProxies::parse(&config.admin.trusted_proxies) {
+        problem("admin.trusted_proxies".into(), e);
+    }
+}
+
+fn validate_journal(config: &Config, problem: &mut dyn FnMut(String, String)) {
+    let journal = &config.journal;
+    let mut at_least = |key: &str, ok: bool, what: &str| {
+        if !ok {
+            problem(format!("journal.{key}"), format!("must be at least {what}"));
+        }
+    };
+    at_least("sync_interval", !journal.sync_interval.is_zero(), "1ms");
+    at_least("segment_max_mib", journal.segment_max_mib >= 1, "1");
+    at_least(
+        "segment_max_age",
+        journal.segment_max_age.as_secs() >= 60,
+        "1m",
+    );
+    at_least(
+        "checkpoint_interval",
+        journal.checkpoint_interval.as_secs() >= 1,
+        "1s",
+    );
+    at_least("queue_capacity", journal.queue_capacity >= 1, "1");
+    if journal.retention < journal.segment_max_age {
+        problem(
+            "journal.retention".into(),
+            "must be at least `journal.segment_max_age`".into(),
+        );
+    }
+    if let Some(url) = &journal.loki_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        problem(
+            "journal.loki_url".into(),
+            format!("`{url}` is not an http(s) URL (e.g. http://loki:3100)"),
+        );
+    }
+}
+
 /// Every problem as `(dotted key, message)`.
 pub fn validate(config: &Config) -> Vec<(String, String)> {
     let mut problems = Vec::new();
@@ -93,20 +163,21 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     }
 
     super::validate_storage::validate_storage(config, &mut |k, m| problem(&k, m));
+    validate_admin_api(config, &mut |k, m| problem(&k, m));
+    validate_journal(config, &mut |k, m| problem(&k, m));
 
     if config.daemon.environment == Environment::Production {
-        if !config.admin.listen.ip().is_loopback() && config.admin.token.is_none() {
+        if !config.admin.listen.ip().is_loopback() && config.admin.tokens.is_empty() {
             problem(
                 "admin.listen",
                 format!(
-                    "listens beyond loopback ({}) with no `admin.token`: in production set `admin.token_file`, or listen on 127.0.0.1",
+                    "listens beyond loopback ({}) with no `[[admin.tokens]]`: in production add a token (`name`, `role`, `token_file`), or listen on 127.0.0.1",
                     config.admin.listen
                 ),
             );
         }
         let expose = |s: &Option<super::Secret>| s.as_ref().map(|s| s.expose().to_owned());
         let mut secrets: Vec<(String, Option<String>)> = vec![
-            ("admin.token".into(), expose(&config.admin.token)),
             ("catalog.password".into(), expose(&config.catalog.password)),
             (
                 "catalog.url".into(),

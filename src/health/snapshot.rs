@@ -97,6 +97,8 @@ pub struct Shared {
     startup_step: AtomicU8,
     /// Every job's state (runs, freshness, progress).
     pub jobs: crate::jobs::board::JobBoard,
+    /// The audit journal's counters.
+    pub audit: Arc<crate::journal::AuditStats>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -134,6 +136,7 @@ impl Shared {
             log_dropped,
             startup_step: AtomicU8::new(0),
             jobs: Default::default(),
+            audit: Default::default(),
         })
     }
 

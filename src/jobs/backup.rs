@@ -125,6 +125,10 @@ pub async fn run_scheduled(
     )
     .await;
     tracing::info!(job = %ctx.name, trigger = trigger.as_str(), "backup started");
+    ctx.journal.emit(ctx.event(
+        "backup.started",
+        serde_json::json!({ "trigger": trigger.as_str(), "repository": ctx.repo.name, "host": ctx.host }),
+    ));
     let run = tokio::time::timeout(ctx.job.max_duration, run_locked(ctx, progress, cancel)).await;
     let result = match run {
         Ok(result) => result,
@@ -135,6 +139,16 @@ pub async fn run_scheduled(
     match &result {
         Ok(m) => {
             tracing::info!(job = %ctx.name, backup = %m.backup_id, stored_bytes = m.stored_bytes(), source_bytes = m.raw_bytes(), "backup committed");
+            ctx.journal.emit(ctx.event(
+                "backup.succeeded",
+                serde_json::json!({
+                    "backup_id": m.backup_id,
+                    "trigger": trigger.as_str(),
+                    "stored_bytes": m.stored_bytes(),
+                    "source_bytes": m.raw_bytes(),
+                    "seconds": (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0,
+                }),
+            ));
             let end = Finish {
                 status: "succeeded",
                 backup_id: Some(&m.backup_id),
@@ -147,6 +161,10 @@ pub async fn run_scheduled(
         Err(e) => {
             let message = ctx.redact(&e.to_string());
             tracing::warn!(job = %ctx.name, error = %message, "backup failed");
+            ctx.journal.emit(ctx.event(
+                "backup.failed",
+                serde_json::json!({ "trigger": trigger.as_str(), "status": e.status(), "error": message }),
+            ));
             let end = Finish {
                 status: e.status(),
                 backup_id: None,
@@ -282,7 +300,7 @@ async fn run_locked(
             recipients: ctx.recipients.iter().map(|r| r.to_string()).collect(),
         }),
         objects,
-        journal_head: None,
+        journal_head: ctx.journal_head(),
         vigil_version: env!("CARGO_PKG_VERSION").into(),
     };
     if cancel.is_cancelled() {

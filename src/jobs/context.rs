@@ -6,6 +6,7 @@ use std::str::FromStr;
 use deadpool_postgres::Pool;
 
 use crate::config::{Config, JobConfig};
+use crate::journal::{Actor, Entry, Journal};
 use crate::repo::Repository;
 
 /// Why a run started (`executions.trigger`).
@@ -41,6 +42,12 @@ pub struct JobContext {
     pub secrets: Vec<String>,
     /// Where restores with `--jobs` stage the dump.
     pub state_dir: PathBuf,
+    /// Where every run's events go.
+    pub journal: Journal,
+    /// Who runs it: the scheduler, a CLI user, or an API token.
+    pub actor: Actor,
+    /// The API request that started it.
+    pub request_id: Option<String>,
 }
 
 impl JobContext {
@@ -49,6 +56,8 @@ impl JobContext {
         name: &str,
         catalog: Pool,
         host: &str,
+        journal: Journal,
+        actor: Actor,
     ) -> Result<JobContext, String> {
         let job = config.jobs.get(name).ok_or_else(|| {
             let known: Vec<&str> = config.jobs.keys().map(String::as_str).collect();
@@ -82,7 +91,30 @@ impl JobContext {
             host: host.to_owned(),
             secrets: config.secrets(),
             state_dir: config.daemon.state_dir.clone(),
+            journal,
+            actor,
+            request_id: None,
         })
+    }
+
+    /// A journal entry about this job by this context's actor; `data`
+    /// (an object) gets the job's name.
+    pub fn event(&self, event: &str, mut data: serde_json::Value) -> Entry {
+        if let Some(map) = data.as_object_mut() {
+            map.insert("job".into(), self.name.clone().into());
+        }
+        Entry::now(event, self.actor.clone(), data).with_request_id(self.request_id.clone())
+    }
+
+    /// The journal head for a manifest.
+    pub fn journal_head(&self) -> Option<crate::repo::manifest::JournalHead> {
+        self.journal
+            .head()
+            .map(|h| crate::repo::manifest::JournalHead {
+                journal: self.journal.id().to_owned(),
+                seq: h.seq,
+                hash: h.hash,
+            })
     }
 
     /// The job's age identities, for reading encrypted objects.

@@ -22,6 +22,23 @@ pub enum PruneError {
     Lock(String),
     #[error("plan refused: {0}")]
     Refused(String),
+    #[error("prune refused: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+/// The plan as journalled: what goes and why, and how much stays.
+fn plan_event(plan: &Plan, trigger: Trigger, dry_run: bool) -> serde_json::Value {
+    let forget: Vec<_> = plan
+        .forget()
+        .map(|d| serde_json::json!({ "backup_id": d.id, "stored_bytes": d.stored_bytes, "reasons": d.reasons }))
+        .collect();
+    serde_json::json!({
+        "trigger": trigger.as_str(),
+        "dry_run": dry_run,
+        "keep": plan.decisions.iter().filter(|d| d.keep).count(),
+        "forget": forget,
+        "refused": plan.refused,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +110,8 @@ pub async fn run(
     };
     if dry_run {
         let plan = preview(ctx, facts).await?;
+        ctx.journal
+            .emit(ctx.event("prune.planned", plan_event(&plan, trigger, true)));
         return Ok(PruneOutcome {
             plan,
             deleted: vec![],
@@ -124,7 +143,15 @@ async fn apply(
     }
     if let Some(why) = &plan.refused {
         tracing::warn!(job = %ctx.name, reason = %why, "prune refused");
+        ctx.journal
+            .emit(ctx.event("prune.planned", plan_event(&plan, trigger, false)));
         return Err(PruneError::Refused(why.clone()));
+    }
+    if plan.forget().next().is_some() || !listing.uncommitted.is_empty() {
+        // Fail closed: nothing is deleted unless the plan is on disk first.
+        ctx.journal
+            .commit(ctx.event("prune.planned", plan_event(&plan, trigger, false)))
+            .await?;
     }
     let execution = executions::start(
         &ctx.catalog,
@@ -197,6 +224,19 @@ async fn apply(
     }
     let freed: u64 = deleted.iter().map(|(_, b)| b).sum();
     let message = failure.as_ref().map(|e| e.to_string());
+    if !deleted.is_empty() || !collected.is_empty() || failure.is_some() {
+        let ids: Vec<&str> = deleted.iter().map(|(id, _)| id.as_str()).collect();
+        let recorded = ctx
+            .journal
+            .commit(ctx.event(
+                "prune.deleted",
+                serde_json::json!({ "deleted": ids, "collected": collected, "freed_bytes": freed, "error": message }),
+            ))
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(job = %ctx.name, error = %e, "the deletions are done but could not be journalled");
+        }
+    }
     let end = Finish {
         status: if failure.is_some() {
             "failed"

@@ -45,6 +45,8 @@ pub struct RestoreRequest {
 pub enum RestoreError {
     #[error(transparent)]
     Repo(#[from] RepoError),
+    #[error("restore refused: {0}")]
+    Journal(#[from] crate::journal::JournalError),
     #[error("{0}")]
     Choice(String),
     #[error("target: {0}")]
@@ -136,6 +138,17 @@ pub async fn run(
         },
     };
     let message = result.as_ref().err().map(|e| ctx.redact(&e.to_string()));
+    let (event, data) = match &result {
+        Ok(o) => (
+            "restore.succeeded",
+            serde_json::json!({ "backup_id": o.backup_id, "object": o.object, "database": o.database }),
+        ),
+        Err(_) => (
+            "restore.failed",
+            serde_json::json!({ "backup_id": manifest.backup_id, "error": message }),
+        ),
+    };
+    ctx.journal.emit(ctx.event(event, data));
     executions::finish(
         &ctx.catalog,
         &execution,
@@ -182,6 +195,23 @@ async fn restore(
     let pg_restore = find_tool("pg_restore")
         .ok_or_else(|| RestoreError::Target("pg_restore not found: install the PostgreSQL client (apt-get install postgresql-client)".into()))?;
 
+    let started = ctx.event(
+        "restore.started",
+        serde_json::json!({
+            "backup_id": manifest.backup_id,
+            "object": object.name,
+            "database": database,
+            "target": crate::pipeline::pgtools::describe_host(&target),
+            "clean": request.clean,
+            "create": request.create,
+        }),
+    );
+    if request.clean {
+        // Over existing data: on disk before anything is replaced.
+        ctx.journal.commit(started).await?;
+    } else {
+        ctx.journal.emit(started);
+    }
     let created = prepare_target(&target, &database, request).await?;
     let path = ctx
         .repo

@@ -54,12 +54,16 @@ pub async fn run_once(
         }
     });
     if prune_after && !cancel.is_cancelled() {
-        prune_and_record(ctx, shared, trigger).await;
+        let _ = prune_and_record(ctx, shared, trigger).await;
     }
 }
 
 /// A prune run whose outcome lands on the board (metrics, `<job>:retention`).
-pub async fn prune_and_record(ctx: &JobContext, shared: &Shared, trigger: Trigger) {
+pub async fn prune_and_record(
+    ctx: &JobContext,
+    shared: &Shared,
+    trigger: Trigger,
+) -> Result<super::prune::PruneOutcome, String> {
     let result = super::prune::run(ctx, trigger, false).await;
     // The prune's plan already lists every committed backup: what it kept is
     // what the repository now holds.
@@ -92,10 +96,13 @@ pub async fn prune_and_record(ctx: &JobContext, shared: &Shared, trigger: Trigge
     });
     match result {
         Ok(outcome) => {
-            tracing::info!(job = %ctx.name, deleted = outcome.deleted.len(), collected = outcome.collected.len(), "prune finished")
+            tracing::info!(job = %ctx.name, deleted = outcome.deleted.len(), collected = outcome.collected.len(), "prune finished");
+            Ok(outcome)
         }
         Err(e) => {
-            tracing::warn!(job = %ctx.name, error = %ctx.redact(&e.to_string()), "prune failed")
+            let message = ctx.redact(&e.to_string());
+            tracing::warn!(job = %ctx.name, error = %message, "prune failed");
+            Err(message)
         }
     }
 }
@@ -164,7 +171,7 @@ pub async fn prune_loop(ctx: JobContext, shared: Arc<Shared>, cancel: Cancellati
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        prune_and_record(&ctx, &shared, Trigger::Schedule).await;
+        let _ = prune_and_record(&ctx, &shared, Trigger::Schedule).await;
         after = Utc::now().max(next);
     }
 }
@@ -185,14 +192,16 @@ fn count_between(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) ->
 
 /// Start-up for every configured job: mark this host's interrupted runs
 /// aborted, read each repository's manifests into the board, arm the
-/// loops. Returns the job and repository health checks.
+/// loops. Returns the job and repository health checks, and the jobs'
+/// contexts (for the operator API).
 pub async fn arm_all(
     config: &crate::config::Config,
     pool: &deadpool_postgres::Pool,
     shared: &Arc<Shared>,
     tasks: &crate::tasks::Tasks,
     work: &CancellationToken,
-) -> Result<Vec<Arc<dyn crate::health::Check>>, String> {
+    journal: &crate::journal::Journal,
+) -> Result<(Vec<Arc<dyn crate::health::Check>>, Vec<JobContext>), String> {
     use super::checks::{
         BoardCheck, FreshnessCheck, ReachableCheck, SourceCheck, grade_consistency, grade_retention,
     };
@@ -208,7 +217,14 @@ pub async fn arm_all(
     }
     let mut contexts = Vec::new();
     for name in config.jobs.keys() {
-        let ctx = JobContext::new(config, name, pool.clone(), &host)?;
+        let ctx = JobContext::new(
+            config,
+            name,
+            pool.clone(),
+            &host,
+            journal.clone(),
+            crate::journal::Actor::scheduler(),
+        )?;
         shared
             .jobs
             .update(name, |s| s.max_age = ctx.job.freshness());
@@ -222,6 +238,7 @@ pub async fn arm_all(
 
     let mut checks: Vec<Arc<dyn crate::health::Check>> = Vec::new();
     let mut repos = std::collections::BTreeSet::new();
+    let armed = contexts.clone();
     for ctx in contexts {
         // A catch-up run starts right after this: show it as running already,
         // so the first health round does not report "no backup yet" as a failure.
@@ -279,5 +296,5 @@ pub async fn arm_all(
         });
     }
     shared.startup_done("schedules");
-    Ok(checks)
+    Ok((checks, armed))
 }

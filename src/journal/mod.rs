@@ -1,7 +1,20 @@
-//! The audit journal: hash-chained JSON lines. This module holds the pure
-//! core (record encoding, the chain, verification); the writer task,
-//! segments, shippers and `vigil audit` build on it.
+//! The audit journal: hash-chained JSON lines in segments under
+//! `<state_dir>/journal`, one writer thread, shippers into the catalog and
+//! Loki, and the verification behind `vigil audit verify`.
 
+mod check;
 pub mod record;
+pub mod segment;
+pub mod ship;
+pub mod tail;
+pub mod verify;
+mod writer;
 
-pub use record::{Entry, GENESIS, Record, VerifyError, encode_line, verify_chain};
+#[cfg(test)]
+mod tests;
+
+pub use check::JournalWritableCheck;
+pub use record::{
+    Actor, ChainCheck, Entry, GENESIS, Record, VerifyError, encode_line, verify_chain,
+};
+pub use writer::{AuditStats, Head, Journal, JournalError, JournalOptions, JournalStatus};

@@ -25,7 +25,7 @@ pub struct Record {
     /// UTC, microseconds.
     pub ts: DateTime<Utc>,
     pub event: String,
-    pub actor: String,
+    pub actor: Actor,
     #[serde(default)]
     pub request_id: Option<String>,
     #[serde(default)]
@@ -35,14 +35,90 @@ pub struct Record {
     pub hash: String,
 }
 
+/// Who did it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// `scheduler`, `daemon`, `cli` or `token`.
+    pub kind: String,
+    /// The token's name, the CLI's user, or the kind again.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+impl Actor {
+    pub fn scheduler() -> Actor {
+        Actor::from("scheduler")
+    }
+
+    pub fn daemon() -> Actor {
+        Actor::from("daemon")
+    }
+
+    /// The user running a CLI command (`SUDO_USER` first: who, not which account).
+    pub fn cli() -> Actor {
+        let user = ["SUDO_USER", "USER", "LOGNAME"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()));
+        Actor {
+            kind: "cli".into(),
+            name: user,
+            role: None,
+        }
+    }
+
+    pub fn token(name: &str, role: &str) -> Actor {
+        Actor {
+            kind: "token".into(),
+            name: name.into(),
+            role: Some(role.into()),
+        }
+    }
+}
+
+impl From<&str> for Actor {
+    fn from(kind: &str) -> Actor {
+        Actor {
+            kind: kind.into(),
+            name: kind.into(),
+            role: None,
+        }
+    }
+}
+
+impl From<String> for Actor {
+    fn from(kind: String) -> Actor {
+        Actor::from(kind.as_str())
+    }
+}
+
 /// What happened, before it is chained.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub ts: DateTime<Utc>,
     pub event: String,
-    pub actor: String,
+    pub actor: Actor,
     pub request_id: Option<String>,
     pub data: serde_json::Value,
+}
+
+impl Entry {
+    /// An event happening now.
+    pub fn now(event: &str, actor: Actor, data: serde_json::Value) -> Entry {
+        Entry {
+            ts: Utc::now(),
+            event: event.into(),
+            actor,
+            request_id: None,
+            data,
+        }
+    }
+
+    pub fn with_request_id(mut self, id: Option<String>) -> Entry {
+        self.request_id = id;
+        self
+    }
 }
 
 impl Record {
@@ -141,14 +217,42 @@ pub fn verify_chain<'a>(
     lines: impl IntoIterator<Item = &'a str>,
     after: Option<(u64, &str)>,
 ) -> Result<Option<(u64, String)>, VerifyError> {
-    let mut last: Option<(u64, String)> = after.map(|(s, h)| (s, h.to_owned()));
-    let mut journal: Option<String> = None;
-    for (i, line) in lines.into_iter().enumerate() {
+    let mut chain = ChainCheck::new(after);
+    for line in lines {
+        chain.push(line)?;
+    }
+    Ok(chain.last().cloned())
+}
+
+/// The chain rules, one record at a time.
+#[derive(Debug, Default)]
+pub struct ChainCheck {
+    last: Option<(u64, String)>,
+    journal: Option<String>,
+    lines: usize,
+}
+
+impl ChainCheck {
+    pub fn new(after: Option<(u64, &str)>) -> ChainCheck {
+        ChainCheck {
+            last: after.map(|(s, h)| (s, h.to_owned())),
+            journal: None,
+            lines: 0,
+        }
+    }
+
+    pub fn last(&self) -> Option<&(u64, String)> {
+        self.last.as_ref()
+    }
+
+    /// Checks the next line; returns its record if it holds.
+    pub fn push(&mut self, line: &str) -> Result<Record, VerifyError> {
+        self.lines += 1;
         let record: Record = serde_json::from_str(line).map_err(|e| VerifyError::Malformed {
-            line: i + 1,
+            line: self.lines,
             detail: e.to_string(),
         })?;
-        if let Some(expected) = &journal
+        if let Some(expected) = &self.journal
             && &record.journal != expected
         {
             return Err(VerifyError::ForeignJournal {
@@ -157,16 +261,18 @@ pub fn verify_chain<'a>(
                 expected: expected.clone(),
             });
         }
-        journal = Some(record.journal.clone());
         let computed = record.compute_hash();
-        if computed != record.hash {
+        // The hash covers the parsed record; the bytes must also be exactly
+        // its canonical form, or an edit that parses the same would pass.
+        let canonical = encode_line(&record);
+        if computed != record.hash || canonical[..canonical.len() - 1] != *line.as_bytes() {
             return Err(VerifyError::Altered {
                 seq: record.seq,
                 recorded: record.hash,
                 computed,
             });
         }
-        let (expected_seq, expected_prev) = match &last {
+        let (expected_seq, expected_prev) = match &self.last {
             Some((seq, hash)) => (seq + 1, hash.clone()),
             None if record.seq == 1 => (1, GENESIS.to_owned()),
             // A run starting mid-journal without an anchor: accept its first link.
@@ -185,9 +291,10 @@ pub fn verify_chain<'a>(
                 expected: expected_prev,
             });
         }
-        last = Some((record.seq, record.hash));
+        self.journal = Some(record.journal.clone());
+        self.last = Some((record.seq, record.hash.clone()));
+        Ok(record)
     }
-    Ok(last)
 }
 
 #[cfg(test)]
@@ -231,7 +338,7 @@ mod tests {
             "microsecond precision"
         );
         // Keys are sorted in the written line (canonical form).
-        assert!(lines[0].starts_with("{\"actor\":"), "{}", lines[0]);
+        assert!(lines[0].starts_with("{\"actor\":{\"kind\""), "{}", lines[0]);
         assert!(
             lines[0].contains("\"z\":{\"a\":[2,1],\"b\":1}"),
             "{}",
@@ -289,7 +396,7 @@ mod tests {
     proptest! {
         #[test]
         fn encode_decode_round_trip(event in "[a-z]{1,12}\\.[a-z]{1,12}", actor in "\\PC{0,20}", n in any::<i64>(), s in "\\PC{0,40}") {
-            let entry = Entry { ts: Utc::now(), event, actor, request_id: Some("req-1".into()), data: serde_json::json!({ "n": n, "s": s }) };
+            let entry = Entry { ts: Utc::now(), event, actor: actor.into(), request_id: Some("req-1".into()), data: serde_json::json!({ "n": n, "s": s }) };
             let r = Record::next("j", Some((41, GENESIS)), entry);
             let line = encode_line(&r);
             prop_assert_eq!(*line.last().unwrap(), b'\n');

@@ -72,6 +72,9 @@ pub struct ObjectEntry {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalHead {
+    /// The journal's identity, so `vigil audit verify` matches the right one.
+    #[serde(default)]
+    pub journal: String,
     pub seq: u64,
     pub hash: String,
 }

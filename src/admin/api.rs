@@ -1,0 +1,342 @@
+//! The operator API (`/api/v1/...`): request metadata, bearer auth, the
+//! permission check, and an `api.request` journal event for every call,
+//! allowed or denied. The endpoints themselves are in `endpoints.rs`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::auth::{Authn, FailureLimiter, Permission, Role, TokenEntry, Tokens, TrustedProxies};
+use super::routes::{Body, JSON, respond};
+use crate::config::{Change, Config};
+use crate::health::Shared;
+use crate::jobs::JobContext;
+use crate::journal::{Actor, Entry, Journal};
+
+/// Who may call, from the current config (swapped on reload).
+pub struct AuthSettings {
+    pub tokens: Tokens,
+    pub proxies: TrustedProxies,
+    pub protect_detailed: bool,
+}
+
+impl AuthSettings {
+    /// From a validated config (bad entries were refused at load).
+    pub fn from_config(config: &Config) -> AuthSettings {
+        let tokens = config
+            .admin
+            .tokens
+            .iter()
+            .filter_map(|t| {
+                let hash = super::auth::parse_sha256_hex(t.token_sha256.as_deref()?).ok()?;
+                Some(TokenEntry {
+                    name: t.name.clone(),
+                    role: t.role,
+                    sha256: hash,
+                })
+            })
+            .collect();
+        AuthSettings {
+            tokens: Tokens::new(tokens),
+            proxies: TrustedProxies::parse(&config.admin.trusted_proxies)
+                .unwrap_or_else(|_| TrustedProxies::parse(&[]).expect("empty list parses")),
+            protect_detailed: config.admin.protect_detailed,
+        }
+    }
+}
+
+/// A reload asked for through the API, answered with the changes.
+pub struct ReloadRequest {
+    pub actor: Actor,
+    pub request_id: String,
+    pub answer: oneshot::Sender<Result<Vec<Change>, String>>,
+}
+
+/// What the endpoints act on; set once start-up is done.
+pub struct Api {
+    pub config: watch::Receiver<Arc<Config>>,
+    pub shared: Arc<Shared>,
+    pub journal: Journal,
+    pub pool: deadpool_postgres::Pool,
+    pub jobs: BTreeMap<String, JobContext>,
+    pub reload: mpsc::Sender<ReloadRequest>,
+    pub tasks: tokio_util::task::TaskTracker,
+    pub cancel: tokio_util::sync::CancellationToken,
+}
+
+/// One call's facts, for the handler and the journal.
+pub struct Call {
+    pub request_id: String,
+    pub ip: std::net::IpAddr,
+    pub user_agent: Option<String>,
+    pub token: Option<(String, Role)>,
+}
+
+impl Call {
+    pub fn actor(&self) -> Actor {
+        match &self.token {
+            Some((name, role)) => Actor::token(name, role.as_str()),
+            None => Actor::from("anonymous"),
+        }
+    }
+}
+
+/// An endpoint's answer: status and JSON body, or an error.
+pub type Answer = Result<(StatusCode, serde_json::Value), ApiError>;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The client's address, id and agent; the same rules for the API and for
+/// the protected health pages.
+pub fn call_facts(
+    settings: &AuthSettings,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> (String, std::net::IpAddr, Option<String>) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let request_id = super::auth::request_id(header("x-request-id"));
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+    let ip = settings.proxies.client_ip(peer.ip(), forwarded.as_deref());
+    let agent = header("user-agent").map(|a| a.chars().take(256).collect());
+    (request_id, ip, agent)
+}
+
+/// Handles `/api/...`.
+pub async fn handle<B>(
+    settings: &AuthSettings,
+    limiter: &FailureLimiter,
+    api: Option<&Arc<Api>>,
+    req: Request<B>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let (request_id, ip, user_agent) = call_facts(settings, req.headers(), peer);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let mut call = Call {
+        request_id,
+        ip,
+        user_agent,
+        token: None,
+    };
+    let Some(endpoint) = super::endpoints::resolve(&method, &path) else {
+        return finish(
+            api,
+            &call,
+            &method,
+            &path,
+            None,
+            "not_found",
+            error(
+                &call,
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no endpoint {method} {path}; see the README's operator API section"),
+                ),
+            ),
+        );
+    };
+    let endpoint = match endpoint {
+        Ok(e) => e,
+        Err(allow) => {
+            let mut response = error(
+                &call,
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{path} accepts {allow}"),
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+            return finish(api, &call, &method, &path, None, "not_found", response);
+        }
+    };
+    let permission = endpoint.permission();
+    if let Some(wait) = limiter.blocked(ip, Instant::now()) {
+        let mut response = error(
+            &call,
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed authentications from this address; wait and retry with a valid token",
+            ),
+        );
+        let secs = wait.as_secs().max(1).to_string();
+        if let Ok(v) = HeaderValue::from_str(&secs) {
+            response.headers_mut().insert(RETRY_AFTER, v);
+        }
+        return finish(
+            api,
+            &call,
+            &method,
+            &path,
+            Some(permission),
+            "rate_limited",
+            response,
+        );
+    }
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token = match settings.tokens.authenticate(authorization) {
+        Authn::Valid(entry) => entry,
+        other => {
+            limiter.record_failure(ip, Instant::now());
+            let why = match other {
+                Authn::Missing => "an `Authorization: Bearer <token>` header is required",
+                Authn::Malformed => "the Authorization header must be `Bearer <token>`",
+                _ => "the token is not valid",
+            };
+            let mut response = error(
+                &call,
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", why),
+            );
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vigil\""),
+            );
+            return finish(
+                api,
+                &call,
+                &method,
+                &path,
+                Some(permission),
+                "unauthenticated",
+                response,
+            );
+        }
+    };
+    call.token = Some((token.name.clone(), token.role));
+    if !token.role.allows(permission) {
+        let response = error(
+            &call,
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "token `{}` has role {}, which lacks `{}`",
+                    token.name,
+                    token.role.as_str(),
+                    permission.as_str()
+                ),
+            ),
+        );
+        return finish(
+            api,
+            &call,
+            &method,
+            &path,
+            Some(permission),
+            "forbidden",
+            response,
+        );
+    }
+    let Some(api) = api else {
+        let response = error(
+            &call,
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                "vigil is still starting; retry in a moment",
+            ),
+        );
+        return finish(
+            None,
+            &call,
+            &method,
+            &path,
+            Some(permission),
+            "unavailable",
+            response,
+        );
+    };
+    let answer = super::endpoints::serve(api, &call, endpoint, &query).await;
+    let response = match answer {
+        Ok((status, body)) => with_request_id(respond(status, JSON, body.to_string()), &call),
+        Err(e) => error(&call, e),
+    };
+    finish(
+        Some(api),
+        &call,
+        &method,
+        &path,
+        Some(permission),
+        "allowed",
+        response,
+    )
+}
+
+fn error(call: &Call, e: ApiError) -> Response<Body> {
+    let body = serde_json::json!({ "error": { "code": e.code, "message": e.message, "request_id": call.request_id } });
+    with_request_id(respond(e.status, JSON, body.to_string()), call)
+}
+
+fn with_request_id(mut response: Response<Body>, call: &Call) -> Response<Body> {
+    if let Ok(v) = HeaderValue::from_str(&call.request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// Journals the call (allowed or not) and returns its response.
+fn finish(
+    api: Option<&Arc<Api>>,
+    call: &Call,
+    method: &Method,
+    path: &str,
+    permission: Option<Permission>,
+    outcome: &str,
+    response: Response<Body>,
+) -> Response<Body> {
+    let status = response.status().as_u16();
+    tracing::info!(request_id = %call.request_id, ip = %call.ip, token = call.token.as_ref().map(|t| t.0.as_str()), %method, path, status, outcome, "api request");
+    if let Some(api) = api {
+        let entry = Entry::now(
+            "api.request",
+            call.actor(),
+            serde_json::json!({
+                "method": method.as_str(),
+                "path": path,
+                "permission": permission.map(|p| p.as_str()),
+                "outcome": outcome,
+                "status": status,
+                "ip": call.ip.to_string(),
+                "user_agent": call.user_agent,
+                "token": call.token.as_ref().map(|t| &t.0),
+                "role": call.token.as_ref().map(|t| t.1.as_str()),
+            }),
+        )
+        .with_request_id(Some(call.request_id.clone()));
+        api.journal.emit(entry);
+    }
+    response
+}

@@ -1,0 +1,235 @@
+//! `vigil audit verify` and `vigil audit show`.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::journal::verify::{
+    Anchor, Report, SegmentInput, TableRow, verify_segments, verify_table,
+};
+use crate::journal::{Record, segment};
+
+/// Reads every segment of the journal directory.
+fn read_segments(config: &Config) -> anyhow::Result<Vec<SegmentInput>> {
+    let dir = config.journal_dir();
+    let mut out = Vec::new();
+    for (n, path) in
+        segment::list(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+    {
+        let (lines, fragment) = segment::read_from(&path, 0)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        out.push(SegmentInput {
+            name: segment::segment_name(n),
+            lines,
+            fragment,
+        });
+    }
+    Ok(out)
+}
+
+fn journal_of(segments: &[SegmentInput]) -> Option<String> {
+    segments
+        .iter()
+        .flat_map(|s| s.lines.first())
+        .find_map(|l| serde_json::from_str::<Record>(&l.text).ok())
+        .map(|r| r.journal)
+}
+
+/// The catalog's rows for a journal (the newest journal when `None`), or
+/// why they could not be read.
+async fn table_rows(
+    config: &Config,
+    journal: Option<&str>,
+) -> Result<(String, Vec<TableRow>), String> {
+    let pool = crate::catalog::pool(&config.catalog).map_err(|e| e.to_string())?;
+    let client = tokio::time::timeout(Duration::from_secs(5), pool.get())
+        .await
+        .map_err(|_| "the catalog did not answer within 5 s".to_owned())?
+        .map_err(|e| crate::redact::error_chain(&e))?;
+    let journal = match journal {
+        Some(j) => j.to_owned(),
+        None => client
+            .query_opt(
+                "SELECT journal::text FROM vigil.audit_log WHERE journal IS NOT NULL ORDER BY id DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(|e| crate::redact::error_chain(&e))?
+            .map(|r| r.get::<_, String>(0))
+            .ok_or("the catalog holds no journal records")?,
+    };
+    let rows = client
+        .query(
+            "SELECT seq, record FROM vigil.audit_log WHERE journal = $1::text::uuid ORDER BY seq",
+            &[&journal],
+        )
+        .await
+        .map_err(|e| crate::redact::error_chain(&e))?;
+    let rows = rows
+        .iter()
+        .map(|r| TableRow {
+            seq: r.get::<_, i64>(0) as u64,
+            record: r.get::<_, Option<String>>(1).unwrap_or_default(),
+        })
+        .collect();
+    Ok((journal, rows))
+}
+
+/// The journal heads recorded in every configured job's manifests.
+async fn manifest_anchors(config: &Config, warnings: &mut Vec<String>) -> Vec<Anchor> {
+    let mut anchors = Vec::new();
+    for (job, job_config) in &config.jobs {
+        let repo = match crate::repo::Repository::open(
+            &job_config.repository,
+            &config.repositories[&job_config.repository],
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                warnings.push(format!("job `{job}`: cannot open its repository: {e}"));
+                continue;
+            }
+        };
+        match repo.list(job).await {
+            Ok(listing) => anchors.extend(listing.backups.iter().filter_map(|m| {
+                let head = m.journal_head.as_ref()?;
+                Some(Anchor {
+                    source: format!("backup {job}/{}", m.backup_id),
+                    journal: head.journal.clone(),
+                    seq: head.seq,
+                    hash: head.hash.clone(),
+                })
+            })),
+            Err(e) => warnings.push(format!("job `{job}`: cannot list its backups: {e}")),
+        }
+    }
+    anchors
+}
+
+/// `vigil audit verify [--from-catalog] [--json]`: exit 1 on any problem.
+pub async fn verify(config: &Config, from_catalog: bool, json: bool) -> anyhow::Result<()> {
+    let mut warnings = Vec::new();
+    let anchors = manifest_anchors(config, &mut warnings).await;
+    let mut report = if from_catalog {
+        let segments = read_segments(config).unwrap_or_default();
+        let (_, rows) = table_rows(config, journal_of(&segments).as_deref())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the journal from the catalog: {e}"))?;
+        verify_table(&rows, &anchors)
+    } else {
+        let segments = read_segments(config)?;
+        if segments.is_empty() {
+            bail!(
+                "no journal segments in {} (`journal.dir`); use --from-catalog to verify the catalog's copy",
+                config.journal_dir().display()
+            );
+        }
+        let rows = match table_rows(config, journal_of(&segments).as_deref()).await {
+            Ok((_, rows)) => Some(rows),
+            Err(e) => {
+                warnings.push(format!("catalog not compared: {e}"));
+                None
+            }
+        };
+        verify_segments(&segments, rows.as_deref(), &anchors)
+    };
+    report.warnings.extend(warnings);
+    print_report(&report, from_catalog, json)?;
+    if !report.ok() {
+        bail!("the audit journal failed verification");
+    }
+    Ok(())
+}
+
+fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let source = if from_catalog {
+        "catalog".to_owned()
+    } else {
+        format!("{} segment(s)", report.segments)
+    };
+    println!(
+        "journal {}: {} record(s) from {source}, seq {}..{}, {} checkpoint(s)",
+        report.journal.as_deref().unwrap_or("(none)"),
+        report.records,
+        report.first_seq.unwrap_or(0),
+        report.last_seq.unwrap_or(0),
+        report.checkpoints
+    );
+    if !from_catalog {
+        println!("catalog rows compared: {}", report.table_rows_checked);
+    }
+    println!("backup manifest heads checked: {}", report.anchors_checked);
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    for p in &report.problems {
+        match p.seq {
+            Some(seq) => println!("FAILED at seq {seq} ({}): {}", p.location, p.what),
+            None => println!("FAILED ({}): {}", p.location, p.what),
+        }
+    }
+    if report.ok() {
+        println!("OK: the chain, segment links, checkpoints and anchors hold");
+    }
+    Ok(())
+}
+
+/// `--since`: a duration ago (`2h`) or an RFC 3339 time.
+pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let ago = humantime::parse_duration(text)
+        .map_err(|_| format!("`{text}` is neither a duration (2h, 30m) nor an RFC 3339 time"))?;
+    Ok(Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?)
+}
+
+/// `vigil audit show [--since] [--event] [--json]`.
+pub fn show(
+    config: &Config,
+    since: Option<DateTime<Utc>>,
+    event: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let dir = config.journal_dir();
+    let mut tail = crate::journal::tail::Tail::after(&dir, 0)
+        .with_context(|| format!("cannot read the journal in {}", dir.display()))?;
+    loop {
+        let batch = tail.read(1000)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for (record, line) in batch {
+            if since.is_some_and(|t| record.ts < t) {
+                continue;
+            }
+            if let Some(prefix) = event
+                && !(record.event == prefix || record.event.starts_with(&format!("{prefix}.")))
+            {
+                continue;
+            }
+            if json {
+                println!("{line}");
+            } else {
+                let actor = match &record.actor.role {
+                    Some(role) => format!("{}:{} ({role})", record.actor.kind, record.actor.name),
+                    None if record.actor.kind == record.actor.name => record.actor.kind.clone(),
+                    None => format!("{}:{}", record.actor.kind, record.actor.name),
+                };
+                println!(
+                    "{} {:>6} {:<24} {:<24} {}",
+                    record.ts.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                    record.seq,
+                    record.event,
+                    actor,
+                    record.data
+                );
+            }
+        }
+    }
+}

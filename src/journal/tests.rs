@@ -1,0 +1,252 @@
+//! The writer on a real directory, and verification against tampering.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::record::{Actor, Entry};
+use super::segment::{self, segment_name};
+use super::verify::{Anchor, SegmentInput, TableRow, verify_segments};
+use super::writer::{Journal, JournalOptions};
+
+fn options(dir: &Path) -> JournalOptions {
+    JournalOptions {
+        dir: dir.to_owned(),
+        sync_interval: Duration::from_millis(50),
+        segment_max_bytes: 64 * 1024 * 1024,
+        segment_max_age: Duration::from_secs(24 * 3600),
+        queue_capacity: 100,
+        checkpoint_interval: None,
+        actor: Actor::daemon(),
+    }
+}
+
+fn event(i: usize) -> Entry {
+    Entry::now(
+        "backup.succeeded",
+        Actor::scheduler(),
+        serde_json::json!({ "job": "orders", "n": i }),
+    )
+}
+
+fn read_all(dir: &Path) -> Vec<SegmentInput> {
+    segment::list(dir)
+        .unwrap()
+        .into_iter()
+        .map(|(n, path)| {
+            let (lines, fragment) = segment::read_from(&path, 0).unwrap();
+            SegmentInput {
+                name: segment_name(n),
+                lines,
+                fragment,
+            }
+        })
+        .collect()
+}
+
+/// A small journal of `n` events plus its segment-opening record.
+async fn small_journal(dir: &Path, n: usize) -> Journal {
+    let journal = Journal::open(options(dir), Arc::default()).unwrap();
+    for i in 0..n {
+        journal.emit(event(i));
+    }
+    journal.flush().await;
+    journal
+}
+
+#[tokio::test]
+async fn events_are_chained_synced_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = small_journal(dir.path(), 3).await;
+    let head = journal.commit(event(99)).await.unwrap();
+    assert_eq!(head.seq, 5, "segment_started + 3 + 1");
+    assert_eq!(journal.head(), Some(head));
+    journal.close().await;
+    let report = verify_segments(&read_all(dir.path()), None, &[]);
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.records, 5);
+}
+
+#[tokio::test]
+async fn a_second_writer_appends_after_the_first() {
+    // The daemon and a CLI command share the journal through its lock.
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = small_journal(dir.path(), 2).await;
+    let cli = Journal::open(options(dir.path()), Arc::default()).unwrap();
+    assert_eq!(cli.id(), daemon.id());
+    cli.commit(event(10)).await.unwrap();
+    cli.close().await;
+    let head = daemon.commit(event(11)).await.unwrap();
+    assert_eq!(head.seq, 5);
+    daemon.close().await;
+    let report = verify_segments(&read_all(dir.path()), None, &[]);
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_kept_and_recorded_in_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    small_journal(dir.path(), 3).await.close().await;
+    // A crash between `write` and `fsync`: half a line on disk.
+    let first = dir.path().join(segment_name(1));
+    let before = std::fs::read(&first).unwrap();
+    let torn = b"{\"actor\":{\"kind\":\"sched";
+    std::fs::write(&first, [before.as_slice(), torn].concat()).unwrap();
+    let unrecovered = verify_segments(&read_all(dir.path()), None, &[]);
+    assert!(!unrecovered.ok(), "an unrecovered torn tail is reported");
+
+    let journal = Journal::open(options(dir.path()), Arc::default()).unwrap();
+    journal.commit(event(7)).await.unwrap();
+    journal.close().await;
+    assert_eq!(
+        std::fs::read(&first).unwrap().len(),
+        before.len() + torn.len(),
+        "never truncated"
+    );
+    let segments = read_all(dir.path());
+    assert_eq!(segments.len(), 2);
+    let second: Vec<super::Record> = segments[1]
+        .lines
+        .iter()
+        .map(|l| serde_json::from_str(&l.text).unwrap())
+        .collect();
+    assert_eq!(second[0].event, "journal.segment_started");
+    assert_eq!(second[1].event, "journal.recovered");
+    assert_eq!(second[1].data["length"], torn.len());
+    assert_eq!(second[1].data["offset"], before.len());
+    let report = verify_segments(&segments, None, &[]);
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn segments_rotate_and_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.segment_max_bytes = 2048;
+    let journal = Journal::open(opts, Arc::default()).unwrap();
+    for i in 0..40 {
+        journal.emit(event(i));
+    }
+    journal.close().await;
+    let segments = read_all(dir.path());
+    assert!(segments.len() >= 3, "{} segments", segments.len());
+    let report = verify_segments(&segments, None, &[]);
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.records, 40 + segments.len() as u64);
+}
+
+#[tokio::test]
+async fn checkpoints_come_even_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.checkpoint_interval = Some(Duration::from_millis(100));
+    let journal = Journal::open(opts, Arc::default()).unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    journal.close().await;
+    let report = verify_segments(&read_all(dir.path()), None, &[]);
+    assert!(report.ok(), "{:?}", report.problems);
+    assert!(report.checkpoints >= 3, "{} checkpoints", report.checkpoints);
+}
+
+/// The lines of a one-segment journal, for tampering.
+async fn lines_of_small_journal(n: usize) -> (tempfile::TempDir, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    small_journal(dir.path(), n).await.close().await;
+    let bytes = std::fs::read(dir.path().join(segment_name(1))).unwrap();
+    (dir, bytes)
+}
+
+fn verify_bytes(bytes: &[u8]) -> super::verify::Report {
+    let (lines, fragment) = segment::split(bytes, 0);
+    verify_segments(
+        &[SegmentInput {
+            name: segment_name(1),
+            lines,
+            fragment,
+        }],
+        None,
+        &[],
+    )
+}
+
+#[tokio::test]
+async fn every_flipped_bit_fails_verification_and_names_a_place() {
+    let (_dir, bytes) = lines_of_small_journal(2).await;
+    assert!(verify_bytes(&bytes).ok());
+    for i in 0..bytes.len() * 8 {
+        let mut tampered = bytes.clone();
+        tampered[i / 8] ^= 1 << (i % 8);
+        let report = verify_bytes(&tampered);
+        assert!(!report.ok(), "flipping bit {i} (byte {}) went unnoticed", i / 8);
+        assert!(!report.problems[0].location.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn deleting_or_reordering_lines_is_named_by_seq() {
+    let (_dir, bytes) = lines_of_small_journal(4).await;
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+    let join = |ls: Vec<&[u8]>| ls.concat();
+
+    let mut without_middle = lines.clone();
+    without_middle.remove(2);
+    let report = verify_bytes(&join(without_middle));
+    assert_eq!(report.problems[0].seq, Some(4), "{:?}", report.problems);
+    assert!(report.problems[0].what.contains("expected seq 3"));
+
+    let mut swapped = lines.clone();
+    swapped.swap(2, 3);
+    let report = verify_bytes(&join(swapped));
+    assert_eq!(report.problems[0].seq, Some(4), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn a_removed_or_rewritten_tail_is_caught_by_the_anchors() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = small_journal(dir.path(), 4).await;
+    let anchored = journal.head().unwrap();
+    let id = journal.id().to_owned();
+    journal.close().await;
+    let path = dir.path().join(segment_name(1));
+    let bytes = std::fs::read(&path).unwrap();
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+    let anchor = Anchor {
+        source: "backup orders/20261123T070000Z".into(),
+        journal: id,
+        seq: anchored.seq,
+        hash: anchored.hash.clone(),
+    };
+
+    // Tail deleted: the chain itself still holds.
+    let short = lines[..3].concat();
+    assert!(verify_bytes(&short).ok());
+    std::fs::write(&path, &short).unwrap();
+    let report = verify_segments(&read_all(dir.path()), None, std::slice::from_ref(&anchor));
+    assert!(!report.ok());
+    assert_eq!(report.problems[0].seq, Some(anchored.seq));
+    assert!(report.problems[0].what.contains("tail was removed"), "{:?}", report.problems);
+
+    // Tail rewritten and re-hashed by someone with write access.
+    let forged = Journal::open(options(dir.path()), Arc::default()).unwrap();
+    forged.emit(event(666));
+    forged.emit(event(667));
+    forged.close().await;
+    let segments = read_all(dir.path());
+    assert!(verify_segments(&segments, None, &[]).ok(), "a re-hashed chain holds on its own");
+    let report = verify_segments(&segments, None, std::slice::from_ref(&anchor));
+    assert!(!report.ok());
+    assert!(report.problems[0].what.contains("rewritten"), "{:?}", report.problems);
+
+    // The catalog's copy catches it too.
+    let rows: Vec<TableRow> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| TableRow {
+            seq: i as u64 + 1,
+            record: String::from_utf8(l.trim_ascii_end().to_vec()).unwrap(),
+        })
+        .collect();
+    let report = verify_segments(&segments, Some(&rows), &[]);
+    assert!(!report.ok());
+    assert_eq!(report.problems[0].location, "catalog");
+}

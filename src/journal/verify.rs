@@ -1,0 +1,380 @@
+//! `vigil audit verify`: the chain, the segment links, torn tails and their
+//! recovery records, the checkpoints, the catalog's copy and the heads
+//! recorded in backup manifests. Pure over what the caller read.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::record::{ChainCheck, Record};
+use super::segment::{Fragment, Line};
+
+/// One segment as read from disk.
+pub struct SegmentInput {
+    pub name: String,
+    pub lines: Vec<Line>,
+    pub fragment: Option<Fragment>,
+}
+
+/// A head recorded elsewhere (a manifest), to hold the journal to.
+#[derive(Debug, Clone)]
+pub struct Anchor {
+    /// Where it was recorded, e.g. `backup orders/20261123T0700Z`.
+    pub source: String,
+    pub journal: String,
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// A row of the catalog's `audit_log`.
+#[derive(Debug, Clone)]
+pub struct TableRow {
+    pub seq: u64,
+    pub record: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// The first bad sequence number, when one can be named.
+    pub seq: Option<u64>,
+    /// `journal-000003.jsonl line 17`, or `catalog`.
+    pub location: String,
+    pub what: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub journal: Option<String>,
+    pub segments: usize,
+    pub records: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub checkpoints: u64,
+    pub anchors_checked: usize,
+    pub table_rows_checked: usize,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, seq: Option<u64>, location: impl Into<String>, what: impl Into<String>) {
+        self.problems.push(Problem {
+            seq,
+            location: location.into(),
+            what: what.into(),
+        });
+    }
+}
+
+/// Record-level rules that do not depend on how records are stored.
+#[derive(Default)]
+struct Semantics {
+    previous: Option<Record>,
+    last_checkpoint: Option<Record>,
+    /// A daemon start since the last checkpoint excuses a long pause.
+    restarted: bool,
+}
+
+impl Semantics {
+    /// Returns what is wrong with `record` given the ones before it.
+    fn check(&mut self, record: &Record) -> Option<String> {
+        let previous = self.previous.replace(record.clone());
+        let head_of = |r: &Option<Record>| {
+            r.as_ref()
+                .map(|r| serde_json::json!({ "seq": r.seq, "hash": r.hash }))
+        };
+        match record.event.as_str() {
+            "journal.segment_started" => {
+                let claimed = record.data.get("previous").filter(|p| !p.is_null());
+                if let (Some(claimed), Some(prev)) = (claimed, &previous)
+                    && (claimed.get("seq") != Some(&prev.seq.into())
+                        || claimed.get("hash").and_then(|h| h.as_str()) != Some(&prev.hash))
+                {
+                    return Some(format!(
+                        "the segment claims to follow seq {} but follows seq {}",
+                        claimed.get("seq").unwrap_or(&serde_json::Value::Null),
+                        prev.seq
+                    ));
+                }
+            }
+            "journal.recovered"
+                if previous
+                    .as_ref()
+                    .is_none_or(|p| p.event != "journal.segment_started") =>
+            {
+                return Some(
+                    "`journal.recovered` must directly follow a segment's first record".into(),
+                );
+            }
+            "journal.checkpoint" => {
+                let claimed = record.data.get("head").cloned().unwrap_or_default();
+                let actual = head_of(&previous).unwrap_or_default();
+                if claimed != actual {
+                    return Some(format!(
+                        "checkpoint claims head {claimed} but follows {actual}"
+                    ));
+                }
+                let interval = record.data.get("interval_s").and_then(|v| v.as_i64());
+                if let (Some(last), Some(interval), false) =
+                    (&self.last_checkpoint, interval, self.restarted)
+                {
+                    let gap = (record.ts - last.ts).num_seconds();
+                    if interval > 0 && gap > 2 * interval + 60 {
+                        return Some(format!(
+                            "{gap} s since the previous checkpoint (seq {}) with no restart in between; checkpoints are every {interval} s: records or checkpoints are missing",
+                            last.seq
+                        ));
+                    }
+                }
+                self.last_checkpoint = Some(record.clone());
+                self.restarted = false;
+            }
+            "daemon.started" => self.restarted = true,
+            _ => {}
+        }
+        None
+    }
+}
+
+/// Verifies segments read from disk (oldest first), then the catalog's
+/// rows and the anchors against them.
+pub fn verify_segments(
+    segments: &[SegmentInput],
+    table: Option<&[TableRow]>,
+    anchors: &[Anchor],
+) -> Report {
+    let mut report = Report {
+        segments: segments.len(),
+        ..Report::default()
+    };
+    let mut chain = ChainCheck::new(None);
+    let mut semantics = Semantics::default();
+    let mut by_seq: HashMap<u64, (String, String)> = HashMap::new();
+    // Fragments waiting for their `journal.recovered`: segment name → fragment.
+    let mut unclaimed: Vec<(String, Fragment)> = Vec::new();
+    'segments: for (index, segment) in segments.iter().enumerate() {
+        if segment.lines.is_empty() && index + 1 < segments.len() {
+            report.problem(
+                None,
+                &segment.name,
+                "empty segment in the middle of the journal",
+            );
+            break;
+        }
+        for (i, line) in segment.lines.iter().enumerate() {
+            let location = format!("{} line {}", segment.name, i + 1);
+            let record = match chain.push(&line.text) {
+                Ok(r) => r,
+                Err(e) => {
+                    let seq = serde_json::from_str::<Record>(&line.text)
+                        .ok()
+                        .map(|r| r.seq);
+                    report.problem(
+                        seq.or(chain.last().map(|l| l.0 + 1)),
+                        location,
+                        e.to_string(),
+                    );
+                    break 'segments;
+                }
+            };
+            if i == 0 {
+                let named = record.data.get("segment").and_then(|s| s.as_str());
+                if record.event != "journal.segment_started" || named != Some(&segment.name) {
+                    report.problem(
+                        Some(record.seq),
+                        location,
+                        "a segment must open with its own `journal.segment_started` record",
+                    );
+                    break 'segments;
+                }
+            }
+            if let Some(what) = semantics.check(&record) {
+                report.problem(Some(record.seq), location, what);
+                break 'segments;
+            }
+            match record.event.as_str() {
+                "journal.checkpoint" => report.checkpoints += 1,
+                "journal.recovered" => {
+                    let named = record.data.get("segment").and_then(|s| s.as_str());
+                    let position = unclaimed.iter().position(|(name, f)| {
+                        Some(name.as_str()) == named && fragment_matches(f, &record)
+                    });
+                    match position {
+                        Some(p) => {
+                            unclaimed.remove(p);
+                        }
+                        None => {
+                            report.problem(
+                                Some(record.seq),
+                                location,
+                                "`journal.recovered` describes a torn tail that is not there (or differs)",
+                            );
+                            break 'segments;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            report.journal.get_or_insert_with(|| record.journal.clone());
+            report.first_seq.get_or_insert(record.seq);
+            report.last_seq = Some(record.seq);
+            report.records += 1;
+            by_seq.insert(record.seq, (record.hash.clone(), line.text.clone()));
+        }
+        if let Some((name, _)) = unclaimed.first() {
+            report.problem(
+                None,
+                name.clone(),
+                "the segment ends in a torn write that no later segment records (`journal.recovered` missing)",
+            );
+            break;
+        }
+        if let Some(fragment) = &segment.fragment {
+            unclaimed.push((segment.name.clone(), fragment.clone()));
+        }
+    }
+    if report.problems.is_empty()
+        && let Some((name, fragment)) = unclaimed.first()
+    {
+        // A crash leaves this until vigil next writes; so does a removed newline.
+        report.problem(
+            report.last_seq.map(|s| s + 1),
+            name.clone(),
+            format!(
+                "ends in {} bytes at offset {} that are not a complete record and not yet recorded as torn (start vigil to record it, or the last record was cut)",
+                fragment.length, fragment.offset
+            ),
+        );
+    }
+    if let Some(rows) = table {
+        check_table(&mut report, rows, &by_seq);
+    }
+    check_anchors(&mut report, anchors, |seq| {
+        by_seq.get(&seq).map(|(h, _)| h.clone())
+    });
+    report
+}
+
+/// `--from-catalog`: the chain as the catalog holds it, and the anchors.
+pub fn verify_table(rows: &[TableRow], anchors: &[Anchor]) -> Report {
+    let mut report = Report::default();
+    let mut chain = ChainCheck::new(None);
+    let mut semantics = Semantics::default();
+    let mut by_seq = HashMap::new();
+    for row in rows {
+        let location = format!("catalog row seq {}", row.seq);
+        let record = match chain.push(&row.record) {
+            Ok(r) => r,
+            Err(e) => {
+                report.problem(Some(row.seq), location, e.to_string());
+                break;
+            }
+        };
+        if record.seq != row.seq {
+            report.problem(
+                Some(row.seq),
+                location,
+                format!(
+                    "the row's seq column says {} but its record says {}",
+                    row.seq, record.seq
+                ),
+            );
+            break;
+        }
+        if let Some(what) = semantics.check(&record) {
+            report.problem(Some(record.seq), location, what);
+            break;
+        }
+        if record.event == "journal.checkpoint" {
+            report.checkpoints += 1;
+        }
+        report.journal.get_or_insert_with(|| record.journal.clone());
+        report.first_seq.get_or_insert(record.seq);
+        report.last_seq = Some(record.seq);
+        report.records += 1;
+        report.table_rows_checked += 1;
+        by_seq.insert(record.seq, record.hash);
+    }
+    check_anchors(&mut report, anchors, |seq| by_seq.get(&seq).cloned());
+    report
+}
+
+fn fragment_matches(fragment: &Fragment, record: &Record) -> bool {
+    let d = &record.data;
+    d.get("offset").and_then(|v| v.as_u64()) == Some(fragment.offset)
+        && d.get("length").and_then(|v| v.as_u64()) == Some(fragment.length)
+        && d.get("sha256").and_then(|v| v.as_str()) == Some(&fragment.sha256)
+}
+
+/// The table must hold exactly the file's lines, and nothing beyond them.
+fn check_table(report: &mut Report, rows: &[TableRow], files: &HashMap<u64, (String, String)>) {
+    let file_last = report.last_seq.unwrap_or(0);
+    let file_first = report.first_seq.unwrap_or(1);
+    let mut previous: Option<u64> = None;
+    for row in rows {
+        report.table_rows_checked += 1;
+        if let Some(p) = previous
+            && row.seq != p + 1
+            && row.seq > file_first
+        {
+            report.problem(
+                Some(p + 1),
+                "catalog",
+                format!(
+                    "seq {}..{} are missing from the catalog",
+                    p + 1,
+                    row.seq - 1
+                ),
+            );
+            return;
+        }
+        previous = Some(row.seq);
+        match files.get(&row.seq) {
+            Some((_, line)) if *line == row.record => {}
+            Some(_) => {
+                report.problem(Some(row.seq), "catalog", format!("seq {}: the catalog's copy differs from the journal file: one of them was altered", row.seq));
+                return;
+            }
+            None if row.seq > file_last => {
+                report.problem(Some(row.seq), "catalog", format!("seq {} is in the catalog but the journal files end at seq {file_last}: the file's tail was removed or rewritten", row.seq));
+                return;
+            }
+            // Older than the oldest segment kept: removed by retention after shipping.
+            None => {}
+        }
+    }
+}
+
+fn check_anchors(report: &mut Report, anchors: &[Anchor], hash_at: impl Fn(u64) -> Option<String>) {
+    let Some(journal) = report.journal.clone() else {
+        return;
+    };
+    let first = report.first_seq.unwrap_or(1);
+    let last = report.last_seq.unwrap_or(0);
+    for anchor in anchors.iter().filter(|a| a.journal == journal) {
+        report.anchors_checked += 1;
+        match hash_at(anchor.seq) {
+            Some(hash) if hash == anchor.hash => {}
+            Some(hash) => report.problem(
+                Some(anchor.seq),
+                anchor.source.clone(),
+                format!("seq {}: recorded as {} by {}, but the journal holds {hash}: the journal was rewritten after it", anchor.seq, short(&anchor.hash), anchor.source),
+            ),
+            None if anchor.seq > last => report.problem(
+                Some(anchor.seq),
+                anchor.source.clone(),
+                format!("{} recorded the head at seq {}, but the journal ends at seq {last}: its tail was removed", anchor.source, anchor.seq),
+            ),
+            None if anchor.seq < first => report.anchors_checked -= 1,
+            None => {}
+        }
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
