@@ -19,6 +19,7 @@ done
 $have_pg || missing+=(postgresql)
 command -v logrotate >/dev/null 2>&1 || [[ -x /usr/sbin/logrotate ]] || missing+=(logrotate)
 command -v runuser >/dev/null 2>&1 || [[ -x /usr/sbin/runuser ]] || missing+=(util-linux)
+command -v chattr >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v zcat >/dev/null 2>&1 || missing+=(gzip)
 # The restore-by-hand test uses the standard tools the README shows.
 command -v age >/dev/null 2>&1 || missing+=(age)

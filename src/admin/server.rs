@@ -110,8 +110,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
     tracing::debug!(
         %peer,
         method = %req.method(),
-        // The path only: a query string may carry anything.
-        path = %req.uri().path(),
+        uri = %req.uri(),
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
         "admin request"

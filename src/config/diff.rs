@@ -23,7 +23,6 @@ fn is_live(key: &str) -> bool {
             "admin.tokens",
             "admin.trusted_proxies",
             "admin.protect_detailed",
-            "admin.auth_failures_per_minute",
         ]
         .contains(&key)
 }

@@ -252,14 +252,19 @@ mod tests {
             "[daemon]\nenvironment = \"production\"\n{BASE}[admin]\nlisten = \"0.0.0.0:9746\"\n"
         );
         assert_eq!(keys(&src), ["admin.listen"]);
-        let with_token = format!("{src}token = \"a-real-token\"\n");
+        let with_token = format!(
+            "{src}[[admin.tokens]]\nname = \"ops\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
+            "ab".repeat(32)
+        );
         assert!(keys(&with_token).is_empty());
+        let bad_hash = with_token.replace(&"ab".repeat(32), "the-token-itself");
+        assert_eq!(keys(&bad_hash), ["admin.tokens[0].token_sha256"]);
     }
 
     #[test]
     fn production_refuses_placeholder_secrets() {
-        let src = "[daemon]\nenvironment = \"production\"\n[catalog]\nurl = \"postgres://vigil:change-me@db/vigil\"\n[admin]\ntoken = \"change-me\"\n".to_string();
-        assert_eq!(keys(&src), ["admin.token", "catalog.url"]);
+        let src = "[daemon]\nenvironment = \"production\"\n[catalog]\nurl = \"postgres://vigil:change-me@db/vigil\"\npassword = \"change-me\"\n".to_string();
+        assert_eq!(keys(&src), ["catalog.password", "catalog.url"]);
         let dev = src.replace("production", "development");
         assert!(keys(&dev).is_empty());
     }

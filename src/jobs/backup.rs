@@ -91,9 +91,17 @@ pub async fn run_scheduled(
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<Manifest, BackupError> {
-    let lock = lock::try_lock(&ctx.catalog, &ctx.name)
-        .await
-        .map_err(BackupError::Lock)?;
+    let lock = match lock::try_lock(&ctx.catalog, &ctx.name).await {
+        Ok(lock) => lock,
+        Err(e) => {
+            let error = BackupError::Lock(e);
+            ctx.journal.emit(ctx.event(
+                "backup.failed",
+                serde_json::json!({ "trigger": trigger.as_str(), "status": "failed", "error": ctx.redact(&error.to_string()) }),
+            ));
+            return Err(error);
+        }
+    };
     let Some(lock) = lock else {
         tracing::info!(job = %ctx.name, "another vigil holds the job lock; run skipped");
         return Err(BackupError::Locked(ctx.name.clone()));

@@ -145,7 +145,11 @@ async fn checkpoints_come_even_when_idle() {
     journal.close().await;
     let report = verify_segments(&read_all(dir.path()), None, &[]);
     assert!(report.ok(), "{:?}", report.problems);
-    assert!(report.checkpoints >= 3, "{} checkpoints", report.checkpoints);
+    assert!(
+        report.checkpoints >= 3,
+        "{} checkpoints",
+        report.checkpoints
+    );
 }
 
 /// The lines of a one-segment journal, for tampering.
@@ -177,7 +181,11 @@ async fn every_flipped_bit_fails_verification_and_names_a_place() {
         let mut tampered = bytes.clone();
         tampered[i / 8] ^= 1 << (i % 8);
         let report = verify_bytes(&tampered);
-        assert!(!report.ok(), "flipping bit {i} (byte {}) went unnoticed", i / 8);
+        assert!(
+            !report.ok(),
+            "flipping bit {i} (byte {}) went unnoticed",
+            i / 8
+        );
         assert!(!report.problems[0].location.is_empty());
     }
 }
@@ -224,7 +232,11 @@ async fn a_removed_or_rewritten_tail_is_caught_by_the_anchors() {
     let report = verify_segments(&read_all(dir.path()), None, std::slice::from_ref(&anchor));
     assert!(!report.ok());
     assert_eq!(report.problems[0].seq, Some(anchored.seq));
-    assert!(report.problems[0].what.contains("tail was removed"), "{:?}", report.problems);
+    assert!(
+        report.problems[0].what.contains("tail was removed"),
+        "{:?}",
+        report.problems
+    );
 
     // Tail rewritten and re-hashed by someone with write access.
     let forged = Journal::open(options(dir.path()), Arc::default()).unwrap();
@@ -232,10 +244,17 @@ async fn a_removed_or_rewritten_tail_is_caught_by_the_anchors() {
     forged.emit(event(667));
     forged.close().await;
     let segments = read_all(dir.path());
-    assert!(verify_segments(&segments, None, &[]).ok(), "a re-hashed chain holds on its own");
+    assert!(
+        verify_segments(&segments, None, &[]).ok(),
+        "a re-hashed chain holds on its own"
+    );
     let report = verify_segments(&segments, None, std::slice::from_ref(&anchor));
     assert!(!report.ok());
-    assert!(report.problems[0].what.contains("rewritten"), "{:?}", report.problems);
+    assert!(
+        report.problems[0].what.contains("rewritten"),
+        "{:?}",
+        report.problems
+    );
 
     // The catalog's copy catches it too.
     let rows: Vec<TableRow> = lines

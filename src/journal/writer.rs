@@ -365,10 +365,9 @@ impl Writer {
                 // Nothing but a fragment: the journal's first write was torn.
                 self.id = uuid::Uuid::new_v4().to_string();
             }
-            let next =
-                segments
-                    .last()
-                    .map_or(n + 1, |(last, _)| if *last > n { *last } else { n + 1 });
+            let next = segments
+                .last()
+                .map_or(n + 1, |(last, _)| if *last > n { *last } else { n + 1 });
             tracing::warn!(segment = %path.display(), offset = fragment.offset, length = fragment.length, "the journal ends in a torn write; it is kept as it is and recorded in a new segment");
             return self.start_segment(next, "recovery", Some((segment_name(n), fragment)));
         }

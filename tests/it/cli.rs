@@ -66,7 +66,7 @@ fn production_refusals() {
     let (code, _, stderr) = vigil_cli(&write_config(&dir, &open), &["check-config"], &[]);
     assert_eq!(code, 64);
     assert!(
-        stderr.contains("`admin.listen`") && stderr.contains("admin.token"),
+        stderr.contains("`admin.listen`") && stderr.contains("admin.tokens"),
         "{stderr}"
     );
 
@@ -80,7 +80,8 @@ fn production_refusals() {
     );
 
     let fine = format!(
-        "[daemon]\nenvironment = \"production\"\n{BASE}[admin]\nlisten = \"0.0.0.0:9746\"\ntoken = \"a-real-token-123\"\n"
+        "[daemon]\nenvironment = \"production\"\n{BASE}[admin]\nlisten = \"0.0.0.0:9746\"\n[[admin.tokens]]\nname = \"ops\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
+        "ab".repeat(32)
     );
     let (code, _, stderr) = vigil_cli(&write_config(&dir, &fine), &["check-config"], &[]);
     assert_eq!(code, 0, "{stderr}");
@@ -90,7 +91,7 @@ fn production_refusals() {
 fn secrets_never_appear_in_check_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), "tok-from-file-98765\n").unwrap();
-    let text = "[catalog]\nurl = \"postgres://vigil:url-secret-4321@db/vigil\"\npassword = \"${PGPW}\"\n[admin]\ntoken_file = \"token\"\n";
+    let text = "[catalog]\nurl = \"postgres://vigil:url-secret-4321@db/vigil\"\npassword = \"${PGPW}\"\n[[admin.tokens]]\nname = \"ops\"\nrole = \"admin\"\ntoken_file = \"token\"\n";
     let path = write_config(&dir, text);
     let (code, stdout, stderr) =
         vigil_cli(&path, &["check-config"], &[("PGPW", "env-secret-1234")]);
@@ -142,14 +143,14 @@ fn migrate_is_idempotent() {
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains(
-            "catalog schema at version 2 (applied now: V1__initial_schema, V2__cleanup_freed_bytes)"
+            "catalog schema at version 3 (applied now: V1__initial_schema, V2__cleanup_freed_bytes, V3__audit_journal)"
         ),
         "{stdout}"
     );
     let (code, stdout, _) = vigil_cli(&path, &["migrate"], &env);
     assert_eq!(code, 0);
     assert!(
-        stdout.contains("catalog schema at version 2 (applied now: none)"),
+        stdout.contains("catalog schema at version 3 (applied now: none)"),
         "{stdout}"
     );
     assert!(!stderr.contains(PASSWORD));
@@ -280,7 +281,7 @@ fn example_config_is_valid_and_documents_every_key() {
     for key in [
         "instance",
         "file",
-        "token",
+        "token_sha256",
         "token_file",
         "password",
         "interval",

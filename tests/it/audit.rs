@@ -1,0 +1,454 @@
+//! The audit journal and the operator API against a running daemon.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::harness::{
+    PASSWORD, Response, TestDb, Vigil, VigilOptions, fresh_db, http_with, own_cluster, vigil_cli,
+};
+
+const ENV: [(&str, &str); 1] = [("TEST_PGPASSWORD", PASSWORD)];
+const VIEWER: &str = "viewer-token-0d5c2f8e1a";
+const OPERATOR: &str = "operator-token-77b1e0c4d2";
+const ADMIN: &str = "admin-token-3fa9c61b05";
+
+fn sha(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Three tokens (the admin's from a file): the `[admin]` lines.
+fn admin_lines(dir: &Path) -> String {
+    let admin_file = dir.join("admin.token");
+    std::fs::write(&admin_file, format!("{ADMIN}\n")).unwrap();
+    format!(
+        "trusted_proxies = [\"10.0.0.0/8\"]\nauth_failures_per_minute = 20\n\
+         [[admin.tokens]]\nname = \"grafana\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n\
+         [[admin.tokens]]\nname = \"deployer\"\nrole = \"operator\"\ntoken_sha256 = \"{}\"\n\
+         [[admin.tokens]]\nname = \"oncall\"\nrole = \"admin\"\ntoken_file = \"{}\"\n",
+        sha(VIEWER),
+        sha(OPERATOR),
+        admin_file.display(),
+    )
+}
+
+/// A job `orders` backing up a fresh database into an fs repository.
+fn job_config(dir: &Path, source: &TestDb, extra: &str) -> String {
+    format!(
+        "[repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n\
+         [jobs.orders]\nkind = \"postgres\"\nsource = \"{}\"\npassword = \"${{TEST_PGPASSWORD}}\"\ndatabases = [\"{}\"]\n\
+         repository = \"local\"\nevery = \"1h\"\ncatch_up = false\n{extra}",
+        dir.join("repo").display(),
+        source.url(),
+        source.name,
+    )
+}
+
+fn start(catalog_url: &str, source: &TestDb, extra: &str) -> Vigil {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let options = VigilOptions {
+        admin: admin_lines(&dir),
+        ..Default::default()
+    };
+    let vigil = Vigil::start_with(catalog_url, &job_config(&dir, source, extra), options);
+    vigil.wait_ready();
+    vigil
+}
+
+fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Response {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("User-Agent", "vigil-it/1")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    http_with(addr, method, path, &headers).unwrap()
+}
+
+fn journal_dir(vigil: &Vigil) -> std::path::PathBuf {
+    vigil.dir.join("state").join("journal")
+}
+
+fn journal_text(vigil: &Vigil) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(journal_dir(vigil)).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            text.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
+    text
+}
+
+fn records(vigil: &Vigil, event: &str) -> Vec<serde_json::Value> {
+    let (code, stdout, stderr) = vigil_cli(
+        &vigil.config_path_with_addr(),
+        &["audit", "show", "--event", event, "--json"],
+        &ENV,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn verify(vigil: &Vigil) -> (i32, String) {
+    let (code, stdout, stderr) =
+        vigil_cli(&vigil.config_path_with_addr(), &["audit", "verify"], &ENV);
+    (code, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn roles_hold_for_every_endpoint_and_every_call_is_journalled() {
+    let source = fresh_db();
+    source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
+    let catalog = fresh_db();
+    let vigil = start(
+        &catalog.url(),
+        &source,
+        "[jobs.orders.retention]\nkeep_last = 5\n",
+    );
+    let addr = vigil.addr;
+
+    // (method, path, least role: 0 viewer, 1 operator, 2 admin)
+    let endpoints = [
+        ("GET", "/api/v1/jobs", 0),
+        ("GET", "/api/v1/jobs/orders", 0),
+        ("GET", "/api/v1/jobs/orders/backups", 0),
+        ("GET", "/api/v1/executions?job=orders&limit=5", 0),
+        ("POST", "/api/v1/jobs/orders/prune?dry_run=true", 1),
+        ("POST", "/api/v1/jobs/orders/backup", 1),
+        ("POST", "/api/v1/reload", 2),
+        ("GET", "/api/v1/audit?since_seq=0&limit=10", 2),
+    ];
+    let tokens = [(VIEWER, 0), (OPERATOR, 1), (ADMIN, 2)];
+    let mut bodies = String::new();
+    for (method, path, least) in endpoints {
+        for token in [None, Some("not-a-token")] {
+            let r = call(addr, method, path, token);
+            assert_eq!(r.status, 401, "{method} {path} with {token:?}: {}", r.body);
+            assert!(
+                r.headers
+                    .to_lowercase()
+                    .contains("www-authenticate: bearer")
+            );
+            bodies.push_str(&r.body);
+        }
+        for (token, rank) in tokens {
+            let r = call(addr, method, path, Some(token));
+            bodies.push_str(&r.body);
+            if rank < least {
+                assert_eq!(r.status, 403, "{method} {path} as rank {rank}: {}", r.body);
+                let error = &r.json()["error"];
+                assert_eq!(error["code"], "forbidden");
+                assert!(
+                    error["request_id"]
+                        .as_str()
+                        .is_some_and(|id| !id.is_empty())
+                );
+            } else {
+                // A second backup request may find the first still running.
+                let ok = (200..300).contains(&r.status)
+                    || (path.ends_with("/backup") && r.status == 409);
+                assert!(
+                    ok,
+                    "{method} {path} as rank {rank}: {} {}",
+                    r.status, r.body
+                );
+            }
+        }
+    }
+    let jobs = call(addr, "GET", "/api/v1/jobs", Some(VIEWER)).json();
+    assert_eq!(jobs["jobs"][0]["name"], "orders");
+    let unknown = call(addr, "GET", "/api/v1/jobs/nope", Some(VIEWER));
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"]["code"], "no_such_job");
+    let wrong_method = call(addr, "GET", "/api/v1/reload", Some(ADMIN));
+    assert_eq!(wrong_method.status, 405);
+
+    // Request ids: a well-formed one is echoed, anything else replaced.
+    let r = http_with(
+        addr,
+        "GET",
+        "/api/v1/jobs",
+        &[
+            ("Authorization", &format!("Bearer {VIEWER}")),
+            ("X-Request-Id", "it-req-42"),
+            ("X-Forwarded-For", "203.0.113.9"),
+        ],
+    )
+    .unwrap();
+    assert!(
+        r.headers.contains("x-request-id: it-req-42"),
+        "{}",
+        r.headers
+    );
+    let r = http_with(
+        addr,
+        "GET",
+        "/api/v1/jobs",
+        &[
+            ("Authorization", &format!("Bearer {VIEWER}")),
+            ("X-Request-Id", "bad id;drop"),
+        ],
+    )
+    .unwrap();
+    assert!(!r.headers.contains("bad id"), "{}", r.headers);
+
+    // The backup the operator started finishes and is journalled with its actor.
+    vigil.wait_for("the API-triggered backup", Duration::from_secs(30), || {
+        call(addr, "GET", "/api/v1/jobs/orders", Some(VIEWER)).json()["backups"] == 1
+    });
+    let backups = call(addr, "GET", "/api/v1/jobs/orders/backups", Some(VIEWER)).json();
+    let head = &backups["backups"][0]["journal_head"];
+    assert!(
+        head["seq"].as_u64().unwrap() > 0,
+        "manifest anchors the journal head: {backups}"
+    );
+    let executions = call(
+        addr,
+        "GET",
+        "/api/v1/executions?job=orders&kind=backup",
+        Some(VIEWER),
+    )
+    .json();
+    assert_eq!(executions["executions"][0]["trigger"], "api");
+
+    // Every call, allowed or denied, is an `api.request` event.
+    let calls = records(&vigil, "api.request");
+    let denied: Vec<_> = calls
+        .iter()
+        .filter(|r| r["data"]["outcome"] == "forbidden")
+        .collect();
+    assert_eq!(denied.len(), 3 + 2 + 1, "viewer×4 read-only… {denied:?}");
+    let unauthenticated = calls
+        .iter()
+        .filter(|r| r["data"]["outcome"] == "unauthenticated")
+        .count();
+    assert_eq!(unauthenticated, 16);
+    let reload_denied = denied
+        .iter()
+        .find(|r| r["data"]["path"] == "/api/v1/reload" && r["actor"]["name"] == "deployer")
+        .expect("the operator's reload attempt is journalled");
+    assert_eq!(reload_denied["actor"]["role"], "operator");
+    assert_eq!(reload_denied["data"]["permission"], "config:reload");
+    assert_eq!(reload_denied["data"]["user_agent"], "vigil-it/1");
+    // A forged X-Forwarded-For from an untrusted peer is ignored.
+    let tagged = calls
+        .iter()
+        .find(|r| r["request_id"] == "it-req-42")
+        .expect("the request id is journalled");
+    assert_eq!(tagged["data"]["ip"], "127.0.0.1");
+    let started = records(&vigil, "backup.started");
+    assert_eq!(started[0]["actor"]["name"], "deployer");
+    assert_eq!(
+        records(&vigil, "config.reloaded")[0]["actor"]["name"],
+        "oncall"
+    );
+
+    // Brute force: failures per IP are limited.
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| call(addr, "GET", "/api/v1/jobs", Some("guess")).status)
+        .collect();
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+
+    // Tokens and passwords reach no log line, journal line or API body.
+    let journal = journal_text(&vigil);
+    for secret in [VIEWER, OPERATOR, ADMIN, PASSWORD] {
+        assert!(!vigil.log_text().contains(secret), "{secret} in the log");
+        assert!(!journal.contains(secret), "{secret} in the journal");
+        assert!(!bodies.contains(secret), "{secret} in an API body");
+    }
+
+    // The catalog receives every record once, and the whole thing verifies.
+    let lines = journal.lines().count();
+    vigil.wait_for(
+        "the catalog to hold the journal",
+        Duration::from_secs(10),
+        || {
+            catalog
+                .psql("SELECT count(*) FROM vigil.audit_log")
+                .is_ok_and(|n| n.trim().parse::<usize>().unwrap_or(0) >= lines)
+        },
+    );
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("OK"), "{out}");
+}
+
+/// Makes the journal unwritable for everyone, root included.
+fn freeze(dir: &Path, frozen: bool) {
+    let mut paths = vec![dir.to_owned()];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        paths.push(entry.unwrap().path());
+    }
+    let flag = if frozen { "+i" } else { "-i" };
+    let status = std::process::Command::new("chattr")
+        .arg(flag)
+        .args(&paths)
+        .status()
+        .expect("chattr (e2fsprogs) is installed by tests/run.sh");
+    assert!(status.success(), "chattr {flag} failed");
+}
+
+#[test]
+fn an_unwritable_journal_refuses_prune_but_backups_go_on() {
+    let source = fresh_db();
+    source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
+    let catalog = fresh_db();
+    let vigil = start(
+        &catalog.url(),
+        &source,
+        "[jobs.orders.retention]\nkeep_last = 1\nafter_backup = false\n[journal]\nqueue_capacity = 2\n",
+    );
+    let addr = vigil.addr;
+    let backups = || {
+        call(addr, "GET", "/api/v1/jobs/orders", Some(VIEWER)).json()["backups"]
+            .as_u64()
+            .unwrap()
+    };
+    for n in 1..=2 {
+        assert_eq!(
+            call(addr, "POST", "/api/v1/jobs/orders/backup", Some(OPERATOR)).status,
+            202
+        );
+        vigil.wait_for("a backup", Duration::from_secs(30), || backups() == n);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+
+    let dir = journal_dir(&vigil);
+    freeze(&dir, true);
+    let unfreeze = scopeguard(|| freeze(&dir, false));
+    // The next event finds the journal unwritable.
+    call(addr, "GET", "/api/v1/jobs", Some(VIEWER));
+    vigil.wait_for("journal:writable to fail", Duration::from_secs(5), || {
+        vigil.get("/health/detailed").json()["checks"]["journal:writable"][0]["status"] == "fail"
+    });
+    let refused = call(
+        addr,
+        "POST",
+        "/api/v1/jobs/orders/prune?dry_run=false",
+        Some(OPERATOR),
+    );
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("audit journal cannot be written"),
+        "{message}"
+    );
+    assert_eq!(backups(), 2, "nothing was deleted");
+
+    // Backups go on, their events held (and some lost to the small queue).
+    assert_eq!(
+        call(addr, "POST", "/api/v1/jobs/orders/backup", Some(OPERATOR)).status,
+        202
+    );
+    vigil.wait_for(
+        "a backup while the journal is frozen",
+        Duration::from_secs(30),
+        || backups() == 3,
+    );
+    let metrics = vigil.get("/metrics").body;
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vigil_audit_write_failures_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap();
+    assert!(failures >= 1.0, "{metrics}");
+
+    drop(unfreeze);
+    vigil.wait_for(
+        "journal:writable to pass again",
+        Duration::from_secs(5),
+        || {
+            vigil.get("/health/detailed").json()["checks"]["journal:writable"][0]["status"]
+                == "pass"
+        },
+    );
+    let gaps = records(&vigil, "journal.gap");
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert!(gaps[0]["data"]["lost"].as_u64().unwrap() >= 1);
+    let succeeded = records(&vigil, "backup.succeeded");
+    assert!(!succeeded.is_empty());
+
+    // Writable again: the prune goes through, and the journal verifies.
+    let pruned = call(
+        addr,
+        "POST",
+        "/api/v1/jobs/orders/prune?dry_run=false",
+        Some(OPERATOR),
+    );
+    assert_eq!(pruned.status, 200, "{}", pruned.body);
+    assert_eq!(pruned.json()["deleted"].as_array().unwrap().len(), 2);
+    let planned = records(&vigil, "prune.planned");
+    assert!(planned.iter().any(|r| r["data"]["dry_run"] == false));
+    assert_eq!(records(&vigil, "prune.deleted").len(), 1);
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn the_catalog_catches_up_after_an_outage_with_every_record_once() {
+    let mut cluster = own_cluster();
+    cluster.psql("postgres", "CREATE DATABASE audit").unwrap();
+    let source = fresh_db();
+    let vigil = start(
+        &cluster.url("audit"),
+        &source,
+        "[journal]\ncheckpoint_interval = \"1s\"\n",
+    );
+    fn count(cluster: &vigil::pgcluster::Cluster, sql: &str) -> Option<usize> {
+        cluster
+            .psql("audit", sql)
+            .ok()
+            .and_then(|n| n.trim().parse().ok())
+    }
+    cluster.stop().unwrap();
+    // Events while the catalog is down: API calls and checkpoints.
+    for _ in 0..20 {
+        assert_eq!(
+            call(vigil.addr, "GET", "/api/v1/jobs", Some(VIEWER)).status,
+            200
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.start().unwrap();
+    let lines = journal_text(&vigil).lines().count();
+    vigil.wait_for("the catalog to catch up", Duration::from_secs(40), || {
+        count(&cluster, "SELECT count(*) FROM vigil.audit_log").is_some_and(|n| n >= lines)
+    });
+    let rows = count(&cluster, "SELECT count(*) FROM vigil.audit_log").unwrap();
+    let distinct = count(
+        &cluster,
+        "SELECT count(DISTINCT (journal, seq)) FROM vigil.audit_log",
+    )
+    .unwrap();
+    assert_eq!(rows, distinct, "every record once");
+    let shipped_calls = count(
+        &cluster,
+        "SELECT count(*) FROM vigil.audit_log WHERE action = 'api.request'",
+    )
+    .unwrap();
+    assert!(shipped_calls >= 20, "{shipped_calls}");
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("catalog rows compared"), "{out}");
+}
+
+/// Runs `f` on drop, so a failing assertion still unfreezes the journal.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
