@@ -105,6 +105,11 @@ pub fn prepare(dir: Option<&Path>, listen: SocketAddr) -> Result<DemoSetup, Clus
             ),
         )?;
     }
+    // An operator API token (role admin) of the demo's own.
+    write(
+        &dir.join("admin.token"),
+        &format!("{}\n", random_password()),
+    )?;
     let config_path = dir.join("vigil.toml");
     write(
         &config_path,
@@ -133,6 +138,12 @@ format = "pretty"
 
 [admin]
 listen = "{listen}"
+
+# The demo's operator API token: `curl -H "Authorization: Bearer $(cat admin.token)" ...`
+[[admin.tokens]]
+name = "demo"
+role = "admin"
+token_file = "admin.token"
 
 [catalog]
 url = "{url}"
@@ -176,12 +187,13 @@ pub fn banner(setup: &DemoSetup, admin: SocketAddr) -> String {
         "\nvigil demo is starting; the catalog is a throwaway cluster on 127.0.0.1:{port}\n\
          \n  status page   {base}/\n  health        {base}/health  ({base}/health/live, /health/ready, /health/detailed)\n  metrics       {base}/metrics\n  config        {config}\n\
          \nThe `sample` job backs up pgbench's database (encrypted) now and at the start of every minute. Try:\n\
-         \n  vigil --config {config} status\n  vigil --config {config} list\n  PGPASSWORD=$(cat {pw}) vigil --config {config} restore sample --latest --to postgres://postgres@127.0.0.1:{port}/restored --create\n\
+         \n  vigil --config {config} status\n  vigil --config {config} list\n  vigil --config {config} audit show\n  vigil --config {config} audit verify\n  curl -H \"Authorization: Bearer $(cat {token})\" {base}/api/v1/jobs\n  PGPASSWORD=$(cat {pw}) vigil --config {config} restore sample --latest --to postgres://postgres@127.0.0.1:{port}/restored --create\n\
          \nCtrl-C stops vigil and removes the cluster ({dir}).\n",
         port = setup.cluster.port(),
         config = setup.config_path.display(),
         dir = setup.cluster_dir().display(),
         pw = setup.dir.join("catalog.password").display(),
+        token = setup.dir.join("admin.token").display(),
     )
 }
 

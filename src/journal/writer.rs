@@ -300,6 +300,9 @@ fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
+/// A waiting `commit` and the head its event got.
+type Ack = (oneshot::Sender<Result<Head, JournalError>>, Head);
+
 struct Writer {
     opts: JournalOptions,
     id: String,
@@ -551,9 +554,10 @@ impl Writer {
         if self.pending.is_empty() && !(sync && self.dirty_since.is_some()) {
             return;
         }
+        let mut acks = Vec::new();
         let result = match self.lock.lock() {
             Ok(()) => {
-                let r = self.append_locked(sync);
+                let r = self.append_locked(sync, &mut acks);
                 let _ = self.lock.unlock();
                 r
             }
@@ -567,6 +571,12 @@ impl Writer {
                 self.writable = true;
                 self.last_error = None;
                 self.retry_at = None;
+                // The head is visible before anyone learns their event is on disk.
+                self.publish();
+                for (ack, head) in acks {
+                    let _ = ack.send(Ok(head));
+                }
+                return;
             }
             Err(e) => {
                 let message = e.to_string();
@@ -577,6 +587,10 @@ impl Writer {
                 self.writable = false;
                 self.last_error = Some(message);
                 self.retry_at = Some(Instant::now() + RETRY_EVERY);
+                let error = self.last_error.clone().unwrap_or_default();
+                for (ack, _) in acks {
+                    let _ = ack.send(Err(JournalError::Unwritable(error.clone())));
+                }
                 for p in self.pending.iter_mut() {
                     if let Some(ack) = p.ack.take() {
                         let _ = ack.send(Err(JournalError::Unwritable(
@@ -592,14 +606,13 @@ impl Writer {
         self.publish();
     }
 
-    fn append_locked(&mut self, sync: bool) -> io::Result<()> {
+    fn append_locked(&mut self, sync: bool, acks: &mut Vec<Ack>) -> io::Result<()> {
         self.catch_up_with_disk()?;
         let path = self.path(self.segment);
         let mut file = OpenOptions::new()
             .append(true)
             .open(&path)
             .map_err(|e| with_path(e, "cannot open", &path))?;
-        let mut acks = Vec::new();
         let mut must_sync = sync;
         while !self.pending.is_empty() {
             if self.rotation_due() {
@@ -630,9 +643,6 @@ impl Writer {
         if must_sync && self.dirty_since.is_some() {
             file.sync_data()?;
             self.dirty_since = None;
-        }
-        for (ack, head) in acks {
-            let _ = ack.send(Ok(head));
         }
         Ok(())
     }
