@@ -269,3 +269,45 @@ async fn a_removed_or_rewritten_tail_is_caught_by_the_anchors() {
     assert!(!report.ok());
     assert_eq!(report.problems[0].location, "catalog");
 }
+
+#[tokio::test]
+async fn expired_segments_go_only_once_shipped_and_never_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.segment_max_bytes = 2048;
+    let journal = Journal::open(opts, Arc::default()).unwrap();
+    for i in 0..30 {
+        journal.emit(event(i));
+    }
+    journal.close().await;
+    let before = segment::list(dir.path()).unwrap();
+    assert!(before.len() >= 3);
+    let old = std::time::SystemTime::now() - Duration::from_secs(100 * 86_400);
+    for (_, path) in &before {
+        std::fs::File::options()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let retention = Duration::from_secs(90 * 86_400);
+    super::ship::remove_expired(dir.path(), 0, retention);
+    assert_eq!(
+        segment::list(dir.path()).unwrap(),
+        before,
+        "nothing shipped yet"
+    );
+    // The first segment's records are shipped; the second's are not all.
+    let first_of_second = super::tail::segment_first_seqs(dir.path()).unwrap()[1]
+        .2
+        .unwrap();
+    super::ship::remove_expired(dir.path(), first_of_second - 1, retention);
+    assert_eq!(segment::list(dir.path()).unwrap(), before[1..]);
+    super::ship::remove_expired(dir.path(), u64::MAX, retention);
+    assert_eq!(
+        segment::list(dir.path()).unwrap(),
+        before[before.len() - 1..],
+        "the newest stays"
+    );
+}
