@@ -452,3 +452,96 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
     }
     Guard(Some(f))
 }
+
+/// A stand-in for Loki's push endpoint (no Loki server is installable here):
+/// answers the first push 503, later ones 204, and keeps the bodies.
+fn fake_loki() -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pushes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&pushes);
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let status = if n == 0 {
+                "503 Service Unavailable"
+            } else {
+                "204 No Content"
+            };
+            if n > 0 && request_line.starts_with("POST /loki/api/v1/push ") {
+                sink.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    (addr, pushes)
+}
+
+#[test]
+fn records_are_pushed_to_loki_with_retries() {
+    let (loki, pushes) = fake_loki();
+    let source = fresh_db();
+    let catalog = fresh_db();
+    let vigil = start(
+        &catalog.url(),
+        &source,
+        &format!("[journal]\nloki_url = \"http://{loki}\"\n[journal.loki_labels]\nenv = \"it\"\n"),
+    );
+    call(vigil.addr, "GET", "/api/v1/jobs", Some(VIEWER));
+    let lines = journal_text(&vigil).lines().count();
+    vigil.wait_for(
+        "Loki to receive every record",
+        Duration::from_secs(15),
+        || {
+            let pushed: usize = pushes
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|p| p["streams"][0]["values"].as_array().map_or(0, Vec::len))
+                .sum();
+            pushed >= lines
+        },
+    );
+    let first = pushes.lock().unwrap()[0].clone();
+    let stream = &first["streams"][0];
+    assert_eq!(stream["stream"]["job"], "vigil");
+    assert_eq!(stream["stream"]["env"], "it");
+    let value = &stream["values"][0];
+    assert!(
+        value[0].as_str().unwrap().parse::<u128>().is_ok(),
+        "nanosecond timestamp: {value}"
+    );
+    let record: serde_json::Value = serde_json::from_str(value[1].as_str().unwrap()).unwrap();
+    assert_eq!(record["seq"], 1);
+    vigil.wait_for("the Loki lag to reach 0", Duration::from_secs(10), || {
+        vigil
+            .get("/metrics")
+            .body
+            .contains("vigil_audit_ship_lag_events{sink=\"loki\"} 0")
+    });
+    assert!(std::fs::read_to_string(journal_dir(&vigil).join("loki.cursor")).is_ok());
+}
