@@ -35,6 +35,7 @@ log "journal benchmark"
 ./target/release/examples/journal_bench "${JOURNAL_EVENTS:-100000}"
 
 tmp=$(mktemp -d)
+chmod 755 "$tmp"   # the demo cluster runs as postgres when we are root
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 vigil_pid=""
 cleanup() {

@@ -11,9 +11,15 @@ use crate::journal::verify::{
 };
 use crate::journal::{Record, segment};
 
-/// Reads every segment of the journal directory.
+/// Reads every segment of the journal directory, holding the writers'
+/// lock (shared) so no line is read half-written.
 fn read_segments(config: &Config) -> anyhow::Result<Vec<SegmentInput>> {
     let dir = config.journal_dir();
+    let lock = std::fs::File::open(dir.join(segment::LOCK_FILE)).ok();
+    if let Some(lock) = &lock {
+        lock.lock_shared()
+            .with_context(|| format!("cannot lock {}", dir.display()))?;
+    }
     let mut out = Vec::new();
     for (n, path) in
         segment::list(&dir).with_context(|| format!("cannot list {}", dir.display()))?

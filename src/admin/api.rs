@@ -75,6 +75,49 @@ pub struct Call {
     pub ip: std::net::IpAddr,
     pub user_agent: Option<String>,
     pub token: Option<(String, Role)>,
+    /// Rate-limited calls from this address not journalled one by one.
+    pub suppressed: u64,
+}
+
+/// The failure limiter's key: the address, or its /64 for IPv6 (one host
+/// usually holds a whole /64).
+pub fn limiter_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            std::net::IpAddr::V6(segments.into())
+        }
+        other => other,
+    }
+}
+
+/// Which rate-limited addresses were journalled in the current minute.
+struct RateLimitedLog(
+    std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u64)>>,
+);
+
+static RATE_LIMITED: std::sync::LazyLock<RateLimitedLog> =
+    std::sync::LazyLock::new(|| RateLimitedLog(Default::default()));
+
+impl RateLimitedLog {
+    /// `Some(calls not journalled since the last one)` when this one should be.
+    fn note(&self, key: std::net::IpAddr) -> Option<u64> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if map.len() > 10_000 {
+            map.retain(|_, (at, _)| now.duration_since(*at).as_secs() < 60);
+        }
+        let entry = map.entry(key).or_insert((now, 0));
+        if entry.1 == 0 || now.duration_since(entry.0).as_secs() >= 60 {
+            let suppressed = entry.1.saturating_sub(1);
+            *entry = (now, 1);
+            Some(suppressed)
+        } else {
+            entry.1 += 1;
+            None
+        }
+    }
 }
 
 impl Call {
@@ -143,6 +186,7 @@ pub async fn handle<B>(
         ip,
         user_agent,
         token: None,
+        suppressed: 0,
     };
     let Some(endpoint) = super::endpoints::resolve(&method, &path) else {
         return finish(
@@ -176,11 +220,12 @@ pub async fn handle<B>(
             response
                 .headers_mut()
                 .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
-            return finish(api, &call, &method, &path, None, "not_found", response);
+            return response;
         }
     };
     let permission = endpoint.permission();
-    if let Some(wait) = limiter.blocked(ip, Instant::now()) {
+    let key = limiter_key(ip);
+    if let Some(wait) = limiter.blocked(key, Instant::now()) {
         let mut response = error(
             &call,
             ApiError::new(
@@ -193,15 +238,23 @@ pub async fn handle<B>(
         if let Ok(v) = HeaderValue::from_str(&secs) {
             response.headers_mut().insert(RETRY_AFTER, v);
         }
-        return finish(
-            api,
-            &call,
-            &method,
-            &path,
-            Some(permission),
-            "rate_limited",
-            response,
-        );
+        // One journal event per address and minute, with the count, so a
+        // flood cannot fill the disk or push real events out of the queue.
+        return match RATE_LIMITED.note(key) {
+            Some(suppressed) => {
+                call.suppressed = suppressed;
+                finish(
+                    api,
+                    &call,
+                    &method,
+                    &path,
+                    Some(permission),
+                    "rate_limited",
+                    response,
+                )
+            }
+            None => response,
+        };
     }
     let authorization = req
         .headers()
@@ -210,7 +263,7 @@ pub async fn handle<B>(
     let token = match settings.tokens.authenticate(authorization) {
         Authn::Valid(entry) => entry,
         other => {
-            limiter.record_failure(ip, Instant::now());
+            limiter.record_failure(key, Instant::now());
             let why = match other {
                 Authn::Missing => "an `Authorization: Bearer <token>` header is required",
                 Authn::Malformed => "the Authorization header must be `Bearer <token>`",
@@ -333,6 +386,7 @@ fn finish(
                 "user_agent": call.user_agent,
                 "token": call.token.as_ref().map(|t| &t.0),
                 "role": call.token.as_ref().map(|t| t.1.as_str()),
+                "suppressed": call.suppressed,
             }),
         )
         .with_request_id(Some(call.request_id.clone()));

@@ -39,26 +39,42 @@ impl AdminState {
         }
     }
 
-    /// Whether a request may see `/health/detailed` and `/`.
-    fn may_see_details<B>(&self, req: &Request<B>) -> bool {
+    /// Whether a request may see `/health/detailed` and `/`: with
+    /// `protect_detailed`, a viewer token, under the same failure limit as
+    /// the API (so tokens cannot be guessed here either).
+    fn may_see_details<B>(&self, req: &Request<B>, peer: std::net::SocketAddr) -> bool {
         let settings = self.auth.load();
         if !settings.protect_detailed {
             return true;
+        }
+        let (_, ip, _) = super::api::call_facts(&settings, req.headers(), peer);
+        let key = super::api::limiter_key(ip);
+        let now = std::time::Instant::now();
+        if self.limiter.blocked(key, now).is_some() {
+            return false;
         }
         let authorization = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        matches!(
-            settings.tokens.authenticate(authorization),
-            super::auth::Authn::Valid(t) if t.role.allows(super::auth::Permission::ReadDetailed)
-        )
+        match settings.tokens.authenticate(authorization) {
+            super::auth::Authn::Valid(t) => t.role.allows(super::auth::Permission::ReadDetailed),
+            super::auth::Authn::Missing => false,
+            _ => {
+                self.limiter.record_failure(key, now);
+                false
+            }
+        }
     }
 }
 
 const HEALTH_METHODS: &str = "GET, HEAD";
 
-pub fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
+pub fn route<B>(
+    state: &AdminState,
+    req: &Request<B>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
     let now = Utc::now();
     let verbose = wants_verbose(req.uri().query());
     let method = req.method();
@@ -68,7 +84,7 @@ pub fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Body> {
         "/health" if read => super::health::overall(&state.shared, &snapshot, now, verbose),
         "/health/live" if read => super::health::live(&snapshot, now, verbose),
         "/health/ready" if read => super::health::ready(&state.shared, verbose),
-        "/health/detailed" | "/" if read && !state.may_see_details(req) => {
+        "/health/detailed" | "/" if read && !state.may_see_details(req, peer) => {
             let mut response = json_error(
                 StatusCode::UNAUTHORIZED,
                 "`admin.protect_detailed` is on: send `Authorization: Bearer <token>` with a viewer token",

@@ -106,7 +106,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) ->
         let settings = state.auth.load_full();
         return super::api::handle(&settings, &state.limiter, state.api.get(), req, peer).await;
     }
-    let response = route(state, &req);
+    let response = route(state, &req, peer);
     tracing::debug!(
         %peer,
         method = %req.method(),

@@ -226,16 +226,12 @@ async fn apply(
     let message = failure.as_ref().map(|e| e.to_string());
     if !deleted.is_empty() || !collected.is_empty() || failure.is_some() {
         let ids: Vec<&str> = deleted.iter().map(|(id, _)| id.as_str()).collect();
-        let recorded = ctx
-            .journal
-            .commit(ctx.event(
-                "prune.deleted",
-                serde_json::json!({ "deleted": ids, "collected": collected, "freed_bytes": freed, "error": message }),
-            ))
-            .await;
-        if let Err(e) = recorded {
-            tracing::error!(job = %ctx.name, error = %e, "the deletions are done but could not be journalled");
-        }
+        // What was deleted is recorded whatever the journal's state: held
+        // until it can be written, synced then.
+        ctx.journal.record(ctx.event(
+            "prune.deleted",
+            serde_json::json!({ "deleted": ids, "collected": collected, "freed_bytes": freed, "error": message }),
+        ));
     }
     let end = Finish {
         status: if failure.is_some() {

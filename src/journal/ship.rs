@@ -138,7 +138,8 @@ pub async fn ship_to_catalog(
             }
         };
         loop {
-            let batch = match tail.read(BATCH) {
+            let durable = stats.head_seq.load(Ordering::Relaxed);
+            let batch = match tail.read_upto(BATCH, durable) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the audit journal to ship it");
@@ -149,7 +150,11 @@ pub async fn ship_to_catalog(
                 }
             };
             if batch.is_empty() {
-                let shipped = stats.shipped_catalog.load(Ordering::Relaxed);
+                // Retention waits for the slowest sink.
+                let mut shipped = stats.shipped_catalog.load(Ordering::Relaxed);
+                if stats.loki_enabled.load(Ordering::Relaxed) {
+                    shipped = shipped.min(stats.shipped_loki.load(Ordering::Relaxed));
+                }
                 remove_expired(journal.dir(), shipped, retention);
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -235,10 +240,12 @@ pub async fn ship_to_loki(
     stats.loki_enabled.store(true, Ordering::Relaxed);
     let mut heads = journal.heads();
     let mut backoff = Duration::from_secs(1);
+    // A first start ships from the current head: Loki refuses old entries
+    // (`reject_old_samples`), and the catalog holds the history.
     let cursor = std::fs::read_to_string(&cursor_path)
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(0);
+        .unwrap_or_else(|| journal.head().map_or(0, |h| h.seq));
     stats.shipped_loki.store(cursor, Ordering::Relaxed);
     let mut tail = loop {
         match Tail::after(journal.dir(), cursor) {
@@ -254,7 +261,8 @@ pub async fn ship_to_loki(
     let mut batch = Vec::new();
     while !cancel.is_cancelled() {
         if batch.is_empty() {
-            batch = tail.read(BATCH).unwrap_or_default();
+            let durable = stats.head_seq.load(Ordering::Relaxed);
+            batch = tail.read_upto(BATCH, durable).unwrap_or_default();
         }
         if batch.is_empty() {
             tokio::select! {
@@ -281,6 +289,17 @@ pub async fn ship_to_loki(
             .send()
             .await;
         match sent.map(|r| r.status()) {
+            // Anything but 429 in 4xx will not succeed on retry (too old,
+            // too large, bad labels): log it and move on, or shipping stops for good.
+            Ok(status)
+                if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS =>
+            {
+                let (first, last) = (batch[0].0.seq, batch[batch.len() - 1].0.seq);
+                tracing::error!(%status, first, last, "Loki refused these journal records; skipped (they stay in the journal and the catalog)");
+                stats.shipped_loki.store(last, Ordering::Relaxed);
+                let _ = std::fs::write(&cursor_path, format!("{last}\n"));
+                batch.clear();
+            }
             Ok(status) if status.is_success() => {
                 let last = batch.last().map_or(0, |(r, _)| r.seq);
                 stats.shipped_loki.store(last, Ordering::Relaxed);

@@ -40,6 +40,12 @@ impl Tail {
     /// Up to `max` complete records with their exact lines; a torn tail or
     /// a line still being written is not returned.
     pub fn read(&mut self, max: usize) -> io::Result<Vec<(Record, String)>> {
+        self.read_upto(max, u64::MAX)
+    }
+
+    /// Like [`Tail::read`], stopping before records above `upto` (the
+    /// shippers ship only what is on disk for good).
+    pub fn read_upto(&mut self, max: usize, upto: u64) -> io::Result<Vec<(Record, String)>> {
         let mut out = Vec::new();
         while out.len() < max {
             let path = self.dir.join(segment_name(self.segment));
@@ -59,15 +65,19 @@ impl Tail {
                     reached_end = true;
                     break;
                 }
-                self.offset += n as u64;
                 let text = String::from_utf8_lossy(&line[..n - 1]).into_owned();
                 let record: Record = serde_json::from_str(&text).map_err(|e| {
                     io::Error::other(format!(
                         "{} is damaged at byte {}: {e}; run `vigil audit verify`",
                         path.display(),
-                        self.offset - n as u64
+                        self.offset
                     ))
                 })?;
+                if record.seq > upto {
+                    // Not consumed: read again once it is durable.
+                    return Ok(out);
+                }
+                self.offset += n as u64;
                 if record.seq > self.after {
                     self.after = record.seq;
                     out.push((record, text));

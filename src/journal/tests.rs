@@ -311,3 +311,42 @@ async fn expired_segments_go_only_once_shipped_and_never_the_newest() {
         "the newest stays"
     );
 }
+
+#[tokio::test]
+async fn a_crash_while_starting_a_segment_neither_forks_nor_restarts_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = small_journal(dir.path(), 2).await;
+    let id = journal.id().to_owned();
+    journal.close().await;
+    // A newer segment holding nothing but a torn write, and an empty one after it.
+    std::fs::write(dir.path().join(segment_name(2)), b"{\"actor\":{\"ki").unwrap();
+    std::fs::write(dir.path().join(segment_name(3)), b"").unwrap();
+    let journal = Journal::open(options(dir.path()), Arc::default()).unwrap();
+    assert_eq!(journal.id(), id, "same journal");
+    let head = journal.commit(event(5)).await.unwrap();
+    journal.close().await;
+    // 3 records before, then segment_started + recovered in segment 3, then the event.
+    assert_eq!(head.seq, 6);
+    let segments = read_all(dir.path());
+    assert_eq!(segments.len(), 3);
+    let report = verify_segments(&segments, None, &[]);
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn an_empty_segment_left_by_a_crash_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    small_journal(dir.path(), 2).await.close().await;
+    std::fs::write(dir.path().join(segment_name(2)), b"").unwrap();
+    let mut opts = options(dir.path());
+    opts.segment_max_bytes = 1500;
+    let journal = Journal::open(opts, Arc::default()).unwrap();
+    for i in 0..10 {
+        journal.emit(event(i));
+    }
+    journal.close().await;
+    let segments = read_all(dir.path());
+    assert!(segments.len() >= 2 && !segments[1].lines.is_empty());
+    let report = verify_segments(&segments, None, &[]);
+    assert!(report.ok(), "{:?}", report.problems);
+}

@@ -154,10 +154,12 @@ pub fn verify_segments(
     let mut chain = ChainCheck::new(None);
     let mut semantics = Semantics::default();
     let mut by_seq: HashMap<u64, (String, String)> = HashMap::new();
+    // The first record's link to what came before the oldest segment kept.
+    let mut first_prev: Option<String> = None;
     // Fragments waiting for their `journal.recovered`: segment name → fragment.
     let mut unclaimed: Vec<(String, Fragment)> = Vec::new();
     'segments: for (index, segment) in segments.iter().enumerate() {
-        if segment.lines.is_empty() && index + 1 < segments.len() {
+        if segment.lines.is_empty() && segment.fragment.is_none() && index + 1 < segments.len() {
             report.problem(
                 None,
                 &segment.name,
@@ -221,6 +223,7 @@ pub fn verify_segments(
             }
             report.journal.get_or_insert_with(|| record.journal.clone());
             report.first_seq.get_or_insert(record.seq);
+            first_prev.get_or_insert_with(|| record.prev.clone());
             report.last_seq = Some(record.seq);
             report.records += 1;
             by_seq.insert(record.seq, (record.hash.clone(), line.text.clone()));
@@ -250,8 +253,18 @@ pub fn verify_segments(
             ),
         );
     }
-    if let Some(rows) = table {
-        check_table(&mut report, rows, &by_seq);
+    let first = report.first_seq.unwrap_or(1);
+    match table {
+        Some(rows) => {
+            check_table(&mut report, rows, &by_seq);
+            if first > 1 && report.problems.is_empty() {
+                check_older_in_table(&mut report, rows, first, first_prev.as_deref());
+            }
+        }
+        None if first > 1 => report.warnings.push(format!(
+            "the journal files start at seq {first}: older segments are gone (retention removes them once shipped); compare with the catalog to check them"
+        )),
+        None => {}
     }
     check_anchors(&mut report, anchors, |seq| {
         by_seq.get(&seq).map(|(h, _)| h.clone())
@@ -349,10 +362,47 @@ fn check_table(report: &mut Report, rows: &[TableRow], files: &HashMap<u64, (Str
     }
 }
 
+/// Segments before the oldest kept must be in the catalog, linked to it.
+fn check_older_in_table(
+    report: &mut Report,
+    rows: &[TableRow],
+    first: u64,
+    first_prev: Option<&str>,
+) {
+    let older: Vec<&TableRow> = rows.iter().filter(|r| r.seq < first).collect();
+    let complete = older.len() as u64 == first - 1
+        && older.iter().enumerate().all(|(i, r)| r.seq == i as u64 + 1);
+    if !complete {
+        report.problem(
+            Some(first - 1),
+            "catalog",
+            format!("records 1..{} are in neither the journal files nor the catalog: segments were removed before they were shipped", first - 1),
+        );
+        return;
+    }
+    let linked = older
+        .last()
+        .and_then(|r| serde_json::from_str::<Record>(&r.record).ok())
+        .is_some_and(|r| Some(r.hash.as_str()) == first_prev);
+    if !linked {
+        report.problem(
+            Some(first),
+            "catalog",
+            format!("the oldest journal file's first record (seq {first}) does not link to the catalog's seq {}", first - 1),
+        );
+    }
+}
+
 fn check_anchors(report: &mut Report, anchors: &[Anchor], hash_at: impl Fn(u64) -> Option<String>) {
     let Some(journal) = report.journal.clone() else {
         return;
     };
+    let foreign = anchors.iter().filter(|a| a.journal != journal).count();
+    if foreign > 0 {
+        report.warnings.push(format!(
+            "{foreign} backup manifest(s) record the head of another journal (another vigil host sharing the repository, or a replaced journal); not checked"
+        ));
+    }
     let first = report.first_seq.unwrap_or(1);
     let last = report.last_seq.unwrap_or(0);
     for anchor in anchors.iter().filter(|a| a.journal == journal) {

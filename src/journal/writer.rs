@@ -103,6 +103,9 @@ struct Pending {
     entry: Entry,
     ack: Option<oneshot::Sender<Result<Head, JournalError>>>,
     sync: bool,
+    /// Held until written, whatever happens: records of what already took
+    /// place (deletions done, gaps, the journal's own events).
+    keep: bool,
 }
 
 enum Command {
@@ -154,6 +157,8 @@ impl Journal {
             offset: 0,
             segment_started: Utc::now(),
             head: None,
+            head_segment: 0,
+            durable: None,
             pending: VecDeque::new(),
             dirty_since: None,
             writable: true,
@@ -226,6 +231,7 @@ impl Journal {
                 entry,
                 ack: None,
                 sync: false,
+                keep: false,
             })))
         });
         if !matches!(sent, Some(Ok(()))) {
@@ -252,9 +258,26 @@ impl Journal {
             entry,
             ack: Some(ack),
             sync: true,
+            keep: false,
         })))
         .await?;
         answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Records what already happened (deletions done): never refused, held
+    /// while the journal cannot be written, synced when written.
+    pub fn record(&self, entry: Entry) {
+        let sent = self.sender().map(|tx| {
+            tx.try_send(Command::Append(Box::new(Pending {
+                entry,
+                ack: None,
+                sync: true,
+                keep: true,
+            })))
+        });
+        if !matches!(sent, Some(Ok(()))) {
+            self.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Writes and syncs everything queued so far.
@@ -296,6 +319,16 @@ impl Journal {
     }
 }
 
+fn parse_line(path: &Path, line: &segment::Line) -> io::Result<Record> {
+    serde_json::from_str(&line.text).map_err(|e| {
+        io::Error::other(format!(
+            "{} is damaged at byte {}: {e}; run `vigil audit verify` and move the segment aside",
+            path.display(),
+            line.offset
+        ))
+    })
+}
+
 fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
@@ -311,6 +344,11 @@ struct Writer {
     offset: u64,
     segment_started: DateTime<Utc>,
     head: Option<Head>,
+    /// The segment holding `head`.
+    head_segment: u32,
+    /// The last record known to be on disk (fdatasync'd): what anchors,
+    /// shippers and waiting callers see.
+    durable: Option<Head>,
     pending: VecDeque<Pending>,
     dirty_since: Option<Instant>,
     writable: bool,
@@ -332,53 +370,64 @@ impl Writer {
     /// newest ends in a torn write.
     fn open_existing(&mut self) -> io::Result<()> {
         let segments = segment::list(&self.opts.dir)?;
-        // The newest segment may be empty (a crash right after creating it).
-        let newest_nonempty = segments
-            .iter()
-            .rev()
-            .find(|(_, p)| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false));
-        let Some((n, path)) = newest_nonempty.cloned() else {
-            self.id = uuid::Uuid::new_v4().to_string();
-            let first = segments.first().map_or(1, |(n, _)| *n);
-            return self.start_segment(first, "new journal", None);
-        };
-        let (lines, fragment) = segment::read_from(&path, 0)?;
-        self.segment = n;
-        self.offset = 0;
-        for line in &lines {
-            let record: Record = serde_json::from_str(&line.text).map_err(|e| {
-                io::Error::other(format!(
-                    "{} is damaged at byte {}: {e}; run `vigil audit verify` and move the segment aside",
-                    path.display(),
-                    line.offset
-                ))
-            })?;
-            if self.offset == 0 {
-                self.id = record.journal.clone();
-                self.segment_started = record.ts;
+        // The newest non-empty segment and its torn tail, if any.
+        let mut newest: Option<(u32, Option<Fragment>)> = None;
+        // Identity and head come from the newest segment holding a complete
+        // record: the newest may be empty (a crash right after creating it)
+        // or hold nothing but a torn write.
+        for (n, path) in segments.iter().rev() {
+            if std::fs::metadata(path)?.len() == 0 {
+                continue;
             }
+            let (lines, fragment) = segment::read_from(path, 0)?;
+            let is_newest = newest.is_none();
+            if is_newest {
+                newest = Some((*n, fragment));
+            }
+            let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
+                continue;
+            };
+            let first = parse_line(path, first)?;
+            let last_record = parse_line(path, last)?;
+            self.id = first.journal;
             self.head = Some(Head {
-                seq: record.seq,
-                hash: record.hash,
+                seq: last_record.seq,
+                hash: last_record.hash,
             });
-            self.offset = line.offset + line.text.len() as u64 + 1;
-        }
-        if let Some(fragment) = fragment {
-            if self.id.is_empty() {
-                // Nothing but a fragment: the journal's first write was torn.
-                self.id = uuid::Uuid::new_v4().to_string();
+            self.head_segment = *n;
+            self.durable = self.head.clone();
+            if is_newest {
+                self.segment = *n;
+                self.offset = last.offset + last.text.len() as u64 + 1;
+                self.segment_started = first.ts;
             }
-            let next = segments
-                .last()
-                .map_or(n + 1, |(last, _)| if *last > n { *last } else { n + 1 });
-            tracing::warn!(segment = %path.display(), offset = fragment.offset, length = fragment.length, "the journal ends in a torn write; it is kept as it is and recorded in a new segment");
-            return self.start_segment(next, "recovery", Some((segment_name(n), fragment)));
+            break;
         }
-        Ok(())
+        if self.id.is_empty() {
+            // A new journal (or one whose only write was torn).
+            self.id = uuid::Uuid::new_v4().to_string();
+        }
+        match newest {
+            None => {
+                let first = segments.first().map_or(1, |(n, _)| *n);
+                self.start_segment(first, "new journal", None)
+            }
+            Some((n, Some(fragment))) => {
+                // Reuse an empty newer segment left by a crash, else the next number.
+                let next = segments
+                    .last()
+                    .map_or(n + 1, |(last, _)| if *last > n { *last } else { n + 1 });
+                tracing::warn!(segment = %segment_name(n), offset = fragment.offset, length = fragment.length, "the journal ends in a torn write; it is kept as it is and recorded in a new segment");
+                self.start_segment(next, "recovery", Some((segment_name(n), fragment)))
+            }
+            Some((_, None)) => Ok(()),
+        }
     }
 
     /// Creates segment `n` with its `journal.segment_started` record (and a
-    /// `journal.recovered` one when the previous segment's tail was torn).
+    /// `journal.recovered` one when the previous segment's tail was torn),
+    /// synced. On failure the writer stays on the old segment and the new
+    /// file is removed, so a retry starts it cleanly.
     fn start_segment(
         &mut self,
         n: u32,
@@ -386,7 +435,7 @@ impl Writer {
         torn: Option<(String, Fragment)>,
     ) -> io::Result<()> {
         let previous = self.head.clone().map(
-            |h| json!({ "segment": segment_name(self.segment), "seq": h.seq, "hash": h.hash }),
+            |h| json!({ "segment": segment_name(self.head_segment), "seq": h.seq, "hash": h.hash }),
         );
         let path = self.path(n);
         let mut file = OpenOptions::new()
@@ -401,24 +450,50 @@ impl Writer {
                 path.display()
             )));
         }
+        let saved = (
+            self.segment,
+            self.offset,
+            self.segment_started,
+            self.head.clone(),
+        );
         self.segment = n;
         self.offset = 0;
         self.segment_started = Utc::now();
-        let started = self.system_entry(
-            "journal.segment_started",
-            json!({ "segment": segment_name(n), "previous": previous, "reason": reason }),
-        );
-        self.write_record(&mut file, started)?;
+        let data = json!({ "segment": segment_name(n), "previous": previous, "reason": reason });
+        let written = self.write_opening(&mut file, data, torn);
+        match written {
+            Ok(()) => {
+                self.head_segment = n;
+                self.durable = self.head.clone();
+                self.dirty_since = None;
+                Ok(())
+            }
+            Err(e) => {
+                (self.segment, self.offset, self.segment_started, self.head) = saved;
+                drop(file);
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_opening(
+        &mut self,
+        file: &mut File,
+        data: serde_json::Value,
+        torn: Option<(String, Fragment)>,
+    ) -> io::Result<()> {
+        let started = self.system_entry("journal.segment_started", data);
+        self.write_record(file, started)?;
         if let Some((segment, fragment)) = torn {
             let recovered = self.system_entry(
                 "journal.recovered",
                 json!({ "segment": segment, "offset": fragment.offset, "length": fragment.length, "sha256": fragment.sha256 }),
             );
-            self.write_record(&mut file, recovered)?;
+            self.write_record(file, recovered)?;
         }
         file.sync_data()?;
-        File::open(&self.opts.dir)?.sync_all()?;
-        Ok(())
+        File::open(&self.opts.dir)?.sync_all()
     }
 
     fn system_entry(&self, event: &str, data: serde_json::Value) -> Entry {
@@ -432,8 +507,8 @@ impl Writer {
         let line = encode_line(&record);
         let written = file.write(&line)?;
         if written != line.len() {
-            // The partial line stays; the next batch sees it as a torn tail.
-            self.offset += written as u64;
+            // The partial line stays: the next batch finds the file longer
+            // than expected and records it as a torn tail.
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 format!("short write ({written} of {} bytes)", line.len()),
@@ -510,7 +585,7 @@ impl Writer {
                 let error = self.last_error.clone().unwrap_or_default();
                 let _ = p.ack.map(|a| a.send(Err(JournalError::Unwritable(error))));
             }
-            Command::Append(p) if self.pending.len() >= self.opts.queue_capacity => {
+            Command::Append(p) if !p.keep && self.pending.len() >= self.opts.queue_capacity => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 drop(p);
             }
@@ -534,6 +609,7 @@ impl Writer {
             entry,
             ack: None,
             sync: true,
+            keep: true,
         });
     }
 
@@ -549,6 +625,7 @@ impl Writer {
                 entry,
                 ack: None,
                 sync: true,
+                keep: true,
             });
         }
         if self.pending.is_empty() && !(sync && self.dirty_since.is_some()) {
@@ -584,6 +661,20 @@ impl Writer {
                     tracing::error!(error = %message, held = self.pending.len(), "cannot write the audit journal; destructive operations are refused until it can");
                 }
                 self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                if self.writable {
+                    // Recorded once writing works again; also keeps the
+                    // writer retrying while nothing else is queued.
+                    let entry = self.system_entry(
+                        "journal.unwritable",
+                        json!({ "error": message, "since": Utc::now() }),
+                    );
+                    self.pending.push_front(Pending {
+                        entry,
+                        ack: None,
+                        sync: true,
+                        keep: true,
+                    });
+                }
                 self.writable = false;
                 self.last_error = Some(message);
                 self.retry_at = Some(Instant::now() + RETRY_EVERY);
@@ -618,6 +709,7 @@ impl Writer {
             if self.rotation_due() {
                 file.sync_data()?;
                 self.dirty_since = None;
+                self.durable = self.head.clone();
                 let next = self.segment + 1;
                 self.start_segment(next, "rotation", None)?;
                 let path = self.path(self.segment);
@@ -630,7 +722,13 @@ impl Writer {
                 break;
             };
             must_sync |= p.sync;
-            let entry = p.entry.clone();
+            let mut entry = p.entry.clone();
+            if entry.event == "journal.checkpoint" {
+                // The head it anchors is the record right before it.
+                entry.data["head"] = json!(self.head);
+                entry.data["previous_checkpoint"] = json!(self.last_checkpoint);
+                entry.data["segment"] = json!(segment_name(self.segment));
+            }
             let head = self.write_record(&mut file, entry)?;
             if let Some(p) = self.pending.pop_front() {
                 if p.entry.event == "journal.checkpoint" {
@@ -643,6 +741,7 @@ impl Writer {
         if must_sync && self.dirty_since.is_some() {
             file.sync_data()?;
             self.dirty_since = None;
+            self.durable = self.head.clone();
         }
         Ok(())
     }
@@ -662,7 +761,8 @@ impl Writer {
     /// it wrote, recover what it tore.
     fn catch_up_with_disk(&mut self) -> io::Result<()> {
         let mut moved = false;
-        while self.path(self.segment + 1).exists() {
+        // An empty newer segment is a crash right after creating it: not moved into.
+        while std::fs::metadata(self.path(self.segment + 1)).is_ok_and(|m| m.len() > 0) {
             self.segment += 1;
             self.offset = 0;
             moved = true;
@@ -700,6 +800,7 @@ impl Writer {
                 seq: record.seq,
                 hash: record.hash,
             });
+            self.head_segment = self.segment;
             self.offset = line.offset + line.text.len() as u64 + 1;
         }
         if let Some(fragment) = fragment {
@@ -715,7 +816,7 @@ impl Writer {
         self.stats
             .held
             .store(self.pending.len() as u64, Ordering::Relaxed);
-        if let Some(head) = &self.head {
+        if let Some(head) = &self.durable {
             self.stats.head_seq.store(head.seq, Ordering::Relaxed);
         }
         if let Ok(mut status) = self.status.lock() {
@@ -723,13 +824,13 @@ impl Writer {
                 writable: self.writable,
                 last_error: self.last_error.clone(),
                 segment: segment_name(self.segment),
-                head: self.head.clone(),
+                head: self.durable.clone(),
             };
         }
         self.heads.send_if_modified(|h| {
-            let changed = *h != self.head;
+            let changed = *h != self.durable;
             if changed {
-                h.clone_from(&self.head);
+                h.clone_from(&self.durable);
             }
             changed
         });
