@@ -98,6 +98,38 @@ async fn main() -> anyhow::Result<()> {
         synced.as_secs_f64() * 1000.0 / synced_events as f64
     );
 
+    // The floor: the same number of same-size lines, one `write` each on an
+    // O_APPEND file, with no chain, no JSON, no lock (and with fdatasync each).
+    let line = vec![b'x'; (bytes as usize / events).max(1)];
+    let raw = |n: usize, sync: bool| -> anyhow::Result<Duration> {
+        use std::io::Write;
+        let path = dir.path().join(format!("raw-{sync}"));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let started = Instant::now();
+        for _ in 0..n {
+            file.write_all(&line)?;
+            if sync {
+                file.sync_data()?;
+            }
+        }
+        Ok(started.elapsed())
+    };
+    let raw_grouped = raw(events, false)?;
+    let raw_synced = raw(synced_events, true)?;
+    println!(
+        "raw write, no sync:     {:.0} lines/s -> journal/raw = {:.2}",
+        events as f64 / raw_grouped.as_secs_f64(),
+        raw_grouped.as_secs_f64() / grouped.as_secs_f64()
+    );
+    println!(
+        "raw write + fdatasync:  {:.0} lines/s -> journal/raw = {:.2}",
+        synced_events as f64 / raw_synced.as_secs_f64(),
+        raw_synced.as_secs_f64() / synced.as_secs_f64()
+    );
+
     // Shipping the group-commit journal into a fresh catalog.
     let bins = vigil::pgcluster::PgBinaries::discover()?;
     let pg = tempfile::tempdir()?;
