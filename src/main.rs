@@ -41,6 +41,7 @@ enum Command {
     /// Apply the catalog migrations, print the schema version, exit.
     Migrate,
     /// Print the running daemon's health (from /health/detailed).
+    /// (With `admin.protect_detailed`, the environment's VIGIL_TOKEN is sent.)
     Status {
         /// Print the raw JSON.
         #[arg(long)]
@@ -213,11 +214,13 @@ async fn dispatch(cli: Cli) -> ExitCode {
             }
         }
         Command::Status { json } => {
+            // From the environment only: a token on the command line shows in `ps`.
+            let token = std::env::var("VIGIL_TOKEN").ok().filter(|t| !t.is_empty());
             let config = match load(&cli.config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match vigil::status_cmd::run(config.admin.listen, json).await {
+            match vigil::status_cmd::run(config.admin.listen, json, token.as_deref()).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {

@@ -22,6 +22,15 @@ pub fn target(listen: SocketAddr) -> SocketAddr {
 
 /// GETs `path`; returns the status code and body.
 pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    get_with_token(addr, path, None).await
+}
+
+/// Like [`get`], with a bearer token (`admin.protect_detailed`).
+pub async fn get_with_token(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .with_context(|| format!("timed out connecting to vigil at {addr}"))?
@@ -33,7 +42,11 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> 
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = Request::get(path)
+    let mut request = Request::get(path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {}", token.trim()));
+    }
+    let request = request
         .header("host", addr.to_string())
         .header(
             "user-agent",
@@ -49,9 +62,15 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> 
 }
 
 /// Prints the report; returns whether the overall status is not `fail`.
-pub async fn run(listen: SocketAddr, json: bool) -> anyhow::Result<bool> {
+/// `token`: for a daemon with `admin.protect_detailed` (`VIGIL_TOKEN`).
+pub async fn run(listen: SocketAddr, json: bool, token: Option<&str>) -> anyhow::Result<bool> {
     let addr = target(listen);
-    let (code, body) = get(addr, "/health/detailed").await?;
+    let (code, body) = get_with_token(addr, "/health/detailed", token).await?;
+    if code == 401 {
+        bail!(
+            "vigil at {addr} protects /health/detailed (`admin.protect_detailed`): set VIGIL_TOKEN to a viewer token"
+        );
+    }
     let value: Value = serde_json::from_str(&body).with_context(|| {
         format!("vigil at {addr} answered {code} with something that is not JSON")
     })?;

@@ -551,3 +551,24 @@ fn records_are_pushed_to_loki_with_retries() {
     });
     assert!(std::fs::read_to_string(journal_dir(&vigil).join("loki.cursor")).is_ok());
 }
+
+#[test]
+fn protect_detailed_puts_the_details_behind_a_viewer_token() {
+    let source = fresh_db();
+    let catalog = fresh_db();
+    let dir = tempfile::tempdir().unwrap().keep();
+    let options = VigilOptions {
+        admin: format!("protect_detailed = true\n{}", admin_lines(&dir)),
+        ..Default::default()
+    };
+    let vigil = Vigil::start_with(&catalog.url(), &job_config(&dir, &source, ""), options);
+    vigil.wait_ready();
+    assert_eq!(vigil.get("/health").status, 200, "probes stay open");
+    assert_eq!(vigil.get("/metrics").status, 200);
+    for path in ["/health/detailed", "/"] {
+        assert_eq!(vigil.get(path).status, 401, "{path}");
+        let bearer = format!("Bearer {VIEWER}");
+        let r = http_with(vigil.addr, "GET", path, &[("Authorization", &bearer)]).unwrap();
+        assert_eq!(r.status, 200, "{path}");
+    }
+}
