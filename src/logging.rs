@@ -25,7 +25,8 @@ pub struct Logging {
 impl Logging {
     /// Installs the global subscriber. Call once, from `main`.
     pub fn init(config: &LogConfig) -> io::Result<Logging> {
-        let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+        let filter = EnvFilter::try_new(with_quiet_dependencies(&config.level))
+            .unwrap_or_else(|_| EnvFilter::new("info"));
         let (filter, handle) = reload::Layer::new(filter);
         let stderr = format_layer(config.format, io::stderr, atty_stderr());
         let (file_layer, file, dropped, guard) = match &config.file {
@@ -63,7 +64,8 @@ impl Logging {
 
     /// Applies a new filter directive (validated by the config already).
     pub fn set_level(&self, level: &str) -> Result<(), String> {
-        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        let filter =
+            EnvFilter::try_new(with_quiet_dependencies(level)).map_err(|e| e.to_string())?;
         self.filter.reload(filter).map_err(|e| e.to_string())
     }
 
@@ -90,6 +92,18 @@ fn atty_stderr() -> bool {
 }
 
 /// The subscriber the output layers sit on: the registry behind the reloadable filter.
+/// The SFTP client logs every session at info; keep it at warn unless the
+/// filter names it.
+fn with_quiet_dependencies(level: &str) -> String {
+    let mut filter = level.to_owned();
+    for noisy in ["openssh_sftp_client", "openssh"] {
+        if !level.contains(noisy) {
+            filter.push_str(&format!(",{noisy}=warn"));
+        }
+    }
+    filter
+}
+
 type Filtered = tracing_subscriber::layer::Layered<reload::Layer<EnvFilter, Registry>, Registry>;
 type BoxedLayer = Box<dyn Layer<Filtered> + Send + Sync>;
 

@@ -139,6 +139,9 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
+    // Two rustls crypto providers are linked (reqwest's aws-lc-rs, the FTP
+    // client's ring): choose one before any TLS client is built.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -20,6 +20,11 @@ $have_pg || missing+=(postgresql)
 command -v logrotate >/dev/null 2>&1 || [[ -x /usr/sbin/logrotate ]] || missing+=(logrotate)
 command -v runuser >/dev/null 2>&1 || [[ -x /usr/sbin/runuser ]] || missing+=(util-linux)
 command -v chattr >/dev/null 2>&1 || missing+=(e2fsprogs)
+# Storage test servers (tests/servers/server.sh): OpenSSH for SFTP, npm for
+# Azurite; pyftpdlib and fake-gcs-server come from PyPI into a venv.
+command -v sshd >/dev/null 2>&1 || [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v zcat >/dev/null 2>&1 || missing+=(gzip)
 # The restore-by-hand test uses the standard tools the README shows.
 command -v age >/dev/null 2>&1 || missing+=(age)

@@ -21,7 +21,7 @@ pub use load::{ConfigError, Problem, load, parse};
 pub use secret::{REDACTED, Secret};
 pub use storage::{
     Compression, Databases, EncryptionConfig, JobConfig, JobKind, RepositoryConfig,
-    is_secret_option,
+    is_secret_option, parse_rate,
 };
 pub use validate::{PLACEHOLDER_SECRET, validate};
 pub use validate_storage::{SCHEMES, parse_cron};

@@ -29,6 +29,57 @@ pub struct RepositoryConfig {
     /// The service's part limit (S3: 10,000).
     #[serde(default = "default_max_parts")]
     pub max_parts: u64,
+    /// Upload bandwidth cap, e.g. `"20MiB"` (per second); unset: no cap.
+    #[serde(default)]
+    pub max_upload_rate: Option<String>,
+    /// Requests in flight to this service at once; unset: no limit.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<usize>,
+    /// Longest a single request (or one read/write of a stream) may take
+    /// before it is cancelled and retried.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: std::time::Duration,
+    /// How often `<repo>:writable` writes, reads back and removes a probe object.
+    #[serde(default = "default_writable_interval", with = "humantime_serde")]
+    pub writable_interval: std::time::Duration,
+}
+
+fn default_request_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
+}
+fn default_writable_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
+}
+
+/// Parses a byte rate like `20MiB`, `500KiB/s`, `1GB` or `1048576`.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim().trim_end_matches("/s").trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a rate (e.g. \"20MiB\", \"500KiB/s\")"))?;
+    let factor: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        other => {
+            return Err(format!(
+                "`{other}` is not a unit (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
+    };
+    let bytes = number * factor;
+    if !(1.0..=4e9).contains(&bytes) {
+        return Err(format!("`{text}` must be between 1 B/s and 4 GB/s"));
+    }
+    Ok(bytes as u64)
 }
 
 fn default_part_size_mib() -> u32 {

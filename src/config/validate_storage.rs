@@ -5,7 +5,26 @@ use std::str::FromStr;
 use super::{Compression, Config, Databases};
 
 /// opendal services compiled into this build.
-pub const SCHEMES: [&str; 2] = ["fs", "s3"];
+pub const SCHEMES: [&str; 6] = ["fs", "s3", "gcs", "azblob", "sftp", "ftp"];
+
+/// Options a scheme cannot work without, with an example each.
+fn required_options(scheme: &str) -> &'static [(&'static str, &'static str)] {
+    match scheme {
+        "s3" => &[("bucket", "backups")],
+        "gcs" => &[("bucket", "backups")],
+        "azblob" => &[
+            ("container", "backups"),
+            ("endpoint", "https://ACCOUNT.blob.core.windows.net"),
+        ],
+        "sftp" => &[
+            ("endpoint", "ssh://backup.example.com:22"),
+            ("user", "vigil"),
+            ("key", "/etc/vigil/sftp_ed25519"),
+        ],
+        "ftp" => &[("endpoint", "ftp://ftp.example.com:21")],
+        _ => &[],
+    }
+}
 
 pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)) {
     for (name, repo) in &config.repositories {
@@ -42,6 +61,31 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
                         .into(),
                 );
             }
+        }
+        for (option, example) in required_options(&repo.scheme) {
+            if !repo.options.contains_key(*option) {
+                problem(
+                    key("options"),
+                    format!(
+                        "a {} repository needs `{option}` (e.g. {option} = \"{example}\")",
+                        repo.scheme
+                    ),
+                );
+            }
+        }
+        if let Some(rate) = &repo.max_upload_rate
+            && let Err(e) = super::storage::parse_rate(rate)
+        {
+            problem(key("max_upload_rate"), e);
+        }
+        if repo.max_concurrent_requests == Some(0) {
+            problem(key("max_concurrent_requests"), "must be at least 1".into());
+        }
+        if repo.request_timeout.as_secs() < 1 {
+            problem(key("request_timeout"), "must be at least 1s".into());
+        }
+        if repo.writable_interval.as_secs() < 1 {
+            problem(key("writable_interval"), "must be at least 1s".into());
         }
         if repo.part_size_mib == 0 {
             problem(key("part_size_mib"), "must be at least 1 (MiB)".into());

@@ -196,6 +196,49 @@ impl Check for ReachableCheck {
     }
 }
 
+/// `<repo>:writable`: a probe object written, read back and removed every
+/// `writable_interval` (not per health request), with the round trip in ms
+/// and the service's guarantees alongside.
+pub struct WritableCheck {
+    pub repo: Repository,
+    pub host: String,
+}
+
+impl Check for WritableCheck {
+    fn spec(&self, config: &HealthConfig) -> CheckSpec {
+        CheckSpec {
+            key: format!("{}:writable", self.repo.name),
+            component_id: self.repo.name.clone(),
+            component_type: "datastore",
+            interval: self.repo.writable_interval,
+            timeout: config.timeout.max(std::time::Duration::from_secs(10)),
+            critical: true,
+            periodic: true,
+        }
+    }
+
+    fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
+        async move {
+            let started = Instant::now();
+            let observation = match self.repo.probe_write(&self.host).await {
+                Ok(()) => Observation::new(
+                    Status::Pass,
+                    Some(started.elapsed().as_secs_f64() * 1000.0),
+                    Some("ms"),
+                ),
+                Err(e) => Observation::fail(e.to_string()),
+            };
+            observation
+                .with_detail("scheme", self.repo.scheme.clone())
+                .with_detail(
+                    "guarantees",
+                    serde_json::to_value(&self.repo.guarantees).unwrap_or_default(),
+                )
+        }
+        .boxed()
+    }
+}
+
 /// Grades the last prune: `warn` after a failed one.
 pub fn grade_retention(state: &JobState) -> Observation {
     let p = &state.prune;

@@ -203,7 +203,8 @@ pub async fn arm_all(
     journal: &crate::journal::Journal,
 ) -> Result<(Vec<Arc<dyn crate::health::Check>>, Vec<JobContext>), String> {
     use super::checks::{
-        BoardCheck, FreshnessCheck, ReachableCheck, SourceCheck, grade_consistency, grade_retention,
+        BoardCheck, FreshnessCheck, ReachableCheck, SourceCheck, WritableCheck, grade_consistency,
+        grade_retention,
     };
 
     let host = shared.service_id.clone();
@@ -276,8 +277,13 @@ pub async fn arm_all(
             }));
         }
         if repos.insert(ctx.repo.name.clone()) {
+            tracing::info!(repository = %ctx.repo.name, scheme = %ctx.repo.scheme, guarantees = %ctx.repo.guarantees.describe(), "repository opened");
             checks.push(Arc::new(ReachableCheck {
                 repo: ctx.repo.clone(),
+            }));
+            checks.push(Arc::new(WritableCheck {
+                repo: ctx.repo.clone(),
+                host: host.clone(),
             }));
         }
         if ctx.job.retention.schedule.is_some() || ctx.job.retention.every.is_some() {

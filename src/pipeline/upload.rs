@@ -66,6 +66,8 @@ pub struct UploadLimits {
     pub max_parts: u64,
     /// Whether the service uploads each write as one part.
     pub multipart: bool,
+    /// Parts never grow beyond this (a bandwidth cap's burst).
+    pub max_part_size: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +83,7 @@ pub struct PartSizer {
     base: usize,
     max_parts: u64,
     parts: u64,
+    cap: usize,
 }
 
 impl PartSizer {
@@ -89,7 +92,14 @@ impl PartSizer {
             base,
             max_parts: max_parts.max(10),
             parts: 0,
+            cap: MAX_PART,
         }
+    }
+
+    /// Parts stay at or below `cap` (and at least the base size).
+    pub fn capped(mut self, cap: usize) -> Self {
+        self.cap = cap.clamp(self.base, MAX_PART);
+        self
     }
 
     /// Size of the next part, or `None` once `max_parts` are used.
@@ -102,7 +112,7 @@ impl PartSizer {
         let size = self
             .base
             .saturating_mul(1usize << doublings.min(usize::BITS - 1));
-        Some(size.min(MAX_PART))
+        Some(size.min(self.cap))
     }
 }
 
@@ -297,7 +307,7 @@ async fn upload_stage(
     limits: UploadLimits,
     cancel: &CancellationToken,
 ) -> Result<(), PipelineError> {
-    let mut sizer = PartSizer::new(limits.part_size, limits.max_parts);
+    let mut sizer = PartSizer::new(limits.part_size, limits.max_parts).capped(limits.max_part_size);
     let mut part = BytesMut::new();
     let mut target = if limits.multipart {
         sizer.next_part()

@@ -16,12 +16,69 @@ const MANIFEST_READS: usize = 16;
 #[derive(Clone, Debug)]
 pub struct Repository {
     pub name: String,
+    pub scheme: String,
     op: Operator,
     prefix: String,
     /// For fs repositories: the root directory, for directory fsyncs.
     fs_root: Option<PathBuf>,
     part_size: usize,
     max_parts: u64,
+    /// With `max_upload_rate`: parts stay within the throttle's burst.
+    max_part_size: usize,
+    pub guarantees: Guarantees,
+    pub writable_interval: std::time::Duration,
+}
+
+/// What a repository's service guarantees, from opendal's capability
+/// report and the scheme; shown by `<repo>:writable` in `/health/detailed`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Guarantees {
+    /// The manifest is written create-only, so no two writers can commit
+    /// one backup id; otherwise checked, then written, under the job lock.
+    pub create_only_commit: bool,
+    /// An object appears whole or not at all (fs: temp file and rename;
+    /// object stores: on upload completion). Otherwise it is written in
+    /// place and an interrupted manifest reads as damaged, never committed.
+    pub atomic_objects: bool,
+    /// Uploads go in managed parts (multipart, blocks, resumable).
+    pub multipart: bool,
+    /// The service lists recursively itself (else opendal walks directories).
+    pub native_recursive_list: bool,
+}
+
+impl Guarantees {
+    fn of(scheme: &str, capability: &opendal::Capability) -> Guarantees {
+        let object_store = matches!(scheme, "s3" | "gcs" | "azblob");
+        Guarantees {
+            create_only_commit: capability.write_with_if_not_exists,
+            atomic_objects: object_store || scheme == "fs",
+            multipart: object_store,
+            native_recursive_list: capability.list_with_recursive,
+        }
+    }
+
+    /// One line for logs and check output.
+    pub fn describe(&self) -> String {
+        format!(
+            "commit: {}; objects: {}; uploads: {}",
+            if self.create_only_commit {
+                "create-only"
+            } else {
+                "check-then-write under the job lock"
+            },
+            if self.atomic_objects {
+                "atomic"
+            } else {
+                "written in place (an interrupted one is garbage or a damaged manifest)"
+            },
+            if self.multipart {
+                "multipart"
+            } else {
+                "streamed"
+            },
+        )
+    }
 }
 
 /// Committed backups of one job, plus what could not be read.
@@ -53,8 +110,35 @@ impl Repository {
             options.insert("atomic_write_dir".into(), tmp.display().to_string());
             fs_root = Some(PathBuf::from(root));
         }
-        let op = Operator::via_iter(config.scheme.as_str(), options)
-            .map_err(|e| setup(e.to_string()))?
+        let mut op = Operator::via_iter(config.scheme.as_str(), options)
+            .map_err(|e| setup(e.to_string()))?;
+        let guarantees = Guarantees::of(&config.scheme, &op.info().capability());
+        let part_size = config.part_size();
+        let mut max_part_size = usize::MAX;
+        // Innermost first: every attempt is throttled and counted, each
+        // attempt logged and timed out, the whole retried with jitter.
+        if let Some(rate) = &config.max_upload_rate {
+            let rate = crate::config::parse_rate(rate).map_err(setup)?;
+            // One write may not exceed the burst: streamed writes are 256 KiB,
+            // multipart parts stay at their first size (so objects are
+            // limited to max_parts × part_size_mib while throttled).
+            let burst = rate.max(part_size as u64).max(1 << 20).min(u32::MAX as u64);
+            max_part_size = burst as usize;
+            op = op.layer(opendal::layers::ThrottleLayer::new(
+                rate as u32,
+                burst as u32,
+            ));
+        }
+        if let Some(limit) = config.max_concurrent_requests {
+            op = op.layer(opendal::layers::ConcurrentLimitLayer::new(limit));
+        }
+        let op = op
+            .layer(opendal::layers::LoggingLayer::default())
+            .layer(
+                opendal::layers::TimeoutLayer::new()
+                    .with_timeout(config.request_timeout)
+                    .with_io_timeout(config.request_timeout),
+            )
             .layer(
                 opendal::layers::RetryLayer::new()
                     .with_max_times(4)
@@ -63,11 +147,15 @@ impl Repository {
         let prefix = config.prefix.trim_matches('/').to_owned();
         Ok(Repository {
             name: name.into(),
+            scheme: config.scheme.clone(),
             op,
             prefix,
             fs_root,
-            part_size: config.part_size(),
+            part_size,
             max_parts: config.max_parts,
+            max_part_size,
+            guarantees,
+            writable_interval: config.writable_interval,
         })
     }
 
@@ -109,6 +197,9 @@ impl Repository {
     pub async fn writer(&self, path: &str) -> Result<opendal::Writer, RepoError> {
         self.op
             .writer_with(path)
+            // GCS: create-only writes take the resumable upload (its XML
+            // multipart API is not universally served); ids are fresh anyway.
+            .if_not_exists(self.scheme == "gcs")
             .await
             .map_err(|e| self.storage_err("cannot start writing", path, e))
     }
@@ -128,10 +219,24 @@ impl Repository {
     /// also the directory entry is made durable.
     pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<(), RepoError> {
         let path = self.object_path(&manifest.job, &manifest.backup_id, MANIFEST);
+        if !self.guarantees.create_only_commit {
+            // The strongest this service allows (FTP): look, then write,
+            // under the job's lock, so no other vigil writes this id.
+            match self.op.exists(&path).await {
+                Ok(true) => {
+                    return Err(RepoError::AlreadyCommitted {
+                        repo: self.name.clone(),
+                        backup_id: manifest.backup_id.clone(),
+                    });
+                }
+                Ok(false) => {}
+                Err(e) => return Err(self.storage_err("cannot stat", &path, e)),
+            }
+        }
         let result = self
             .op
             .write_with(&path, manifest.encode())
-            .if_not_exists(true)
+            .if_not_exists(self.guarantees.create_only_commit)
             .await;
         match result {
             Ok(_) => {}
@@ -281,7 +386,8 @@ impl Repository {
             stall_timeout,
             part_size: self.part_size,
             max_parts: self.max_parts,
-            multipart: self.fs_root.is_none(),
+            multipart: self.guarantees.multipart,
+            max_part_size: self.max_part_size,
         }
     }
 
@@ -376,6 +482,35 @@ impl Repository {
             .recursive(true)
             .await
             .map_err(|e| self.storage_err("cannot delete", &dir, e))
+    }
+
+    /// `<repo>:writable`: writes a small object, reads it back, removes it.
+    pub async fn probe_write(&self, host: &str) -> Result<(), RepoError> {
+        let path = self.join(&[
+            ".vigil-probe",
+            &format!("{host}-{}", uuid::Uuid::new_v4().simple()),
+        ]);
+        let body = format!("vigil write probe {}", chrono::Utc::now().to_rfc3339());
+        self.op
+            .write(&path, body.clone())
+            .await
+            .map_err(|e| self.storage_err("cannot write", &path, e))?;
+        let read = self.op.read(&path).await.map(|b| b.to_vec());
+        let removed = self.op.delete(&path).await;
+        match read {
+            Ok(bytes) if bytes == body.as_bytes() => {}
+            Ok(_) => {
+                return Err(RepoError::Storage {
+                    repo: self.name.clone(),
+                    action: "read back different bytes from",
+                    path,
+                    detail: "the probe object changed between write and read".into(),
+                    retryable: false,
+                });
+            }
+            Err(e) => return Err(self.storage_err("cannot read back", &path, e)),
+        }
+        removed.map_err(|e| self.storage_err("cannot delete", &path, e))
     }
 
     /// A cheap round trip for the `<repo>:reachable` check.

@@ -538,3 +538,117 @@ impl S3Server {
         opendal::Operator::via_iter("s3", self.options()).expect("s3 operator")
     }
 }
+
+/// A storage server of `tests/servers/server.sh` (sftp, ftp, azblob, gcs),
+/// started on first use and stopped when the test binary exits.
+pub struct StorageServer {
+    pub kind: &'static str,
+    /// opendal options for this server, as the script printed them.
+    pub options: std::collections::BTreeMap<String, String>,
+    dir: PathBuf,
+}
+
+static STORAGE: [OnceLock<StorageServer>; 4] = [
+    OnceLock::new(),
+    OnceLock::new(),
+    OnceLock::new(),
+    OnceLock::new(),
+];
+const STORAGE_KINDS: [&str; 4] = ["sftp", "ftp", "azblob", "gcs"];
+
+fn servers_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/server.sh")
+}
+
+extern "C" fn stop_storage_servers() {
+    for (kind, cell) in STORAGE_KINDS.iter().zip(&STORAGE) {
+        if let Some(server) = cell.get() {
+            let _ = Command::new("bash")
+                .arg(servers_script())
+                .args([kind, "stop"])
+                .arg(&server.dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The binary's server of `kind`. A server that does not start is a setup
+/// error, not a skip.
+pub fn storage_server(kind: &str) -> &'static StorageServer {
+    let index = STORAGE_KINDS
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or_else(|| panic!("no test server for `{kind}`"));
+    STORAGE[index].get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("vigil-it-{kind}-"))
+            .tempdir()
+            .unwrap()
+            .keep();
+        let out = Command::new("bash")
+            .arg(servers_script())
+            .args([kind, "start"])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("test setup: cannot run tests/servers/server.sh: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "test setup: `tests/servers/server.sh {kind} start {}` failed ({}): {stdout}{}",
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let options = stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| *k != "pid")
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        if STORAGE.iter().all(|c| c.get().is_none()) {
+            unsafe { libc::atexit(stop_storage_servers) };
+        }
+        StorageServer {
+            kind: STORAGE_KINDS[index],
+            options,
+            dir,
+        }
+    })
+}
+
+impl StorageServer {
+    /// `[repositories.<name>]` on this server under `prefix`.
+    pub fn repository_toml(&self, name: &str, prefix: &str, extra: &str) -> String {
+        let mut text = format!(
+            "[repositories.{name}]\nscheme = \"{}\"\nprefix = \"{prefix}\"\n{extra}",
+            self.kind
+        );
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("[repositories.{name}.options]\n"));
+        for (k, v) in &self.options {
+            text.push_str(&format!("{k} = \"{v}\"\n"));
+        }
+        text
+    }
+
+    /// An opendal operator on the server, for looking at what vigil stored.
+    pub fn operator(&self) -> opendal::Operator {
+        opendal::Operator::via_iter(self.kind, self.options.clone()).expect("operator")
+    }
+}
+
+/// `psql` on a database of the shared cluster, by name.
+pub fn shared_psql(database: &str, sql: &str) -> Result<String, String> {
+    shared_cluster()
+        .psql(database, sql)
+        .map_err(|e| e.to_string())
+}

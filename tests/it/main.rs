@@ -2,6 +2,7 @@
 //! One binary, so it links once.
 
 mod audit;
+mod backends;
 mod backup;
 mod catalog;
 mod cli;

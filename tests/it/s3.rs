@@ -247,14 +247,9 @@ async fn manifest_is_create_only_on_s3() {
     backup(&setup);
 
     let server: &S3Server = s3_server();
-    let config = vigil::config::RepositoryConfig {
-        scheme: "s3".into(),
-        options: server.options(),
-        prefix: setup.prefix.clone(),
-        encryption: None,
-        part_size_mib: 8,
-        max_parts: 10_000,
-    };
+    let mut config: vigil::config::RepositoryConfig =
+        toml::from_str(&format!("scheme = \"s3\"\nprefix = \"{}\"\n", setup.prefix)).unwrap();
+    config.options = server.options();
     let repo = vigil::repo::Repository::open("remote", &config).unwrap();
     let listing = repo.list("orders").await.unwrap();
     assert_eq!(listing.backups.len(), 1, "{listing:?}");
