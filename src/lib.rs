@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod journal;

@@ -67,9 +67,15 @@ enum Command {
         /// Database of a multi-database backup.
         #[arg(long)]
         database: Option<String>,
-        /// Target connection string, naming the database.
+        /// Target connection string, naming the database (database backups).
+        #[arg(long, required_unless_present = "to_dir", conflicts_with = "to_dir")]
+        to: Option<String>,
+        /// Directory to restore a files backup under (empty unless --force).
         #[arg(long)]
-        to: String,
+        to_dir: Option<PathBuf>,
+        /// With --to-dir: write into a non-empty directory.
+        #[arg(long, requires = "to_dir")]
+        force: bool,
         /// Create the target database first.
         #[arg(long)]
         create: bool,
@@ -258,6 +264,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
             latest: _,
             database,
             to,
+            to_dir,
+            force,
             create,
             clean,
             jobs,
@@ -265,10 +273,12 @@ async fn dispatch(cli: Cli) -> ExitCode {
             let request = vigil::jobs::restore::RestoreRequest {
                 backup,
                 database,
-                to,
+                to: to.unwrap_or_default(),
                 create,
                 clean,
                 jobs,
+                to_dir,
+                force,
             };
             with_config(&cli.config, |config| async move {
                 vigil::commands::restore(&config, &job, request, cancel_on_signal()).await

@@ -140,7 +140,10 @@ pub struct EncryptionConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
+    /// Logical backups of PostgreSQL databases (pg_dump).
     Postgres,
+    /// A tar stream of file trees.
+    Files,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -235,10 +238,27 @@ pub struct JobConfig {
     pub kind: JobKind,
     /// libpq URL or key=value string of the source server. The password
     /// goes to pg_dump through its environment, never on its command line.
+    #[serde(default)]
     pub source: Secret,
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
+    #[serde(default = "no_databases")]
     pub databases: Databases,
+    /// `kind = "files"`: the trees to archive (absolute paths).
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// Glob patterns (`**/*.tmp`, `/srv/app/cache`) of paths left out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Stay on the file system each path starts on.
+    #[serde(default)]
+    pub one_file_system: bool,
+    /// Archive what symlinks point to instead of the links.
+    #[serde(default)]
+    pub follow_symlinks: bool,
+    /// Fail the run when a file changes or vanishes while it is read.
+    #[serde(default)]
+    pub strict: bool,
     /// Name of a `[repositories.<name>]`.
     pub repository: String,
     /// Cron with seconds: `sec min hour day-of-month month day-of-week`.
@@ -275,6 +295,10 @@ pub struct JobConfig {
     /// Which backups to keep (`[jobs.<name>.retention]`); empty keeps all.
     #[serde(default)]
     pub retention: crate::retention::RetentionPolicy,
+}
+
+fn no_databases() -> Databases {
+    Databases::List(Vec::new())
 }
 
 fn default_timezone() -> String {

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use super::{Compression, Config, Databases};
+use super::{Compression, Config, Databases, JobKind};
 
 /// opendal services compiled into this build.
 pub const SCHEMES: [&str; 6] = ["fs", "s3", "gcs", "azblob", "sftp", "ftp"];
@@ -23,6 +23,37 @@ fn required_options(scheme: &str) -> &'static [(&'static str, &'static str)] {
         ],
         "ftp" => &[("endpoint", "ftp://ftp.example.com:21")],
         _ => &[],
+    }
+}
+
+fn validate_files_job(job: &super::JobConfig, problem: &mut dyn FnMut(&str, String)) {
+    if job.paths.is_empty() {
+        problem(
+            "paths",
+            "list the directories (or files) to archive, e.g. paths = [\"/srv/app\"]".into(),
+        );
+    }
+    for path in &job.paths {
+        if !path.is_absolute() {
+            problem(
+                "paths",
+                format!("`{}` must be an absolute path", path.display()),
+            );
+        }
+    }
+    for pattern in &job.exclude {
+        if let Err(e) = globset::Glob::new(pattern) {
+            problem("exclude", format!("`{pattern}` is not a glob: {e}"));
+        }
+    }
+    if !job.source.expose().is_empty() {
+        problem(
+            "source",
+            "is for kind = \"postgres\"; a files job reads `paths`".into(),
+        );
+    }
+    if !matches!(&job.databases, Databases::List(l) if l.is_empty()) {
+        problem("databases", "is for kind = \"postgres\"".into());
     }
 }
 
@@ -146,11 +177,33 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
                 ),
             );
         }
-        if let Err(e) = job.source.expose().parse::<tokio_postgres::Config>() {
-            problem(
-                key("source"),
-                format!("is not a valid PostgreSQL connection string: {e}"),
-            );
+        match job.kind {
+            JobKind::Postgres => {
+                if let Err(e) = job.source.expose().parse::<tokio_postgres::Config>() {
+                    problem(
+                        key("source"),
+                        format!("is not a valid PostgreSQL connection string: {e}"),
+                    );
+                } else if job.source.expose().is_empty() {
+                    problem(
+                        key("source"),
+                        "is required for kind = \"postgres\" (e.g. postgres://backup@db/orders)"
+                            .into(),
+                    );
+                }
+                if let Databases::List(list) = &job.databases
+                    && list.is_empty()
+                {
+                    problem(
+                        key("databases"),
+                        "is empty (list database names, or \"all\")".into(),
+                    );
+                }
+                if !job.paths.is_empty() {
+                    problem(key("paths"), "is for kind = \"files\"".into());
+                }
+            }
+            JobKind::Files => validate_files_job(job, &mut |k, m| problem(key(k), m)),
         }
         match (&job.schedule, job.every) {
             (Some(_), Some(_)) => problem(
@@ -183,14 +236,6 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
                     "`{}` is not an IANA time zone (e.g. \"Europe/Berlin\", \"UTC\")",
                     job.timezone
                 ),
-            );
-        }
-        if let Databases::List(list) = &job.databases
-            && list.is_empty()
-        {
-            problem(
-                key("databases"),
-                "is empty (list database names, or \"all\")".into(),
             );
         }
         let level = job.level();

@@ -48,6 +48,8 @@ pub enum BackupError {
     TooLong(String),
     #[error("cancelled (shutdown)")]
     Cancelled,
+    #[error("{0}")]
+    Files(String),
 }
 
 impl BackupError {
@@ -163,6 +165,7 @@ pub async fn run_scheduled(
                 source_bytes: Some(m.raw_bytes()),
                 stored_bytes: Some(m.stored_bytes()),
                 error: None,
+                details: m.files.as_ref().map(|f| f.report.clone()),
             };
             executions::finish(&ctx.catalog, &execution, end).await;
         }
@@ -179,6 +182,7 @@ pub async fn run_scheduled(
                 source_bytes: None,
                 stored_bytes: None,
                 error: Some(&message),
+                details: None,
             };
             executions::finish(&ctx.catalog, &execution, end).await;
         }
@@ -192,6 +196,9 @@ async fn run_locked(
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<Manifest, BackupError> {
+    if ctx.job.kind == crate::config::JobKind::Files {
+        return super::files_backup::run(ctx, progress, cancel).await;
+    }
     let started_at = Utc::now();
     let source = ctx.source_config().map_err(BackupError::Source)?;
     let facts = source_facts(ctx)
@@ -211,35 +218,11 @@ async fn run_locked(
         )));
     }
 
-    let mut attempt = 0;
-    let backup_id = loop {
-        let id = crate::repo::backup_id(started_at, attempt);
-        if !ctx.repo.backup_exists(&ctx.name, &id).await? {
-            break id;
-        }
-        attempt += 1;
-    };
-
+    let backup_id = allocate_id(ctx, started_at).await?;
     let job = &ctx.job;
-    let encode = EncodeSpec {
-        compression: job.compression,
-        level: job.level(),
-        workers: job
-            .compression_workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
-        recipients: ctx.recipients.clone(),
-    };
+    let (encode, suffix) = encode_spec(ctx);
     let limits = ctx.repo.upload_limits(job.stall_timeout);
     let env = libpq_env(&source, None);
-    let suffix = format!(
-        "{}{}",
-        job.compression.extension(),
-        if ctx.recipients.is_empty() {
-            ""
-        } else {
-            ".age"
-        }
-    );
     let mut objects = Vec::new();
     let run = DumpRun {
         ctx,
@@ -295,27 +278,74 @@ async fn run_locked(
             pg_dump_version: dump_version,
             host: describe_host(&source),
         },
-        compression: CompressionFacts {
-            algorithm: job.compression.as_str().into(),
-            level: if job.compression == Compression::None {
-                0
-            } else {
-                job.level()
-            },
-        },
-        encryption: (!ctx.recipients.is_empty()).then(|| EncryptionFacts {
-            scheme: "age".into(),
-            recipients: ctx.recipients.iter().map(|r| r.to_string()).collect(),
-        }),
+        compression: codec_facts(ctx).0,
+        encryption: codec_facts(ctx).1,
         objects,
         journal_head: ctx.journal_head(),
         vigil_version: env!("CARGO_PKG_VERSION").into(),
+        files: None,
     };
     if cancel.is_cancelled() {
         return Err(BackupError::Cancelled);
     }
     ctx.repo.commit_manifest(&manifest).await?;
     Ok(manifest)
+}
+
+/// A fresh backup id for a run started at `started_at`.
+pub(super) async fn allocate_id(
+    ctx: &JobContext,
+    started_at: chrono::DateTime<Utc>,
+) -> Result<String, BackupError> {
+    let mut attempt = 0;
+    loop {
+        let id = crate::repo::backup_id(started_at, attempt);
+        if !ctx.repo.backup_exists(&ctx.name, &id).await? {
+            return Ok(id);
+        }
+        attempt += 1;
+    }
+}
+
+/// How the job's objects are encoded, and the file-name suffix that says so.
+pub(super) fn encode_spec(ctx: &JobContext) -> (EncodeSpec, String) {
+    let job = &ctx.job;
+    let encode = EncodeSpec {
+        compression: job.compression,
+        level: job.level(),
+        workers: job
+            .compression_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
+        recipients: ctx.recipients.clone(),
+    };
+    let suffix = format!(
+        "{}{}",
+        job.compression.extension(),
+        if ctx.recipients.is_empty() {
+            ""
+        } else {
+            ".age"
+        }
+    );
+    (encode, suffix)
+}
+
+/// The manifest's compression and encryption facts for this job.
+pub(super) fn codec_facts(ctx: &JobContext) -> (CompressionFacts, Option<EncryptionFacts>) {
+    let job = &ctx.job;
+    let compression = CompressionFacts {
+        algorithm: job.compression.as_str().into(),
+        level: if job.compression == Compression::None {
+            0
+        } else {
+            job.level()
+        },
+    };
+    let encryption = (!ctx.recipients.is_empty()).then(|| EncryptionFacts {
+        scheme: "age".into(),
+        recipients: ctx.recipients.iter().map(|r| r.to_string()).collect(),
+    });
+    (compression, encryption)
 }
 
 /// What every object of one backup run shares.

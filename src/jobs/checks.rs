@@ -118,7 +118,8 @@ impl Check for FreshnessCheck {
     }
 }
 
-/// `<job>:source`: connect and `SELECT version()`, in ms.
+/// `<job>:source`: connect and `SELECT version()`, in ms; for a files job,
+/// every path exists and its top level can be read.
 pub struct SourceCheck {
     pub ctx: JobContext,
 }
@@ -137,6 +138,33 @@ impl Check for SourceCheck {
     }
 
     fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
+        if self.ctx.job.kind == crate::config::JobKind::Files {
+            let paths = self.ctx.job.paths.clone();
+            return async move {
+                let started = Instant::now();
+                let checked = tokio::task::spawn_blocking(move || {
+                    paths.iter().try_for_each(|p| {
+                        let meta =
+                            std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                        if meta.is_dir() {
+                            std::fs::read_dir(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                        }
+                        Ok::<(), String>(())
+                    })
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+                match checked {
+                    Ok(()) => Observation::new(
+                        Status::Pass,
+                        Some(started.elapsed().as_secs_f64() * 1000.0),
+                        Some("ms"),
+                    ),
+                    Err(e) => Observation::fail(format!("cannot read the job's paths: {e}")),
+                }
+            }
+            .boxed();
+        }
         async move {
             let started = Instant::now();
             let result = async {

@@ -47,6 +47,8 @@ pub struct Finish<'a> {
     pub source_bytes: Option<u64>,
     pub stored_bytes: Option<u64>,
     pub error: Option<&'a str>,
+    /// Anything else the run found (files: changed and vanished paths).
+    pub details: Option<serde_json::Value>,
 }
 
 pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>) {
@@ -56,7 +58,7 @@ pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>)
         client
             .execute(
                 "UPDATE vigil.executions SET status = $2, finished_at = now(), backup_id = $3, \
-                 source_bytes = $4, stored_bytes = $5, error = $6 WHERE id = $1",
+                 source_bytes = $4, stored_bytes = $5, error = $6, details = $7 WHERE id = $1",
                 &[
                     &execution.id,
                     &end.status,
@@ -64,6 +66,7 @@ pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>)
                     &end.source_bytes.map(|b| b as i64),
                     &end.stored_bytes.map(|b| b as i64),
                     &end.error,
+                    &end.details,
                 ],
             )
             .await

@@ -6,6 +6,7 @@ pub mod board;
 pub mod checks;
 pub mod context;
 pub mod executions;
+mod files_backup;
 pub mod lock;
 pub mod prune;
 pub mod restore;

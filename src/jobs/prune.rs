@@ -243,6 +243,7 @@ async fn apply(
         source_bytes: None,
         stored_bytes: Some(freed),
         error: message.as_deref(),
+        details: None,
     };
     executions::finish(&ctx.catalog, &execution, end).await;
     match failure {

@@ -39,6 +39,10 @@ pub struct RestoreRequest {
     pub clean: bool,
     /// `pg_restore -j N` (stages the dump in a temp file).
     pub jobs: Option<u32>,
+    /// Files backups: the directory to restore the trees under.
+    pub to_dir: Option<PathBuf>,
+    /// Files backups: write into a non-empty directory.
+    pub force: bool,
 }
 
 #[derive(Debug, Error)]
@@ -124,6 +128,7 @@ pub async fn run(
             source_bytes: Some(object.raw_bytes),
             stored_bytes: Some(object.stored_bytes),
             error: None,
+            details: None,
         },
         Err(e) => Finish {
             status: if matches!(e, RestoreError::Cancelled) {
@@ -135,6 +140,7 @@ pub async fn run(
             source_bytes: None,
             stored_bytes: None,
             error: None,
+            details: None,
         },
     };
     let message = result.as_ref().err().map(|e| ctx.redact(&e.to_string()));
@@ -168,6 +174,14 @@ async fn restore(
     request: &RestoreRequest,
     cancel: &CancellationToken,
 ) -> Result<RestoreOutcome, RestoreError> {
+    if manifest.kind == "files" {
+        return restore_files(ctx, manifest, object, request, cancel).await;
+    }
+    if request.to_dir.is_some() {
+        return Err(RestoreError::Target(
+            "this is a database backup: restore it with --to postgres://HOST/DBNAME".into(),
+        ));
+    }
     let target: tokio_postgres::Config = request
         .to
         .parse()
@@ -231,11 +245,13 @@ async fn restore(
         Some(jobs) => args.push(format!("--jobs={jobs}")),
     }
     let io = RestoreIo {
-        ctx,
-        path: &path,
-        object,
-        compression,
-        identities,
+        download: Download {
+            ctx,
+            path: &path,
+            object,
+            compression,
+            identities,
+        },
         pg_restore: &pg_restore,
         args: &args,
         env: &env,
@@ -344,13 +360,101 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// What both restore modes read and run.
-struct RestoreIo<'a> {
+/// A files backup: the tar stream, verified by its SHA-256, unpacked under
+/// `--to-dir` (an empty directory unless `--force`).
+async fn restore_files(
+    ctx: &JobContext,
+    manifest: &Manifest,
+    object: &ObjectEntry,
+    request: &RestoreRequest,
+    cancel: &CancellationToken,
+) -> Result<RestoreOutcome, RestoreError> {
+    use tokio::io::AsyncWriteExt;
+    let to = request.to_dir.clone().ok_or_else(|| {
+        RestoreError::Target("this is a files backup: restore it with --to-dir DIR".into())
+    })?;
+    crate::files::check_target(&to, request.force).map_err(RestoreError::Target)?;
+    let compression = Compression::parse(&manifest.compression.algorithm).ok_or_else(|| {
+        RestoreError::Decode {
+            object: object.name.clone(),
+            detail: format!("unknown compression `{}`", manifest.compression.algorithm),
+        }
+    })?;
+    let identities = if manifest.encryption.is_some() {
+        ctx.identities().map_err(RestoreError::Key)?
+    } else {
+        vec![]
+    };
+    let started = ctx.event(
+        "restore.started",
+        serde_json::json!({ "backup_id": manifest.backup_id, "object": object.name, "to_dir": to, "force": request.force }),
+    );
+    if request.force {
+        // Over existing files: on disk before anything is replaced.
+        ctx.journal.commit(started).await?;
+    } else {
+        ctx.journal.emit(started);
+    }
+    let path = ctx
+        .repo
+        .object_path(&manifest.job, &manifest.backup_id, &object.name);
+    let (mut writer, reader) = tokio::io::duplex(1 << 20);
+    let handle = tokio::runtime::Handle::current();
+    let target = to.clone();
+    let owners = nix::unistd::geteuid().is_root();
+    let unpack = tokio::task::spawn_blocking(move || {
+        let reader = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
+        crate::files::extract(reader, &target, owners)
+    });
+    let download = Download {
+        ctx,
+        path: &path,
+        object,
+        compression,
+        identities,
+    };
+    let held = download_decode(&download, &mut writer, cancel).await;
+    let fed = match held {
+        Ok(last) => {
+            let mut result = Ok(());
+            if let Some(last) = last {
+                result = writer.write_all(&last).await;
+            }
+            result.and(writer.shutdown().await)
+        }
+        Err(e) => {
+            drop(writer);
+            let _ = unpack.await;
+            return Err(e);
+        }
+    };
+    drop(writer);
+    let unpacked = unpack
+        .await
+        .map_err(|e| RestoreError::Io(format!("unpacking panicked: {e}")))?;
+    unpacked.map_err(|e| RestoreError::Io(format!("unpacking under {}: {e}", to.display())))?;
+    fed.map_err(|e| RestoreError::Io(format!("feeding the archive: {e}")))?;
+    tracing::info!(job = %ctx.name, backup = %manifest.backup_id, to = %to.display(), "files restored");
+    Ok(RestoreOutcome {
+        backup_id: manifest.backup_id.clone(),
+        object: object.name.clone(),
+        database: to.display().to_string(),
+        stored_bytes: object.stored_bytes,
+    })
+}
+
+/// One stored object to download, verify and decode.
+struct Download<'a> {
     ctx: &'a JobContext,
     path: &'a str,
     object: &'a ObjectEntry,
     compression: Compression,
     identities: Vec<age::x25519::Identity>,
+}
+
+/// What both pg_restore modes read and run.
+struct RestoreIo<'a> {
+    download: Download<'a>,
     pg_restore: &'a std::path::Path,
     args: &'a [String],
     env: &'a [(String, String)],
@@ -359,11 +463,11 @@ struct RestoreIo<'a> {
 /// Download + hash → decode (blocking thread) → `sink`, holding back the
 /// last decoded chunk. Returns that chunk once the hash is verified.
 async fn download_decode<W: AsyncWrite + Unpin>(
-    io: &RestoreIo<'_>,
+    io: &Download<'_>,
     sink: &mut W,
     cancel: &CancellationToken,
 ) -> Result<Option<Bytes>, RestoreError> {
-    let RestoreIo {
+    let Download {
         ctx,
         path,
         object,
@@ -459,7 +563,7 @@ async fn download_decode<W: AsyncWrite + Unpin>(
 async fn stream_restore(io: RestoreIo<'_>, cancel: &CancellationToken) -> Result<(), RestoreError> {
     let (mut child, tail) = spawn_pg_restore(io.pg_restore, io.args, io.env, true)?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let held = download_decode(&io, &mut stdin, cancel).await;
+    let held = download_decode(&io.download, &mut stdin, cancel).await;
     let held = match held {
         Ok(held) => held,
         Err(e) => {
@@ -490,7 +594,7 @@ async fn stream_restore(io: RestoreIo<'_>, cancel: &CancellationToken) -> Result
 }
 
 async fn staged_restore(io: RestoreIo<'_>, cancel: &CancellationToken) -> Result<(), RestoreError> {
-    let ctx = io.ctx;
+    let ctx = io.download.ctx;
     let dir = ctx.state_dir.join("restore-tmp");
     tokio::fs::create_dir_all(&dir)
         .await
@@ -504,7 +608,7 @@ async fn staged_restore(io: RestoreIo<'_>, cancel: &CancellationToken) -> Result
     let mut file = tokio::fs::File::create(&file_path)
         .await
         .map_err(|e| RestoreError::Io(format!("cannot create {}: {e}", file_path.display())))?;
-    let held = download_decode(&io, &mut file, cancel).await?;
+    let held = download_decode(&io.download, &mut file, cancel).await?;
     if let Some(last) = held {
         file.write_all(&last)
             .await

@@ -161,28 +161,16 @@ pub async fn upload_child(
     }
 
     let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(QUEUE);
-    let (out_tx, out_rx) = mpsc::channel::<Bytes>(QUEUE);
-    let encoder = {
-        let encode = encode.clone();
-        tokio::task::spawn_blocking(move || encode_stream(raw_rx, out_tx, &encode))
-    };
-    let read = read_stage(
-        stdout,
-        raw_tx,
-        tool,
-        limits.stall_timeout,
-        Arc::clone(&progress),
-        cancel,
-    );
-    let mut writer = repo.writer(path).await?;
-    let upload = upload_stage(&mut writer, out_rx, &repo.name, path, limits, cancel);
-
-    let result = async {
-        let (raw_bytes, ()) = tokio::try_join!(read, upload)?;
-        let stored = encoder
-            .await
-            .map_err(|e| PipelineError::Encode(e.to_string()))?
-            .map_err(|e| PipelineError::Encode(e.to_string()))?;
+    let read = async {
+        let raw_bytes = read_stage(
+            stdout,
+            raw_tx,
+            tool,
+            limits.stall_timeout,
+            Arc::clone(&progress),
+            cancel,
+        )
+        .await?;
         let status = child
             .wait()
             .await
@@ -202,10 +190,61 @@ pub async fn upload_child(
                 stderr: tail.join(" | "),
             });
         }
+        Ok(raw_bytes)
+    };
+    let target = Target {
+        repo,
+        path,
+        encode,
+        limits,
+    };
+    let result = encode_and_upload(raw_rx, read, target, cancel).await;
+    if result.is_err() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    result
+}
+
+/// Where and how one object is stored.
+struct Target<'a> {
+    repo: &'a Repository,
+    path: &'a str,
+    encode: &'a EncodeSpec,
+    limits: UploadLimits,
+}
+
+/// Encodes what `source` feeds into `raw_rx` and uploads it to the target;
+/// `source` resolves to the raw byte count once it has sent everything.
+/// On any failure the object is aborted (no partial object under its name).
+async fn encode_and_upload(
+    raw_rx: mpsc::Receiver<Bytes>,
+    source: impl std::future::Future<Output = Result<u64, PipelineError>>,
+    target: Target<'_>,
+    cancel: &CancellationToken,
+) -> Result<UploadOutcome, PipelineError> {
+    let Target {
+        repo,
+        path,
+        encode,
+        limits,
+    } = target;
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(QUEUE);
+    let encoder = {
+        let encode = encode.clone();
+        tokio::task::spawn_blocking(move || encode_stream(raw_rx, out_tx, &encode))
+    };
+    let mut writer = repo.writer(path).await?;
+    let upload = upload_stage(&mut writer, out_rx, &repo.name, path, limits, cancel);
+    let result = async {
+        let (raw_bytes, ()) = tokio::try_join!(source, upload)?;
+        let stored = encoder
+            .await
+            .map_err(|e| PipelineError::Encode(e.to_string()))?
+            .map_err(|e| PipelineError::Encode(e.to_string()))?;
         Ok(UploadOutcome { stored, raw_bytes })
     }
     .await;
-
     match result {
         Ok(outcome) => {
             writer
@@ -215,14 +254,114 @@ pub async fn upload_child(
             Ok(outcome)
         }
         Err(e) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
             if let Err(abort) = writer.abort().await {
                 tracing::warn!(path, error = %abort, "cannot abort the partial upload; prune will collect it");
             }
             Err(e)
         }
     }
+}
+
+/// Where an in-process producer writes its raw bytes: a `Write` that hands
+/// 256 KiB chunks to the encoder, counting them, and stops on cancel.
+pub struct ChunkSink {
+    tx: mpsc::Sender<Bytes>,
+    buf: BytesMut,
+    total: u64,
+    progress: Arc<AtomicU64>,
+    cancel: CancellationToken,
+}
+
+impl ChunkSink {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "cancelled",
+            ));
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the encoder stopped"))
+    }
+
+    /// Raw bytes written so far.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+impl std::io::Write for ChunkSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        self.total += data.len() as u64;
+        self.progress.store(self.total, Ordering::Relaxed);
+        if self.buf.len() >= READ_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Streams what `produce` writes (on a blocking thread) into `upload.path`;
+/// returns the outcome and what `produce` returned.
+pub async fn upload_produced<T: Send + 'static>(
+    produce: impl FnOnce(&mut ChunkSink) -> Result<T, PipelineError> + Send + 'static,
+    upload: Upload<'_>,
+    cancel: &CancellationToken,
+) -> Result<(UploadOutcome, T), PipelineError> {
+    let Upload {
+        tool,
+        repo,
+        path,
+        encode,
+        limits,
+        progress,
+    } = upload;
+    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(QUEUE);
+    let mut sink = ChunkSink {
+        tx: raw_tx,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        total: 0,
+        progress,
+        cancel: cancel.clone(),
+    };
+    let producer = tokio::task::spawn_blocking(move || {
+        let value = produce(&mut sink)?;
+        std::io::Write::flush(&mut sink).map_err(|e| PipelineError::Read(e, "archive".into()))?;
+        Ok::<_, PipelineError>((sink.total, value))
+    });
+    let produced = std::sync::Mutex::new(None);
+    let source = async {
+        let (total, value) = producer
+            .await
+            .map_err(|e| PipelineError::Encode(format!("{tool} panicked: {e}")))??;
+        *produced.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+        if cancel.is_cancelled() {
+            return Err(PipelineError::Cancelled);
+        }
+        Ok(total)
+    };
+    let target = Target {
+        repo,
+        path,
+        encode,
+        limits,
+    };
+    let outcome = encode_and_upload(raw_rx, source, target, cancel).await?;
+    let value = produced
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .ok_or_else(|| PipelineError::Encode(format!("{tool} produced nothing")))?;
+    Ok((outcome, value))
 }
 
 fn repo_error(

@@ -14,7 +14,7 @@ pub struct Manifest {
     pub format_version: u32,
     pub job: String,
     pub backup_id: String,
-    /// `logical` (pg_dump) for now.
+    /// `logical` (pg_dump) or `files` (a tar stream).
     pub kind: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -27,6 +27,17 @@ pub struct Manifest {
     #[serde(default)]
     pub journal_head: Option<JournalHead>,
     pub vigil_version: String,
+    /// `files` backups: the trees and what the run found in them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesFacts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FilesFacts {
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    pub report: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +157,17 @@ impl Manifest {
 
     /// The object holding `database`, or the only database object.
     pub fn database_object(&self, database: Option<&str>) -> Result<&ObjectEntry, String> {
+        if self.kind == "files" {
+            // One tar object; `--database` means nothing here.
+            return match (database, self.objects.first()) {
+                (None, Some(object)) => Ok(object),
+                (Some(_), _) => Err(format!(
+                    "backup {} is a files backup: restore it with --to-dir, without --database",
+                    self.backup_id
+                )),
+                (None, None) => Err(format!("backup {} has no objects", self.backup_id)),
+            };
+        }
         let dbs: Vec<&ObjectEntry> = self
             .objects
             .iter()
@@ -227,6 +249,7 @@ pub(crate) mod tests {
                 sha256: "ab".repeat(32),
             }],
             journal_head: None,
+            files: None,
             vigil_version: "0.1.0".into(),
         }
     }

@@ -6,6 +6,7 @@ mod backends;
 mod backup;
 mod catalog;
 mod cli;
+mod files;
 mod harness;
 mod health;
 mod logrotate;

@@ -1,0 +1,132 @@
+//! Restores a file-tree backup: the tar stream unpacked under a directory
+//! with modes, mtimes, extended attributes and (as root) owners.
+
+use std::io::{self, Read};
+use std::path::Path;
+
+use serde::Serialize;
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ExtractReport {
+    pub entries: u64,
+}
+
+/// A regular file, written sparse: runs of zeros become holes, so a sparse
+/// file comes back sparse. Then mode, owner (as root), xattrs and mtime.
+fn write_file<R: Read>(entry: &mut tar::Entry<R>, to: &Path, owners: bool) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let relative = entry.path()?.into_owned();
+    if relative.components().any(|c| {
+        !matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    }) {
+        return Err(io::Error::other(format!(
+            "refusing the entry {}: it leaves the target",
+            relative.display()
+        )));
+    }
+    let path = to.join(&relative);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let header = entry.header().clone();
+    let size = header.size()?;
+    let xattrs: Vec<(String, Vec<u8>)> = match entry.pax_extensions()? {
+        Some(extensions) => extensions
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let key = e.key().ok()?.strip_prefix("SCHILY.xattr.")?.to_owned();
+                Some((key, e.value_bytes().to_vec()))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::File::create(&path)?;
+    let mut block = vec![0u8; 64 * 1024];
+    loop {
+        let n = entry.read(&mut block)?;
+        if n == 0 {
+            break;
+        }
+        if block[..n].iter().all(|&b| b == 0) {
+            file.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            file.write_all(&block[..n])?;
+        }
+    }
+    file.set_len(size)?;
+    if owners {
+        std::os::unix::fs::fchown(
+            &file,
+            Some(header.uid()? as u32),
+            Some(header.gid()? as u32),
+        )?;
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(header.mode()? & 0o7777))?;
+    for (name, value) in xattrs {
+        // A target file system without xattrs loses them; the data stays.
+        let _ = xattr::set(&path, &name, &value);
+    }
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(header.mtime()?))?;
+    Ok(())
+}
+
+/// Refuses a non-empty target unless `force`; creates a missing one.
+pub fn check_target(to: &Path, force: bool) -> Result<(), String> {
+    match std::fs::read_dir(to) {
+        Ok(mut entries) => {
+            if entries.next().is_some() && !force {
+                return Err(format!(
+                    "{} is not empty: restore into an empty directory, or pass --force to write over what is there",
+                    to.display()
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", to.display())),
+    }
+}
+
+/// Unpacks the tar stream from `reader` under `to`. Entries cannot escape
+/// `to` (the tar crate refuses `..` and absolute names).
+pub fn extract(reader: impl Read, to: &Path, owners: bool) -> io::Result<ExtractReport> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_preserve_ownerships(owners);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    let mut report = ExtractReport::default();
+    let mut directories = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        report.entries += 1;
+        // Directories last, so their mtimes survive the files written into them.
+        if entry.header().entry_type() == tar::EntryType::Directory {
+            let path = to.join(entry.path()?);
+            std::fs::create_dir_all(&path)?;
+            directories.push((path, entry.header().mode()?, entry.header().mtime()?));
+            continue;
+        }
+        if entry.header().entry_type() == tar::EntryType::Regular {
+            write_file(&mut entry, to, owners)?;
+        } else {
+            entry.unpack_in(to)?;
+        }
+    }
+    directories.sort_by(|a, b| b.0.cmp(&a.0));
+    for (path, mode, mtime) in directories {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))?;
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+        std::fs::File::open(&path)?.set_modified(time)?;
+    }
+    Ok(report)
+}
