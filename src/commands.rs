@@ -110,6 +110,20 @@ pub async fn backup(
     result.map_err(|e| anyhow::anyhow!(ctx.redact(&e.to_string())))
 }
 
+/// `vigil backup MIRROR-JOB`: one mirror run now, under the job's lock.
+pub async fn mirror(
+    config: &Config,
+    job: &str,
+    cancel: CancellationToken,
+) -> anyhow::Result<crate::jobs::mirror::MirrorReport> {
+    let pool = catalog(config).await?;
+    let journal = journal(config)?;
+    let ctx = cli_context(config, job, pool, &journal).await?;
+    let result = crate::jobs::mirror::run(&ctx, Trigger::Cli, &cancel).await;
+    journal.close().await;
+    result.map_err(|e| anyhow::anyhow!(ctx.redact(&e.to_string())))
+}
+
 /// `vigil list [JOB] [--json]`: from the repository alone (no catalog needed).
 pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Result<()> {
     let jobs: Vec<&String> = match job {

@@ -240,6 +240,19 @@ async fn dispatch(cli: Cli) -> ExitCode {
         }
         Command::Backup { job } => {
             with_config(&cli.config, |config| async move {
+                if config.jobs.get(&job).is_some_and(|j| j.kind == config::JobKind::Mirror) {
+                    let report = vigil::commands::mirror(&config, &job, cancel_on_signal()).await?;
+                    println!(
+                        "mirror {job}: {} object(s) copied ({}), {} already there ({}), {} backup(s) completed, {} deleted",
+                        report.copied,
+                        vigil::commands::human_bytes(report.copied_bytes),
+                        report.skipped,
+                        vigil::commands::human_bytes(report.skipped_bytes),
+                        report.backups_completed,
+                        report.deleted
+                    );
+                    return Ok(());
+                }
                 let manifest = vigil::commands::backup(&config, &job, cancel_on_signal()).await?;
                 println!(
                     "backup {} of {} committed: {} stored ({} from the source)",

@@ -144,6 +144,8 @@ pub enum JobKind {
     Postgres,
     /// A tar stream of file trees.
     Files,
+    /// Copies a repository to another, verifying every object.
+    Mirror,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -259,6 +261,11 @@ pub struct JobConfig {
     /// Fail the run when a file changes or vanishes while it is read.
     #[serde(default)]
     pub strict: bool,
+    /// `kind = "mirror"`: the repository `repository` is copied to.
+    pub mirror_to: Option<String>,
+    /// `kind = "mirror"`: also delete destination objects the source lacks.
+    #[serde(default)]
+    pub delete_extraneous: bool,
     /// Name of a `[repositories.<name>]`.
     pub repository: String,
     /// Cron with seconds: `sec min hour day-of-month month day-of-week`.

@@ -204,6 +204,30 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
                 }
             }
             JobKind::Files => validate_files_job(job, &mut |k, m| problem(key(k), m)),
+            JobKind::Mirror => match &job.mirror_to {
+                None => problem(
+                    key("mirror_to"),
+                    "a mirror job needs `mirror_to`: the repository to copy `repository` to".into(),
+                ),
+                Some(to) if to == &job.repository => problem(
+                    key("mirror_to"),
+                    "must differ from `repository` (a repository cannot mirror itself)".into(),
+                ),
+                Some(to) if !config.repositories.contains_key(to) => {
+                    problem(key("mirror_to"), format!("no repository `{to}`"))
+                }
+                Some(_) => {
+                    if !job.source.expose().is_empty() || !job.paths.is_empty() {
+                        problem(
+                            key("kind"),
+                            "a mirror job copies a repository: remove `source` and `paths`".into(),
+                        );
+                    }
+                }
+            },
+        }
+        if job.kind != JobKind::Mirror && job.mirror_to.is_some() {
+            problem(key("mirror_to"), "is for kind = \"mirror\"".into());
         }
         match (&job.schedule, job.every) {
             (Some(_), Some(_)) => problem(

@@ -80,6 +80,14 @@ impl JobState {
         self.last_error = None;
     }
 
+    /// Folds a successful mirror run in.
+    pub fn record_mirror(&mut self, report: &crate::jobs::mirror::MirrorReport) {
+        self.runs_total += 1;
+        self.last_success = Some(chrono::Utc::now());
+        self.last_stored_bytes = Some(report.copied_bytes);
+        self.last_error = None;
+    }
+
     pub fn record_failure(&mut self, error: String) {
         self.runs_total += 1;
         self.failures_total += 1;

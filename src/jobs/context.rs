@@ -48,6 +48,8 @@ pub struct JobContext {
     pub actor: Actor,
     /// The API request that started it.
     pub request_id: Option<String>,
+    /// `kind = "mirror"`: the destination repository.
+    pub mirror_to: Option<Repository>,
 }
 
 impl JobContext {
@@ -94,6 +96,13 @@ impl JobContext {
             journal,
             actor,
             request_id: None,
+            mirror_to: match &job.mirror_to {
+                Some(name) => Some(
+                    Repository::open(name, &config.repositories[name])
+                        .map_err(|e| e.to_string())?,
+                ),
+                None => None,
+            },
         })
     }
 

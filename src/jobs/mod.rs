@@ -8,6 +8,7 @@ pub mod context;
 pub mod executions;
 mod files_backup;
 pub mod lock;
+pub mod mirror;
 pub mod prune;
 pub mod restore;
 pub mod scheduler;

@@ -14,6 +14,11 @@ use crate::schedule::{Schedule, missed_run};
 
 /// Reads the repository's manifests into the job board (start-up, before ready).
 pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), String> {
+    if ctx.job.kind == crate::config::JobKind::Mirror {
+        // A mirror has no backups of its own; its runs fill the board.
+        shared.jobs.update(&ctx.name, |s| s.restored = true);
+        return Ok(());
+    }
     let listing = ctx.repo.list(&ctx.name).await.map_err(|e| e.to_string())?;
     for (id, why) in &listing.damaged {
         tracing::warn!(job = %ctx.name, backup = %id, error = %why, "unreadable manifest");
@@ -42,6 +47,18 @@ pub async fn run_once(
         source_bytes: Arc::clone(&progress.source_bytes),
     };
     shared.jobs.update(&ctx.name, |s| s.running = Some(running));
+    if ctx.job.kind == crate::config::JobKind::Mirror {
+        let result = super::mirror::run(ctx, trigger, cancel).await;
+        shared.jobs.update(&ctx.name, |s| {
+            s.running = None;
+            match &result {
+                Ok(report) => s.record_mirror(report),
+                Err(super::mirror::MirrorError::Locked(_)) => {}
+                Err(e) => s.record_failure(ctx.redact(&e.to_string())),
+            }
+        });
+        return;
+    }
     let result = backup::run_scheduled(ctx, trigger, scheduled_for, &progress, cancel).await;
     let prune_after =
         result.is_ok() && ctx.job.retention.after_backup && !ctx.job.retention.is_empty();

@@ -484,6 +484,160 @@ impl Repository {
             .map_err(|e| self.storage_err("cannot delete", &dir, e))
     }
 
+    /// Every object under the prefix, as `(path relative to the prefix,
+    /// size)`, vigil's own scratch areas left out. For mirroring.
+    pub async fn list_objects(&self) -> Result<Vec<(String, u64)>, RepoError> {
+        let root = if self.prefix.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let entries = match self.op.list_with(&root).recursive(true).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.storage_err("cannot list", &root, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry.path();
+            if path.ends_with('/') {
+                continue;
+            }
+            let relative = path
+                .strip_prefix(root.trim_start_matches('/'))
+                .unwrap_or(path)
+                .trim_start_matches('/')
+                .to_owned();
+            if relative.starts_with(FS_TMP_DIR) || relative.starts_with(".vigil-probe/") {
+                continue;
+            }
+            let mut size = entry.metadata().content_length();
+            if size == 0 {
+                size = self
+                    .op
+                    .stat(path)
+                    .await
+                    .map_err(|e| self.storage_err("cannot stat", path, e))?
+                    .content_length();
+            }
+            out.push((relative, size));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The full path of a path relative to the prefix.
+    pub fn absolute(&self, relative: &str) -> String {
+        self.join(&[relative])
+    }
+
+    /// Reads a small object whole (manifests, pins).
+    pub async fn read_small(&self, relative: &str) -> Result<Vec<u8>, RepoError> {
+        let path = self.absolute(relative);
+        self.op
+            .read(&path)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| self.storage_err("cannot read", &path, e))
+    }
+
+    /// Writes a small object whole (a mirrored manifest or pin).
+    pub async fn write_small(&self, relative: &str, bytes: Vec<u8>) -> Result<(), RepoError> {
+        let path = self.absolute(relative);
+        self.op
+            .write(&path, bytes)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.storage_err("cannot write", &path, e))
+    }
+
+    pub async fn delete_object(&self, relative: &str) -> Result<(), RepoError> {
+        let path = self.absolute(relative);
+        self.op
+            .delete(&path)
+            .await
+            .map_err(|e| self.storage_err("cannot delete", &path, e))
+    }
+
+    /// SHA-256 and size of a stored object, streamed.
+    pub async fn hash_object(&self, relative: &str) -> Result<(String, u64), RepoError> {
+        use sha2::Digest;
+        let path = self.absolute(relative);
+        let mut stream = self.read_stream(&path).await?;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok((hex::encode(hasher.finalize()), size))
+    }
+
+    /// Streams `relative` to the same relative path in `dest`, hashing it on
+    /// the way. With `expected` `(sha256, size)`, a different object is not
+    /// committed: the write is aborted. Returns the hash and size copied.
+    pub async fn copy_to(
+        &self,
+        relative: &str,
+        dest: &Repository,
+        expected: Option<(&str, u64)>,
+    ) -> Result<(String, u64), RepoError> {
+        use sha2::Digest;
+        let from = self.absolute(relative);
+        let to = dest.absolute(relative);
+        let mut stream = self.read_stream(&from).await?;
+        let mut writer = dest.writer(&to).await?;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        let mut part = bytes::BytesMut::new();
+        // Parts of 8 MiB: above every multipart minimum, a bounded buffer.
+        const PART: usize = 8 << 20;
+        let copied: Result<(), RepoError> = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                size += chunk.len() as u64;
+                hasher.update(&chunk);
+                part.extend_from_slice(&chunk);
+                if part.len() >= PART {
+                    writer
+                        .write(part.split().freeze())
+                        .await
+                        .map_err(|e| dest.storage_err("cannot write", &to, e))?;
+                }
+            }
+            if !part.is_empty() {
+                writer
+                    .write(part.split().freeze())
+                    .await
+                    .map_err(|e| dest.storage_err("cannot write", &to, e))?;
+            }
+            Ok(())
+        }
+        .await;
+        let sha = hex::encode(hasher.finalize());
+        let mismatch = expected.filter(|(want, want_size)| *want != sha || *want_size != size);
+        if copied.is_err() || mismatch.is_some() {
+            let _ = writer.abort().await;
+            copied?;
+            let (want, want_size) = mismatch.unwrap_or_default();
+            return Err(RepoError::Storage {
+                repo: self.name.clone(),
+                action: "refusing to copy",
+                path: from,
+                detail: format!(
+                    "its SHA-256 is {sha} ({size} bytes) but the manifest says {want} ({want_size} bytes): the source object is damaged"
+                ),
+                retryable: false,
+            });
+        }
+        writer
+            .close()
+            .await
+            .map_err(|e| dest.storage_err("cannot finish", &to, e))?;
+        Ok((sha, size))
+    }
+
     /// `<repo>:writable`: writes a small object, reads it back, removes it.
     pub async fn probe_write(&self, host: &str) -> Result<(), RepoError> {
         let path = self.join(&[

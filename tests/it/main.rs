@@ -10,6 +10,7 @@ mod files;
 mod harness;
 mod health;
 mod logrotate;
+mod mirror;
 mod prune;
 mod s3;
 mod scheduler;

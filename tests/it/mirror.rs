@@ -1,0 +1,135 @@
+//! `kind = "mirror"`: an fs repository mirrored to S3 (moto), with a
+//! damaged object at the source, then resumed.
+
+use crate::harness::{PASSWORD, S3Server, config_text, fresh_db, s3_server, vigil_cli};
+
+#[test]
+fn a_damaged_object_is_refused_and_a_rerun_copies_only_what_is_missing() {
+    let source = fresh_db();
+    source
+        .psql(
+            "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g",
+        )
+        .unwrap();
+    let catalog = fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let server: &S3Server = s3_server();
+    let prefix = server.unique_prefix("mirror");
+    let local = dir.path().join("repo");
+    let job = |repository: &str| {
+        format!(
+            "[jobs.orders]\nkind = \"postgres\"\nsource = \"{}\"\npassword = \"${{TEST_PGPASSWORD}}\"\ndatabases = [\"{}\"]\nrepository = \"{repository}\"\nevery = \"1h\"\n",
+            source.url(),
+            source.name
+        )
+    };
+    let extra = format!(
+        "[repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n{}{}\
+         [jobs.offsite]\nkind = \"mirror\"\nrepository = \"local\"\nmirror_to = \"remote\"\nevery = \"1h\"\n",
+        local.display(),
+        server.repository_toml("remote", &prefix, ""),
+        job("local"),
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), &catalog.url(), &extra)).unwrap();
+    let (k, v) = server.env();
+    let env = [
+        ("TEST_PGPASSWORD", PASSWORD),
+        ("PGPASSWORD", PASSWORD),
+        (k, v),
+    ];
+    let cli = |args: &[&str]| vigil_cli(&config, args, &env);
+
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (code, stdout, stderr) = cli(&["backup", "orders"]);
+        assert_eq!(code, 0, "{stderr}");
+        ids.push(stdout.split_whitespace().nth(1).unwrap().to_owned());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let (code, _, stderr) = cli(&["pin", "orders", &ids[1]]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // One byte of the first backup's dump flipped at the source.
+    let object = std::fs::read_dir(local.join(format!("orders/backups/{}", ids[0])))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap() != "manifest.json")
+        .unwrap();
+    let original = std::fs::read(&object).unwrap();
+    let mut damaged = original.clone();
+    damaged[original.len() / 2] ^= 0x01;
+    std::fs::write(&object, &damaged).unwrap();
+
+    let (code, _, stderr) = cli(&["backup", "offsite"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("damaged") && stderr.contains(&ids[0]),
+        "{stderr}"
+    );
+    let rows = catalog
+        .psql("SELECT kind || ' ' || status FROM vigil.executions WHERE job = 'offsite'")
+        .unwrap();
+    assert_eq!(rows, "mirror failed");
+
+    // The destination lists the good backup only; the damaged one has no manifest.
+    let remote_config = dir.path().join("remote.toml");
+    let remote_extra = format!(
+        "{}{}",
+        server.repository_toml("remote", &prefix, ""),
+        job("remote")
+    );
+    std::fs::write(
+        &remote_config,
+        config_text(dir.path(), &catalog.url(), &remote_extra),
+    )
+    .unwrap();
+    let list = |config: &std::path::Path| -> Vec<String> {
+        let (code, stdout, stderr) = vigil_cli(config, &["list", "orders", "--json"], &env);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["backupId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(list(&remote_config), vec![ids[1].clone()]);
+
+    // Repaired at the source: the rerun copies the two missing objects
+    // (dump and manifest) and leaves the verified ones alone.
+    std::fs::write(&object, &original).unwrap();
+    let (code, stdout, stderr) = cli(&["backup", "offsite"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("2 object(s) copied")
+            && stdout.contains("3 already there")
+            && stdout.contains("1 backup(s) completed"),
+        "{stdout}"
+    );
+    assert_eq!(list(&remote_config), ids);
+
+    // The mirror is a repository in its own right: restore from it.
+    let target = format!("{}_from_mirror", source.name);
+    let url = source.url().replace(&source.name, &target);
+    let (code, _, stderr) = vigil_cli(
+        &remote_config,
+        &[
+            "restore", "orders", "--backup", &ids[0], "--to", &url, "--create",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        crate::harness::shared_psql(&target, "SELECT count(*) FROM t").unwrap(),
+        "20000"
+    );
+    // The pin came across too.
+    let (_, stdout, _) = vigil_cli(
+        &remote_config,
+        &["prune", "orders", "--dry-run", "--json"],
+        &env,
+    );
+    assert!(stdout.contains("pinned"), "{stdout}");
+}
