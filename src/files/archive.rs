@@ -231,15 +231,20 @@ fn append_file<W: Write>(
     let mut header = header_for(&before);
     append_xattrs(builder, path).map_err(ArchiveError::Write)?;
     let size = before.len();
-    let mut reader = Exact {
+    let mut exact = Exact {
         inner: &file,
         remaining: size,
         short: false,
         error: None,
     };
+    // Large reads: tar copies through an 8 KiB buffer otherwise.
+    let capacity = (size as usize).clamp(8 << 10, 1 << 20);
+    let mut reader = std::io::BufReader::with_capacity(capacity, &mut exact);
     builder
         .append_data(&mut header, name, &mut reader)
         .map_err(ArchiveError::Write)?;
+    drop(reader);
+    let reader = exact;
     if let Some(e) = reader.error {
         return Err(ArchiveError::Unreadable {
             path: path.display().to_string(),

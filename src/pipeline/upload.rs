@@ -447,12 +447,14 @@ async fn upload_stage(
     cancel: &CancellationToken,
 ) -> Result<(), PipelineError> {
     let mut sizer = PartSizer::new(limits.part_size, limits.max_parts).capped(limits.max_part_size);
-    let mut part = BytesMut::new();
     let mut target = if limits.multipart {
         sizer.next_part()
     } else {
         Some(0)
     };
+    // Each part is allocated once at its size and handed over whole: no
+    // doubling while it fills, no remainder pinning the previous allocation.
+    let mut part = BytesMut::with_capacity(if limits.multipart { target.unwrap_or(0) } else { 0 });
     let write_err = |e: opendal::Error| {
         PipelineError::Storage(RepoError::Storage {
             repo: repo.to_owned(),
@@ -472,15 +474,21 @@ async fn upload_stage(
             writer.write(chunk).await.map_err(write_err)?;
             continue;
         }
-        part.extend_from_slice(&chunk);
-        let size = target.ok_or(PipelineError::TooManyParts {
-            path: path.to_owned(),
-            max_parts: limits.max_parts,
-        })?;
-        if part.len() >= size {
-            let full = part.split_to(size).freeze();
-            writer.write(full).await.map_err(write_err)?;
-            target = sizer.next_part();
+        let mut chunk = &chunk[..];
+        while !chunk.is_empty() {
+            let size = target.ok_or(PipelineError::TooManyParts {
+                path: path.to_owned(),
+                max_parts: limits.max_parts,
+            })?;
+            let take = (size - part.len()).min(chunk.len());
+            part.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if part.len() == size {
+                target = sizer.next_part();
+                let next = BytesMut::with_capacity(target.unwrap_or(0));
+                let full = std::mem::replace(&mut part, next).freeze();
+                writer.write(full).await.map_err(write_err)?;
+            }
         }
     }
     if !part.is_empty() {

@@ -45,6 +45,8 @@ fn build_tree(root: &Path) {
         .set_modified(old)
         .unwrap();
     std::fs::write(root.join("zz-growing.log"), vec![b'x'; 8 << 20]).unwrap();
+    // An extended attribute (ext4 and tmpfs take user.* attributes).
+    xattr::set(root.join("run.sh"), "user.vigil.note", b"kept").unwrap();
 }
 
 /// Path (relative) → (kind, mode, mtime, content hash or link target).
@@ -198,6 +200,11 @@ fn a_tree_round_trips_with_modes_times_links_and_a_growing_file() {
         assert_eq!(restored.get(path), Some(want), "{}", path.display());
     }
     assert!(!restored_root.join("scratch.tmp").exists(), "excluded");
+    assert_eq!(
+        xattr::get(restored_root.join("run.sh"), "user.vigil.note").unwrap().as_deref(),
+        Some(&b"kept"[..]),
+        "extended attributes come back"
+    );
     let sparse = std::fs::metadata(restored_root.join("sparse.img")).unwrap();
     assert_eq!(sparse.len(), 2 << 30);
     assert!(
