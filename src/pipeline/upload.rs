@@ -454,7 +454,11 @@ async fn upload_stage(
     };
     // Each part is allocated once at its size and handed over whole: no
     // doubling while it fills, no remainder pinning the previous allocation.
-    let mut part = BytesMut::with_capacity(if limits.multipart { target.unwrap_or(0) } else { 0 });
+    let mut part = BytesMut::with_capacity(if limits.multipart {
+        target.unwrap_or(0)
+    } else {
+        0
+    });
     let write_err = |e: opendal::Error| {
         PipelineError::Storage(RepoError::Storage {
             repo: repo.to_owned(),

@@ -201,7 +201,9 @@ fn a_tree_round_trips_with_modes_times_links_and_a_growing_file() {
     }
     assert!(!restored_root.join("scratch.tmp").exists(), "excluded");
     assert_eq!(
-        xattr::get(restored_root.join("run.sh"), "user.vigil.note").unwrap().as_deref(),
+        xattr::get(restored_root.join("run.sh"), "user.vigil.note")
+            .unwrap()
+            .as_deref(),
         Some(&b"kept"[..]),
         "extended attributes come back"
     );

@@ -133,3 +133,86 @@ fn a_damaged_object_is_refused_and_a_rerun_copies_only_what_is_missing() {
     );
     assert!(stdout.contains("pinned"), "{stdout}");
 }
+
+#[test]
+fn an_interrupted_mirror_resumes_without_recopying_what_was_verified() {
+    let source = fresh_db();
+    source
+        .psql(
+            "CREATE TABLE t AS SELECT g AS id, \
+             (SELECT string_agg(md5(random()::text || g || s), '') FROM generate_series(1, 100) s) AS v \
+             FROM generate_series(1, 3000) g",
+        )
+        .unwrap();
+    let catalog = fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let config_for = |rate: &str| {
+        let extra = format!(
+            "[repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n\
+             [repositories.copy]\nscheme = \"fs\"\n{rate}[repositories.copy.options]\nroot = \"{}\"\n\
+             [jobs.orders]\nkind = \"postgres\"\nsource = \"{}\"\npassword = \"${{TEST_PGPASSWORD}}\"\ndatabases = [\"{}\"]\nrepository = \"local\"\nevery = \"1h\"\ncompression = \"none\"\n\
+             [jobs.offsite]\nkind = \"mirror\"\nrepository = \"local\"\nmirror_to = \"copy\"\nevery = \"1h\"\n",
+            dir.path().join("repo").display(),
+            dir.path().join("copy").display(),
+            source.url(),
+            source.name
+        );
+        let path = dir.path().join(if rate.is_empty() {
+            "config.toml"
+        } else {
+            "throttled.toml"
+        });
+        std::fs::write(&path, config_text(dir.path(), &catalog.url(), &extra)).unwrap();
+        path
+    };
+    let config = config_for("");
+    let throttled = config_for("max_upload_rate = \"4MiB\"\n");
+    let env = [("TEST_PGPASSWORD", PASSWORD)];
+    for _ in 0..3 {
+        let (code, _, stderr) = vigil_cli(&config, &["backup", "orders"], &env);
+        assert_eq!(code, 0, "{stderr}");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    // About 3 × 10 MiB at 4 MiB/s: cut off after the first backup or two.
+    let mut child = std::process::Command::new(crate::harness::VIGIL)
+        .arg("--config")
+        .arg(&throttled)
+        .args(["backup", "offsite"])
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the throttled mirror finished early"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (code, stdout, stderr) = vigil_cli(&config, &["backup", "offsite"], &env);
+    assert_eq!(code, 0, "{stderr}");
+    let number = |label: &str| -> u64 {
+        let before = stdout.split(label).next().unwrap();
+        before
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .trim_start_matches('(')
+            .parse()
+            .unwrap()
+    };
+    let (copied, there, completed) = (
+        number("object(s) copied"),
+        number("already there"),
+        number("backup(s) completed"),
+    );
+    assert!(
+        there >= 2,
+        "what the cut-off run verified is not copied again: {stdout}"
+    );
+    assert_eq!(copied + there, 6, "3 dumps and 3 manifests: {stdout}");
+    assert!(completed < 3, "{stdout}");
+}
