@@ -115,14 +115,9 @@ pub async fn ship_to_catalog(
         let cursor = match catalog_cursor(&pool, journal.id()).await {
             Ok(c) => c,
             Err(e) => {
-                if !failing {
-                    tracing::warn!(error = %e, "cannot ship the audit journal to the catalog; retrying (nothing is lost: it ships from the journal files)");
-                    failing = true;
-                }
-                if sleep_or_cancel(backoff, &cancel).await {
+                if catalog_retry(&e, &mut failing, &mut backoff, &cancel).await {
                     return;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
@@ -175,14 +170,9 @@ pub async fn ship_to_catalog(
                     }
                 }
                 Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %e, "cannot ship the audit journal to the catalog; retrying (nothing is lost: it ships from the journal files)");
-                        failing = true;
-                    }
-                    if sleep_or_cancel(backoff, &cancel).await {
+                    if catalog_retry(&e, &mut failing, &mut backoff, &cancel).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue 'outer;
                 }
             }
@@ -320,6 +310,24 @@ pub async fn ship_to_loki(
             }
         }
     }
+}
+
+/// Logs the first of a run of catalog failures and backs off; true when cancelled.
+async fn catalog_retry(
+    error: &str,
+    failing: &mut bool,
+    backoff: &mut Duration,
+    cancel: &CancellationToken,
+) -> bool {
+    if !*failing {
+        tracing::warn!(%error, "cannot ship the audit journal to the catalog; retrying (nothing is lost: it ships from the journal files)");
+        *failing = true;
+    }
+    if sleep_or_cancel(*backoff, cancel).await {
+        return true;
+    }
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    false
 }
 
 /// True when cancelled.

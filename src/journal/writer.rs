@@ -226,12 +226,17 @@ impl Journal {
     /// `journal.sync_interval`. A full queue counts the event as lost (and
     /// the loss is journalled as `journal.gap`).
     pub fn emit(&self, entry: Entry) {
+        self.queue(entry, false);
+    }
+
+    /// Queues without waiting; a lost event is counted (and becomes a gap).
+    fn queue(&self, entry: Entry, keep: bool) {
         let sent = self.sender().map(|tx| {
             tx.try_send(Command::Append(Box::new(Pending {
                 entry,
                 ack: None,
-                sync: false,
-                keep: false,
+                sync: keep,
+                keep,
             })))
         });
         if !matches!(sent, Some(Ok(()))) {
@@ -267,17 +272,7 @@ impl Journal {
     /// Records what already happened (deletions done): never refused, held
     /// while the journal cannot be written, synced when written.
     pub fn record(&self, entry: Entry) {
-        let sent = self.sender().map(|tx| {
-            tx.try_send(Command::Append(Box::new(Pending {
-                entry,
-                ack: None,
-                sync: true,
-                keep: true,
-            })))
-        });
-        if !matches!(sent, Some(Ok(()))) {
-            self.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.queue(entry, true);
     }
 
     /// Writes and syncs everything queued so far.

@@ -104,6 +104,29 @@ fn fingerprint(path: &Path, len: u64) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// `vigil backup tree` while another thread appends to `growing`.
+fn backup_while_growing(config: &Path, growing: &Path) -> (i32, String, String) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let appender = {
+        let (stop, growing) = (Arc::clone(&stop), growing.to_owned());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(growing)
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                file.write_all(&[b'y'; 4096]).unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let outcome = vigil_cli(config, &["backup", "tree"], &ENV);
+    stop.store(true, Ordering::Relaxed);
+    appender.join().unwrap();
+    outcome
+}
+
 #[test]
 fn a_tree_round_trips_with_modes_times_links_and_a_growing_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,24 +154,7 @@ fn a_tree_round_trips_with_modes_times_links_and_a_growing_file() {
 
     // A writer appends to the log for the whole backup.
     let growing = root.join("zz-growing.log");
-    let stop = Arc::new(AtomicBool::new(false));
-    let appender = {
-        let (stop, growing) = (Arc::clone(&stop), growing.clone());
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(growing)
-                .unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                file.write_all(&[b'y'; 4096]).unwrap();
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        })
-    };
-    let (code, _, stderr) = vigil_cli(&config, &["backup", "tree"], &ENV);
-    stop.store(true, Ordering::Relaxed);
-    appender.join().unwrap();
+    let (code, _, stderr) = backup_while_growing(&config, &growing);
     assert_eq!(code, 0, "{stderr}");
 
     let (code, stdout, stderr) = vigil_cli(&config, &["list", "tree", "--json"], &ENV);
@@ -262,21 +268,7 @@ fn strict_fails_the_run_when_a_file_vanishes_or_changes() {
     );
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_text(dir.path(), &catalog.url(), &extra)).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let appender = {
-        let (stop, path) = (Arc::clone(&stop), root.join("a.log"));
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                file.write_all(&[b'y'; 4096]).unwrap();
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        })
-    };
-    let (code, _, stderr) = vigil_cli(&config, &["backup", "tree"], &ENV);
-    stop.store(true, Ordering::Relaxed);
-    appender.join().unwrap();
+    let (code, _, stderr) = backup_while_growing(&config, &root.join("a.log"));
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("strict = true") && stderr.contains("a.log"),
