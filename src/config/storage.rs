@@ -83,7 +83,8 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
 }
 
 fn default_part_size_mib() -> u32 {
-    8
+    // S3's minimum: the smallest part buffer held while uploading.
+    5
 }
 fn default_max_parts() -> u64 {
     10_000
