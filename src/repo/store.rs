@@ -590,20 +590,32 @@ impl Repository {
         let mut writer = dest.writer(&to).await?;
         let mut hasher = sha2::Sha256::new();
         let mut size = 0u64;
-        let mut part = bytes::BytesMut::new();
-        // Parts of 8 MiB: above every multipart minimum, a bounded buffer.
-        const PART: usize = 8 << 20;
+        // The destination's own part size on multipart services (within a
+        // bandwidth cap's burst); 1 MiB writes where it streams.
+        let part_size = if dest.guarantees.multipart {
+            dest.part_size.min(dest.max_part_size)
+        } else {
+            1 << 20
+        };
+        let mut part = bytes::BytesMut::with_capacity(part_size);
         let copied: Result<(), RepoError> = async {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
                 size += chunk.len() as u64;
                 hasher.update(&chunk);
-                part.extend_from_slice(&chunk);
-                if part.len() >= PART {
-                    writer
-                        .write(part.split().freeze())
-                        .await
-                        .map_err(|e| dest.storage_err("cannot write", &to, e))?;
+                let mut rest = &chunk[..];
+                while !rest.is_empty() {
+                    let take = (part_size - part.len()).min(rest.len());
+                    part.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    if part.len() == part_size {
+                        let full =
+                            std::mem::replace(&mut part, bytes::BytesMut::with_capacity(part_size));
+                        writer
+                            .write(full.freeze())
+                            .await
+                            .map_err(|e| dest.storage_err("cannot write", &to, e))?;
+                    }
                 }
             }
             if !part.is_empty() {
