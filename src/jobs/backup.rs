@@ -317,6 +317,11 @@ pub(super) fn encode_spec(ctx: &JobContext) -> (EncodeSpec, String) {
             .compression_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
         recipients: ctx.recipients.clone(),
+        zstd_job_size: if ctx.repo.guarantees.multipart {
+            crate::pipeline::codec::ZSTD_SMALL_JOB_SIZE
+        } else {
+            crate::pipeline::codec::ZSTD_JOB_SIZE
+        },
     };
     let suffix = format!(
         "{}{}",

@@ -12,8 +12,11 @@ use crate::config::Compression;
 
 /// Size of the chunks handed to the uploader.
 pub const CHUNK: usize = 1 << 20;
-/// Bytes per zstd worker job.
-const ZSTD_JOB_SIZE: u32 = 4 << 20;
+/// Bytes per zstd worker job where compression sets the pace (fs, SFTP).
+pub const ZSTD_JOB_SIZE: u32 = 4 << 20;
+/// Where the upload sets the pace (multipart object stores), smaller jobs
+/// cost nothing and keep the part buffers plus zstd's within 64 MiB.
+pub const ZSTD_SMALL_JOB_SIZE: u32 = 2 << 20;
 
 /// The end of the chain: hashes and counts the stored bytes, and ships
 /// them in [`CHUNK`]-sized pieces over a bounded channel.
@@ -132,6 +135,7 @@ impl Compressor {
         compression: Compression,
         level: i32,
         workers: u32,
+        job_size: u32,
     ) -> io::Result<Compressor> {
         Ok(match compression {
             Compression::Zstd => {
@@ -141,8 +145,8 @@ impl Compressor {
                 if workers > 1 {
                     encoder.multithread(workers)?;
                     // zstd's default job is 4× the window (8 MiB at level 3) per
-                    // worker, in and out; 2 MiB jobs keep RSS low at the same ratio.
-                    encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+                    // worker, in and out; smaller jobs keep RSS low at the same ratio.
+                    encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(job_size))?;
                 }
                 Compressor::Zstd(encoder)
             }
@@ -229,7 +233,14 @@ mod tests {
     ) -> (Vec<u8>, Stored) {
         let (tx, mut rx) = mpsc::channel(1024);
         let sealed = Sealed::new(HashingSink::new(tx), recipients).unwrap();
-        let mut c = Compressor::new(sealed, compression, compression.default_level(), 2).unwrap();
+        let mut c = Compressor::new(
+            sealed,
+            compression,
+            compression.default_level(),
+            2,
+            ZSTD_JOB_SIZE,
+        )
+        .unwrap();
         for piece in data.chunks(7919) {
             c.write_all(piece).unwrap();
         }

@@ -55,6 +55,8 @@ pub struct EncodeSpec {
     pub compression: Compression,
     pub level: i32,
     pub workers: u32,
+    /// zstd's job size per worker.
+    pub zstd_job_size: u32,
     pub recipients: Vec<age::x25519::Recipient>,
 }
 
@@ -431,7 +433,13 @@ fn encode_stream(
 ) -> std::io::Result<Stored> {
     use std::io::Write;
     let sealed = Sealed::new(HashingSink::new(tx), &spec.recipients)?;
-    let mut compressor = Compressor::new(sealed, spec.compression, spec.level, spec.workers)?;
+    let mut compressor = Compressor::new(
+        sealed,
+        spec.compression,
+        spec.level,
+        spec.workers,
+        spec.zstd_job_size,
+    )?;
     while let Some(chunk) = rx.blocking_recv() {
         compressor.write_all(&chunk)?;
     }
