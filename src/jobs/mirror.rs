@@ -192,26 +192,28 @@ async fn mirror_other(
     dest_objects: &BTreeMap<String, u64>,
     report: &mut MirrorReport,
 ) {
-    let source_hash = match source.hash_object(rel).await {
-        Ok(h) => h,
-        Err(e) => {
-            report.failed.push((rel.to_owned(), e.to_string()));
-            return;
-        }
-    };
     if dest_objects.contains_key(rel) {
-        if dest.hash_object(rel).await.ok() == Some(source_hash.clone()) {
+        // Only an object the destination has at this size is hashed on both sides.
+        let same = dest_objects.get(rel) == Some(&size)
+            && match (source.hash_object(rel).await, dest.hash_object(rel).await) {
+                (Ok(a), Ok(b)) => a == b,
+                (Err(e), _) => {
+                    report.failed.push((rel.to_owned(), e.to_string()));
+                    return;
+                }
+                _ => false,
+            };
+        if same {
             report.skipped += 1;
             report.skipped_bytes += size;
             return;
         }
         let _ = dest.delete_object(rel).await;
     }
-    let copied = source
-        .copy_to(rel, dest, Some((&source_hash.0, source_hash.1)))
-        .await;
+    // The copy hashes the source on the way; the read-back must match it.
+    let copied = source.copy_to(rel, dest, None).await;
     let verified = match copied {
-        Ok(_) => dest
+        Ok(source_hash) => dest
             .hash_object(rel)
             .await
             .map_err(|e| e.to_string())

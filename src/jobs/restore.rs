@@ -192,44 +192,23 @@ async fn restore(
             RestoreError::Target("--to must name the database (postgres://host/DBNAME)".into())
         })?
         .to_owned();
-    let compression = Compression::parse(&manifest.compression.algorithm).ok_or_else(|| {
-        RestoreError::Decode {
-            object: object.name.clone(),
-            detail: format!(
-                "unknown compression `{}` (written by a newer vigil?)",
-                manifest.compression.algorithm
-            ),
-        }
-    })?;
-    let identities = if manifest.encryption.is_some() {
-        ctx.identities().map_err(RestoreError::Key)?
-    } else {
-        vec![]
-    };
-    let pg_restore = find_tool("pg_restore")
-        .ok_or_else(|| RestoreError::Target("pg_restore not found: install the PostgreSQL client (apt-get install postgresql-client)".into()))?;
-
-    let started = ctx.event(
-        "restore.started",
-        serde_json::json!({
-            "backup_id": manifest.backup_id,
-            "object": object.name,
-            "database": database,
-            "target": crate::pipeline::pgtools::describe_host(&target),
-            "clean": request.clean,
-            "create": request.create,
-        }),
-    );
-    if request.clean {
-        // Over existing data: on disk before anything is replaced.
-        ctx.journal.commit(started).await?;
-    } else {
-        ctx.journal.emit(started);
-    }
-    let created = prepare_target(&target, &database, request).await?;
     let path = ctx
         .repo
         .object_path(&manifest.job, &manifest.backup_id, &object.name);
+    let download = Download::new(ctx, manifest, object, &path)?;
+    let pg_restore = find_tool("pg_restore")
+        .ok_or_else(|| RestoreError::Target("pg_restore not found: install the PostgreSQL client (apt-get install postgresql-client)".into()))?;
+
+    let started = serde_json::json!({
+        "backup_id": manifest.backup_id,
+        "object": object.name,
+        "database": database,
+        "target": crate::pipeline::pgtools::describe_host(&target),
+        "clean": request.clean,
+        "create": request.create,
+    });
+    announce(ctx, started, request.clean).await?;
+    let created = prepare_target(&target, &database, request).await?;
     let mut args: Vec<String> = vec![
         "--exit-on-error".into(),
         "--dbname".into(),
@@ -245,13 +224,7 @@ async fn restore(
         Some(jobs) => args.push(format!("--jobs={jobs}")),
     }
     let io = RestoreIo {
-        download: Download {
-            ctx,
-            path: &path,
-            object,
-            compression,
-            identities,
-        },
+        download,
         pg_restore: &pg_restore,
         args: &args,
         env: &env,
@@ -374,30 +347,12 @@ async fn restore_files(
         RestoreError::Target("this is a files backup: restore it with --to-dir DIR".into())
     })?;
     crate::files::check_target(&to, request.force).map_err(RestoreError::Target)?;
-    let compression = Compression::parse(&manifest.compression.algorithm).ok_or_else(|| {
-        RestoreError::Decode {
-            object: object.name.clone(),
-            detail: format!("unknown compression `{}`", manifest.compression.algorithm),
-        }
-    })?;
-    let identities = if manifest.encryption.is_some() {
-        ctx.identities().map_err(RestoreError::Key)?
-    } else {
-        vec![]
-    };
-    let started = ctx.event(
-        "restore.started",
-        serde_json::json!({ "backup_id": manifest.backup_id, "object": object.name, "to_dir": to, "force": request.force }),
-    );
-    if request.force {
-        // Over existing files: on disk before anything is replaced.
-        ctx.journal.commit(started).await?;
-    } else {
-        ctx.journal.emit(started);
-    }
     let path = ctx
         .repo
         .object_path(&manifest.job, &manifest.backup_id, &object.name);
+    let download = Download::new(ctx, manifest, object, &path)?;
+    let started = serde_json::json!({ "backup_id": manifest.backup_id, "object": object.name, "to_dir": to, "force": request.force });
+    announce(ctx, started, request.force).await?;
     let (mut writer, reader) = tokio::io::duplex(1 << 20);
     let handle = tokio::runtime::Handle::current();
     let target = to.clone();
@@ -406,13 +361,6 @@ async fn restore_files(
         let reader = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
         crate::files::extract(reader, &target, owners)
     });
-    let download = Download {
-        ctx,
-        path: &path,
-        object,
-        compression,
-        identities,
-    };
     let held = download_decode(&download, &mut writer, cancel).await;
     let fed = match held {
         Ok(last) => {
@@ -443,6 +391,22 @@ async fn restore_files(
     })
 }
 
+/// Journals `restore.started`; over existing data (`--clean`, `--force`)
+/// it is on disk before anything is replaced, or the restore is refused.
+async fn announce(
+    ctx: &JobContext,
+    data: serde_json::Value,
+    over_existing: bool,
+) -> Result<(), RestoreError> {
+    let started = ctx.event("restore.started", data);
+    if over_existing {
+        ctx.journal.commit(started).await?;
+    } else {
+        ctx.journal.emit(started);
+    }
+    Ok(())
+}
+
 /// One stored object to download, verify and decode.
 struct Download<'a> {
     ctx: &'a JobContext,
@@ -450,6 +414,38 @@ struct Download<'a> {
     object: &'a ObjectEntry,
     compression: Compression,
     identities: Vec<age::x25519::Identity>,
+}
+
+impl<'a> Download<'a> {
+    /// The object of `manifest` at `path`, with its codec and keys.
+    fn new(
+        ctx: &'a JobContext,
+        manifest: &Manifest,
+        object: &'a ObjectEntry,
+        path: &'a str,
+    ) -> Result<Download<'a>, RestoreError> {
+        let compression = Compression::parse(&manifest.compression.algorithm).ok_or_else(|| {
+            RestoreError::Decode {
+                object: object.name.clone(),
+                detail: format!(
+                    "unknown compression `{}` (written by a newer vigil?)",
+                    manifest.compression.algorithm
+                ),
+            }
+        })?;
+        let identities = if manifest.encryption.is_some() {
+            ctx.identities().map_err(RestoreError::Key)?
+        } else {
+            vec![]
+        };
+        Ok(Download {
+            ctx,
+            path,
+            object,
+            compression,
+            identities,
+        })
+    }
 }
 
 /// What both pg_restore modes read and run.

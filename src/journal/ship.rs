@@ -17,6 +17,8 @@ use super::writer::Journal;
 const BATCH: usize = 500;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Retention looks at the segments this often, not at every idle poll.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// The highest `seq` of this journal the catalog holds.
 pub async fn catalog_cursor(pool: &Pool, journal: &str) -> Result<u64, String> {
@@ -111,6 +113,7 @@ pub async fn ship_to_catalog(
     let mut backoff = Duration::from_secs(1);
     let mut failing = false;
     let stats = std::sync::Arc::clone(journal.stats());
+    let mut retention_due = std::time::Instant::now();
     'outer: while !cancel.is_cancelled() {
         let cursor = match catalog_cursor(&pool, journal.id()).await {
             Ok(c) => c,
@@ -145,12 +148,19 @@ pub async fn ship_to_catalog(
                 }
             };
             if batch.is_empty() {
-                // Retention waits for the slowest sink.
-                let mut shipped = stats.shipped_catalog.load(Ordering::Relaxed);
-                if stats.loki_enabled.load(Ordering::Relaxed) {
-                    shipped = shipped.min(stats.shipped_loki.load(Ordering::Relaxed));
+                if std::time::Instant::now() >= retention_due {
+                    retention_due = std::time::Instant::now() + RETENTION_EVERY;
+                    // Retention waits for the slowest sink.
+                    let mut shipped = stats.shipped_catalog.load(Ordering::Relaxed);
+                    if stats.loki_enabled.load(Ordering::Relaxed) {
+                        shipped = shipped.min(stats.shipped_loki.load(Ordering::Relaxed));
+                    }
+                    let dir = journal.dir().to_owned();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        remove_expired(&dir, shipped, retention)
+                    })
+                    .await;
                 }
-                remove_expired(journal.dir(), shipped, retention);
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = heads.changed() => {}

@@ -90,13 +90,12 @@ impl JournalOptions {
     }
 }
 
-/// What the `journal:writable` check and `/health/detailed` show.
+/// What the `journal:writable` check shows and `commit` refuses on (the
+/// head is [`Journal::head`]).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JournalStatus {
     pub writable: bool,
     pub last_error: Option<String>,
-    pub segment: String,
-    pub head: Option<Head>,
 }
 
 struct Pending {
@@ -591,14 +590,11 @@ impl Writer {
     fn queue_checkpoint(&mut self) {
         let interval = self.opts.checkpoint_interval.unwrap_or_default();
         self.next_checkpoint = Some(Instant::now() + interval);
+        // The head, the previous checkpoint and the segment are filled in
+        // when it is written: other records may go first.
         let entry = self.system_entry(
             "journal.checkpoint",
-            json!({
-                "head": self.head,
-                "previous_checkpoint": self.last_checkpoint,
-                "interval_s": interval.as_secs(),
-                "segment": segment_name(self.segment),
-            }),
+            json!({ "interval_s": interval.as_secs() }),
         );
         self.pending.push_front(Pending {
             entry,
@@ -818,8 +814,6 @@ impl Writer {
             *status = JournalStatus {
                 writable: self.writable,
                 last_error: self.last_error.clone(),
-                segment: segment_name(self.segment),
-                head: self.durable.clone(),
             };
         }
         self.heads.send_if_modified(|h| {
