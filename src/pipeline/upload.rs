@@ -285,7 +285,7 @@ impl ChunkSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = self.buf.split().freeze();
+        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(READ_CHUNK)).freeze();
         self.tx
             .blocking_send(chunk)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the encoder stopped"))
@@ -299,10 +299,13 @@ impl ChunkSink {
 
 impl std::io::Write for ChunkSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        // Chunks of exactly READ_CHUNK, each a heap allocation reused after
+        // the encoder drops it (growing one would move it onto mmap).
+        let data = &data[..data.len().min(READ_CHUNK - self.buf.len())];
         self.buf.extend_from_slice(data);
         self.total += data.len() as u64;
         self.progress.store(self.total, Ordering::Relaxed);
-        if self.buf.len() >= READ_CHUNK {
+        if self.buf.len() == READ_CHUNK {
             self.send()?;
         }
         Ok(data.len())
