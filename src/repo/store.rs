@@ -376,6 +376,14 @@ impl Repository {
         }))
     }
 
+    /// Whether each `write` on a data writer becomes one upload part, so
+    /// callers must hand over whole parts. GCS's create-only writer (the
+    /// resumable upload) gathers its own 8 MiB chunks from any writes:
+    /// buffering a part here as well only doubled the memory.
+    fn writes_are_parts(&self) -> bool {
+        self.guarantees.multipart && self.scheme != "gcs"
+    }
+
     /// Upload limits for this service: fs appends every chunk; object
     /// stores upload each write as one multipart part.
     pub fn upload_limits(
@@ -386,7 +394,7 @@ impl Repository {
             stall_timeout,
             part_size: self.part_size,
             max_parts: self.max_parts,
-            multipart: self.guarantees.multipart,
+            multipart: self.writes_are_parts(),
             max_part_size: self.max_part_size,
         }
     }
@@ -592,7 +600,7 @@ impl Repository {
         let mut size = 0u64;
         // The destination's own part size on multipart services (within a
         // bandwidth cap's burst); 1 MiB writes where it streams.
-        let part_size = if dest.guarantees.multipart {
+        let part_size = if dest.writes_are_parts() {
             dest.part_size.min(dest.max_part_size)
         } else {
             1 << 20
