@@ -194,13 +194,21 @@ pub async fn upload_child(
         }
         Ok(raw_bytes)
     };
-    let target = Target {
-        repo,
-        path,
-        encode,
-        limits,
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(QUEUE);
+    let encoder = {
+        let encode = encode.clone();
+        tokio::task::spawn_blocking(move || encode_stream(raw_rx, out_tx, &encode))
     };
-    let result = encode_and_upload(raw_rx, read, target, cancel).await;
+    let encoded = async {
+        let raw_bytes = read.await?;
+        let stored = encoder
+            .await
+            .map_err(|e| PipelineError::Encode(e.to_string()))?
+            .map_err(|e| PipelineError::Encode(e.to_string()))?;
+        Ok((raw_bytes, stored))
+    };
+    let target = Target { repo, path, limits };
+    let result = upload_encoded(out_rx, encoded, target, cancel).await;
     if result.is_err() {
         let _ = child.start_kill();
         let _ = child.wait().await;
@@ -208,52 +216,34 @@ pub async fn upload_child(
     result
 }
 
-/// Where and how one object is stored.
+/// Where one object is stored.
 struct Target<'a> {
     repo: &'a Repository,
     path: &'a str,
-    encode: &'a EncodeSpec,
     limits: UploadLimits,
 }
 
-/// Encodes what `source` feeds into `raw_rx` and uploads it to the target;
-/// `source` resolves to the raw byte count once it has sent everything.
-/// On any failure the object is aborted (no partial object under its name).
-async fn encode_and_upload(
-    raw_rx: mpsc::Receiver<Bytes>,
-    source: impl std::future::Future<Output = Result<u64, PipelineError>>,
+/// Uploads the encoded chunks arriving on `out_rx` to the target; `encoded`
+/// resolves to the raw byte count and what was stored once the encoder has
+/// sent everything. On any failure the object is aborted (no partial object
+/// under its name).
+async fn upload_encoded(
+    out_rx: mpsc::Receiver<Bytes>,
+    encoded: impl std::future::Future<Output = Result<(u64, Stored), PipelineError>>,
     target: Target<'_>,
     cancel: &CancellationToken,
 ) -> Result<UploadOutcome, PipelineError> {
-    let Target {
-        repo,
-        path,
-        encode,
-        limits,
-    } = target;
-    let (out_tx, out_rx) = mpsc::channel::<Bytes>(QUEUE);
-    let encoder = {
-        let encode = encode.clone();
-        tokio::task::spawn_blocking(move || encode_stream(raw_rx, out_tx, &encode))
-    };
+    let Target { repo, path, limits } = target;
     let mut writer = repo.writer(path).await?;
     let upload = upload_stage(&mut writer, out_rx, &repo.name, path, limits, cancel);
-    let result = async {
-        let (raw_bytes, ()) = tokio::try_join!(source, upload)?;
-        let stored = encoder
-            .await
-            .map_err(|e| PipelineError::Encode(e.to_string()))?
-            .map_err(|e| PipelineError::Encode(e.to_string()))?;
-        Ok(UploadOutcome { stored, raw_bytes })
-    }
-    .await;
+    let result = tokio::try_join!(encoded, upload);
     match result {
-        Ok(outcome) => {
+        Ok(((raw_bytes, stored), ())) => {
             writer
                 .close()
                 .await
                 .map_err(|e| repo_error(repo, "cannot finish", path, e))?;
-            Ok(outcome)
+            Ok(UploadOutcome { stored, raw_bytes })
         }
         Err(e) => {
             if let Err(abort) = writer.abort().await {
@@ -264,33 +254,17 @@ async fn encode_and_upload(
     }
 }
 
-/// Where an in-process producer writes its raw bytes: a `Write` that hands
-/// 256 KiB chunks to the encoder, counting them, and stops on cancel.
+/// Where an in-process producer writes its raw bytes: the codec chain
+/// itself, run on the producer's thread (no copy into chunks and no
+/// hand-off to an encoder thread), counting bytes and stopping on cancel.
 pub struct ChunkSink {
-    tx: mpsc::Sender<Bytes>,
-    buf: BytesMut,
+    encoder: Compressor,
     total: u64,
     progress: Arc<AtomicU64>,
     cancel: CancellationToken,
 }
 
 impl ChunkSink {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.cancel.is_cancelled() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "cancelled",
-            ));
-        }
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buf, BytesMut::with_capacity(READ_CHUNK)).freeze();
-        self.tx
-            .blocking_send(chunk)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the encoder stopped"))
-    }
-
     /// Raw bytes written so far.
     pub fn total(&self) -> u64 {
         self.total
@@ -299,25 +273,26 @@ impl ChunkSink {
 
 impl std::io::Write for ChunkSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        // Chunks of exactly READ_CHUNK, each a heap allocation reused after
-        // the encoder drops it (growing one would move it onto mmap).
-        let data = &data[..data.len().min(READ_CHUNK - self.buf.len())];
-        self.buf.extend_from_slice(data);
-        self.total += data.len() as u64;
-        self.progress.store(self.total, Ordering::Relaxed);
-        if self.buf.len() == READ_CHUNK {
-            self.send()?;
+        if self.cancel.is_cancelled() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "cancelled",
+            ));
         }
-        Ok(data.len())
+        let n = self.encoder.write(data)?;
+        self.total += n as u64;
+        self.progress.store(self.total, Ordering::Relaxed);
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
+        self.encoder.flush()
     }
 }
 
-/// Streams what `produce` writes (on a blocking thread) into `upload.path`;
-/// returns the outcome and what `produce` returned.
+/// Streams what `produce` writes (on a blocking thread, which also
+/// compresses, encrypts and hashes) into `upload.path`; returns the outcome
+/// and what `produce` returned.
 pub async fn upload_produced<T: Send + 'static>(
     produce: impl FnOnce(&mut ChunkSink) -> Result<T, PipelineError> + Send + 'static,
     upload: Upload<'_>,
@@ -331,37 +306,45 @@ pub async fn upload_produced<T: Send + 'static>(
         limits,
         progress,
     } = upload;
-    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(QUEUE);
-    let mut sink = ChunkSink {
-        tx: raw_tx,
-        buf: BytesMut::with_capacity(READ_CHUNK),
-        total: 0,
-        progress,
-        cancel: cancel.clone(),
-    };
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(QUEUE);
+    let encode = encode.clone();
+    let sink_cancel = cancel.clone();
     let producer = tokio::task::spawn_blocking(move || {
+        let encode_err = |e: std::io::Error| PipelineError::Encode(e.to_string());
+        let sealed =
+            Sealed::new(HashingSink::new(out_tx), &encode.recipients).map_err(encode_err)?;
+        let encoder = Compressor::new(
+            sealed,
+            encode.compression,
+            encode.level,
+            encode.workers,
+            encode.zstd_job_size,
+        )
+        .map_err(encode_err)?;
+        let mut sink = ChunkSink {
+            encoder,
+            total: 0,
+            progress,
+            cancel: sink_cancel,
+        };
         let value = produce(&mut sink)?;
-        std::io::Write::flush(&mut sink).map_err(|e| PipelineError::Read(e, "archive".into()))?;
-        Ok::<_, PipelineError>((sink.total, value))
+        let total = sink.total;
+        let stored = sink.encoder.finish().map_err(encode_err)?;
+        Ok::<_, PipelineError>((total, stored, value))
     });
     let produced = std::sync::Mutex::new(None);
-    let source = async {
-        let (total, value) = producer
+    let encoded = async {
+        let (total, stored, value) = producer
             .await
             .map_err(|e| PipelineError::Encode(format!("{tool} panicked: {e}")))??;
         *produced.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
         if cancel.is_cancelled() {
             return Err(PipelineError::Cancelled);
         }
-        Ok(total)
+        Ok((total, stored))
     };
-    let target = Target {
-        repo,
-        path,
-        encode,
-        limits,
-    };
-    let outcome = encode_and_upload(raw_rx, source, target, cancel).await?;
+    let target = Target { repo, path, limits };
+    let outcome = upload_encoded(out_rx, encoded, target, cancel).await?;
     let value = produced
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
