@@ -1,6 +1,8 @@
 //! Streams a child process's stdout through the codec chain into one
 //! repository object. Three stages joined by bounded channels: read (with
-//! a stall timeout), encode on a blocking thread, upload in parts.
+//! a stall timeout), encode on a blocking thread, upload in parts. An
+//! in-process producer (the tar archiver) encodes on its own thread, so
+//! it needs only the second channel.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
