@@ -10,7 +10,8 @@
 #    the same run: wall time, throughput (database bytes / s) and peak RSS.
 # 2. File trees: 100,000 small files, and 4 large files, backed up by
 #    `vigil backup` (kind = "files", fs repository) against
-#    `tar -c | zstd -3 -T0 > file` on the same tree.
+#    `tar -c | zstd -3 -T0 > file` on the same tree, and against the same
+#    followed by an fsync of the file (vigil's backups are durable).
 # Medians go to stdout as markdown; every run's time, peak RSS, blocks read
 # and user/system CPU go to stderr.
 #
@@ -220,18 +221,23 @@ for tree in small large; do
     for ((round = 1; round <= rounds; round++)); do
         log "round $round: $tree tree"
         run_timed "tar-$tree" sh -c "tar -C / -c ${tmp#/}/tree-$tree | zstd -3 -T0 -q -c > $tmp/tree-$tree.$round.tar.zst"
+        # The same, made durable as vigil makes a backup before it counts
+        # (fsync of the file; vigil also fsyncs the directory).
+        run_timed "tarsync-$tree" sh -c "tar -C / -c ${tmp#/}/tree-$tree | zstd -3 -T0 -q -c > $tmp/tree-$tree.$round.sync.tar.zst && sync $tmp/tree-$tree.$round.sync.tar.zst"
         run_timed "vigil-$tree" "$vigil" --config "$tmp/vigil.toml" backup "files-$tree"
     done
 done
 echo
 echo "### File trees ($(date -u +%FT%TZ), $rounds round(s), median)"
 echo
-echo "| tree | tar \\| zstd -3 -T0 s | vigil s | ratio | MiB/s vigil | peak RSS MiB: tar+zstd / vigil |"
-echo "|---|---|---|---|---|---|"
+echo "| tree | tar \\| zstd -3 -T0 s | the same + fsync s | vigil s | ratio | ratio to + fsync | MiB/s vigil | peak RSS MiB: tar+zstd / vigil |"
+echo "|---|---|---|---|---|---|---|---|"
 for tree in small large; do
     t=$(tr ' ' '\n' <<<"${secs[tar-$tree]}" | grep . | median)
+    ts=$(tr ' ' '\n' <<<"${secs[tarsync-$tree]}" | grep . | median)
     v=$(tr ' ' '\n' <<<"${secs[vigil-$tree]}" | grep . | median)
     label=$([[ $tree == small ]] && echo "$small_files small files" || echo "$large_files × $large_mb MiB")
-    printf '| %s (%s MiB) | %.2f | %.2f | %.2f | %.0f | %s / %s |\n' "$label" "$((tree_bytes[$tree] / 1048576))" "$t" "$v" \
-        "$(python3 -c "print($v / $t)")" "$(python3 -c "print(${tree_bytes[$tree]} / 1048576 / $v)")" "${rss[tar-$tree]}" "${rss[vigil-$tree]}"
+    printf '| %s (%s MiB) | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f | %s / %s |\n' "$label" "$((tree_bytes[$tree] / 1048576))" "$t" "$ts" "$v" \
+        "$(python3 -c "print($v / $t)")" "$(python3 -c "print($v / $ts)")" "$(python3 -c "print(${tree_bytes[$tree]} / 1048576 / $v)")" \
+        "${rss[tar-$tree]}" "${rss[vigil-$tree]}"
 done
