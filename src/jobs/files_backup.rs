@@ -43,7 +43,7 @@ pub(super) async fn run(
         limits: ctx.repo.upload_limits(job.stall_timeout),
         progress: Arc::clone(&progress.source_bytes),
     };
-    let produce = move |sink: &mut crate::pipeline::upload::ChunkSink| {
+    let produce = move |sink: &mut crate::pipeline::upload::EncodingSink| {
         archive(&options, sink).map_err(|e| PipelineError::Encode(e.to_string()))
     };
     let (outcome, report) = upload_produced(produce, upload, cancel)

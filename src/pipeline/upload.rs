@@ -259,21 +259,21 @@ async fn upload_encoded(
 /// Where an in-process producer writes its raw bytes: the codec chain
 /// itself, run on the producer's thread (no copy into chunks and no
 /// hand-off to an encoder thread), counting bytes and stopping on cancel.
-pub struct ChunkSink {
+pub struct EncodingSink {
     encoder: Compressor,
     total: u64,
     progress: Arc<AtomicU64>,
     cancel: CancellationToken,
 }
 
-impl ChunkSink {
+impl EncodingSink {
     /// Raw bytes written so far.
     pub fn total(&self) -> u64 {
         self.total
     }
 }
 
-impl std::io::Write for ChunkSink {
+impl std::io::Write for EncodingSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         if self.cancel.is_cancelled() {
             return Err(std::io::Error::new(
@@ -296,7 +296,7 @@ impl std::io::Write for ChunkSink {
 /// compresses, encrypts and hashes) into `upload.path`; returns the outcome
 /// and what `produce` returned.
 pub async fn upload_produced<T: Send + 'static>(
-    produce: impl FnOnce(&mut ChunkSink) -> Result<T, PipelineError> + Send + 'static,
+    produce: impl FnOnce(&mut EncodingSink) -> Result<T, PipelineError> + Send + 'static,
     upload: Upload<'_>,
     cancel: &CancellationToken,
 ) -> Result<(UploadOutcome, T), PipelineError> {
@@ -323,7 +323,7 @@ pub async fn upload_produced<T: Send + 'static>(
             encode.zstd_job_size,
         )
         .map_err(encode_err)?;
-        let mut sink = ChunkSink {
+        let mut sink = EncodingSink {
             encoder,
             total: 0,
             progress,
