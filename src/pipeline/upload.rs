@@ -313,16 +313,7 @@ pub async fn upload_produced<T: Send + 'static>(
     let sink_cancel = cancel.clone();
     let producer = tokio::task::spawn_blocking(move || {
         let encode_err = |e: std::io::Error| PipelineError::Encode(e.to_string());
-        let sealed =
-            Sealed::new(HashingSink::new(out_tx), &encode.recipients).map_err(encode_err)?;
-        let encoder = Compressor::new(
-            sealed,
-            encode.compression,
-            encode.level,
-            encode.workers,
-            encode.zstd_job_size,
-        )
-        .map_err(encode_err)?;
+        let encoder = codec_chain(out_tx, &encode).map_err(encode_err)?;
         let mut sink = EncodingSink {
             encoder,
             total: 0,
@@ -414,20 +405,25 @@ pub fn widen_pipe(fd: impl std::os::fd::AsFd) {
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
+/// The codec chain of `spec` in front of a hashing sink feeding `tx`.
+fn codec_chain(tx: mpsc::Sender<Bytes>, spec: &EncodeSpec) -> std::io::Result<Compressor> {
+    let sealed = Sealed::new(HashingSink::new(tx), &spec.recipients)?;
+    Compressor::new(
+        sealed,
+        spec.compression,
+        spec.level,
+        spec.workers,
+        spec.zstd_job_size,
+    )
+}
+
 fn encode_stream(
     mut rx: mpsc::Receiver<Bytes>,
     tx: mpsc::Sender<Bytes>,
     spec: &EncodeSpec,
 ) -> std::io::Result<Stored> {
     use std::io::Write;
-    let sealed = Sealed::new(HashingSink::new(tx), &spec.recipients)?;
-    let mut compressor = Compressor::new(
-        sealed,
-        spec.compression,
-        spec.level,
-        spec.workers,
-        spec.zstd_job_size,
-    )?;
+    let mut compressor = codec_chain(tx, spec)?;
     while let Some(chunk) = rx.blocking_recv() {
         compressor.write_all(&chunk)?;
     }

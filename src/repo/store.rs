@@ -197,9 +197,7 @@ impl Repository {
     pub async fn writer(&self, path: &str) -> Result<opendal::Writer, RepoError> {
         self.op
             .writer_with(path)
-            // GCS: create-only writes take the resumable upload (its XML
-            // multipart API is not universally served); ids are fresh anyway.
-            .if_not_exists(self.scheme == "gcs")
+            .if_not_exists(self.resumable_data_writes())
             .await
             .map_err(|e| self.storage_err("cannot start writing", path, e))
     }
@@ -379,9 +377,16 @@ impl Repository {
     /// Whether each `write` on a data writer becomes one upload part, so
     /// callers must hand over whole parts. GCS's create-only writer (the
     /// resumable upload) gathers its own 8 MiB chunks from any writes:
-    /// buffering a part here as well only doubled the memory.
+    /// buffering a part here as well is redundant.
     fn writes_are_parts(&self) -> bool {
-        self.guarantees.multipart && self.scheme != "gcs"
+        self.guarantees.multipart && !self.resumable_data_writes()
+    }
+
+    /// GCS: data objects are written create-only, which takes the resumable
+    /// upload (its XML multipart API is not universally served); ids are
+    /// fresh anyway.
+    fn resumable_data_writes(&self) -> bool {
+        self.scheme == "gcs"
     }
 
     /// Upload limits for this service: fs appends every chunk; object

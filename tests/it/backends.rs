@@ -118,13 +118,7 @@ impl Setup {
     }
 
     fn backups(&self, config: &std::path::Path) -> Vec<serde_json::Value> {
-        let (code, stdout, stderr) = self.cli(config, &["list", "orders", "--json"]);
-        assert_eq!(code, 0, "{stderr}");
-        serde_json::from_str::<serde_json::Value>(&stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        crate::harness::list_manifests(config, "orders", &self.env())
     }
 
     /// Every object stored under the job's backups, by path.

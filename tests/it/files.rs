@@ -157,9 +157,7 @@ fn a_tree_round_trips_with_modes_times_links_and_a_growing_file() {
     let (code, _, stderr) = backup_while_growing(&config, &growing);
     assert_eq!(code, 0, "{stderr}");
 
-    let (code, stdout, stderr) = vigil_cli(&config, &["list", "tree", "--json"], &ENV);
-    assert_eq!(code, 0, "{stderr}");
-    let manifest = serde_json::from_str::<serde_json::Value>(&stdout).unwrap()[0].clone();
+    let manifest = crate::harness::list_manifests(&config, "tree", &ENV)[0].clone();
     assert_eq!(manifest["kind"], "files");
     let report = &manifest["files"]["report"];
     assert!(

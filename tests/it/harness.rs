@@ -377,6 +377,16 @@ pub fn http_with(
 }
 
 /// Runs the vigil CLI to completion.
+/// `vigil list JOB --json`, which must succeed: the job's manifests, newest first.
+pub fn list_manifests(config: &Path, job: &str, env: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let (code, stdout, stderr) = vigil_cli(config, &["list", job, "--json"], env);
+    assert_eq!(code, 0, "{stderr}");
+    match serde_json::from_str::<serde_json::Value>(&stdout).unwrap() {
+        serde_json::Value::Array(manifests) => manifests,
+        other => panic!("`vigil list --json` printed {other}"),
+    }
+}
+
 pub fn vigil_cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(VIGIL)
         .arg("--config")

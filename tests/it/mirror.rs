@@ -85,12 +85,7 @@ fn a_damaged_object_is_refused_and_a_rerun_copies_only_what_is_missing() {
     )
     .unwrap();
     let list = |config: &std::path::Path| -> Vec<String> {
-        let (code, stdout, stderr) = vigil_cli(config, &["list", "orders", "--json"], &env);
-        assert_eq!(code, 0, "{stderr}");
-        serde_json::from_str::<serde_json::Value>(&stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
+        crate::harness::list_manifests(config, "orders", &env)
             .iter()
             .map(|m| m["backupId"].as_str().unwrap().to_owned())
             .collect()
