@@ -80,6 +80,71 @@ impl Schedule {
     }
 }
 
+/// When a job counts as protected: how old its newest good backup may be,
+/// and how many runs in a row may fail. Always set: a job without
+/// `max_age` gets thresholds derived from its schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Freshness {
+    /// The newest backup older than this warns…
+    pub warn_after: Duration,
+    /// …and older than this fails.
+    pub fail_after: Duration,
+    /// How late a scheduled run may finish before it counts as missed.
+    pub grace: Duration,
+    /// Consecutive failed runs that fail health (one already warns).
+    pub fail_after_failures: u32,
+}
+
+/// Schedules are scanned this far ahead for their longest gap.
+const GAP_HORIZON_DAYS: i64 = 400;
+const GAP_MAX_RUNS: usize = 1000;
+
+impl Schedule {
+    /// The longest wait between two consecutive scheduled times after
+    /// `from` (a weekday-only daily job: 3 days over a weekend).
+    pub fn longest_gap(&self, from: DateTime<Utc>) -> Option<Duration> {
+        if let Schedule::Every(every) = self {
+            return Some(*every);
+        }
+        let horizon = from + chrono::Duration::days(GAP_HORIZON_DAYS);
+        let mut previous = self.next_after(from)?;
+        let mut longest = None;
+        for _ in 0..GAP_MAX_RUNS {
+            let Some(next) = self.next_after(previous) else {
+                break;
+            };
+            let gap = (next - previous).to_std().unwrap_or_default();
+            longest = Some(longest.map_or(gap, |l: Duration| l.max(gap)));
+            if next > horizon {
+                break;
+            }
+            previous = next;
+        }
+        longest
+    }
+}
+
+/// The job's freshness thresholds at `now`. With `gap` the schedule's
+/// longest wait between runs and `grace = min(max_duration, gap / 2)`:
+/// without `max_age`, warn once one run is missed (`gap + grace`) and fail
+/// once two are (`2 × gap + grace`); with `max_age`, warn after it and fail
+/// after `max_age_fail` (default twice `max_age`).
+pub fn freshness(job: &JobConfig, schedule: &Schedule, now: DateTime<Utc>) -> Freshness {
+    // A schedule with no future run: the run length alone bounds the grace.
+    let gap = schedule.longest_gap(now).unwrap_or(job.max_duration);
+    let grace = job.max_duration.min(gap / 2);
+    let (warn_after, fail_after) = match job.max_age {
+        Some(warn) => (warn, job.max_age_fail.unwrap_or(warn * 2)),
+        None => (gap + grace, gap * 2 + grace),
+    };
+    Freshness {
+        warn_after,
+        fail_after,
+        grace,
+        fail_after_failures: job.fail_after_failures,
+    }
+}
+
 /// The scheduled time a catch-up run stands in for: the latest one at or
 /// before `now` that no successful backup has covered.
 pub fn missed_run(
@@ -167,5 +232,35 @@ mod tests {
             Some(utc("2026-11-23T03:00:00Z"))
         );
         assert_eq!(missed_run(&s, Some(utc("2026-11-23T03:04:00Z")), now), None);
+    }
+
+    #[test]
+    fn freshness_derives_from_the_longest_gap() {
+        let now = utc("2026-11-23T09:00:00Z");
+        let daily = job(Some("0 30 2 * * *"), None, "UTC");
+        let f = freshness(&daily, &Schedule::from_job(&daily).unwrap(), now);
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        // max_duration defaults to a day; the grace is capped at half a gap.
+        assert_eq!((f.warn_after, f.fail_after, f.grace), (h(36), h(60), h(12)));
+        assert_eq!(f.fail_after_failures, 2);
+
+        let weekdays = job(Some("0 0 3 * * Mon-Fri"), None, "UTC");
+        let s = Schedule::from_job(&weekdays).unwrap();
+        assert_eq!(s.longest_gap(now), Some(h(72)));
+        // The grace is capped by max_duration (a day).
+        assert_eq!(freshness(&weekdays, &s, now).warn_after, h(72 + 24));
+
+        let mut every = job(None, Some(60), "UTC");
+        every.max_duration = Duration::from_secs(10);
+        let f = freshness(&every, &Schedule::from_job(&every).unwrap(), now);
+        assert_eq!(
+            (f.warn_after, f.fail_after),
+            (Duration::from_secs(70), Duration::from_secs(130))
+        );
+
+        let mut explicit = daily.clone();
+        explicit.max_age = Some(h(26));
+        let f = freshness(&explicit, &Schedule::from_job(&explicit).unwrap(), now);
+        assert_eq!((f.warn_after, f.fail_after), (h(26), h(52)));
     }
 }

@@ -342,8 +342,12 @@ fn encode_jobs(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result
         enc,
         "vigil_backup_max_age_seconds",
         "Configured freshness threshold (warn); 0 when unset.",
-        jobs.iter()
-            .map(|(j, s)| (label(j), s.max_age.map_or(0.0, |(w, _)| w.as_secs_f64()))),
+        jobs.iter().map(|(j, s)| {
+            (
+                label(j),
+                s.freshness.map_or(0.0, |f| f.warn_after.as_secs_f64()),
+            )
+        }),
     )?;
     gauges(
         enc,

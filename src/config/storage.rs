@@ -286,9 +286,13 @@ pub struct JobConfig {
     /// Freshness: the newest backup older than this warns…
     #[serde(default, with = "humantime_serde")]
     pub max_age: Option<Duration>,
-    /// …and older than this fails (default: twice `max_age`).
+    /// …and older than this fails (default: twice `max_age`). Without
+    /// `max_age` both derive from the schedule (`schedule::freshness`).
     #[serde(default, with = "humantime_serde")]
     pub max_age_fail: Option<Duration>,
+    /// Consecutive failed runs that fail health; one failure warns.
+    #[serde(default = "default_fail_after_failures")]
+    pub fail_after_failures: u32,
     /// Abort when the source sends no bytes for this long.
     #[serde(default = "default_stall_timeout", with = "humantime_serde")]
     pub stall_timeout: Duration,
@@ -318,17 +322,14 @@ fn default_stall_timeout() -> Duration {
 fn default_max_duration() -> Duration {
     Duration::from_secs(24 * 3600)
 }
+fn default_fail_after_failures() -> u32 {
+    2
+}
 fn default_true() -> bool {
     true
 }
 
 impl JobConfig {
-    /// The freshness thresholds: (warn after, fail after).
-    pub fn freshness(&self) -> Option<(Duration, Duration)> {
-        let warn = self.max_age?;
-        Some((warn, self.max_age_fail.unwrap_or(warn * 2)))
-    }
-
     pub fn level(&self) -> i32 {
         self.compression_level
             .unwrap_or(self.compression.default_level())

@@ -290,6 +290,12 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
         if job.max_age.is_none() && job.max_age_fail.is_some() {
             problem(key("max_age_fail"), "needs `max_age`".into());
         }
+        if job.fail_after_failures == 0 {
+            problem(
+                key("fail_after_failures"),
+                "must be at least 1 (1: the first failed run fails health)".into(),
+            );
+        }
         if job.stall_timeout.is_zero() || job.max_duration.is_zero() {
             problem(
                 key("stall_timeout"),

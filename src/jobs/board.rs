@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
 use crate::repo::Manifest;
+use crate::schedule::Freshness;
 
 #[derive(Debug, Clone)]
 pub struct Running {
@@ -21,8 +21,11 @@ pub struct Running {
 
 #[derive(Debug, Clone, Default)]
 pub struct JobState {
-    /// Freshness thresholds (warn, fail), if configured.
-    pub max_age: Option<(Duration, Duration)>,
+    /// When the job counts as protected (set when the job is armed).
+    pub freshness: Option<Freshness>,
+    /// The first scheduled run since the job was armed (start-up): a job
+    /// with no backup is failing once this is missed.
+    pub first_due: Option<DateTime<Utc>>,
     pub running: Option<Running>,
     /// Finish time of the newest committed backup.
     pub last_success: Option<DateTime<Utc>>,
@@ -30,6 +33,8 @@ pub struct JobState {
     pub oldest: Option<DateTime<Utc>>,
     pub runs_total: u64,
     pub failures_total: u64,
+    /// Failed runs since the last success.
+    pub consecutive_failures: u32,
     pub last_duration_seconds: Option<f64>,
     pub last_stored_bytes: Option<u64>,
     pub last_source_bytes: Option<u64>,
@@ -78,6 +83,7 @@ impl JobState {
         self.last_stored_bytes = Some(manifest.stored_bytes());
         self.last_source_bytes = Some(manifest.raw_bytes());
         self.last_error = None;
+        self.consecutive_failures = 0;
     }
 
     /// Folds a successful mirror run in.
@@ -86,11 +92,13 @@ impl JobState {
         self.last_success = Some(chrono::Utc::now());
         self.last_stored_bytes = Some(report.copied_bytes);
         self.last_error = None;
+        self.consecutive_failures = 0;
     }
 
     pub fn record_failure(&mut self, error: String) {
         self.runs_total += 1;
         self.failures_total += 1;
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.last_error = Some(error);
     }
 
@@ -148,6 +156,7 @@ mod tests {
         board.update("orders", |s| s.record_success(&m));
         let s = board.get("orders").unwrap();
         assert_eq!((s.runs_total, s.failures_total, s.backups), (2, 1, 1));
+        assert_eq!(s.consecutive_failures, 0);
         assert_eq!(s.last_success, Some(m.finished_at));
         assert_eq!(s.last_error, None);
         assert_eq!(s.last_duration_seconds, Some(5.0));

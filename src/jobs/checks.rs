@@ -13,57 +13,47 @@ use super::board::JobState;
 use crate::config::HealthConfig;
 use crate::health::{Check, CheckSpec, Observation, Shared, Status};
 use crate::repo::Repository;
+use crate::schedule::Freshness;
 
-/// Grades the age of the newest backup against `max_age`.
+/// Grades whether the job is protected: its newest good backup is fresh
+/// (thresholds always set, derived from the schedule when `max_age` is
+/// not) and its runs succeed (one failure warns, `fail_after_failures` in
+/// a row fail; a job that never succeeded fails on its first failure or
+/// once its first scheduled run is missed). The output names the cause.
 pub fn grade_freshness(state: &JobState, now: DateTime<Utc>) -> Observation {
     let age = state
         .last_success
         .map(|t| (now - t).to_std().unwrap_or_default());
-    let mut observation = match (age, state.max_age) {
-        (None, _) if !state.restored => Observation::new(Status::Warn, None, Some("s"))
+    let mut observation = match (state.restored, state.freshness) {
+        (false, _) => Observation::new(Status::Warn, None, Some("s"))
             .with_output("the repository has not been read yet"),
-        // A first deploy should not page while its first backup is running.
-        (None, Some(_)) if state.running.is_some() => {
-            Observation::new(Status::Warn, None, Some("s"))
-                .with_output("no backup yet; the first one is running")
-        }
-        (None, Some(_)) => Observation::fail("no backup yet"),
-        (None, None) => Observation::new(Status::Pass, None, Some("s")),
-        (Some(age), Some((warn, fail))) => {
-            let observation = Observation::new(Status::Pass, Some(age.as_secs_f64()), Some("s"));
-            if age >= fail {
-                Observation {
-                    status: Status::Fail,
-                    ..observation
-                }
-                .with_output(format!(
-                    "newest backup is {} old (fail after {})",
-                    short(age),
-                    short(fail)
-                ))
-            } else if age >= warn {
-                Observation {
-                    status: Status::Warn,
-                    ..observation
-                }
-                .with_output(format!(
-                    "newest backup is {} old (max_age {})",
-                    short(age),
-                    short(warn)
-                ))
-            } else {
+        (true, None) => Observation::new(Status::Warn, None, Some("s"))
+            .with_output("the job is not scheduled yet"),
+        (true, Some(freshness)) => {
+            let by_age = match age {
+                Some(age) => grade_age(age, &freshness),
+                None => grade_first_backup(state, &freshness, now),
+            };
+            let by_runs = grade_runs(state, &freshness);
+            let mut parts = [by_runs, by_age];
+            // The worst verdict leads the output; at equal rank, the failed
+            // run's cause comes before its consequence.
+            parts.sort_by_key(|(status, _)| std::cmp::Reverse(*status));
+            let status = parts[0].0;
+            let output: Vec<String> = parts.into_iter().filter_map(|(_, o)| o).collect();
+            let observation = Observation::new(status, age.map(|a| a.as_secs_f64()), Some("s"))
+                .with_detail("warnAfterSeconds", freshness.warn_after.as_secs())
+                .with_detail("failAfterSeconds", freshness.fail_after.as_secs())
+                .with_detail("consecutiveFailures", state.consecutive_failures);
+            if output.is_empty() {
                 observation
+            } else {
+                observation.with_output(output.join("; "))
             }
         }
-        (Some(age), None) => Observation::new(Status::Pass, Some(age.as_secs_f64()), Some("s")),
     };
     if let Some(error) = &state.last_error {
         observation = observation.with_detail("lastError", error.clone());
-        if observation.status == Status::Pass {
-            // Still fresh, but the last attempt failed: say so without failing.
-            observation.status = Status::Warn;
-            observation.output = Some(format!("last run failed: {error}"));
-        }
     }
     let stamp =
         |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
@@ -89,14 +79,91 @@ pub fn grade_freshness(state: &JobState, now: DateTime<Utc>) -> Observation {
     observation
 }
 
+type Verdict = (Status, Option<String>);
+
+/// The newest backup's age against the thresholds.
+fn grade_age(age: Duration, freshness: &Freshness) -> Verdict {
+    if age >= freshness.fail_after {
+        (
+            Status::Fail,
+            Some(format!(
+                "newest backup is {} old (fails after {})",
+                short(age),
+                short(freshness.fail_after)
+            )),
+        )
+    } else if age >= freshness.warn_after {
+        (
+            Status::Warn,
+            Some(format!(
+                "newest backup is {} old (warns after {})",
+                short(age),
+                short(freshness.warn_after)
+            )),
+        )
+    } else {
+        (Status::Pass, None)
+    }
+}
+
+/// A job with no backup at all: waiting for its first run is a warning;
+/// a first run that was due and did not happen is a failure (a failed one
+/// is graded by [`grade_runs`]).
+fn grade_first_backup(state: &JobState, freshness: &Freshness, now: DateTime<Utc>) -> Verdict {
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if state.running.is_some() {
+        return (
+            Status::Warn,
+            Some("no backup yet; the first one is running".into()),
+        );
+    }
+    match state.first_due {
+        _ if state.consecutive_failures > 0 => (Status::Fail, Some("no backup yet".into())),
+        Some(due) if now >= due + freshness.grace => (
+            Status::Fail,
+            Some(format!(
+                "no backup yet: the run due at {} did not happen",
+                at(due)
+            )),
+        ),
+        Some(due) => (
+            Status::Warn,
+            Some(format!(
+                "no backup yet; the first run is due at {}",
+                at(due)
+            )),
+        ),
+        None => (Status::Warn, Some("no backup yet".into())),
+    }
+}
+
+/// Consecutive failed runs: one warns, `fail_after_failures` fail, and a
+/// job that never succeeded fails on its first.
+fn grade_runs(state: &JobState, freshness: &Freshness) -> Verdict {
+    let failed = state.consecutive_failures;
+    let error = state.last_error.as_deref().unwrap_or("unknown error");
+    let output = match failed {
+        0 => return (Status::Pass, None),
+        1 => format!("last run failed: {error}"),
+        n => format!("the last {n} runs failed, the latest with: {error}"),
+    };
+    let status = if failed >= freshness.fail_after_failures || state.last_success.is_none() {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
+    (status, Some(output))
+}
+
 fn short(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
+/// `<job>:freshness`: critical for every job (a job is protected only
+/// while it is fresh and its runs succeed).
 pub struct FreshnessCheck {
     pub job: String,
     pub shared: Arc<Shared>,
-    pub critical: bool,
 }
 
 impl Check for FreshnessCheck {
@@ -107,7 +174,7 @@ impl Check for FreshnessCheck {
             component_type: "component",
             interval: config.interval.min(Duration::from_secs(15)),
             timeout: config.timeout,
-            critical: self.critical,
+            critical: true,
             periodic: true,
         }
     }
@@ -347,13 +414,31 @@ impl Check for BoardCheck {
 mod tests {
     use super::*;
 
+    fn hours(n: u64) -> Duration {
+        Duration::from_secs(n * 3600)
+    }
+
+    fn freshness() -> Freshness {
+        Freshness {
+            warn_after: hours(1),
+            fail_after: hours(2),
+            grace: Duration::from_secs(600),
+            fail_after_failures: 2,
+        }
+    }
+
     fn state(age_secs: Option<i64>, now: DateTime<Utc>) -> JobState {
         JobState {
-            max_age: Some((Duration::from_secs(3600), Duration::from_secs(7200))),
+            freshness: Some(freshness()),
             last_success: age_secs.map(|a| now - chrono::Duration::seconds(a)),
             restored: true,
             ..Default::default()
         }
+    }
+
+    fn grade(s: &JobState, now: DateTime<Utc>) -> (Status, String) {
+        let o = grade_freshness(s, now);
+        (o.status, o.output.unwrap_or_default())
     }
 
     #[test]
@@ -371,21 +456,91 @@ mod tests {
             grade_freshness(&state(Some(8000), now), now).status,
             Status::Fail
         );
-        let never = grade_freshness(&state(None, now), now);
-        assert_eq!(
-            (never.status, never.output.as_deref()),
-            (Status::Fail, Some("no backup yet"))
-        );
-        let mut first = state(None, now);
+        let mut unread = state(None, now);
+        unread.restored = false;
+        assert_eq!(grade_freshness(&unread, now).status, Status::Warn);
+        let mut unarmed = state(Some(60), now);
+        unarmed.freshness = None;
+        assert_eq!(grade_freshness(&unarmed, now).status, Status::Warn);
+    }
+
+    #[test]
+    fn a_job_without_a_backup_fails_once_its_first_run_is_missed() {
+        let now = Utc::now();
+        let mut waiting = state(None, now);
+        waiting.first_due = Some(now + chrono::Duration::hours(3));
+        let (status, output) = grade(&waiting, now);
+        assert_eq!(status, Status::Warn);
+        assert!(output.starts_with("no backup yet; the first run is due at"));
+
+        let mut first = waiting.clone();
+        first.first_due = Some(now - chrono::Duration::hours(1));
         first.running = Some(crate::jobs::board::Running {
             started_at: now,
             trigger: "catch-up",
             source_bytes: Default::default(),
         });
-        assert_eq!(grade_freshness(&first, now).status, Status::Warn);
-        let mut unread = state(None, now);
-        unread.restored = false;
-        assert_eq!(grade_freshness(&unread, now).status, Status::Warn);
+        assert_eq!(grade(&first, now).0, Status::Warn);
+
+        let mut missed = waiting.clone();
+        missed.first_due = Some(now - chrono::Duration::hours(1));
+        let (status, output) = grade(&missed, now);
+        assert_eq!(status, Status::Fail);
+        assert!(output.contains("did not happen"), "{output}");
+
+        let mut within_grace = waiting.clone();
+        within_grace.first_due = Some(now - chrono::Duration::seconds(60));
+        assert_eq!(grade(&within_grace, now).0, Status::Warn);
+    }
+
+    #[test]
+    fn a_job_that_never_succeeded_fails_on_its_first_failure() {
+        let now = Utc::now();
+        let mut s = state(None, now);
+        s.first_due = Some(now + chrono::Duration::hours(20));
+        s.record_failure("permission denied for table pgbench_history".into());
+        let (status, output) = grade(&s, now);
+        assert_eq!(status, Status::Fail);
+        assert!(
+            output.contains("last run failed: permission denied for table pgbench_history"),
+            "{output}"
+        );
+        assert!(
+            !output.starts_with("no backup yet"),
+            "the cause leads: {output}"
+        );
+    }
+
+    #[test]
+    fn failures_warn_then_fail_whatever_the_age() {
+        let now = Utc::now();
+        let mut s = state(Some(60), now);
+        s.record_failure("pg_dump exited with 1".into());
+        let (status, output) = grade(&s, now);
+        assert_eq!(status, Status::Warn);
+        assert_eq!(output, "last run failed: pg_dump exited with 1");
+        s.record_failure("pg_dump exited with 1".into());
+        let (status, output) = grade(&s, now);
+        assert_eq!(status, Status::Fail);
+        assert!(output.contains("the last 2 runs failed"), "{output}");
+
+        // Stale and failing: both causes are named, the worst first.
+        let mut old = state(Some(8000), now);
+        old.record_failure("boom".into());
+        let (status, output) = grade(&old, now);
+        assert_eq!(status, Status::Fail);
+        assert!(
+            output.starts_with("newest backup is 2h 13m 20s old") && output.contains("boom"),
+            "{output}"
+        );
+
+        let mut once = state(Some(60), now);
+        once.freshness = Some(Freshness {
+            fail_after_failures: 1,
+            ..freshness()
+        });
+        once.record_failure("boom".into());
+        assert_eq!(grade(&once, now).0, Status::Fail);
     }
 
     #[test]
@@ -403,15 +558,5 @@ mod tests {
                 .unwrap()
                 .contains("missing from the repository: 20261123T000000Z")
         );
-    }
-
-    #[test]
-    fn a_failed_last_run_warns_while_still_fresh() {
-        let now = Utc::now();
-        let mut s = state(Some(60), now);
-        s.last_error = Some("pg_dump exited with 1".into());
-        let o = grade_freshness(&s, now);
-        assert_eq!(o.status, Status::Warn);
-        assert!(o.output.unwrap().contains("pg_dump exited"));
     }
 }

@@ -23,11 +23,9 @@ pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), Stri
     for (id, why) in &listing.damaged {
         tracing::warn!(job = %ctx.name, backup = %id, error = %why, "unreadable manifest");
     }
-    let thresholds = ctx.job.freshness();
-    shared.jobs.update(&ctx.name, |s| {
-        s.max_age = thresholds;
-        s.restore_from(&listing.backups);
-    });
+    shared
+        .jobs
+        .update(&ctx.name, |s| s.restore_from(&listing.backups));
     tracing::info!(job = %ctx.name, backups = listing.backups.len(), last_success = ?listing.backups.last().map(|m| m.finished_at), "job state restored from the repository");
     Ok(())
 }
@@ -35,7 +33,7 @@ pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), Stri
 /// Runs one backup and records it on the board.
 pub async fn run_once(
     ctx: &JobContext,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     trigger: Trigger,
     scheduled_for: Option<DateTime<Utc>>,
     cancel: &CancellationToken,
@@ -70,8 +68,51 @@ pub async fn run_once(
             Err(e) => s.record_failure(ctx.redact(&e.to_string())),
         }
     });
+    // Another replica ran (or is running) this slot: its backup is in the
+    // shared repository, and this replica's freshness must see it too.
+    match &result {
+        Err(BackupError::AlreadyDone { .. }) => {
+            let _ = restore_state(ctx, shared).await;
+        }
+        Err(BackupError::Locked(_)) => {
+            let known = shared.jobs.get(&ctx.name).and_then(|s| s.last_success);
+            let (ctx, shared, cancel) = (ctx.clone(), Arc::clone(shared), cancel.child_token());
+            tokio::spawn(async move { follow_other_run(&ctx, &shared, known, &cancel).await });
+        }
+        _ => {}
+    }
     if prune_after && !cancel.is_cancelled() {
         let _ = prune_and_record(ctx, shared, trigger).await;
+    }
+}
+
+/// How often a replica that found the job locked looks for the other run's backup.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Re-reads the repository until a backup newer than `known` appears (the
+/// lock holder's), or the holder's run must have ended (`max_duration`).
+async fn follow_other_run(
+    ctx: &JobContext,
+    shared: &Arc<Shared>,
+    known: Option<DateTime<Utc>>,
+    cancel: &CancellationToken,
+) {
+    let deadline = tokio::time::Instant::now() + ctx.job.max_duration + FOLLOW_POLL;
+    while tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+        }
+        let Ok(listing) = ctx.repo.list(&ctx.name).await else {
+            continue;
+        };
+        let newest = listing.backups.iter().map(|m| m.finished_at).max();
+        if newest > known {
+            shared
+                .jobs
+                .update(&ctx.name, |s| s.restore_from(&listing.backups));
+            return;
+        }
     }
 }
 
@@ -207,6 +248,35 @@ fn count_between(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) ->
     count
 }
 
+/// Puts the job's freshness policy and its first due run on the board. A
+/// catch-up run starts right after this: it shows as running already, so
+/// the first health round does not take it for a missed run.
+fn arm_freshness(ctx: &JobContext, shared: &Shared) {
+    let Ok(schedule) = Schedule::from_job(&ctx.job) else {
+        return;
+    };
+    let now = Utc::now();
+    let last_success = shared.jobs.get(&ctx.name).and_then(|s| s.last_success);
+    let catch_up = ctx.job.catch_up && missed_run(&schedule, last_success, now).is_some();
+    let first_due = if catch_up {
+        Some(now)
+    } else {
+        schedule.next_after(now)
+    };
+    let freshness = crate::schedule::freshness(&ctx.job, &schedule, now);
+    shared.jobs.update(&ctx.name, |s| {
+        s.freshness = Some(freshness);
+        s.first_due = first_due;
+        if catch_up {
+            s.running = Some(Running {
+                started_at: now,
+                trigger: Trigger::CatchUp.as_str(),
+                source_bytes: Default::default(),
+            });
+        }
+    });
+}
+
 /// Start-up for every configured job: mark this host's interrupted runs
 /// aborted, read each repository's manifests into the board, arm the
 /// loops. Returns the job and repository health checks, and the jobs'
@@ -243,9 +313,6 @@ pub async fn arm_all(
             journal.clone(),
             crate::journal::Actor::scheduler(),
         )?;
-        shared
-            .jobs
-            .update(name, |s| s.max_age = ctx.job.freshness());
         if let Err(e) = restore_state(&ctx, shared).await {
             // Not fatal: freshness says "not read yet" and the loop retries.
             tracing::warn!(job = %name, error = %e, "cannot read the repository at start-up");
@@ -258,28 +325,10 @@ pub async fn arm_all(
     let mut repos = std::collections::BTreeSet::new();
     let armed = contexts.clone();
     for ctx in contexts {
-        // A catch-up run starts right after this: show it as running already,
-        // so the first health round does not report "no backup yet" as a failure.
-        if ctx.job.catch_up
-            && let Ok(schedule) = Schedule::from_job(&ctx.job)
-            && missed_run(
-                &schedule,
-                shared.jobs.get(&ctx.name).and_then(|s| s.last_success),
-                Utc::now(),
-            )
-            .is_some()
-        {
-            let pending = Running {
-                started_at: Utc::now(),
-                trigger: Trigger::CatchUp.as_str(),
-                source_bytes: Default::default(),
-            };
-            shared.jobs.update(&ctx.name, |s| s.running = Some(pending));
-        }
+        arm_freshness(&ctx, shared);
         checks.push(Arc::new(FreshnessCheck {
             job: ctx.name.clone(),
             shared: Arc::clone(shared),
-            critical: ctx.job.max_age.is_some(),
         }));
         checks.push(Arc::new(SourceCheck { ctx: ctx.clone() }));
         for (measurement, grade) in [

@@ -183,11 +183,18 @@ impl Vigil {
             .tempdir()
             .unwrap();
         let dir = tempdir.path().to_owned();
-        let config_path = dir.join("config.toml");
         let text = config_text_with_log(&dir, url, &options.log, extra).replace(
             "listen = \"127.0.0.1:0\"\n",
             &format!("listen = \"127.0.0.1:0\"\n{}", options.admin),
         );
+        Self::start_text(tempdir, &text, options)
+    }
+
+    /// Starts vigil on a config text of the caller's, written to
+    /// `config.toml` in `tempdir` (which the process owns from then on).
+    pub fn start_text(tempdir: tempfile::TempDir, text: &str, options: VigilOptions) -> Vigil {
+        let dir = tempdir.path().to_owned();
+        let config_path = dir.join("config.toml");
         std::fs::write(&config_path, text).unwrap();
         let mut child = Command::new(VIGIL)
             .arg("--config")
@@ -206,7 +213,8 @@ impl Vigil {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("admin port listening")
-                    && let Some(addr) = json_field(&line, "addr")
+                    && let Some(addr) =
+                        json_field(&line, "addr").or_else(|| pretty_field(&line, "addr"))
                 {
                     let _ = addr_tx.send(addr.parse::<SocketAddr>().unwrap());
                 }
@@ -311,6 +319,13 @@ impl Drop for Vigil {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Pulls `key=value` out of a pretty (human) log line.
+pub fn pretty_field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let value = line[start..].split_whitespace().next()?;
+    Some(value.trim_matches('"').to_owned())
 }
 
 /// Pulls `"key":"value"` out of a JSON log line.

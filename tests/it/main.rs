@@ -15,3 +15,4 @@ mod prune;
 mod s3;
 mod scheduler;
 mod signals;
+mod truth;
