@@ -250,7 +250,10 @@ async fn start(
     shared.startup_done("migrations");
 
     let mut checks: Vec<Arc<dyn Check>> = vec![
-        Arc::new(CatalogResponseCheck { pool: pool.clone() }),
+        Arc::new(CatalogResponseCheck::new(
+            pool.clone(),
+            Arc::clone(&shared.audit),
+        )),
         Arc::new(CatalogMigrationsCheck {
             pool: pool.clone(),
             expected: crate::catalog::expected_version(),

@@ -341,13 +341,20 @@ fn encode_jobs(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result
     gauges(
         enc,
         "vigil_backup_max_age_seconds",
-        "Configured freshness threshold (warn); 0 when unset.",
+        "Freshness threshold (warn): max_age, or derived from the schedule; 0 before the job is armed.",
         jobs.iter().map(|(j, s)| {
             (
                 label(j),
                 s.freshness.map_or(0.0, |f| f.warn_after.as_secs_f64()),
             )
         }),
+    )?;
+    gauges(
+        enc,
+        "vigil_backup_consecutive_failures",
+        "Failed runs since the last success.",
+        jobs.iter()
+            .map(|(j, s)| (label(j), f64::from(s.consecutive_failures))),
     )?;
     gauges(
         enc,

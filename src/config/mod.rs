@@ -287,6 +287,12 @@ pub struct CatalogHealthConfig {
     /// Round trip slower than this is `fail`.
     #[serde(with = "humantime_serde")]
     pub fail_after: Duration,
+    /// An unreachable catalog warns (nothing depends on it: history and
+    /// the audit table lag) and fails once the outage lasts this long…
+    #[serde(with = "humantime_serde")]
+    pub outage_fail_after: Duration,
+    /// …or once this many journal events wait to be shipped to it.
+    pub outage_fail_backlog: u64,
 }
 
 impl Default for CatalogHealthConfig {
@@ -295,6 +301,8 @@ impl Default for CatalogHealthConfig {
             interval: None,
             warn_after: Duration::from_millis(250),
             fail_after: Duration::from_secs(2),
+            outage_fail_after: Duration::from_secs(3600),
+            outage_fail_backlog: 100_000,
         }
     }
 }

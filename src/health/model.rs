@@ -137,6 +137,11 @@ impl CheckState {
 pub trait Check: Send + Sync {
     fn spec(&self, config: &crate::config::HealthConfig) -> CheckSpec;
     fn run<'a>(&'a self, config: &'a crate::config::HealthConfig) -> BoxFuture<'a, Observation>;
+    /// Whether a failing check waits longer between runs; a check whose
+    /// recovery must show within one interval says no.
+    fn backs_off(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

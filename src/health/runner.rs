@@ -156,7 +156,11 @@ async fn check_loop(
         } else {
             0
         };
-        let next = backoff(spec.interval, failures, max_backoff);
+        let next = if check.backs_off() {
+            backoff(spec.interval, failures, max_backoff)
+        } else {
+            spec.interval
+        };
         let message = Message::Result {
             spec,
             observation,

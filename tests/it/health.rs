@@ -105,8 +105,18 @@ fn endpoints_answer_as_specified() {
     );
 }
 
+/// Seconds from `cluster.start()` until `/health` says `pass` again.
+fn recovery_time(vigil: &Vigil, cluster: &mut vigil::pgcluster::Cluster) -> Duration {
+    cluster.start().unwrap();
+    let restarted = Instant::now();
+    vigil.wait_for("/health to pass again", Duration::from_secs(10), || {
+        vigil.get("/health").body == r#"{"status":"pass"}"#
+    });
+    restarted.elapsed()
+}
+
 #[test]
-fn catalog_outage_turns_health_to_503_and_back() {
+fn a_catalog_outage_warns_on_the_defaults_and_recovers_within_an_interval() {
     let mut cluster = own_cluster();
     cluster.psql("postgres", "CREATE DATABASE outage").unwrap();
     let url = cluster.url("outage");
@@ -116,17 +126,18 @@ fn catalog_outage_turns_health_to_503_and_back() {
 
     cluster.stop().unwrap();
     let stopped = Instant::now();
-    // Interval 1s: a failing round trip must show within two intervals.
+    // Interval 1s: the outage shows within two intervals, as a warning:
+    // nothing depends on the catalog (outage_fail_after defaults to 1h).
     vigil.wait_for(
-        "/health to turn 503",
+        "/health to warn",
         Duration::from_secs(2) + Duration::from_millis(500),
-        || vigil.get("/health").status == 503,
+        || vigil.get("/health").body == r#"{"status":"warn"}"#,
     );
-    println!("503 after {:?}", stopped.elapsed());
+    println!("warn after {:?}", stopped.elapsed());
     // Liveness never depends on the catalog, and answers stay in memory.
     for _ in 0..20 {
         let started = Instant::now();
-        assert_eq!(vigil.get("/health").status, 503);
+        assert_eq!(vigil.get("/health").status, 200);
         assert_eq!(vigil.get("/health/live").status, 200);
         assert!(
             started.elapsed() < Duration::from_millis(250),
@@ -137,21 +148,65 @@ fn catalog_outage_turns_health_to_503_and_back() {
     }
     let detailed = vigil.get("/health/detailed").json();
     let check = &detailed["checks"]["catalog:responseTime"][0];
-    assert_eq!(check["status"], "fail");
+    assert_eq!(check["status"], "warn", "{detailed:#}");
     let output = check["output"].as_str().unwrap();
-    assert!(output.starts_with("catalog unreachable"), "{output}");
+    assert!(output.starts_with("catalog unreachable since"), "{output}");
+    assert!(output.contains("fails after 1h"), "{output}");
     assert!(!output.contains(PASSWORD));
+    assert_ne!(
+        detailed["checks"]["catalog:migrations"][0]["status"], "fail",
+        "the outage is graded once: {detailed:#}"
+    );
     assert_eq!(
         vigil.get("/health/ready").status,
         200,
         "readiness must not follow the catalog"
     );
 
-    cluster.start().unwrap();
-    // Back-off is capped at 2s in the test config.
-    vigil.wait_for("/health to recover", Duration::from_secs(6), || {
-        vigil.get("/health").status == 200
+    // Back within one catalog interval (1s), plus the probe's own round trip.
+    let took = recovery_time(&vigil, &mut cluster);
+    println!("pass {took:?} after the catalog restarted");
+    assert!(
+        took < Duration::from_millis(2500),
+        "recovered after {took:?}"
+    );
+}
+
+#[test]
+fn a_catalog_outage_fails_once_it_outlasts_outage_fail_after() {
+    let mut cluster = own_cluster();
+    cluster.psql("postgres", "CREATE DATABASE outage").unwrap();
+    let url = cluster.url("outage");
+    let vigil = Vigil::start_with(
+        &url,
+        "[health.catalog]\noutage_fail_after = \"3s\"\n",
+        Default::default(),
+    );
+    vigil.wait_ready();
+    cluster.stop().unwrap();
+    let stopped = Instant::now();
+    vigil.wait_for("/health to warn", Duration::from_secs(3), || {
+        vigil.get("/health").status == 200 && vigil.get("/health").body.contains("warn")
     });
+    vigil.wait_for("/health to turn 503", Duration::from_secs(6), || {
+        vigil.get("/health").status == 503
+    });
+    let failed_after = stopped.elapsed();
+    assert!(failed_after >= Duration::from_secs(3), "{failed_after:?}");
+    let detailed = vigil.get("/health/detailed").json();
+    let output = detailed["checks"]["catalog:responseTime"][0]["output"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(output.contains("for longer than 3s"), "{output}");
+
+    // A failing catalog check does not back off: recovery is still prompt.
+    let took = recovery_time(&vigil, &mut cluster);
+    println!("pass {took:?} after the catalog restarted");
+    assert!(
+        took < Duration::from_millis(2500),
+        "recovered after {took:?}"
+    );
     // The outage's transitions reach health_events once the catalog is back.
     vigil.wait_for("health_events to record the outage", Duration::from_secs(10), || {
         cluster

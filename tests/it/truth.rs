@@ -122,6 +122,17 @@ fn a_job_whose_every_run_fails_fails_health_on_the_example_config() {
     assert!(page.contains("permission denied"), "{page}");
     assert!(!page.contains("(informational)"), "{page}");
 
+    // The README's alert rules fire for this job on the defaults: the
+    // derived threshold (daily: 36h) is exported, the last success is 0.
+    let metrics = vigil.get("/metrics").body;
+    for line in [
+        "vigil_backup_max_age_seconds{backup_job=\"orders\"} 129600",
+        "vigil_backup_last_success_timestamp_seconds{backup_job=\"orders\"} 0",
+        "vigil_backup_consecutive_failures{backup_job=\"orders\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+
     let (code, stdout, _) = vigil_cli(&vigil.config_path_with_addr(), &["status"], &[]);
     assert_ne!(code, 0, "{stdout}");
     assert!(stdout.contains("permission denied"), "{stdout}");
