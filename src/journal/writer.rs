@@ -607,7 +607,18 @@ impl Writer {
     /// Writes what is queued; on failure keeps it queued and retries later.
     fn write_pending(&mut self, sync: bool) {
         let lost = self.stats.dropped.swap(0, Ordering::Relaxed);
-        if lost > 0 {
+        // One outage, one gap: a gap still queued from an earlier failed
+        // attempt takes the new losses.
+        let queued_gap = self
+            .pending
+            .front_mut()
+            .filter(|p| p.entry.event == "journal.gap")
+            .and_then(|p| p.entry.data.get_mut("lost"));
+        if lost > 0
+            && let Some(count) = queued_gap
+        {
+            *count = json!(count.as_u64().unwrap_or(0) + lost);
+        } else if lost > 0 {
             let entry = self.system_entry(
                 "journal.gap",
                 json!({ "lost": lost, "reason": "events arrived while the journal could not be written and the queue was full" }),
