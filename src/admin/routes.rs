@@ -40,28 +40,21 @@ impl AdminState {
     }
 
     /// Whether a request may see `/health/detailed` and `/`: with
-    /// `protect_detailed`, a viewer token, under the same failure limit as
-    /// the API (so tokens cannot be guessed here either).
+    /// `protect_detailed`, a viewer token; wrong tokens count against the
+    /// same failure limit as the API's.
     fn may_see_details<B>(&self, req: &Request<B>, peer: std::net::SocketAddr) -> bool {
         let settings = self.auth.load();
         if !settings.protect_detailed {
             return true;
         }
-        let (_, ip, _) = super::api::call_facts(&settings, req.headers(), peer);
-        let key = super::api::limiter_key(ip);
-        let now = std::time::Instant::now();
-        if self.limiter.blocked(key, now).is_some() {
-            return false;
-        }
-        let authorization = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        match settings.tokens.authenticate(authorization) {
+        match super::api::authenticate(&settings.tokens, req.headers()) {
             super::auth::Authn::Valid(t) => t.role.allows(super::auth::Permission::ReadDetailed),
             super::auth::Authn::Missing => false,
             _ => {
-                self.limiter.record_failure(key, now);
+                // Counted like the API's wrong tokens; the answer stays 401.
+                let (_, ip, _) = super::api::call_facts(&settings, req.headers(), peer);
+                let key = super::api::limiter_key(ip);
+                let _ = self.limiter.wrong_token(key, std::time::Instant::now());
                 false
             }
         }
