@@ -5,9 +5,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::Full;
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::exposition::Format;
 use crate::health::Shared;
 
 pub type Body = Full<Bytes>;
@@ -92,7 +93,9 @@ pub fn route<B>(
         "/health" | "/health/live" | "/health/ready" | "/health/detailed" => {
             method_not_allowed(HEALTH_METHODS)
         }
-        "/metrics" if read => state.metrics.render(),
+        "/metrics" if read => state
+            .metrics
+            .render(Format::negotiate(accept(req).as_deref())),
         "/" if read => super::page::render(&state.shared, &snapshot, now),
         "/metrics" | "/" => method_not_allowed(HEALTH_METHODS),
         _ => json_error(
@@ -100,6 +103,17 @@ pub fn route<B>(
             "no such endpoint; see / for the status page",
         ),
     }
+}
+
+/// Every `Accept` header's value, joined as one list.
+fn accept<B>(req: &Request<B>) -> Option<String> {
+    let values: Vec<&str> = req
+        .headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
 }
 
 /// `?verbose` or `?verbose=1|true`, kube-apiserver style.
