@@ -358,13 +358,17 @@ fn refuse(
     (Some("unauthenticated"), response)
 }
 
+/// What a 429 says, on the API and on the protected details.
+pub const TOO_MANY_FAILURES: &str =
+    "too many failed authentications from this address; wait and retry with a valid token";
+
 fn rate_limited(call: &Call, wait: std::time::Duration) -> Response<Body> {
     let mut response = error(
         call,
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            "too many failed authentications from this address; wait and retry with a valid token",
+            TOO_MANY_FAILURES,
         ),
     );
     let secs = wait.as_secs().max(1).to_string();

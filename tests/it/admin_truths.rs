@@ -201,14 +201,19 @@ fn protected_details_serve_a_valid_token_while_its_address_is_over_the_limit() {
     };
     let vigil = Vigil::start_with(&catalog.url(), "", options);
     vigil.wait_ready();
-    for n in 0..11 {
-        let r = get(
-            vigil.addr,
-            "/health/detailed",
-            &[("Authorization", "Bearer guess")],
-        );
+    let guess = [("Authorization", "Bearer guess")];
+    for n in 0..10 {
+        let r = get(vigil.addr, "/health/detailed", &guess);
         assert_eq!(r.status, 401, "guess {n}: {}", r.body);
     }
+    let limited = get(vigil.addr, "/", &guess);
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert!(
+        limited.header("retry-after").is_some(),
+        "{}",
+        limited.headers
+    );
+    assert_eq!(get(vigil.addr, "/health/detailed", &[]).status, 401);
     assert_eq!(
         get(vigil.addr, JOBS, &[("Authorization", "Bearer guess")]).status,
         429,
