@@ -74,7 +74,7 @@ pub fn live(snapshot: &StatusSnapshot, now: DateTime<Utc>, verbose: bool) -> Res
     let mut text = String::new();
     verbose_line(&mut text, "runtime", Status::Pass);
     verbose_line(&mut text, HEARTBEAT, heartbeat);
-    finish_verbose(text, if ok { Status::Pass } else { Status::Fail })
+    finish_verbose(text, heartbeat)
 }
 
 /// Readiness: start-up complete and not shutting down. Backup health is
@@ -367,6 +367,16 @@ mod tests {
         assert_eq!(
             body(r),
             "[+]a:x ok\n[!]b:y warn\nhealth check passed with warnings\n"
+        );
+        let snap = StatusSnapshot {
+            checks: vec![state(HEARTBEAT, Status::Warn, true, now)],
+            ..Default::default()
+        };
+        let r = live(&snap, now, true);
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            body(r),
+            "[+]runtime ok\n[!]scheduler:heartbeat warn\nhealth check passed with warnings\n"
         );
     }
 
