@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, and integration tests against real
 # PostgreSQL clusters and the real binary. Installs what the tests need
-# (PostgreSQL server binaries, logrotate) when it is missing.
+# (PostgreSQL server binaries, logrotate, promtool, ...) when it is missing.
 #
 #   bash tests/run.sh [extra cargo test args]
 set -euo pipefail
@@ -29,6 +29,8 @@ command -v zcat >/dev/null 2>&1 || missing+=(gzip)
 # The restore-by-hand test uses the standard tools the README shows.
 command -v age >/dev/null 2>&1 || missing+=(age)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+# The metrics test lints /metrics as served with promtool (classic text format).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # The S3 tests run moto, which tests/s3/server.sh pip-installs into a venv.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then

@@ -149,6 +149,19 @@ impl ApiError {
     }
 }
 
+/// The request's `Authorization` header checked against `tokens`; a header
+/// that is not text was presented, so it is malformed, not missing.
+pub fn authenticate<'a>(tokens: &'a Tokens, headers: &HeaderMap) -> Authn<'a> {
+    match headers
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.to_str())
+    {
+        None => Authn::Missing,
+        Some(Ok(header)) => tokens.authenticate(Some(header)),
+        Some(Err(_)) => Authn::Malformed,
+    }
+}
+
 /// The client's address, id and agent; the same rules for the API and for
 /// the protected health pages.
 pub fn call_facts(
@@ -224,68 +237,22 @@ pub async fn handle<B>(
         }
     };
     let permission = endpoint.permission();
-    let key = limiter_key(ip);
-    if let Some(wait) = limiter.blocked(key, Instant::now()) {
-        let mut response = error(
-            &call,
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many failed authentications from this address; wait and retry with a valid token",
-            ),
-        );
-        let secs = wait.as_secs().max(1).to_string();
-        if let Ok(v) = HeaderValue::from_str(&secs) {
-            response.headers_mut().insert(RETRY_AFTER, v);
-        }
-        // One journal event per address and minute, with the count, so a
-        // flood cannot fill the disk or push real events out of the queue.
-        return match RATE_LIMITED.note(key) {
-            Some(suppressed) => {
-                call.suppressed = suppressed;
-                finish(
+    let token = match authenticate(&settings.tokens, req.headers()) {
+        Authn::Valid(entry) => entry,
+        refused => {
+            let (outcome, response) = refuse(limiter, &mut call, refused);
+            return match outcome {
+                Some(outcome) => finish(
                     api,
                     &call,
                     &method,
                     &path,
                     Some(permission),
-                    "rate_limited",
+                    outcome,
                     response,
-                )
-            }
-            None => response,
-        };
-    }
-    let authorization = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let token = match settings.tokens.authenticate(authorization) {
-        Authn::Valid(entry) => entry,
-        other => {
-            limiter.record_failure(key, Instant::now());
-            let why = match other {
-                Authn::Missing => "an `Authorization: Bearer <token>` header is required",
-                Authn::Malformed => "the Authorization header must be `Bearer <token>`",
-                _ => "the token is not valid",
+                ),
+                None => response,
             };
-            let mut response = error(
-                &call,
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", why),
-            );
-            response.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"vigil\""),
-            );
-            return finish(
-                api,
-                &call,
-                &method,
-                &path,
-                Some(permission),
-                "unauthenticated",
-                response,
-            );
         }
     };
     call.token = Some((token.name.clone(), token.role));
@@ -348,6 +315,69 @@ pub async fn handle<B>(
     )
 }
 
+/// The answer to a call without a valid token, and its journal outcome
+/// (`None`: a rate-limited call not journalled one by one). Only a presented
+/// and wrong token counts against the address (a request without the header
+/// guesses nothing), and only such a call gets 429 while the address is over
+/// the limit: a valid token is checked first and never locked out by someone
+/// else's failures from the same address.
+fn refuse(
+    limiter: &FailureLimiter,
+    call: &mut Call,
+    authn: Authn<'_>,
+) -> (Option<&'static str>, Response<Body>) {
+    let (presented, why) = match authn {
+        Authn::Missing => (
+            false,
+            "an `Authorization: Bearer <token>` header is required",
+        ),
+        Authn::Malformed => (true, "the Authorization header must be `Bearer <token>`"),
+        Authn::Invalid | Authn::Valid(_) => (true, "the token is not valid"),
+    };
+    let key = limiter_key(call.ip);
+    if presented && let Some(wait) = limiter.wrong_token(key, Instant::now()) {
+        let response = rate_limited(call, wait);
+        // One journal event per address and minute, with the count, so a
+        // flood cannot fill the disk or push real events out of the queue.
+        return match RATE_LIMITED.note(key) {
+            Some(suppressed) => {
+                call.suppressed = suppressed;
+                (Some("rate_limited"), response)
+            }
+            None => (None, response),
+        };
+    }
+    let mut response = error(
+        call,
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", why),
+    );
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"vigil\""),
+    );
+    (Some("unauthenticated"), response)
+}
+
+/// What a 429 says, on the API and on the protected details.
+pub const TOO_MANY_FAILURES: &str =
+    "too many failed authentications from this address; wait and retry with a valid token";
+
+fn rate_limited(call: &Call, wait: std::time::Duration) -> Response<Body> {
+    let mut response = error(
+        call,
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            TOO_MANY_FAILURES,
+        ),
+    );
+    let secs = wait.as_secs().max(1).to_string();
+    if let Ok(v) = HeaderValue::from_str(&secs) {
+        response.headers_mut().insert(RETRY_AFTER, v);
+    }
+    response
+}
+
 fn error(call: &Call, e: ApiError) -> Response<Body> {
     let body = serde_json::json!({ "error": { "code": e.code, "message": e.message, "request_id": call.request_id } });
     with_request_id(respond(e.status, JSON, body.to_string()), call)
@@ -393,4 +423,26 @@ fn finish(
         api.journal.emit(entry);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_that_is_not_text_is_malformed_not_missing() {
+        let tokens = Tokens::default();
+        let mut headers = HeaderMap::new();
+        assert_eq!(authenticate(&tokens, &headers), Authn::Missing);
+        headers.insert(
+            hyper::header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
+        );
+        assert_eq!(authenticate(&tokens, &headers), Authn::Malformed);
+        headers.insert(
+            hyper::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer guess"),
+        );
+        assert_eq!(authenticate(&tokens, &headers), Authn::Invalid);
+    }
 }

@@ -221,6 +221,18 @@ impl FailureLimiter {
         Some(WINDOW - oldest_age)
     }
 
+    /// A presented and wrong token from `ip`: counted, or, while `ip` is
+    /// over the limit, `Some(retry_after)` (answer 429; not counted again).
+    /// Missing credentials and valid tokens never come here, so they are
+    /// never limited.
+    pub fn wrong_token(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let wait = self.blocked(ip, now);
+        if wait.is_none() {
+            self.record_failure(ip, now);
+        }
+        wait
+    }
+
     pub fn record_failure(&self, ip: IpAddr, now: Instant) {
         if self.per_minute == 0 {
             return;
@@ -463,6 +475,22 @@ mod tests {
         assert_eq!(l.blocked(a, secs(t0, 59)), Some(Duration::from_secs(1)));
         assert_eq!(l.blocked(b, secs(t0, 10)), None);
         assert_eq!(l.blocked(a, secs(t0, 60)), None);
+    }
+
+    #[test]
+    fn wrong_tokens_count_until_the_limit_then_answer_retry_after() {
+        let l = FailureLimiter::new(3);
+        let (a, t0) = (ip("198.51.100.7"), Instant::now());
+        for i in 0..3 {
+            assert_eq!(l.wrong_token(a, secs(t0, i)), None, "guess {i} is counted");
+        }
+        assert_eq!(l.wrong_token(a, secs(t0, 3)), Some(Duration::from_secs(57)));
+        // Refused guesses are not counted: the window still ends 60 s after the first.
+        assert_eq!(
+            l.wrong_token(a, secs(t0, 30)),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(l.wrong_token(a, secs(t0, 60)), None);
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub fn overall(
     for check in snapshot.checks.iter().filter(|c| c.spec.critical) {
         verbose_line(&mut text, &check.spec.key, check.status_at(now));
     }
-    finish_verbose(text, code)
+    finish_verbose(text, status)
 }
 
 /// Liveness: the runtime answers and the health runner's heartbeat is fresh.
@@ -74,7 +74,7 @@ pub fn live(snapshot: &StatusSnapshot, now: DateTime<Utc>, verbose: bool) -> Res
     let mut text = String::new();
     verbose_line(&mut text, "runtime", Status::Pass);
     verbose_line(&mut text, HEARTBEAT, heartbeat);
-    finish_verbose(text, code)
+    finish_verbose(text, heartbeat)
 }
 
 /// Readiness: start-up complete and not shutting down. Backup health is
@@ -104,23 +104,27 @@ pub fn ready(shared: &Shared, verbose: bool) -> Response<Body> {
         "not-shutting-down",
         if stopping { Status::Fail } else { Status::Pass },
     );
-    finish_verbose(text, code)
+    finish_verbose(text, if ok { Status::Pass } else { Status::Fail })
 }
 
+/// One line per check, kube-apiserver style; a warn is its own mark so a
+/// degraded check never reads as ok.
 fn verbose_line(text: &mut String, name: &str, status: Status) {
     let _ = match status {
+        Status::Pass => writeln!(text, "[+]{name} ok"),
+        Status::Warn => writeln!(text, "[!]{name} warn"),
         Status::Fail => writeln!(text, "[-]{name} failed"),
-        _ => writeln!(text, "[+]{name} ok"),
     };
 }
 
-fn finish_verbose(mut text: String, code: StatusCode) -> Response<Body> {
-    text.push_str(if code.is_success() {
-        "health check passed\n"
-    } else {
-        "health check failed\n"
+/// The closing line names the overall status; 503 only on fail.
+fn finish_verbose(mut text: String, status: Status) -> Response<Body> {
+    text.push_str(match status {
+        Status::Pass => "health check passed\n",
+        Status::Warn => "health check passed with warnings\n",
+        Status::Fail => "health check failed\n",
     });
-    respond(code, TEXT, text)
+    respond(status_code(status != Status::Fail), TEXT, text)
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -143,7 +147,9 @@ pub fn detailed(shared: &Shared, snapshot: &StatusSnapshot, now: DateTime<Utc>) 
         );
     };
     let body = detailed_body(shared, snapshot, published, now);
-    respond(StatusCode::OK, HEALTH_JSON, body.to_string())
+    // The draft: 503 when the status is fail; the body is the same either way.
+    let code = status_code(snapshot.overall(now) != Status::Fail);
+    respond(code, HEALTH_JSON, body.to_string())
 }
 
 pub fn detailed_body(
@@ -321,7 +327,7 @@ mod tests {
         failing.observation.value = Some(3.5);
         let shared = shared_with(vec![failing], Phase::Ready);
         let r = detailed(&shared, &shared.snapshot(), now);
-        assert_eq!(r.status(), 200);
+        assert_eq!(r.status(), 503, "the draft: fail is 503");
         assert_eq!(r.headers()["content-type"], HEALTH_JSON);
         let v: Value = serde_json::from_str(&body(r)).unwrap();
         assert_eq!(v["status"], "fail");
@@ -332,6 +338,46 @@ mod tests {
         assert_eq!(c["output"], "catalog unreachable");
         assert_eq!(c["vigil"]["critical"], true);
         assert_eq!(v["vigil"]["phase"], "ready");
+    }
+
+    #[test]
+    fn detailed_is_200_on_pass_and_warn() {
+        let now = Utc::now();
+        for status in [Status::Pass, Status::Warn] {
+            let shared = shared_with(vec![state("a:x", status, true, now)], Phase::Ready);
+            let r = detailed(&shared, &shared.snapshot(), now);
+            assert_eq!(r.status(), 200, "{status:?}");
+            let v: Value = serde_json::from_str(&body(r)).unwrap();
+            assert_eq!(v["status"], status.as_str());
+        }
+    }
+
+    #[test]
+    fn verbose_prints_a_warn_as_a_warn() {
+        let now = Utc::now();
+        let shared = shared_with(
+            vec![
+                state("a:x", Status::Pass, true, now),
+                state("b:y", Status::Warn, true, now),
+            ],
+            Phase::Ready,
+        );
+        let r = overall(&shared, &shared.snapshot(), now, true);
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            body(r),
+            "[+]a:x ok\n[!]b:y warn\nhealth check passed with warnings\n"
+        );
+        let snap = StatusSnapshot {
+            checks: vec![state(HEARTBEAT, Status::Warn, true, now)],
+            ..Default::default()
+        };
+        let r = live(&snap, now, true);
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            body(r),
+            "[+]runtime ok\n[!]scheduler:heartbeat warn\nhealth check passed with warnings\n"
+        );
     }
 
     #[test]

@@ -4,16 +4,16 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use hyper::header::{HeaderValue, VARY};
 use hyper::{Response, StatusCode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::exposition::Format;
 use super::routes::{Body, respond};
 use crate::health::{Phase, Shared, Status};
-
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub struct Metrics {
     registry: Registry,
@@ -26,17 +26,35 @@ impl Metrics {
         Metrics { registry }
     }
 
-    pub fn render(&self) -> Response<Body> {
+    /// The registry in `format` (see [`Format::negotiate`]).
+    pub fn render(&self, format: Format) -> Response<Body> {
         let mut text = String::with_capacity(8 * 1024);
-        match prometheus_client::encoding::text::encode(&mut text, &self.registry) {
-            Ok(()) => respond(StatusCode::OK, OPENMETRICS, text),
-            Err(_) => respond(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                super::routes::TEXT,
-                "metrics encoding failed\n",
-            ),
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            return failed("metrics encoding failed".into());
         }
+        let text = match format {
+            Format::OpenMetrics => text,
+            Format::Classic => match super::exposition::to_classic(&text) {
+                Ok(classic) => classic,
+                Err(e) => return failed(format!("metrics encoding failed: {e}")),
+            },
+        };
+        let mut response = respond(StatusCode::OK, format.content_type(), text);
+        // The body depends on Accept: caches must not serve one for the other.
+        response
+            .headers_mut()
+            .insert(VARY, HeaderValue::from_static("Accept"));
+        response
     }
+}
+
+fn failed(message: String) -> Response<Body> {
+    tracing::error!(%message, "/metrics");
+    respond(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        super::routes::TEXT,
+        format!("{message}\n"),
+    )
 }
 
 #[derive(Debug)]
@@ -419,6 +437,85 @@ mod tests {
     use crate::health::StatusSnapshot;
     use crate::health::model::tests::state;
 
+    fn body(r: Response<Body>) -> String {
+        let bytes = futures::executor::block_on(r.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// A ready daemon with one check and one job that has backed up and
+    /// pruned, so every family vigil exports has samples.
+    fn busy_shared() -> Arc<Shared> {
+        let now = Utc::now();
+        let shared = Shared::new("t".into(), None);
+        shared.publish(StatusSnapshot {
+            checks: vec![state("catalog:responseTime", Status::Warn, true, now)],
+            published_at: Some(now),
+            pool: Some(crate::health::PoolStats {
+                max_size: 4,
+                size: 2,
+                available: 1,
+                waiting: 0,
+            }),
+            ..Default::default()
+        });
+        shared.set_phase(Phase::Ready);
+        shared.jobs.update("orders", |s| {
+            s.runs_total = 2;
+            s.failures_total = 1;
+            s.last_success = Some(now);
+            s.prune.deleted_total = 1;
+        });
+        shared
+    }
+
+    #[test]
+    fn classic_text_names_every_family_by_its_samples() {
+        let metrics = Metrics::new(busy_shared());
+        let r = metrics.render(Format::Classic);
+        assert_eq!(
+            r.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        assert_eq!(r.headers()["vary"], "Accept");
+        let text = body(r);
+        let mut typed = std::collections::HashMap::new();
+        let mut current = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(
+                    ["counter", "gauge"].contains(&kind),
+                    "{line}: 0.0.4 has no `{kind}` here"
+                );
+                assert!(
+                    typed.insert(name.to_owned(), kind).is_none(),
+                    "{name} twice"
+                );
+                current = name.to_owned();
+            } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                assert!(!rest.contains('"'), "{line}");
+            } else {
+                assert!(!line.starts_with('#'), "{line}: not a 0.0.4 line");
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(name, current, "sample outside its family: {line}");
+            }
+        }
+        for (name, kind) in [
+            ("vigil_build_info", "gauge"),
+            ("vigil_backup_runs_total", "counter"),
+            ("vigil_config_reload_failures_total", "counter"),
+            ("process_cpu_seconds_total", "counter"),
+            ("vigil_backup_last_success_timestamp_seconds", "gauge"),
+            ("vigil_catalog_pool_connections", "gauge"),
+        ] {
+            assert_eq!(typed.get(name), Some(&kind), "{name} in\n{text}");
+        }
+        assert!(text.contains("vigil_backup_runs_total{backup_job=\"orders\"} 2\n"));
+        assert!(!text.contains("_created"), "{text}");
+    }
+
     #[test]
     fn renders_state_sets_and_no_job_label() {
         let now = Utc::now();
@@ -430,11 +527,7 @@ mod tests {
         });
         shared.set_phase(Phase::Ready);
         let metrics = Metrics::new(Arc::clone(&shared));
-        let r = metrics.render();
-        let bytes = futures::executor::block_on(r.into_body().collect())
-            .unwrap()
-            .to_bytes();
-        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let text = body(metrics.render(Format::OpenMetrics));
         assert!(text.contains("vigil_build_info{version=\""), "{text}");
         assert!(
             text.contains("vigil_health_status{status=\"warn\"} 1"),

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 mod endpoints;
+mod exposition;
 mod health;
 mod metrics;
 mod page;

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::Full;
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::exposition::Format;
 use crate::health::Shared;
 
 pub type Body = Full<Bytes>;
@@ -40,32 +41,39 @@ impl AdminState {
     }
 
     /// Whether a request may see `/health/detailed` and `/`: with
-    /// `protect_detailed`, a viewer token, under the same failure limit as
-    /// the API (so tokens cannot be guessed here either).
-    fn may_see_details<B>(&self, req: &Request<B>, peer: std::net::SocketAddr) -> bool {
+    /// `protect_detailed`, a viewer token; wrong tokens count against the
+    /// same failure limit as the API's, and only they are ever limited.
+    fn details_access<B>(&self, req: &Request<B>, peer: std::net::SocketAddr) -> DetailsAccess {
         let settings = self.auth.load();
         if !settings.protect_detailed {
-            return true;
+            return DetailsAccess::Open;
         }
-        let (_, ip, _) = super::api::call_facts(&settings, req.headers(), peer);
-        let key = super::api::limiter_key(ip);
-        let now = std::time::Instant::now();
-        if self.limiter.blocked(key, now).is_some() {
-            return false;
-        }
-        let authorization = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        match settings.tokens.authenticate(authorization) {
-            super::auth::Authn::Valid(t) => t.role.allows(super::auth::Permission::ReadDetailed),
-            super::auth::Authn::Missing => false,
-            _ => {
-                self.limiter.record_failure(key, now);
-                false
+        match super::api::authenticate(&settings.tokens, req.headers()) {
+            super::auth::Authn::Valid(t)
+                if t.role.allows(super::auth::Permission::ReadDetailed) =>
+            {
+                DetailsAccess::Open
+            }
+            super::auth::Authn::Valid(_) | super::auth::Authn::Missing => DetailsAccess::Refused,
+            super::auth::Authn::Malformed | super::auth::Authn::Invalid => {
+                let (_, ip, _) = super::api::call_facts(&settings, req.headers(), peer);
+                let key = super::api::limiter_key(ip);
+                match self.limiter.wrong_token(key, std::time::Instant::now()) {
+                    Some(wait) => DetailsAccess::Limited(wait),
+                    None => DetailsAccess::Refused,
+                }
             }
         }
     }
+}
+
+/// The answer to a request for `/health/detailed` or `/`.
+enum DetailsAccess {
+    Open,
+    /// 401: no token, or one that is not valid.
+    Refused,
+    /// 429: a wrong token from an address over the failure limit.
+    Limited(std::time::Duration),
 }
 
 const HEALTH_METHODS: &str = "GET, HEAD";
@@ -84,29 +92,57 @@ pub fn route<B>(
         "/health" if read => super::health::overall(&state.shared, &snapshot, now, verbose),
         "/health/live" if read => super::health::live(&snapshot, now, verbose),
         "/health/ready" if read => super::health::ready(&state.shared, verbose),
-        "/health/detailed" | "/" if read && !state.may_see_details(req, peer) => {
-            let mut response = json_error(
-                StatusCode::UNAUTHORIZED,
-                "`admin.protect_detailed` is on: send `Authorization: Bearer <token>` with a viewer token",
-            );
-            response.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"vigil\""),
-            );
-            response
-        }
-        "/health/detailed" if read => super::health::detailed(&state.shared, &snapshot, now),
+        path @ ("/health/detailed" | "/") if read => match state.details_access(req, peer) {
+            DetailsAccess::Open if path == "/" => {
+                super::page::render(&state.shared, &snapshot, now)
+            }
+            DetailsAccess::Open => super::health::detailed(&state.shared, &snapshot, now),
+            DetailsAccess::Refused => details_refused(),
+            DetailsAccess::Limited(wait) => details_limited(wait),
+        },
         "/health" | "/health/live" | "/health/ready" | "/health/detailed" => {
             method_not_allowed(HEALTH_METHODS)
         }
-        "/metrics" if read => state.metrics.render(),
-        "/" if read => super::page::render(&state.shared, &snapshot, now),
+        "/metrics" if read => state
+            .metrics
+            .render(Format::negotiate(accept(req).as_deref())),
         "/metrics" | "/" => method_not_allowed(HEALTH_METHODS),
         _ => json_error(
             StatusCode::NOT_FOUND,
             "no such endpoint; see / for the status page",
         ),
     }
+}
+
+fn details_refused() -> Response<Body> {
+    let mut response = json_error(
+        StatusCode::UNAUTHORIZED,
+        "`admin.protect_detailed` is on: send `Authorization: Bearer <token>` with a viewer token",
+    );
+    response.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"vigil\""),
+    );
+    response
+}
+
+fn details_limited(wait: std::time::Duration) -> Response<Body> {
+    let mut response = json_error(StatusCode::TOO_MANY_REQUESTS, super::api::TOO_MANY_FAILURES);
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        response.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+    }
+    response
+}
+
+/// Every `Accept` header's value, joined as one list.
+fn accept<B>(req: &Request<B>) -> Option<String> {
+    let values: Vec<&str> = req
+        .headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
 }
 
 /// `?verbose` or `?verbose=1|true`, kube-apiserver style.

@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL clusters and the real binary.
 //! One binary, so it links once.
 
+mod admin_truths;
 mod audit;
 mod backends;
 mod backup;
