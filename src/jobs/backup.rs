@@ -50,6 +50,8 @@ pub enum BackupError {
     Cancelled,
     #[error("{0}")]
     Files(String),
+    #[error(transparent)]
+    PassFile(#[from] crate::pipeline::pgtools::PassFileError),
 }
 
 impl BackupError {
@@ -222,7 +224,7 @@ async fn run_locked(
     let job = &ctx.job;
     let (encode, suffix) = encode_spec(ctx);
     let limits = ctx.repo.upload_limits(job.stall_timeout);
-    let env = libpq_env(&source, None);
+    let env = libpq_env(&source, None)?;
     let mut objects = Vec::new();
     let run = DumpRun {
         ctx,

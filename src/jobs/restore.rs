@@ -77,6 +77,8 @@ pub enum RestoreError {
     PgRestore { status: String, stderr: String },
     #[error("{0}")]
     Io(String),
+    #[error(transparent)]
+    PassFile(#[from] crate::pipeline::pgtools::PassFileError),
     #[error("cancelled (shutdown)")]
     Cancelled,
 }
@@ -217,7 +219,7 @@ async fn restore(
     if request.clean {
         args.extend(["--clean".into(), "--if-exists".into()]);
     }
-    let env = libpq_env(&target, None);
+    let env = libpq_env(&target, None)?;
     let parallel = request.jobs.filter(|j| *j > 1);
     match parallel {
         None => args.push("--single-transaction".into()),

@@ -56,9 +56,82 @@ pub async fn tool_version(tool: &Path) -> Result<(u32, String), String> {
         .ok_or_else(|| format!("cannot read the version of {}: {text:?}", tool.display()))
 }
 
-/// libpq environment for a connection string: credentials travel in the
-/// child's environment (`PGPASSWORD`), never on its command line.
-pub fn libpq_env(config: &tokio_postgres::Config, password: Option<&str>) -> Vec<(String, String)> {
+/// The libpq environment of one tool run. A password travels in a 0600
+/// password file named by `PGPASSFILE` (removed when this is dropped):
+/// never on the command line, and never in the environment, which `ps e`
+/// shows to root and to the same user.
+#[derive(Debug)]
+pub struct LibpqEnv {
+    vars: Vec<(String, String)>,
+    _passfile: Option<tempfile::NamedTempFile>,
+}
+
+impl std::ops::Deref for LibpqEnv {
+    type Target = [(String, String)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.vars
+    }
+}
+
+/// One `.pgpass` line matching any connection (the file serves one run):
+/// `:` and `\` are escaped as libpq expects.
+fn passfile_line(password: &str) -> String {
+    let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
+    format!("*:*:*:*:{escaped}\n")
+}
+
+/// The private password file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot write a private password file for the PostgreSQL tools in {}: {source} (set TMPDIR to a writable directory)",
+    dir.display()
+)]
+pub struct PassFileError {
+    pub dir: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// libpq environment for a connection string; the password (given, or
+/// from the string) goes to a private password file.
+pub fn libpq_env(
+    config: &tokio_postgres::Config,
+    password: Option<&str>,
+) -> Result<LibpqEnv, PassFileError> {
+    use std::io::Write;
+    let mut env = connection_env(config);
+    let password = password.map(str::to_owned).or_else(|| {
+        config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+    });
+    let passfile = match password {
+        Some(password) => {
+            let failed = |source| PassFileError {
+                dir: std::env::temp_dir(),
+                source,
+            };
+            // tempfile creates it 0600.
+            let mut file = tempfile::Builder::new()
+                .prefix("vigil-pgpass-")
+                .tempfile()
+                .map_err(failed)?;
+            file.write_all(passfile_line(&password).as_bytes())
+                .and_then(|()| file.flush())
+                .map_err(failed)?;
+            env.push(("PGPASSFILE".into(), file.path().display().to_string()));
+            Some(file)
+        }
+        None => None,
+    };
+    Ok(LibpqEnv {
+        vars: env,
+        _passfile: passfile,
+    })
+}
+
+/// Host, port, user, application, TLS mode and timeout, without secrets.
+fn connection_env(config: &tokio_postgres::Config) -> Vec<(String, String)> {
     let mut env = Vec::new();
     let hosts: Vec<String> = config
         .get_hosts()
@@ -77,14 +150,6 @@ pub fn libpq_env(config: &tokio_postgres::Config, password: Option<&str>) -> Vec
     }
     if let Some(user) = config.get_user() {
         env.push(("PGUSER".into(), user.to_owned()));
-    }
-    let password = password.map(str::to_owned).or_else(|| {
-        config
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-    });
-    if let Some(password) = password {
-        env.push(("PGPASSWORD".into(), password));
     }
     if let Some(app) = config.get_application_name() {
         env.push(("PGAPPNAME".into(), app.to_owned()));
@@ -142,18 +207,32 @@ mod tests {
         let config: tokio_postgres::Config = "postgres://backup:s3cret@db.internal:6432/orders"
             .parse()
             .unwrap();
-        let env = libpq_env(&config, None);
+        let env = libpq_env(&config, None).unwrap();
         let get = |k: &str| {
             env.iter()
                 .find(|(key, _)| key == k)
-                .map(|(_, v)| v.as_str())
+                .map(|(_, v)| v.to_owned())
         };
-        assert_eq!(get("PGHOST"), Some("db.internal"));
-        assert_eq!(get("PGPORT"), Some("6432"));
-        assert_eq!(get("PGUSER"), Some("backup"));
-        assert_eq!(get("PGPASSWORD"), Some("s3cret"));
-        let env = libpq_env(&config, Some("from-file"));
-        assert!(env.contains(&("PGPASSWORD".into(), "from-file".into())));
+        assert_eq!(get("PGHOST").as_deref(), Some("db.internal"));
+        assert_eq!(get("PGPORT").as_deref(), Some("6432"));
+        assert_eq!(get("PGUSER").as_deref(), Some("backup"));
+        assert_eq!(get("PGPASSWORD"), None, "never in the environment");
+        let passfile = std::path::PathBuf::from(get("PGPASSFILE").unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&passfile).unwrap(),
+            "*:*:*:*:s3cret\n"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&passfile).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(env);
+        assert!(!passfile.exists(), "removed after the run");
+        let env = libpq_env(&config, Some(r"a:b\c")).unwrap();
+        let passfile = env.iter().find(|(k, _)| k == "PGPASSFILE").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&passfile.1).unwrap(),
+            "*:*:*:*:a\\:b\\\\c\n"
+        );
         assert_eq!(describe_host(&config), "db.internal:6432");
     }
 }

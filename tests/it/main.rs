@@ -15,5 +15,6 @@ mod mirror;
 mod prune;
 mod s3;
 mod scheduler;
+mod secrets;
 mod signals;
 mod truth;

@@ -1,0 +1,71 @@
+//! Secrets handed to the PostgreSQL tools stay out of their environment
+//! and command line (issue 12).
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::harness::*;
+
+#[test]
+fn pg_dump_reads_the_password_from_a_private_file_removed_after_the_run() {
+    let source = fresh_db();
+    source
+        .psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let catalog = fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    std::fs::create_dir(&seen).unwrap();
+    // A pg_dump that records what it was given, then runs the real one.
+    let real = binaries().bin_dir.join("pg_dump");
+    let spy = dir.path().join("pg_dump");
+    std::fs::write(
+        &spy,
+        format!(
+            "#!/bin/sh\nenv > '{seen}/env'\necho \"$@\" > '{seen}/argv'\n\
+             if [ -n \"$PGPASSFILE\" ]; then cp \"$PGPASSFILE\" '{seen}/passfile'; \
+             stat -c %a \"$PGPASSFILE\" > '{seen}/mode'; echo \"$PGPASSFILE\" > '{seen}/path'; fi\n\
+             exec '{real}' \"$@\"\n",
+            seen = seen.display(),
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&spy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let password_file = dir.path().join("pg.password");
+    std::fs::write(&password_file, PASSWORD).unwrap();
+    let extra = format!(
+        "[repositories.local]\nscheme = \"fs\"\n[repositories.local.options]\nroot = \"{}\"\n\
+         [jobs.orders]\nkind = \"postgres\"\nsource = \"{}\"\npassword_file = \"{pw}\"\n\
+         databases = [\"{}\"]\nrepository = \"local\"\nevery = \"1h\"\npg_dump = \"{}\"\n",
+        dir.path().join("repo").display(),
+        source.url(),
+        source.name,
+        spy.display(),
+        pw = password_file.display(),
+    );
+    // Secrets from files only, so that nothing in vigil's own environment
+    // holds the password.
+    let config = dir.path().join("config.toml");
+    let text = config_text(dir.path(), &catalog.url(), &extra).replace(
+        "password = \"${TEST_PGPASSWORD}\"",
+        &format!("password_file = \"{}\"", password_file.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, stdout, stderr) = vigil_cli(&config, &["backup", "orders"], &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+
+    let read = |name: &str| std::fs::read_to_string(seen.join(name)).unwrap();
+    let environment = read("env");
+    assert!(
+        !environment.contains("PGPASSWORD") && !environment.contains(PASSWORD),
+        "the password reached pg_dump's environment:\n{environment}"
+    );
+    assert!(!read("argv").contains(PASSWORD));
+    assert_eq!(read("passfile"), format!("*:*:*:*:{PASSWORD}\n"));
+    assert_eq!(read("mode").trim(), "600");
+    let path = read("path");
+    assert!(
+        !std::path::Path::new(path.trim()).exists(),
+        "{path} was left behind"
+    );
+}
