@@ -75,7 +75,7 @@ pub struct Call {
     pub ip: std::net::IpAddr,
     pub user_agent: Option<String>,
     pub token: Option<(String, Role)>,
-    /// Rate-limited calls from this address not journalled one by one.
+    /// Refused calls from this address not journalled one by one.
     pub suppressed: u64,
 }
 
@@ -92,15 +92,16 @@ pub fn limiter_key(ip: std::net::IpAddr) -> std::net::IpAddr {
     }
 }
 
-/// Which rate-limited addresses were journalled in the current minute.
-struct RateLimitedLog(
-    std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u64)>>,
-);
+/// Which addresses had a refused call journalled in the current minute:
+/// refusals are journalled once per address and minute, with the count of
+/// those that were not, so a flood cannot fill the disk or push real
+/// events out of the queue.
+struct RefusalLog(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u64)>>);
 
-static RATE_LIMITED: std::sync::LazyLock<RateLimitedLog> =
-    std::sync::LazyLock::new(|| RateLimitedLog(Default::default()));
+static REFUSED: std::sync::LazyLock<RefusalLog> =
+    std::sync::LazyLock::new(|| RefusalLog(Default::default()));
 
-impl RateLimitedLog {
+impl RefusalLog {
     /// `Some(calls not journalled since the last one)` when this one should be.
     fn note(&self, key: std::net::IpAddr) -> Option<u64> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -201,38 +202,46 @@ pub async fn handle<B>(
         token: None,
         suppressed: 0,
     };
-    let Some(endpoint) = super::endpoints::resolve(&method, &path) else {
-        return finish(
-            api,
-            &call,
-            &method,
-            &path,
-            None,
-            "not_found",
-            error(
-                &call,
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
+    let endpoint = match super::endpoints::resolve(&method, &path) {
+        Some(Ok(e)) => e,
+        unknown => {
+            let (outcome, mut response) = match unknown {
+                Some(Err(allow)) => {
+                    let mut response = error(
+                        &call,
+                        ApiError::new(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            "method_not_allowed",
+                            format!("{path} accepts {allow}"),
+                        ),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+                    ("method_not_allowed", response)
+                }
+                _ => (
                     "not_found",
-                    format!("no endpoint {method} {path}; see the README's operator API section"),
+                    error(
+                        &call,
+                        ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "not_found",
+                            format!(
+                                "no endpoint {method} {path}; see the README's operator API section"
+                            ),
+                        ),
+                    ),
                 ),
-            ),
-        );
-    };
-    let endpoint = match endpoint {
-        Ok(e) => e,
-        Err(allow) => {
-            let mut response = error(
-                &call,
-                ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    format!("{path} accepts {allow}"),
-                ),
-            );
-            response
-                .headers_mut()
-                .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+            };
+            // Only a token holder's mistakes are journalled: anyone can
+            // send unknown paths, and each would cost a journal record.
+            let Authn::Valid(token) = authenticate(&settings.tokens, req.headers()) else {
+                tracing::debug!(request_id = %call.request_id, ip = %call.ip, %method, path, status = response.status().as_u16(), "api request to no endpoint, unauthenticated: not journalled");
+                return response;
+            };
+            call.token = Some((token.name.clone(), token.role));
+            response = finish(api, &call, &method, &path, None, outcome, response);
             return response;
         }
     };
@@ -335,27 +344,30 @@ fn refuse(
         Authn::Invalid | Authn::Valid(_) => (true, "the token is not valid"),
     };
     let key = limiter_key(call.ip);
-    if presented && let Some(wait) = limiter.wrong_token(key, Instant::now()) {
-        let response = rate_limited(call, wait);
-        // One journal event per address and minute, with the count, so a
-        // flood cannot fill the disk or push real events out of the queue.
-        return match RATE_LIMITED.note(key) {
-            Some(suppressed) => {
-                call.suppressed = suppressed;
-                (Some("rate_limited"), response)
-            }
-            None => (None, response),
-        };
+    let (outcome, response) = match presented
+        .then(|| limiter.wrong_token(key, Instant::now()))
+        .flatten()
+    {
+        Some(wait) => ("rate_limited", rate_limited(call, wait)),
+        None => {
+            let mut response = error(
+                call,
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", why),
+            );
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vigil\""),
+            );
+            ("unauthenticated", response)
+        }
+    };
+    match REFUSED.note(key) {
+        Some(suppressed) => {
+            call.suppressed = suppressed;
+            (Some(outcome), response)
+        }
+        None => (None, response),
     }
-    let mut response = error(
-        call,
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", why),
-    );
-    response.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"vigil\""),
-    );
-    (Some("unauthenticated"), response)
 }
 
 /// What a 429 says, on the API and on the protected details.
