@@ -7,6 +7,7 @@
 //! ```
 
 pub mod manifest;
+mod oplog;
 mod store;
 
 use std::path::PathBuf;

@@ -143,7 +143,7 @@ impl Repository {
             op = op.layer(opendal::layers::ConcurrentLimitLayer::new(limit));
         }
         let op = op
-            .layer(opendal::layers::LoggingLayer::default())
+            .layer(opendal::layers::LoggingLayer::new(super::oplog::OpLog))
             .layer(
                 opendal::layers::TimeoutLayer::new()
                     .with_timeout(config.request_timeout)

@@ -1,7 +1,7 @@
 //! Manifests are cross-checked against their place and the clock, never
-//! trusted blindly. Real pg_dump, real catalog, the real binary, an fs
-//! repository; the job keeps the shipped defaults (no max_age, default
-//! retention) unless a test says so.
+//! trusted blindly; a failed backup removes what it wrote. Real pg_dump,
+//! real catalog, the real binary, an fs repository; the job keeps the
+//! shipped defaults (no max_age, default retention) unless a test says so.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -208,4 +208,48 @@ fn prune_never_deletes_a_kept_backup_through_a_flipped_backup_id() {
         .psql("SELECT count(*) FROM vigil.cleanup_history")
         .unwrap();
     assert_eq!(history, "0");
+}
+
+#[test]
+fn a_failed_backup_leaves_no_directory_and_no_warnings_behind() {
+    let s = setup(Some("no_such_database"), "");
+    for _ in 0..2 {
+        let (code, _, stderr) = vigil_cli(&s.config, &["backup", "orders"], &ENV);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("no_such_database"), "{stderr}");
+        // The failure is reported; the not-found answers of allocating an
+        // id and checking for a manifest are not warnings.
+        assert!(!stderr.contains("NotFound"), "{stderr}");
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let backups = s.repo.join("orders/backups");
+    let left: Vec<_> = std::fs::read_dir(&backups)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // Nothing for list (or a later run) to warn about.
+    let (code, stdout, stderr) = vigil_cli(&s.config, &["list", "orders"], &ENV);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr, "", "{stdout}");
+    let runs = s
+        .catalog
+        .psql("SELECT string_agg(status, ',') FROM vigil.executions WHERE kind = 'backup'")
+        .unwrap();
+    assert_eq!(runs, "failed,failed");
+}
+
+#[test]
+fn a_killed_runs_leftover_is_noted_once_not_warned_per_read() {
+    let s = setup(None, "");
+    // What a run killed before its commit leaves: data, no manifest.
+    let leftover = backup_dir(&s, "20261127T000000Z");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("orders.dump.zst"), b"partial").unwrap();
+    let (code, stdout, stderr) = vigil_cli(&s.config, &["list", "orders"], &ENV);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "note: orders: 1 uncommitted leftover(s) (never finished; prune removes them)",
+        "{stdout}"
+    );
 }
