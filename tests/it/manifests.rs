@@ -11,7 +11,7 @@ use crate::harness::{PASSWORD, TestDb, Vigil, config_text, fresh_db, vigil_cli};
 const ENV: [(&str, &str); 1] = [("TEST_PGPASSWORD", PASSWORD)];
 
 struct Setup {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     config: PathBuf,
     repo: PathBuf,
     /// The `[repositories]` and `[jobs]` sections, for a daemon.
@@ -35,7 +35,7 @@ fn setup(database: Option<&str>, retention: &str) -> Setup {
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_text(dir.path(), &catalog.url(), &jobs)).unwrap();
     Setup {
-        _dir: dir,
+        dir,
         config,
         repo,
         jobs,
@@ -251,5 +251,36 @@ fn a_killed_runs_leftover_is_noted_once_not_warned_per_read() {
         stderr.trim(),
         "note: orders: 1 uncommitted leftover(s) (never finished; prune removes them)",
         "{stdout}"
+    );
+}
+
+#[test]
+fn a_mirror_does_not_carry_a_damaged_manifest() {
+    let mut s = setup(None, "");
+    let remote = s.dir.path().join("remote");
+    s.jobs.push_str(&format!(
+        "[repositories.remote]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n\
+         [jobs.offsite]\nkind = \"mirror\"\nrepository = \"local\"\nmirror_to = \"remote\"\nevery = \"1h\"\n",
+        remote.display()
+    ));
+    std::fs::write(
+        &s.config,
+        config_text(s.dir.path(), &s.catalog.url(), &s.jobs),
+    )
+    .unwrap();
+    let (older, newer) = two_backups(&s);
+    edit_manifest(&s, &older, "backupId", |l| l.replace(&older, &newer));
+
+    let (code, _, stderr) = vigil_cli(&s.config, &["backup", "offsite"], &ENV);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("damaged manifest") && stderr.contains(&older),
+        "{stderr}"
+    );
+    let mirrored = |id: &str| remote.join("orders/backups").join(id).join("manifest.json");
+    assert!(mirrored(&newer).exists());
+    assert!(
+        !mirrored(&older).exists(),
+        "the damaged manifest was copied"
     );
 }
