@@ -140,12 +140,13 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Res
         bail!("no jobs are configured");
     }
     let mut all = Vec::new();
+    let mut damaged = Vec::new();
     for name in jobs {
         let job = &config.jobs[name];
         let repo = Repository::open(&job.repository, &config.repositories[&job.repository])?;
         let listing = repo.list(name).await?;
         for (id, why) in &listing.damaged {
-            eprintln!("warning: {name}/{id}: unreadable manifest: {why}");
+            eprintln!("warning: {name}/{id}: damaged manifest, not a backup: {why}");
         }
         if !listing.uncommitted.is_empty() {
             eprintln!(
@@ -154,9 +155,19 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Res
             );
         }
         all.extend(listing.backups);
+        damaged.extend(listing.damaged.into_iter().map(|(id, why)| (name, id, why)));
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        // Damaged ones follow the backups, marked by a `damaged` key that
+        // committed backups never have.
+        let mut entries: Vec<serde_json::Value> = all
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()?;
+        entries.extend(damaged.iter().map(
+            |(job, id, why)| serde_json::json!({ "job": job, "backupId": id, "damaged": why }),
+        ));
+        println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());
     }
     println!(
@@ -176,6 +187,9 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Res
             m.database_names().join(","),
             if m.encryption.is_some() { " (age)" } else { "" },
         );
+    }
+    for (job, id, why) in &damaged {
+        println!("{job:<12} {id:<22} DAMAGED (not a backup): {why}");
     }
     Ok(())
 }
@@ -247,7 +261,9 @@ pub async fn prune(
             .map(|(job, o)| {
                 serde_json::json!({ "job": job, "dryRun": o.dry_run, "plan": o.plan, "freedBytes": o.plan.freed_bytes(),
                     "deleted": o.deleted.iter().map(|(id, _)| id).collect::<Vec<_>>(),
-                    "collected": o.collected, "youngLeftovers": o.young_leftovers })
+                    "collected": o.collected, "youngLeftovers": o.young_leftovers,
+                    "skipped": o.skipped.iter().map(|(id, why)| serde_json::json!({ "backupId": id, "reason": why })).collect::<Vec<_>>(),
+                    "damaged": o.damaged.iter().map(|(id, why)| serde_json::json!({ "backupId": id, "reason": why })).collect::<Vec<_>>() })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -267,6 +283,12 @@ pub async fn prune(
                     if d.keep { "keep" } else { "forget" },
                     d.reasons.join(", ")
                 );
+            }
+            for (id, why) in &outcome.damaged {
+                println!("  {id:<22} damaged, left alone: {why}");
+            }
+            for (id, why) in &outcome.skipped {
+                println!("  {id:<22} not deleted: {why}; the next prune plans again");
             }
             if let Some(why) = &outcome.plan.refused {
                 println!("  nothing deleted: {why}");

@@ -416,6 +416,12 @@ fn encode_jobs(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result
     )?;
     gauges(
         enc,
+        "vigil_backup_damaged_manifests",
+        "Backup directories whose manifest is unreadable or contradicts its path or the clock (not counted as backups).",
+        jobs.iter().map(|(j, s)| (label(j), s.damaged.len() as u64)),
+    )?;
+    gauges(
+        enc,
         "vigil_backup_oldest_timestamp_seconds",
         "Finish time of the oldest committed backup (0: none).",
         jobs.iter().map(|(j, s)| (label(j), ts(s.oldest))),

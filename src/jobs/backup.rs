@@ -15,6 +15,7 @@ use super::{JobContext, Trigger, lock};
 use crate::config::{Compression, Databases};
 use crate::pipeline::pgtools::{describe_host, find_tool, libpq_env, tool_version};
 use crate::pipeline::upload::{EncodeSpec, PipelineError, Upload, UploadLimits, upload_child};
+use crate::repo::RepoError;
 use crate::repo::manifest::{
     CompressionFacts, EncryptionFacts, FORMAT_VERSION, Manifest, ObjectEntry, SourceFacts,
     object_name,
@@ -74,6 +75,23 @@ impl BackupError {
 pub struct Progress {
     /// Raw bytes read from the source so far (current object).
     pub source_bytes: Arc<AtomicU64>,
+    /// The backup id this run writes under, once allocated: kept outside
+    /// the run so its leftovers can be removed even when the run is
+    /// dropped (max_duration).
+    backup_id: std::sync::Mutex<Option<String>>,
+}
+
+impl Progress {
+    fn set_backup_id(&self, id: &str) {
+        *self.backup_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.to_owned());
+    }
+
+    fn take_backup_id(&self) -> Option<String> {
+        self.backup_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
 }
 
 /// Runs one backup of `ctx` now. Holds the job's lock for the whole run.
@@ -148,6 +166,7 @@ pub async fn run_scheduled(
             humantime::format_duration(ctx.job.max_duration).to_string(),
         )),
     };
+    let written = progress.take_backup_id();
     match &result {
         Ok(m) => {
             tracing::info!(job = %ctx.name, backup = %m.backup_id, stored_bytes = m.stored_bytes(), source_bytes = m.raw_bytes(), "backup committed");
@@ -174,6 +193,9 @@ pub async fn run_scheduled(
         Err(e) => {
             let message = ctx.redact(&e.to_string());
             tracing::warn!(job = %ctx.name, error = %message, "backup failed");
+            if let Some(id) = &written {
+                discard_leftovers(ctx, id).await;
+            }
             ctx.journal.emit(ctx.event(
                 "backup.failed",
                 serde_json::json!({ "trigger": trigger.as_str(), "status": e.status(), "error": message }),
@@ -220,7 +242,7 @@ async fn run_locked(
         )));
     }
 
-    let backup_id = allocate_id(ctx, started_at).await?;
+    let backup_id = allocate_id(ctx, started_at, progress).await?;
     let job = &ctx.job;
     let (encode, suffix) = encode_spec(ctx);
     let limits = ctx.repo.upload_limits(job.stall_timeout);
@@ -294,18 +316,47 @@ async fn run_locked(
     Ok(manifest)
 }
 
-/// A fresh backup id for a run started at `started_at`.
+/// A fresh backup id for a run started at `started_at`, noted in
+/// `progress` so a failed run can remove what it wrote under it.
 pub(super) async fn allocate_id(
     ctx: &JobContext,
     started_at: chrono::DateTime<Utc>,
+    progress: &Progress,
 ) -> Result<String, BackupError> {
     let mut attempt = 0;
     loop {
         let id = crate::repo::backup_id(started_at, attempt);
         if !ctx.repo.backup_exists(&ctx.name, &id).await? {
+            progress.set_backup_id(&id);
             return Ok(id);
         }
         attempt += 1;
+    }
+}
+
+/// Best effort after a failed run: removes what it wrote under its backup
+/// directory, so nothing is left for prune to collect (and no leftover is
+/// reported run after run). A directory holding a manifest is never
+/// touched: that is a committed backup, whatever the run reported.
+async fn discard_leftovers(ctx: &JobContext, backup_id: &str) {
+    match ctx.repo.read_manifest(&ctx.name, backup_id).await {
+        Err(RepoError::NoSuchBackup { .. }) => {}
+        Ok(_) => {
+            tracing::warn!(job = %ctx.name, backup = %backup_id, "the failed run's manifest exists: left in place as a committed backup");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(job = %ctx.name, backup = %backup_id, error = %ctx.redact(&e.to_string()), "the failed run's leftovers were not removed (its manifest cannot be checked); prune collects them after orphan_grace");
+            return;
+        }
+    }
+    match ctx.repo.delete_leftovers(&ctx.name, backup_id).await {
+        Ok(()) => {
+            tracing::info!(job = %ctx.name, backup = %backup_id, "removed what the failed run wrote")
+        }
+        Err(e) => {
+            tracing::warn!(job = %ctx.name, backup = %backup_id, error = %ctx.redact(&e.to_string()), "the failed run's leftovers were not removed; prune collects them after orphan_grace")
+        }
     }
 }
 

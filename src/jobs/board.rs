@@ -42,6 +42,8 @@ pub struct JobState {
     pub next_run: Option<DateTime<Utc>>,
     /// The repository's manifests have been read since start-up.
     pub restored: bool,
+    /// Damaged manifests in the repository, `(directory, why)`: not backups.
+    pub damaged: Vec<(String, String)>,
     pub prune: PruneState,
 }
 

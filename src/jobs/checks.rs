@@ -351,17 +351,31 @@ pub fn grade_retention(state: &JobState) -> Observation {
         .with_detail("freedBytes", p.freed_bytes_total)
 }
 
-/// Grades the catalog/repository cross-check of the last prune.
+/// Grades the catalog/repository cross-check of the last prune and the
+/// repository's damaged manifests.
 pub fn grade_consistency(state: &JobState) -> Observation {
     let p = &state.prune;
-    let disagreements = p.missing_from_repository.len() + p.unknown_to_catalog.len();
+    let disagreements =
+        p.missing_from_repository.len() + p.unknown_to_catalog.len() + state.damaged.len();
+    let damaged: Vec<String> = state
+        .damaged
+        .iter()
+        .map(|(id, why)| format!("{id} ({why})"))
+        .collect();
     let observation = Observation::new(Status::Pass, Some(disagreements as f64), None)
         .with_detail("missingFromRepository", p.missing_from_repository.clone())
-        .with_detail("unknownToCatalog", p.unknown_to_catalog.clone());
+        .with_detail("unknownToCatalog", p.unknown_to_catalog.clone())
+        .with_detail("damagedManifests", damaged.clone());
     if disagreements == 0 {
         return observation;
     }
     let mut parts = Vec::new();
+    if !damaged.is_empty() {
+        parts.push(format!(
+            "damaged manifests, not counted as backups (inspect them; prune leaves them alone): {}",
+            damaged.join("; ")
+        ));
+    }
     if !p.missing_from_repository.is_empty() {
         parts.push(format!(
             "recorded in the catalog but missing from the repository: {}",
@@ -550,6 +564,18 @@ mod tests {
         s.prune.last_error = Some("plan refused".into());
         assert_eq!(grade_retention(&s).status, Status::Warn);
         assert_eq!(grade_consistency(&s).status, Status::Pass);
+        s.damaged = vec![(
+            "20261124T000000Z".into(),
+            "manifest's finishedAt lies in the future".into(),
+        )];
+        let c = grade_consistency(&s);
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.output
+                .unwrap()
+                .contains("20261124T000000Z (manifest's finishedAt lies in the future)")
+        );
+        s.damaged.clear();
         s.prune.missing_from_repository = vec!["20261123T000000Z".into()];
         let c = grade_consistency(&s);
         assert_eq!(c.status, Status::Warn);

@@ -31,7 +31,7 @@ pub(super) async fn run(
         one_file_system: job.one_file_system,
         follow_symlinks: job.follow_symlinks,
     };
-    let backup_id = allocate_id(ctx, started_at).await?;
+    let backup_id = allocate_id(ctx, started_at, progress).await?;
     let (encode, suffix) = encode_spec(ctx);
     let name = object_name(&suffix);
     let path = ctx.repo.object_path(&ctx.name, &backup_id, &name);

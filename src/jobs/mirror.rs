@@ -37,6 +37,13 @@ fn split_backup(relative: &str) -> Option<(&str, &str)> {
     (backups == "backups" && segments.next().is_none()).then_some((dir, name))
 }
 
+/// `<job>/backups/<id>` → `(job, id)`.
+fn backup_place(dir: &str) -> (&str, &str) {
+    let job = dir.split('/').next().unwrap_or_default();
+    let id = dir.rsplit('/').next().unwrap_or_default();
+    (job, id)
+}
+
 /// One mirror pass from `source` to `dest`.
 pub async fn mirror(
     source: &Repository,
@@ -106,12 +113,17 @@ async fn mirror_backup(
 ) -> Result<(), RepoError> {
     let manifest_rel = format!("{dir}/{MANIFEST}");
     let manifest_bytes = source.read_small(&manifest_rel).await?;
-    let manifest = match Manifest::decode(&manifest_bytes) {
+    // Checked against its place like any listing does: a damaged manifest
+    // at the source is reported, never carried to the destination.
+    let (job, id) = backup_place(dir);
+    let checked = Manifest::decode(&manifest_bytes)
+        .and_then(|m| m.check_place(job, id, Utc::now()).map(|()| m));
+    let manifest = match checked {
         Ok(m) => m,
         Err(e) => {
             report.failed.push((
                 manifest_rel,
-                format!("unreadable manifest at the source: {e}"),
+                format!("damaged manifest at the source (not mirrored): {e}"),
             ));
             return Ok(());
         }
@@ -346,5 +358,9 @@ mod tests {
         assert_eq!(split_backup("orders/pins/20261123T0700Z"), None);
         assert_eq!(split_backup("orders/backups/x/y/z"), None);
         assert_eq!(split_backup("manifest.json"), None);
+        assert_eq!(
+            backup_place("orders/backups/20261123T0700Z"),
+            ("orders", "20261123T0700Z")
+        );
     }
 }

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use super::executions::{self, Finish};
 use super::{JobContext, Trigger, lock};
-use crate::repo::RepoError;
+use crate::repo::{Deletion, RepoError};
 use crate::retention::{Candidate, JobFacts, Plan, plan};
 
 #[derive(Debug, Error)]
@@ -50,13 +50,12 @@ pub struct PruneOutcome {
     pub collected: Vec<String>,
     /// Leftovers still inside their grace period.
     pub young_leftovers: Vec<String>,
+    /// `(backup id, why)`: planned for deletion but left alone because the
+    /// manifest changed between planning and deleting.
+    pub skipped: Vec<(String, String)>,
+    /// `(directory, why)`: damaged manifests seen while planning (never pruned).
+    pub damaged: Vec<(String, String)>,
     pub dry_run: bool,
-}
-
-/// The plan for the job as it stands (no lock, no deletion).
-pub async fn preview(ctx: &JobContext, facts: JobFacts) -> Result<Plan, PruneError> {
-    let listing = ctx.repo.list(&ctx.name).await?;
-    plan_for(ctx, &listing, facts).await
 }
 
 async fn plan_for(
@@ -109,7 +108,8 @@ pub async fn run(
         last_run_failed: failed,
     };
     if dry_run {
-        let plan = preview(ctx, facts).await?;
+        let listing = ctx.repo.list(&ctx.name).await?;
+        let plan = plan_for(ctx, &listing, facts).await?;
         ctx.journal
             .emit(ctx.event("prune.planned", plan_event(&plan, trigger, true)));
         return Ok(PruneOutcome {
@@ -117,6 +117,8 @@ pub async fn run(
             deleted: vec![],
             collected: vec![],
             young_leftovers: vec![],
+            skipped: vec![],
+            damaged: listing.damaged,
             dry_run,
         });
     }
@@ -163,10 +165,20 @@ async fn apply(
     )
     .await;
     let mut deleted = Vec::new();
+    let mut skipped = Vec::new();
     let mut failure = None;
     for d in plan.forget() {
-        match ctx.repo.delete_backup(&ctx.name, &d.id).await {
-            Ok(()) => {
+        // The listing only holds manifests whose id is their directory, so
+        // the plan's id names the directory; the deletion re-reads it first.
+        let Some(planned) = listing.backups.iter().find(|m| m.backup_id == d.id) else {
+            continue;
+        };
+        match ctx.repo.delete_planned(&ctx.name, &d.id, planned).await {
+            Ok(Deletion::Skipped(why)) => {
+                tracing::warn!(job = %ctx.name, backup = %d.id, reason = %why, "not pruned: the backup changed since the plan; the next prune plans again");
+                skipped.push((d.id.clone(), why));
+            }
+            Ok(Deletion::Deleted) => {
                 tracing::info!(job = %ctx.name, backup = %d.id, freed_bytes = d.stored_bytes, "backup pruned");
                 record(
                     ctx,
@@ -224,13 +236,13 @@ async fn apply(
     }
     let freed: u64 = deleted.iter().map(|(_, b)| b).sum();
     let message = failure.as_ref().map(|e| e.to_string());
-    if !deleted.is_empty() || !collected.is_empty() || failure.is_some() {
+    if !deleted.is_empty() || !collected.is_empty() || !skipped.is_empty() || failure.is_some() {
         let ids: Vec<&str> = deleted.iter().map(|(id, _)| id.as_str()).collect();
         // What was deleted is recorded whatever the journal's state: held
         // until it can be written, synced then.
         ctx.journal.record(ctx.event(
             "prune.deleted",
-            serde_json::json!({ "deleted": ids, "collected": collected, "freed_bytes": freed, "error": message }),
+            serde_json::json!({ "deleted": ids, "collected": collected, "skipped": skipped, "freed_bytes": freed, "error": message }),
         ));
     }
     let end = Finish {
@@ -253,6 +265,8 @@ async fn apply(
             deleted,
             collected,
             young_leftovers,
+            skipped,
+            damaged: listing.damaged,
             dry_run: false,
         }),
     }

@@ -21,11 +21,12 @@ pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), Stri
     }
     let listing = ctx.repo.list(&ctx.name).await.map_err(|e| e.to_string())?;
     for (id, why) in &listing.damaged {
-        tracing::warn!(job = %ctx.name, backup = %id, error = %why, "unreadable manifest");
+        tracing::warn!(job = %ctx.name, backup = %id, error = %why, "damaged manifest: not counted as a backup");
     }
-    shared
-        .jobs
-        .update(&ctx.name, |s| s.restore_from(&listing.backups));
+    shared.jobs.update(&ctx.name, |s| {
+        s.restore_from(&listing.backups);
+        s.damaged = listing.damaged.clone();
+    });
     tracing::info!(job = %ctx.name, backups = listing.backups.len(), last_success = ?listing.backups.last().map(|m| m.finished_at), "job state restored from the repository");
     Ok(())
 }
@@ -108,9 +109,10 @@ async fn follow_other_run(
         };
         let newest = listing.backups.iter().map(|m| m.finished_at).max();
         if newest > known {
-            shared
-                .jobs
-                .update(&ctx.name, |s| s.restore_from(&listing.backups));
+            shared.jobs.update(&ctx.name, |s| {
+                s.restore_from(&listing.backups);
+                s.damaged = listing.damaged.clone();
+            });
             return;
         }
     }
@@ -144,6 +146,7 @@ pub async fn prune_and_record(
                 s.prune.last_error = None;
                 s.prune.deleted_total += outcome.deleted.len() as u64;
                 s.prune.freed_bytes_total += outcome.deleted.iter().map(|(_, b)| b).sum::<u64>();
+                s.damaged = outcome.damaged.clone();
             }
             Err(e) => s.prune.last_error = Some(ctx.redact(&e.to_string())),
         }

@@ -8,6 +8,11 @@ use thiserror::Error;
 /// Bumped on incompatible changes; readers refuse newer formats.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// How far a manifest's times may lie ahead of this host's clock (clocks of
+/// writer and reader drift apart); beyond it the manifest is damaged, so a
+/// flipped bit in a year cannot keep a job "fresh" for ever.
+pub const MAX_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
@@ -100,6 +105,21 @@ pub enum ManifestError {
     TooNew { found: u32 },
     #[error("manifest is inconsistent: {0}")]
     Invalid(String),
+    #[error("manifest says {field} {found:?} but lies under {expected:?}")]
+    Misplaced {
+        field: &'static str,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "manifest's {field} {at} lies in the future (this host's clock says {now}; {} allowed for clock skew)",
+        humantime::format_duration(MAX_CLOCK_SKEW.to_std().unwrap_or_default())
+    )]
+    FromTheFuture {
+        field: &'static str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
 }
 
 impl Manifest {
@@ -142,6 +162,36 @@ impl Manifest {
             }
             if o.name.is_empty() || o.name.contains('/') || o.name == "manifest.json" {
                 return invalid(format!("object name {:?} is not a plain file name", o.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Cross-checks the manifest against where it was read (`<job>/backups/<dir>/`)
+    /// and the clock: its content is never trusted on its own.
+    pub fn check_place(
+        &self,
+        job: &str,
+        dir: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ManifestError> {
+        let misplaced = |field, found: &str, expected: &str| ManifestError::Misplaced {
+            field,
+            found: found.to_owned(),
+            expected: expected.to_owned(),
+        };
+        if self.backup_id != dir {
+            return Err(misplaced("backupId", &self.backup_id, dir));
+        }
+        if self.job != job {
+            return Err(misplaced("job", &self.job, job));
+        }
+        for (field, at) in [
+            ("startedAt", self.started_at),
+            ("finishedAt", self.finished_at),
+        ] {
+            if at > now + MAX_CLOCK_SKEW {
+                return Err(ManifestError::FromTheFuture { field, at, now });
             }
         }
         Ok(())
@@ -289,6 +339,55 @@ pub(crate) mod tests {
         assert!(matches!(
             Manifest::decode(b"garbage"),
             Err(ManifestError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn a_manifest_must_match_its_place_and_the_clock() {
+        let m = sample();
+        let now = m.finished_at;
+        assert_eq!(m.check_place("orders", &m.backup_id, now), Ok(()));
+        // Within the allowed skew: a writer whose clock runs a little ahead.
+        assert_eq!(
+            m.check_place("orders", &m.backup_id, now - MAX_CLOCK_SKEW),
+            Ok(())
+        );
+        assert!(matches!(
+            m.check_place("orders", "20261123T073245Z", now),
+            Err(ManifestError::Misplaced {
+                field: "backupId",
+                ..
+            })
+        ));
+        assert!(matches!(
+            m.check_place("billing", &m.backup_id, now),
+            Err(ManifestError::Misplaced { field: "job", .. })
+        ));
+        let mut future = sample();
+        future.finished_at = DateTime::parse_from_rfc3339("3026-11-23T07:32:49Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let err = future
+            .check_place("orders", &future.backup_id, now)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ManifestError::FromTheFuture {
+                    field: "finishedAt",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("3026-11-23"), "{err}");
+        let late = m.started_at - MAX_CLOCK_SKEW - chrono::TimeDelta::seconds(1);
+        assert!(matches!(
+            m.check_place("orders", &m.backup_id, late),
+            Err(ManifestError::FromTheFuture {
+                field: "startedAt",
+                ..
+            })
         ));
     }
 

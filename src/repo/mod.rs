@@ -7,6 +7,7 @@
 //! ```
 
 pub mod manifest;
+mod oplog;
 mod store;
 
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 pub use manifest::{Manifest, ObjectEntry};
-pub use store::{Listing, Repository};
+pub use store::{Deletion, Listing, Repository};
 
 pub const MANIFEST: &str = "manifest.json";
 /// Inside an fs repository's root: opendal's temp files before rename.

@@ -86,10 +86,20 @@ impl Guarantees {
 pub struct Listing {
     /// Ordered by finish time, oldest first.
     pub backups: Vec<Manifest>,
-    /// Backup directories with an unreadable manifest: `(id, why)`.
+    /// Backup directories whose manifest is unreadable or contradicts its
+    /// place or the clock: `(directory, why)`. Never backups: not newest,
+    /// not fresh, not pruned.
     pub damaged: Vec<(String, String)>,
     /// Directories without a manifest: uncommitted leftovers (garbage).
     pub uncommitted: Vec<String>,
+}
+
+/// What [`Repository::delete_planned`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// Left alone: the manifest no longer matches the plan (why).
+    Skipped(String),
 }
 
 impl Repository {
@@ -133,7 +143,7 @@ impl Repository {
             op = op.layer(opendal::layers::ConcurrentLimitLayer::new(limit));
         }
         let op = op
-            .layer(opendal::layers::LoggingLayer::default())
+            .layer(opendal::layers::LoggingLayer::new(super::oplog::OpLog))
             .layer(
                 opendal::layers::TimeoutLayer::new()
                     .with_timeout(config.request_timeout)
@@ -276,11 +286,16 @@ impl Repository {
             }
             Err(e) => return Err(self.storage_err("cannot read", &path, e)),
         };
-        Manifest::decode(&bytes).map_err(|e| RepoError::BadManifest {
+        let bad = |e: super::manifest::ManifestError| RepoError::BadManifest {
             repo: self.name.clone(),
-            path,
+            path: path.clone(),
             detail: e.to_string(),
-        })
+        };
+        let manifest = Manifest::decode(&bytes).map_err(bad)?;
+        manifest
+            .check_place(job, backup_id, chrono::Utc::now())
+            .map_err(bad)?;
+        Ok(manifest)
     }
 
     /// Every backup of `job`, from the repository alone.
@@ -457,6 +472,28 @@ impl Repository {
             .await
             .map_err(|e| self.storage_err("cannot delete", &manifest, e))?;
         self.delete_leftovers(job, backup_id).await
+    }
+
+    /// Deletes the backup in directory `dir` as planned: only while its
+    /// manifest still reads exactly as `planned` (what retention decided on).
+    pub async fn delete_planned(
+        &self,
+        job: &str,
+        dir: &str,
+        planned: &Manifest,
+    ) -> Result<Deletion, RepoError> {
+        let changed = match self.read_manifest(job, dir).await {
+            Ok(current) if current == *planned => None,
+            Ok(_) => Some("its manifest changed since the plan was made".to_owned()),
+            Err(RepoError::NoSuchBackup { .. }) => Some("its manifest is gone".to_owned()),
+            Err(RepoError::BadManifest { detail, .. }) => Some(detail),
+            Err(e) => return Err(e),
+        };
+        if let Some(why) = changed {
+            return Ok(Deletion::Skipped(why));
+        }
+        self.delete_backup(job, dir).await?;
+        Ok(Deletion::Deleted)
     }
 
     /// When anything under a backup directory was last written.
@@ -705,5 +742,80 @@ impl Repository {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.storage_err("cannot list", &path, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::manifest::tests::sample;
+
+    fn fs_repo(root: &std::path::Path) -> Repository {
+        let config: RepositoryConfig = toml::from_str(&format!(
+            "scheme = \"fs\"\noptions = {{ root = \"{}\" }}\n",
+            root.display()
+        ))
+        .unwrap();
+        Repository::open("local", &config).unwrap()
+    }
+
+    /// A committed backup of `sample()`, finished just now.
+    async fn committed(repo: &Repository) -> Manifest {
+        let mut m = sample();
+        m.finished_at = chrono::Utc::now();
+        m.started_at = m.finished_at - chrono::Duration::seconds(5);
+        let data = repo.object_path(&m.job, &m.backup_id, &m.objects[0].name);
+        repo.op.write(&data, "data").await.unwrap();
+        repo.commit_manifest(&m).await.unwrap();
+        m
+    }
+
+    #[tokio::test]
+    async fn a_planned_deletion_is_skipped_when_the_manifest_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fs_repo(dir.path());
+        let planned = committed(&repo).await;
+        let backup = dir.path().join("orders/backups").join(&planned.backup_id);
+        let mut changed = planned.clone();
+        changed.objects[0].stored_bytes += 1;
+        std::fs::write(backup.join(MANIFEST), changed.encode()).unwrap();
+
+        let outcome = repo
+            .delete_planned("orders", &planned.backup_id, &planned)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Deletion::Skipped(ref why) if why.contains("changed")));
+        assert!(backup.join(MANIFEST).exists() && backup.join("orders.dump.zst").exists());
+
+        let outcome = repo
+            .delete_planned("orders", &planned.backup_id, &changed)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Deletion::Deleted);
+        assert!(!backup.join(MANIFEST).exists());
+        assert!(!backup.join("orders.dump.zst").exists());
+    }
+
+    #[tokio::test]
+    async fn a_manifest_that_contradicts_its_place_is_listed_as_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fs_repo(dir.path());
+        let good = committed(&repo).await;
+        let mut other = good.clone();
+        other.backup_id = "20261123T073245Z".into();
+        let path = dir.path().join("orders/backups").join(&other.backup_id);
+        std::fs::create_dir_all(&path).unwrap();
+        // Claims the first backup's id from another directory.
+        std::fs::write(path.join(MANIFEST), good.encode()).unwrap();
+
+        let listing = repo.list("orders").await.unwrap();
+        assert_eq!(listing.backups, vec![good.clone()]);
+        assert_eq!(listing.damaged.len(), 1);
+        assert_eq!(listing.damaged[0].0, other.backup_id);
+        assert!(
+            listing.damaged[0].1.contains("backupId"),
+            "{:?}",
+            listing.damaged
+        );
     }
 }

@@ -11,6 +11,7 @@ mod files;
 mod harness;
 mod health;
 mod logrotate;
+mod manifests;
 mod mirror;
 mod prune;
 mod s3;

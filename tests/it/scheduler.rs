@@ -168,6 +168,13 @@ fn walk_manifests(root: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Backup directories of `orders`, committed or not.
+fn backup_dirs(root: &std::path::Path) -> usize {
+    std::fs::read_dir(root.join("orders/backups"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 /// A session holding an exclusive lock on `t`, so pg_dump waits (and sends nothing).
 pub(crate) fn hold_lock(db: &TestDb) -> Child {
     let mut child = Command::new(
@@ -249,6 +256,11 @@ fn sigterm_during_a_backup_aborts_it() {
         0,
         "no manifest after an aborted run"
     );
+    assert_eq!(
+        backup_dirs(repo.path()),
+        0,
+        "the aborted run removed its directory"
+    );
 }
 
 #[test]
@@ -283,6 +295,11 @@ fn a_stalled_source_trips_the_stall_timeout() {
         .psql("SELECT status || ' ' || (error LIKE '%stalled%') FROM vigil.executions")
         .unwrap();
     assert_eq!(row, "failed true");
+    assert_eq!(
+        backup_dirs(&dir.path().join("repo")),
+        0,
+        "the stalled run removed its directory"
+    );
 }
 
 #[test]
