@@ -85,7 +85,7 @@ pub async fn last_run_failed(ctx: &JobContext) -> Result<bool, String> {
         .catalog
         .get()
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|e| crate::catalog::describe(&e))?;
     let row = client
         .query_opt(
             "SELECT status FROM vigil.executions WHERE job = $1 AND kind = 'backup' \
@@ -265,8 +265,11 @@ async fn record(
     freed: u64,
     reason: &str,
 ) {
+    if ctx.catalog.is_closed() {
+        return;
+    }
     let result = async {
-        let client = ctx.catalog.get().await.map_err(|e| e.to_string())?;
+        let client = ctx.catalog.get().await.map_err(|e| crate::catalog::describe(&e))?;
         client
             .execute(
                 "INSERT INTO vigil.cleanup_history (execution_id, job, repository, backup_id, action, reasons, freed_bytes) \
@@ -302,7 +305,7 @@ pub async fn cross_check(
         .catalog
         .get()
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|e| crate::catalog::describe(&e))?;
     let rows = client
         .query(
             "SELECT backup_id FROM vigil.executions e WHERE job = $1 AND kind = 'backup' AND status = 'succeeded' \
