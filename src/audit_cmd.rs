@@ -50,10 +50,11 @@ async fn table_rows(
     journal: Option<&str>,
 ) -> Result<(String, Vec<TableRow>), String> {
     let pool = crate::catalog::pool(&config.catalog).map_err(|e| e.to_string())?;
+    let addr = crate::catalog::address(&config.catalog);
     let client = tokio::time::timeout(Duration::from_secs(5), pool.get())
         .await
-        .map_err(|_| "the catalog did not answer within 5 s".to_owned())?
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|_| format!("the catalog at {addr} did not answer within 5 s"))?
+        .map_err(|e| format!("catalog at {addr}: {}", crate::catalog::describe(&e)))?;
     let journal = match journal {
         Some(j) => j.to_owned(),
         None => client
@@ -222,10 +223,18 @@ pub fn show(
             if json {
                 println!("{line}");
             } else {
-                let actor = match &record.actor.role {
-                    Some(role) => format!("{}:{} ({role})", record.actor.kind, record.actor.name),
-                    None if record.actor.kind == record.actor.name => record.actor.kind.clone(),
-                    None => format!("{}:{}", record.actor.kind, record.actor.name),
+                let actor = match (&record.actor.role, &record.actor.claimed) {
+                    (Some(role), _) => {
+                        format!("{}:{} ({role})", record.actor.kind, record.actor.name)
+                    }
+                    (None, Some(claimed)) => format!(
+                        "{}:{} (claims {claimed})",
+                        record.actor.kind, record.actor.name
+                    ),
+                    (None, None) if record.actor.kind == record.actor.name => {
+                        record.actor.kind.clone()
+                    }
+                    (None, None) => format!("{}:{}", record.actor.kind, record.actor.name),
                 };
                 println!(
                     "{} {:>6} {:<24} {:<24} {}",
