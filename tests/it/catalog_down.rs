@@ -317,3 +317,25 @@ fn pin_unpin_and_restore_journal_only_what_happened() {
     assert_eq!(s.events("restore.started").len(), 1);
     assert_eq!(s.events("restore.failed").len(), 1);
 }
+
+#[test]
+fn a_catalog_that_never_answers_costs_one_short_probe() {
+    // Accepted by the kernel's backlog, never served: like a hung server.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let s = setup(&format!("postgres://postgres@{addr}/catalog"));
+    let (code, _, stderr, took) = s.run(&["prune", "orders", "--dry-run"], &ENV);
+    println!(
+        "prune --dry-run, catalog silent: {:.2} s",
+        took.as_secs_f64()
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        stderr.contains(&format!(
+            "catalog at {addr} is unreachable: no answer within 2s"
+        )),
+        "{stderr}"
+    );
+    drop(silent);
+}
