@@ -286,3 +286,51 @@ pub async fn schema_version(pool: &Pool) -> Result<Option<i32>, CatalogError> {
         .map_err(q)?;
     Ok(row.get(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{CatalogConfig, Secret};
+
+    fn config(url: &str) -> CatalogConfig {
+        CatalogConfig {
+            url: Secret::new(url),
+            password: None,
+            password_file: None,
+            pool_size: 1,
+            connect_timeout: Duration::from_secs(30),
+            query_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn the_address_names_every_host_and_port() {
+        let address = |url: &str| super::address(&config(url));
+        assert_eq!(
+            address("postgres://u:pw@db.example:6432/c"),
+            "db.example:6432"
+        );
+        assert_eq!(address("postgres://u@db.example/c"), "db.example:5432");
+        assert_eq!(address("postgres://u@a:1,b:2/c"), "a:1,b:2");
+        assert_eq!(address("host=a,b port=7 dbname=c"), "a:7,b:7");
+        assert_eq!(
+            address("host=/run/postgresql dbname=c"),
+            "/run/postgresql/.s.PGSQL.5432"
+        );
+        assert!(!address("postgres://u:secret@h/c").contains("secret"));
+    }
+
+    #[test]
+    fn an_unmigrated_catalog_says_what_to_run() {
+        let e = super::CatalogError::NotMigrated {
+            addr: "h:5432".into(),
+            found: None,
+            expected: 4,
+        };
+        assert_eq!(
+            e.to_string(),
+            "catalog not migrated: run `vigil migrate` (h:5432 has schema version none, this vigil needs 4)"
+        );
+    }
+}
