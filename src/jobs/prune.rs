@@ -10,7 +10,7 @@ use thiserror::Error;
 use super::executions::{self, Finish};
 use super::{JobContext, Trigger, lock};
 use crate::repo::RepoError;
-use crate::retention::{Candidate, JobFacts, Plan, plan};
+use crate::retention::{Candidate, JobFacts, LastRun, Plan, plan};
 
 #[derive(Debug, Error)]
 pub enum PruneError {
@@ -103,10 +103,12 @@ pub async fn run(
     trigger: Trigger,
     dry_run: bool,
 ) -> Result<PruneOutcome, PruneError> {
-    // Unknown history counts as failed: never prune on a guess.
-    let failed = last_run_failed(ctx).await.unwrap_or(true);
     let facts = JobFacts {
-        last_run_failed: failed,
+        last_run: match last_run_failed(ctx).await {
+            Ok(true) => LastRun::Failed,
+            Ok(false) => LastRun::Succeeded,
+            Err(_) => LastRun::Unknown,
+        },
     };
     if dry_run {
         let plan = preview(ctx, facts).await?;
