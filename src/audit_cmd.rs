@@ -50,10 +50,11 @@ async fn table_rows(
     journal: Option<&str>,
 ) -> Result<(String, Vec<TableRow>), String> {
     let pool = crate::catalog::pool(&config.catalog).map_err(|e| e.to_string())?;
+    let addr = crate::catalog::address(&config.catalog);
     let client = tokio::time::timeout(Duration::from_secs(5), pool.get())
         .await
-        .map_err(|_| "the catalog did not answer within 5 s".to_owned())?
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|_| format!("the catalog at {addr} did not answer within 5 s"))?
+        .map_err(|e| format!("catalog at {addr}: {}", crate::catalog::describe(&e)))?;
     let journal = match journal {
         Some(j) => j.to_owned(),
         None => client
@@ -124,20 +125,24 @@ pub async fn verify(config: &Config, from_catalog: bool, json: bool) -> anyhow::
             .map_err(|e| anyhow::anyhow!("cannot read the journal from the catalog: {e}"))?;
         verify_table(&rows, &anchors)
     } else {
-        let segments = read_segments(config)?;
-        if segments.is_empty() {
+        let before = read_segments(config)?;
+        if before.is_empty() {
             bail!(
                 "no journal segments in {} (`journal.dir`); use --from-catalog to verify the catalog's copy",
                 config.journal_dir().display()
             );
         }
-        let rows = match table_rows(config, journal_of(&segments).as_deref()).await {
+        let rows = match table_rows(config, journal_of(&before).as_deref()).await {
             Ok((_, rows)) => Some(rows),
             Err(e) => {
                 warnings.push(format!("catalog not compared: {e}"));
                 None
             }
         };
+        // A running daemon may append and ship while the catalog is read:
+        // read the files again, so a shipped row missing from them means a
+        // removed tail, never a record written in between.
+        let segments = read_segments(config)?;
         verify_segments(&segments, rows.as_deref(), &anchors)
     };
     report.warnings.extend(warnings);
@@ -222,10 +227,18 @@ pub fn show(
             if json {
                 println!("{line}");
             } else {
-                let actor = match &record.actor.role {
-                    Some(role) => format!("{}:{} ({role})", record.actor.kind, record.actor.name),
-                    None if record.actor.kind == record.actor.name => record.actor.kind.clone(),
-                    None => format!("{}:{}", record.actor.kind, record.actor.name),
+                let actor = match (&record.actor.role, &record.actor.claimed) {
+                    (Some(role), _) => {
+                        format!("{}:{} ({role})", record.actor.kind, record.actor.name)
+                    }
+                    (None, Some(claimed)) => format!(
+                        "{}:{} (claims {claimed})",
+                        record.actor.kind, record.actor.name
+                    ),
+                    (None, None) if record.actor.kind == record.actor.name => {
+                        record.actor.kind.clone()
+                    }
+                    (None, None) => format!("{}:{}", record.actor.kind, record.actor.name),
                 };
                 println!(
                     "{} {:>6} {:<24} {:<24} {}",

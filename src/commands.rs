@@ -14,18 +14,63 @@ use crate::jobs::{JobContext, Trigger};
 use crate::journal::{Actor, Entry, Journal, JournalOptions};
 use crate::repo::{Manifest, Repository};
 
-/// The catalog pool, reachable and migrated (the CLI may run before any daemon).
+/// What every CLI command that runs a job brings up, once: the audit
+/// journal and the catalog. The catalog is never waited for nor migrated
+/// here; when it cannot be used the command goes on without it.
+pub struct Session {
+    pub journal: Journal,
+    /// Closed when the catalog was down or unmigrated: every write to it
+    /// is then skipped at once, and the journal keeps the record.
+    pub catalog: deadpool_postgres::Pool,
+}
+
+impl Session {
+    pub async fn open(config: &Config) -> anyhow::Result<Session> {
+        let journal = journal(config)?;
+        let catalog = catalog(config).await?;
+        Ok(Session { journal, catalog })
+    }
+
+    /// A job context for one job of this command, acting as the CLI user.
+    pub fn context(&self, config: &Config, job: &str) -> anyhow::Result<JobContext> {
+        JobContext::new(
+            config,
+            job,
+            self.catalog.clone(),
+            &instance(config),
+            self.journal.clone(),
+            Actor::cli(),
+        )
+        .map_err(anyhow::Error::msg)
+    }
+
+    /// Flushes the journal.
+    pub async fn close(self) {
+        self.journal.close().await;
+    }
+}
+
+/// The catalog for a CLI command: one short probe (at most
+/// [`crate::catalog::PROBE_TIMEOUT`]); if it fails, or finds the schema
+/// behind, one line on stderr and a closed pool. Only `vigil migrate` and
+/// the daemon change the schema.
 pub async fn catalog(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
     let secrets = config.secrets();
     let redact = |e: crate::catalog::CatalogError| {
         anyhow::anyhow!(crate::redact::redact_text(&e.to_string(), &secrets))
     };
-    let pool = crate::catalog::pool(&config.catalog).map_err(redact)?;
-    crate::catalog::wait_until_ready(&pool, &config.catalog, &secrets)
-        .await
-        .map_err(redact)?;
-    crate::catalog::migrate(&pool).await.map_err(redact)?;
-    Ok(pool)
+    match crate::catalog::probe(&config.catalog, crate::catalog::PROBE_TIMEOUT).await {
+        Ok(pool) => Ok(pool),
+        Err(e) => {
+            eprintln!(
+                "vigil: {}; the catalog was not updated (this command's journal records reach it through the daemon's journal shipper)",
+                crate::redact::redact_text(&e.to_string(), &secrets)
+            );
+            let pool = crate::catalog::pool(&config.catalog).map_err(redact)?;
+            pool.close();
+            Ok(pool)
+        }
+    }
 }
 
 /// The audit journal for one CLI command (actor: the invoking user).
@@ -38,24 +83,6 @@ pub fn journal(config: &Config) -> anyhow::Result<Journal> {
             config.journal_dir().display()
         )
     })
-}
-
-/// A job context for a CLI command, with its journal.
-async fn cli_context(
-    config: &Config,
-    job: &str,
-    pool: deadpool_postgres::Pool,
-    journal: &Journal,
-) -> anyhow::Result<JobContext> {
-    JobContext::new(
-        config,
-        job,
-        pool,
-        &instance(config),
-        journal.clone(),
-        Actor::cli(),
-    )
-    .map_err(anyhow::Error::msg)
 }
 
 pub fn instance(config: &Config) -> String {
@@ -72,9 +99,8 @@ pub async fn backup(
     job: &str,
     cancel: CancellationToken,
 ) -> anyhow::Result<Manifest> {
-    let pool = catalog(config).await?;
-    let journal = journal(config)?;
-    let ctx = cli_context(config, job, pool, &journal).await?;
+    let session = Session::open(config).await?;
+    let ctx = session.context(config, job)?;
     let progress = Progress::default();
     let bytes = std::sync::Arc::clone(&progress.source_bytes);
     let reporter = tokio::spawn(async move {
@@ -102,7 +128,7 @@ pub async fn backup(
         }
     });
     let result = crate::jobs::backup::run(&ctx, Trigger::Cli, &progress, &cancel).await;
-    journal.close().await;
+    session.close().await;
     reporter.abort();
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K");
@@ -116,11 +142,10 @@ pub async fn mirror(
     job: &str,
     cancel: CancellationToken,
 ) -> anyhow::Result<crate::jobs::mirror::MirrorReport> {
-    let pool = catalog(config).await?;
-    let journal = journal(config)?;
-    let ctx = cli_context(config, job, pool, &journal).await?;
+    let session = Session::open(config).await?;
+    let ctx = session.context(config, job)?;
     let result = crate::jobs::mirror::run(&ctx, Trigger::Cli, &cancel).await;
-    journal.close().await;
+    session.close().await;
     result.map_err(|e| anyhow::anyhow!(ctx.redact(&e.to_string())))
 }
 
@@ -201,11 +226,10 @@ pub async fn restore(
     request: RestoreRequest,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let pool = catalog(config).await?;
-    let journal = journal(config)?;
-    let ctx = cli_context(config, job, pool, &journal).await?;
+    let session = Session::open(config).await?;
+    let ctx = session.context(config, job)?;
     let result = crate::jobs::restore::run(&ctx, &request, &cancel).await;
-    journal.close().await;
+    session.close().await;
     let outcome = result.map_err(|e| anyhow::anyhow!(ctx.redact(&e.to_string())))?;
     println!(
         "restored {} of {} ({}) into {}",
@@ -239,22 +263,21 @@ pub async fn prune(
     dry_run: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let pool = catalog(config).await?;
     let names: Vec<String> = match job {
         Some(name) => vec![name.to_owned()],
         None => config.jobs.keys().cloned().collect(),
     };
     let mut outcomes = Vec::new();
     let mut failed = Vec::new();
-    let journal = journal(config)?;
+    let session = Session::open(config).await?;
     for name in &names {
-        let ctx = cli_context(config, name, pool.clone(), &journal).await?;
+        let ctx = session.context(config, name)?;
         match crate::jobs::prune::run(&ctx, Trigger::Cli, dry_run).await {
             Ok(outcome) => outcomes.push((name.clone(), outcome)),
             Err(e) => failed.push(format!("{name}: {}", ctx.redact(&e.to_string()))),
         }
     }
-    journal.close().await;
+    session.close().await;
     if json {
         let value: Vec<serde_json::Value> = outcomes
             .iter()
@@ -329,6 +352,7 @@ pub async fn prune(
 }
 
 /// `vigil pin JOB ID` / `vigil unpin JOB ID`: stored in the repository.
+/// Journals only what happened: a missing backup fails before any record.
 pub async fn pin(config: &Config, job: &str, backup_id: &str, pinned: bool) -> anyhow::Result<()> {
     let job_config = config
         .jobs
@@ -338,29 +362,46 @@ pub async fn pin(config: &Config, job: &str, backup_id: &str, pinned: bool) -> a
         &job_config.repository,
         &config.repositories[&job_config.repository],
     )?;
-    let journal = journal(config)?;
-    let event = Entry::now(
-        if pinned {
-            "backup.pinned"
-        } else {
-            "backup.unpinned"
-        },
-        Actor::cli(),
-        serde_json::json!({ "job": job, "backup_id": backup_id }),
-    );
-    if pinned {
-        journal.emit(event);
-    } else {
-        // Unpinning exposes a backup to retention: on disk first.
-        journal.commit(event).await?;
+    repo.read_manifest(job, backup_id).await?;
+    if !pinned && !repo.pins(job).await?.contains(backup_id) {
+        println!("{job}/{backup_id} was not pinned");
+        return Ok(());
     }
-    let result = repo.set_pin(job, backup_id, pinned).await;
+    let journal = journal(config)?;
+    let result = set_pin(&repo, &journal, job, backup_id, pinned).await;
     journal.close().await;
     result?;
     println!(
         "{} {job}/{backup_id}",
         if pinned { "pinned" } else { "unpinned" }
     );
+    Ok(())
+}
+
+/// Changes the pin and journals it: a pin once written; an unpin (which
+/// exposes the backup to retention) on disk before, and its failure after.
+async fn set_pin(
+    repo: &Repository,
+    journal: &Journal,
+    job: &str,
+    backup_id: &str,
+    pinned: bool,
+) -> anyhow::Result<()> {
+    let event = |name: &str, data: serde_json::Value| Entry::now(name, Actor::cli(), data);
+    let data = serde_json::json!({ "job": job, "backup_id": backup_id });
+    if pinned {
+        repo.set_pin(job, backup_id, true).await?;
+        journal.emit(event("backup.pinned", data));
+        return Ok(());
+    }
+    journal.commit(event("backup.unpinned", data)).await?;
+    if let Err(e) = repo.set_pin(job, backup_id, false).await {
+        journal.emit(event(
+            "backup.unpin_failed",
+            serde_json::json!({ "job": job, "backup_id": backup_id, "error": e.to_string() }),
+        ));
+        return Err(e.into());
+    }
     Ok(())
 }
 

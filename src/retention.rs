@@ -137,8 +137,18 @@ type BucketOf = fn(DateTime<Tz>) -> String;
 /// What else the planner must know about the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct JobFacts {
-    /// The job's most recent run failed.
-    pub last_run_failed: bool,
+    pub last_run: LastRun,
+}
+
+/// The outcome of the job's most recent backup run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LastRun {
+    /// It succeeded, or there was none yet.
+    #[default]
+    Succeeded,
+    Failed,
+    /// The history could not be read (the catalog is down): never prune on a guess.
+    Unknown,
 }
 
 /// Decides keep/forget for every committed backup. `now` is accepted for
@@ -244,14 +254,32 @@ pub fn plan(
         .collect();
 
     let forgets = decisions.iter().filter(|d| !d.keep).count();
-    let refused = if forgets > 0 && facts.last_run_failed && !policy.prune_after_failure {
-        Some("the job's last run failed: nothing is pruned until a backup succeeds (set prune_after_failure = true to override)".into())
-    } else if !decisions.is_empty() && forgets == decisions.len() {
-        Some("the plan would delete every backup; refused".into())
-    } else {
+    let refused = if forgets == 0 {
         None
+    } else {
+        history_refusal(policy, facts.last_run).or_else(|| {
+            (forgets == decisions.len())
+                .then(|| "the plan would delete every backup; refused".to_owned())
+        })
     };
     Plan { decisions, refused }
+}
+
+/// Why the job's run history forbids deleting anything, if it does.
+fn history_refusal(policy: &RetentionPolicy, last_run: LastRun) -> Option<String> {
+    if policy.prune_after_failure {
+        return None;
+    }
+    let why = match last_run {
+        LastRun::Succeeded => return None,
+        LastRun::Failed => "the job's last run failed: nothing is pruned until a backup succeeds",
+        LastRun::Unknown => {
+            "the outcome of the job's last run is unknown (its history in the catalog could not be read): nothing is pruned on a guess"
+        }
+    };
+    Some(format!(
+        "{why} (set prune_after_failure = true to override)"
+    ))
 }
 
 /// Reasons per id, for tests and the CLI.
@@ -456,12 +484,28 @@ mod tests {
             &backups,
             Tz::UTC,
             JobFacts {
-                last_run_failed: true,
+                last_run: LastRun::Failed,
             },
             at("2026-11-23T12:00:00Z"),
         );
         assert!(failed.refused.is_some());
         assert_eq!(failed.forget().count(), 0);
+        // Unknown history (the catalog is down) refuses too, and says so.
+        let unknown = plan(
+            &RetentionPolicy {
+                keep_last: Some(1),
+                ..Default::default()
+            },
+            &backups,
+            Tz::UTC,
+            JobFacts {
+                last_run: LastRun::Unknown,
+            },
+            at("2026-11-23T12:00:00Z"),
+        );
+        assert_eq!(unknown.forget().count(), 0);
+        let why = unknown.refused.unwrap_or_default();
+        assert!(why.contains("last run is unknown"), "{why}");
         let overridden = plan(
             &RetentionPolicy {
                 keep_last: Some(1),
@@ -471,7 +515,7 @@ mod tests {
             &backups,
             Tz::UTC,
             JobFacts {
-                last_run_failed: true,
+                last_run: LastRun::Failed,
             },
             at("2026-11-23T12:00:00Z"),
         );
@@ -565,9 +609,11 @@ mod tests {
         }
 
         #[test]
-        fn a_failed_last_run_never_deletes(policy in arb_policy(), backups in arb_backups()) {
-            let p = plan(&policy, &backups, Tz::UTC, JobFacts { last_run_failed: true }, at("2026-11-23T00:00:00Z"));
-            prop_assert_eq!(p.forget().count(), 0);
+        fn a_failed_or_unknown_last_run_never_deletes(policy in arb_policy(), backups in arb_backups()) {
+            for last_run in [LastRun::Failed, LastRun::Unknown] {
+                let p = plan(&policy, &backups, Tz::UTC, JobFacts { last_run }, at("2026-11-23T00:00:00Z"));
+                prop_assert_eq!(p.forget().count(), 0);
+            }
         }
     }
 }

@@ -225,7 +225,7 @@ async fn executions(api: &Api, q: &Query<'_>) -> Answer {
         .pool
         .get()
         .await
-        .map_err(|e| catalog(crate::redact::error_chain(&e)))?;
+        .map_err(|e| catalog(crate::catalog::describe(&e)))?;
     let rows = client
         .query(
             "SELECT id, job, kind, trigger, status, host, repository, backup_id, started_at, \
@@ -236,7 +236,7 @@ async fn executions(api: &Api, q: &Query<'_>) -> Answer {
             &[&job, &kind, &status, &before, &limit],
         )
         .await
-        .map_err(|e| catalog(crate::redact::error_chain(&e)))?;
+        .map_err(|e| catalog(crate::catalog::describe_postgres(&e)))?;
     let items: Vec<Value> = rows
         .iter()
         .map(|r| {

@@ -84,7 +84,7 @@ async fn run(
 }
 
 async fn write(pool: &Pool, instance: &str, events: &[HealthEvent]) -> Result<(), String> {
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+    let mut client = pool.get().await.map_err(|e| super::describe(&e))?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
     let statement = tx
         .prepare_cached(

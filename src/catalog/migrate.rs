@@ -32,7 +32,7 @@ pub async fn migrate(pool: &Pool) -> Result<MigrationOutcome, CatalogError> {
     let mut client = pool
         .get()
         .await
-        .map_err(|e| CatalogError::Pool(e.to_string()))?;
+        .map_err(|e| CatalogError::Pool(super::describe(&e)))?;
     let err = |e: tokio_postgres::Error| CatalogError::Migration(e.to_string());
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])

@@ -112,7 +112,11 @@ impl Check for CatalogResponseCheck {
         async move {
             let started = Instant::now();
             let result = async {
-                let client = self.pool.get().await.map_err(|e| e.to_string())?;
+                let client = self
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| crate::catalog::describe(&e))?;
                 client
                     .simple_query("SELECT 1")
                     .await

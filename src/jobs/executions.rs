@@ -9,7 +9,9 @@ pub struct Execution {
 }
 
 /// Inserts a `running` row; `None` (logged) when the catalog is unreachable,
-/// so a catalog outage never stops a backup that holds no lock.
+/// so a catalog outage never stops a backup that holds no lock. A closed
+/// pool (a CLI command that found the catalog unusable and said so once)
+/// is skipped silently.
 pub async fn start(
     pool: &Pool,
     job: &str,
@@ -18,8 +20,11 @@ pub async fn start(
     host: &str,
     repository: &str,
 ) -> Option<Execution> {
+    if pool.is_closed() {
+        return None;
+    }
     let result = async {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
+        let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
         let row = client
             .query_one(
                 "INSERT INTO vigil.executions (job, kind, trigger, status, host, repository) \
@@ -54,7 +59,7 @@ pub struct Finish<'a> {
 pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>) {
     let Some(execution) = execution else { return };
     let result = async {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
+        let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
         client
             .execute(
                 "UPDATE vigil.executions SET status = $2, finished_at = now(), backup_id = $3, \
@@ -80,7 +85,7 @@ pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>)
 
 /// At start-up: rows this host left `running` (a crash) become `aborted`.
 pub async fn abort_stale(pool: &Pool, host: &str) -> Result<u64, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
     client
         .execute(
             "UPDATE vigil.executions SET status = 'aborted', finished_at = now(), \

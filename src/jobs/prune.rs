@@ -10,7 +10,7 @@ use thiserror::Error;
 use super::executions::{self, Finish};
 use super::{JobContext, Trigger, lock};
 use crate::repo::{Deletion, RepoError};
-use crate::retention::{Candidate, JobFacts, Plan, plan};
+use crate::retention::{Candidate, JobFacts, LastRun, Plan, plan};
 
 #[derive(Debug, Error)]
 pub enum PruneError {
@@ -84,7 +84,7 @@ pub async fn last_run_failed(ctx: &JobContext) -> Result<bool, String> {
         .catalog
         .get()
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|e| crate::catalog::describe(&e))?;
     let row = client
         .query_opt(
             "SELECT status FROM vigil.executions WHERE job = $1 AND kind = 'backup' \
@@ -102,10 +102,12 @@ pub async fn run(
     trigger: Trigger,
     dry_run: bool,
 ) -> Result<PruneOutcome, PruneError> {
-    // Unknown history counts as failed: never prune on a guess.
-    let failed = last_run_failed(ctx).await.unwrap_or(true);
     let facts = JobFacts {
-        last_run_failed: failed,
+        last_run: match last_run_failed(ctx).await {
+            Ok(true) => LastRun::Failed,
+            Ok(false) => LastRun::Succeeded,
+            Err(_) => LastRun::Unknown,
+        },
     };
     if dry_run {
         let listing = ctx.repo.list(&ctx.name).await?;
@@ -279,8 +281,11 @@ async fn record(
     freed: u64,
     reason: &str,
 ) {
+    if ctx.catalog.is_closed() {
+        return;
+    }
     let result = async {
-        let client = ctx.catalog.get().await.map_err(|e| e.to_string())?;
+        let client = ctx.catalog.get().await.map_err(|e| crate::catalog::describe(&e))?;
         client
             .execute(
                 "INSERT INTO vigil.cleanup_history (execution_id, job, repository, backup_id, action, reasons, freed_bytes) \
@@ -316,7 +321,7 @@ pub async fn cross_check(
         .catalog
         .get()
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|e| crate::catalog::describe(&e))?;
     let rows = client
         .query(
             "SELECT backup_id FROM vigil.executions e WHERE job = $1 AND kind = 'backup' AND status = 'succeeded' \

@@ -122,7 +122,8 @@ pub async fn run(
         &ctx.repo.name,
     )
     .await;
-    let result = restore(ctx, &manifest, &object, request, cancel).await;
+    let mut announced = false;
+    let result = restore(ctx, &manifest, &object, request, cancel, &mut announced).await;
     let end = match &result {
         Ok(_) => Finish {
             status: "succeeded",
@@ -151,8 +152,14 @@ pub async fn run(
             "restore.succeeded",
             serde_json::json!({ "backup_id": o.backup_id, "object": o.object, "database": o.database }),
         ),
+        // A restore refused before `restore.started` (bad target, missing
+        // key, not empty) did not fail: it never began.
         Err(_) => (
-            "restore.failed",
+            if announced {
+                "restore.failed"
+            } else {
+                "restore.refused"
+            },
             serde_json::json!({ "backup_id": manifest.backup_id, "error": message }),
         ),
     };
@@ -169,15 +176,17 @@ pub async fn run(
     result
 }
 
+/// `announced` becomes true once `restore.started` is journaled.
 async fn restore(
     ctx: &JobContext,
     manifest: &Manifest,
     object: &ObjectEntry,
     request: &RestoreRequest,
     cancel: &CancellationToken,
+    announced: &mut bool,
 ) -> Result<RestoreOutcome, RestoreError> {
     if manifest.kind == "files" {
-        return restore_files(ctx, manifest, object, request, cancel).await;
+        return restore_files(ctx, manifest, object, request, cancel, announced).await;
     }
     if request.to_dir.is_some() {
         return Err(RestoreError::Target(
@@ -209,7 +218,7 @@ async fn restore(
         "clean": request.clean,
         "create": request.create,
     });
-    announce(ctx, started, request.clean).await?;
+    announce(ctx, started, request.clean, announced).await?;
     let created = prepare_target(&target, &database, request).await?;
     let mut args: Vec<String> = vec![
         "--exit-on-error".into(),
@@ -343,6 +352,7 @@ async fn restore_files(
     object: &ObjectEntry,
     request: &RestoreRequest,
     cancel: &CancellationToken,
+    announced: &mut bool,
 ) -> Result<RestoreOutcome, RestoreError> {
     use tokio::io::AsyncWriteExt;
     let to = request.to_dir.clone().ok_or_else(|| {
@@ -354,7 +364,7 @@ async fn restore_files(
         .object_path(&manifest.job, &manifest.backup_id, &object.name);
     let download = Download::new(ctx, manifest, object, &path)?;
     let started = serde_json::json!({ "backup_id": manifest.backup_id, "object": object.name, "to_dir": to, "force": request.force });
-    announce(ctx, started, request.force).await?;
+    announce(ctx, started, request.force, announced).await?;
     let (mut writer, reader) = tokio::io::duplex(1 << 20);
     let handle = tokio::runtime::Handle::current();
     let target = to.clone();
@@ -399,6 +409,7 @@ async fn announce(
     ctx: &JobContext,
     data: serde_json::Value,
     over_existing: bool,
+    announced: &mut bool,
 ) -> Result<(), RestoreError> {
     let started = ctx.event("restore.started", data);
     if over_existing {
@@ -406,6 +417,7 @@ async fn announce(
     } else {
         ctx.journal.emit(started);
     }
+    *announced = true;
     Ok(())
 }
 

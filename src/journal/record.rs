@@ -44,6 +44,11 @@ pub struct Actor {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// CLI only: the user the environment names (`SUDO_USER`, `USER`,
+    /// `LOGNAME`) when it differs from `name`; anyone can set it, so it
+    /// is a claim, never the actor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed: Option<String>,
 }
 
 impl Actor {
@@ -55,15 +60,26 @@ impl Actor {
         Actor::from("daemon")
     }
 
-    /// The user running a CLI command (`SUDO_USER` first: who, not which account).
+    /// The user running a CLI command: the real uid's login name (from the
+    /// password database), since the environment is the caller's to set.
     pub fn cli() -> Actor {
-        let user = ["SUDO_USER", "USER", "LOGNAME"]
+        let uid = nix::unistd::getuid();
+        let name = nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map_or_else(|| format!("uid {uid}"), |user| user.name);
+        let claimed = ["SUDO_USER", "USER", "LOGNAME"]
             .iter()
-            .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-            .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()));
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+        Actor::cli_as(name, claimed)
+    }
+
+    /// A CLI actor for `name`, keeping `claimed` only when it says something else.
+    pub fn cli_as(name: String, claimed: Option<String>) -> Actor {
         Actor {
             kind: "cli".into(),
-            name: user,
+            claimed: claimed.filter(|c| *c != name),
+            name,
             role: None,
         }
     }
@@ -73,6 +89,7 @@ impl Actor {
             kind: "token".into(),
             name: name.into(),
             role: Some(role.into()),
+            claimed: None,
         }
     }
 }
@@ -83,6 +100,7 @@ impl From<&str> for Actor {
             kind: kind.into(),
             name: kind.into(),
             role: None,
+            claimed: None,
         }
     }
 }
@@ -299,6 +317,21 @@ impl ChainCheck {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cli_actor_keeps_a_differing_claim_beside_the_real_user() {
+        let actor = super::Actor::cli_as("root".into(), Some("alice".into()));
+        assert_eq!(actor.name, "root");
+        assert_eq!(actor.claimed.as_deref(), Some("alice"));
+        let same = super::Actor::cli_as("alice".into(), Some("alice".into()));
+        assert_eq!(
+            same.claimed, None,
+            "a claim that says the same adds nothing"
+        );
+        // Records without a claim serialise (and so hash) as before the field existed.
+        let json = serde_json::to_string(&same).unwrap();
+        assert_eq!(json, r#"{"kind":"cli","name":"alice"}"#);
+    }
+
     use proptest::prelude::*;
 
     use super::*;

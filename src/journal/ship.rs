@@ -22,7 +22,7 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// The highest `seq` of this journal the catalog holds.
 pub async fn catalog_cursor(pool: &Pool, journal: &str) -> Result<u64, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
     let row = client
         .query_one(
             "SELECT coalesce(max(seq), 0) FROM vigil.audit_log WHERE journal = $1::text::uuid",
@@ -67,7 +67,7 @@ pub async fn insert(pool: &Pool, batch: &[(Record, String)]) -> Result<u64, Stri
         }
     }
     let lines: Vec<&str> = batch.iter().map(|(_, l)| l.as_str()).collect();
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
     let [
         journal,
         actor,

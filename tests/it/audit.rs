@@ -7,7 +7,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::harness::{
-    PASSWORD, Response, TestDb, Vigil, VigilOptions, fresh_db, http_with, own_cluster, vigil_cli,
+    PASSWORD, Response, TestDb, Vigil, VigilOptions, fresh_catalog, fresh_db, http_with,
+    own_cluster, vigil_cli,
 };
 
 const ENV: [(&str, &str); 1] = [("TEST_PGPASSWORD", PASSWORD)];
@@ -104,7 +105,7 @@ fn verify(vigil: &Vigil) -> (i32, String) {
 fn roles_hold_for_every_endpoint_and_every_call_is_journalled() {
     let source = fresh_db();
     source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let vigil = start(
         &catalog.url(),
         &source,
@@ -301,7 +302,7 @@ fn freeze(dir: &Path, frozen: bool) {
 fn an_unwritable_journal_refuses_prune_but_backups_go_on() {
     let source = fresh_db();
     source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let vigil = start(
         &catalog.url(),
         &source,
@@ -572,7 +573,7 @@ fn unauthenticated_floods_cost_no_journal_records() {
 fn records_are_pushed_to_loki_with_retries() {
     let (loki, pushes) = fake_loki();
     let source = fresh_db();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let vigil = start(
         &catalog.url(),
         &source,
@@ -616,7 +617,7 @@ fn records_are_pushed_to_loki_with_retries() {
 #[test]
 fn protect_detailed_puts_the_details_behind_a_viewer_token() {
     let source = fresh_db();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let dir = tempfile::tempdir().unwrap().keep();
     let options = VigilOptions {
         admin: format!("protect_detailed = true\n{}", admin_lines(&dir)),

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::harness::{
-    PASSWORD, TestDb, VIGIL, config_text, fresh_db, s3_server, storage_server, vigil_cli,
+    PASSWORD, TestDb, VIGIL, config_text, fresh_catalog, fresh_db, s3_server, storage_server,
+    vigil_cli,
 };
 
 /// Where a test's repository lives, and what its config needs.
@@ -141,7 +142,7 @@ async fn suite(kind: &str) {
         dir: tempfile::tempdir().unwrap(),
         store: store(kind, "suite"),
         source: source(),
-        catalog: fresh_db(),
+        catalog: fresh_catalog(),
     };
     let config = setup.config("config.toml", "part_size_mib = 5\n");
 
@@ -261,7 +262,7 @@ async fn the_daemon_reports_each_repository_and_what_it_guarantees() {
     let ftp = store("ftp", "health");
     let s3 = store("s3", "health");
     let source = fresh_db();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let extra = format!(
         "{}{}[jobs.a]\nkind = \"postgres\"\nsource = \"{}\"\npassword = \"${{TEST_PGPASSWORD}}\"\ndatabases = [\"{}\"]\nrepository = \"store\"\nevery = \"1h\"\ncatch_up = false\n\
          [jobs.b]\nkind = \"postgres\"\nsource = \"{}\"\npassword = \"${{TEST_PGPASSWORD}}\"\ndatabases = [\"{}\"]\nrepository = \"objects\"\nevery = \"1h\"\ncatch_up = false\n",

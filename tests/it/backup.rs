@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::harness::{PASSWORD, TestDb, config_text, fresh_db, vigil_cli};
+use crate::harness::{PASSWORD, TestDb, config_text, fresh_catalog, fresh_db, vigil_cli};
 
 /// A source database with several schemas, large objects, sequences, an
 /// extension and non-ASCII data.
@@ -110,7 +110,7 @@ fn target_url(name: &str) -> String {
 
 fn round_trip(encrypted: bool, jobs: Option<&str>) {
     let source = rich_source();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let setup = setup(&source, &catalog, encrypted, "");
     let manifest = backup(&setup);
     assert_eq!(manifest["job"], "orders");
@@ -171,7 +171,7 @@ fn object_file(setup: &Setup, manifest: &serde_json::Value) -> PathBuf {
 #[test]
 fn restore_by_hand_with_standard_tools() {
     let source = rich_source();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let setup = setup(&source, &catalog, true, "");
     let manifest = backup(&setup);
     let object = object_file(&setup, &manifest);
@@ -215,7 +215,7 @@ fn restore_by_hand_with_standard_tools() {
 #[test]
 fn a_flipped_byte_fails_the_restore_and_writes_nothing() {
     let source = rich_source();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let setup = setup(&source, &catalog, false, "");
     let manifest = backup(&setup);
     let object = object_file(&setup, &manifest);
@@ -263,7 +263,7 @@ fn a_flipped_byte_fails_the_restore_and_writes_nothing() {
 #[test]
 fn a_failing_pg_dump_fails_the_run_without_a_manifest() {
     let source = fresh_db();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let setup = setup(&source, &catalog, false, "");
     let text = std::fs::read_to_string(&setup.config).unwrap();
     let broken = text.replace(
@@ -311,7 +311,7 @@ fn a_failing_pg_dump_fails_the_run_without_a_manifest() {
 fn list_works_without_a_catalog() {
     let source = fresh_db();
     source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let setup = setup(&source, &catalog, false, "");
     backup(&setup);
     // Point the catalog at a closed port: listing reads the repository alone.
@@ -364,7 +364,7 @@ fn all_databases_and_globals() {
     cluster
         .psql("postgres", "CREATE ROLE reporting LOGIN")
         .unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let source = TestDb {
         name: "postgres".into(),
         port: cluster.port(),

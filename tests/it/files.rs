@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::harness::{PASSWORD, config_text, fresh_db, vigil_cli};
+use crate::harness::{PASSWORD, config_text, fresh_catalog, vigil_cli};
 
 const ENV: [(&str, &str); 1] = [("TEST_PGPASSWORD", PASSWORD)];
 
@@ -132,7 +132,7 @@ fn a_tree_round_trips_with_modes_times_links_and_a_growing_file() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
     build_tree(&root);
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let identity = age::x25519::Identity::generate();
     let key = dir.path().join("age.key");
     {
@@ -257,7 +257,7 @@ fn strict_fails_the_run_when_a_file_vanishes_or_changes() {
     let root = dir.path().join("data");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("a.log"), vec![b'x'; 16 << 20]).unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let extra = format!(
         "[repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n\
          [jobs.tree]\nkind = \"files\"\npaths = [\"{}\"]\nrepository = \"local\"\nevery = \"1h\"\nstrict = true\n",

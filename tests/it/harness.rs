@@ -72,6 +72,27 @@ pub fn fresh_db() -> TestDb {
     }
 }
 
+/// A fresh database migrated to this binary's schema, as `vigil migrate`
+/// leaves a production catalog (other CLI commands never migrate).
+pub fn fresh_catalog() -> TestDb {
+    let db = fresh_db();
+    let copy = TestDb {
+        name: db.name.clone(),
+        port: db.port,
+    };
+    // Its own runtime on its own thread: callers may be inside one already.
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(copy.migrate())
+    })
+    .join()
+    .unwrap();
+    db
+}
+
 pub struct TestDb {
     pub name: String,
     pub port: u16,

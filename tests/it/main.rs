@@ -6,6 +6,7 @@ mod audit;
 mod backends;
 mod backup;
 mod catalog;
+mod catalog_down;
 mod cli;
 mod files;
 mod harness;

@@ -1,7 +1,9 @@
 //! `kind = "mirror"`: an fs repository mirrored to S3 (moto), with a
 //! damaged object at the source, then resumed.
 
-use crate::harness::{PASSWORD, S3Server, config_text, fresh_db, s3_server, vigil_cli};
+use crate::harness::{
+    PASSWORD, S3Server, config_text, fresh_catalog, fresh_db, s3_server, vigil_cli,
+};
 
 #[test]
 fn a_damaged_object_is_refused_and_a_rerun_copies_only_what_is_missing() {
@@ -11,7 +13,7 @@ fn a_damaged_object_is_refused_and_a_rerun_copies_only_what_is_missing() {
             "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g",
         )
         .unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let dir = tempfile::tempdir().unwrap();
     let server: &S3Server = s3_server();
     let prefix = server.unique_prefix("mirror");
@@ -139,7 +141,7 @@ fn an_interrupted_mirror_resumes_without_recopying_what_was_verified() {
              FROM generate_series(1, 3000) g",
         )
         .unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let dir = tempfile::tempdir().unwrap();
     let config_for = |rate: &str| {
         let extra = format!(

@@ -1,6 +1,6 @@
 //! Retention against a real repository and catalog.
 
-use crate::harness::{PASSWORD, TestDb, config_text, fresh_db, vigil_cli};
+use crate::harness::{PASSWORD, TestDb, config_text, fresh_catalog, fresh_db, vigil_cli};
 
 const ENV: [(&str, &str); 1] = [("TEST_PGPASSWORD", PASSWORD)];
 
@@ -14,7 +14,7 @@ struct Setup {
 fn setup(retention: &str) -> Setup {
     let source = fresh_db();
     source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     let extra = format!(
@@ -228,7 +228,7 @@ fn a_running_backup_blocks_the_prune() {
 fn the_daemon_prunes_after_each_backup_and_cross_checks_the_catalog() {
     let source = fresh_db();
     source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let repo = tempfile::tempdir().unwrap();
     let extra = format!(
         "[repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n\

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use crate::backup::{fingerprint, rich_source};
-use crate::harness::{PASSWORD, S3Server, TestDb, config_text, fresh_db, s3_server, vigil_cli};
+use crate::harness::{
+    PASSWORD, S3Server, TestDb, config_text, fresh_catalog, fresh_db, s3_server, vigil_cli,
+};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -130,7 +132,7 @@ fn executions(catalog: &TestDb) -> String {
 
 fn round_trip(test: &str, encrypted: bool) {
     let source = rich_source();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let setup = setup(test, &source, &catalog, encrypted, "", "");
     let manifest = backup(&setup);
     assert_eq!(manifest["job"], "orders");
@@ -196,7 +198,7 @@ fn multipart_part_size_grows_and_round_trips() {
              FROM generate_series(1, 650000)",
         )
         .unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     // Parts of 5, 10, 20, 40 MiB … (max_parts / 10 = 1: the size doubles
     // after every part). No compression, so the stored size is the dump's.
     let setup = setup(
@@ -242,7 +244,7 @@ fn multipart_part_size_grows_and_round_trips() {
 async fn manifest_is_create_only_on_s3() {
     let source = fresh_db();
     source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let setup = setup("create-only", &source, &catalog, false, "", "");
     backup(&setup);
 
@@ -293,7 +295,7 @@ async fn manifest_is_create_only_on_s3() {
 fn list_works_without_a_catalog_on_s3() {
     let source = fresh_db();
     source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let setup = setup("no-catalog", &source, &catalog, false, "", "");
     backup(&setup);
     // Point the catalog at a closed port: listing reads the repository alone.

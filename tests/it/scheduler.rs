@@ -266,7 +266,7 @@ fn sigterm_during_a_backup_aborts_it() {
 #[test]
 fn a_stalled_source_trips_the_stall_timeout() {
     let source = small_source();
-    let catalog = fresh_db();
+    let catalog = crate::harness::fresh_catalog();
     let dir = tempfile::tempdir().unwrap();
     let extra = job_config(
         &dir.path().join("repo"),

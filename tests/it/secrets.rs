@@ -11,7 +11,7 @@ fn pg_dump_reads_the_password_from_a_private_file_removed_after_the_run() {
     source
         .psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
         .unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let dir = tempfile::tempdir().unwrap();
     let seen = dir.path().join("seen");
     std::fs::create_dir(&seen).unwrap();
