@@ -17,16 +17,18 @@ const MANIFEST_READS: usize = 16;
 pub struct Repository {
     pub name: String,
     pub scheme: String,
-    op: Operator,
+    pub(super) op: Operator,
     prefix: String,
     /// For fs repositories: the root directory, for directory fsyncs.
-    fs_root: Option<PathBuf>,
+    pub(super) fs_root: Option<PathBuf>,
     part_size: usize,
     max_parts: u64,
     /// With `max_upload_rate`: parts stay within the throttle's burst.
     max_part_size: usize,
     pub guarantees: Guarantees,
     pub writable_interval: std::time::Duration,
+    /// How long a job lease stays valid without renewal.
+    pub lease_ttl: std::time::Duration,
 }
 
 /// What a repository's service guarantees, from opendal's capability
@@ -156,10 +158,11 @@ impl Repository {
             max_part_size,
             guarantees,
             writable_interval: config.writable_interval,
+            lease_ttl: config.lease_ttl,
         })
     }
 
-    fn join(&self, parts: &[&str]) -> String {
+    pub(super) fn join(&self, parts: &[&str]) -> String {
         let mut path = self.prefix.clone();
         for p in parts {
             if !path.is_empty() {
@@ -182,7 +185,12 @@ impl Repository {
         self.join(&[job, "backups", backup_id, name])
     }
 
-    fn storage_err(&self, action: &'static str, path: &str, e: opendal::Error) -> RepoError {
+    pub(super) fn storage_err(
+        &self,
+        action: &'static str,
+        path: &str,
+        e: opendal::Error,
+    ) -> RepoError {
         RepoError::Storage {
             repo: self.name.clone(),
             action,
