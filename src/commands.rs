@@ -28,6 +28,40 @@ pub async fn catalog(config: &Config) -> anyhow::Result<deadpool_postgres::Pool>
     Ok(pool)
 }
 
+/// The catalog pool for a backup or mirror run, which must not depend on
+/// it: migrated when it answers within `catalog.query_timeout`; otherwise
+/// handed back unconnected with a warning (the lock falls back to the
+/// repository lease, the journal keeps the record for the shipper).
+pub async fn catalog_if_reachable(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
+    let secrets = config.secrets();
+    let redact = |e: &dyn std::fmt::Display| crate::redact::redact_text(&e.to_string(), &secrets);
+    let pool = crate::catalog::pool(&config.catalog).map_err(|e| anyhow::anyhow!(redact(&e)))?;
+    let budget = config.catalog.query_timeout;
+    let probe = async {
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| crate::redact::error_chain(&e))?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| crate::redact::error_chain(&e))
+    };
+    let problem = match tokio::time::timeout(budget, probe).await {
+        Ok(Ok(_)) => match crate::catalog::migrate(&pool).await {
+            Ok(_) => return Ok(pool),
+            Err(e) => redact(&e),
+        },
+        Ok(Err(e)) => redact(&e),
+        Err(_) => format!(
+            "no answer within {} (catalog.query_timeout)",
+            humantime::format_duration(budget)
+        ),
+    };
+    tracing::warn!(error = %problem, "catalog unreachable: running without it (job lock: the repository lease; the journal keeps the record)");
+    Ok(pool)
+}
+
 /// The audit journal for one CLI command (actor: the invoking user).
 /// Written under the same lock as the daemon's, so both append safely.
 pub fn journal(config: &Config) -> anyhow::Result<Journal> {
@@ -72,7 +106,7 @@ pub async fn backup(
     job: &str,
     cancel: CancellationToken,
 ) -> anyhow::Result<Manifest> {
-    let pool = catalog(config).await?;
+    let pool = catalog_if_reachable(config).await?;
     let journal = journal(config)?;
     let ctx = cli_context(config, job, pool, &journal).await?;
     let progress = Progress::default();
@@ -116,7 +150,7 @@ pub async fn mirror(
     job: &str,
     cancel: CancellationToken,
 ) -> anyhow::Result<crate::jobs::mirror::MirrorReport> {
-    let pool = catalog(config).await?;
+    let pool = catalog_if_reachable(config).await?;
     let journal = journal(config)?;
     let ctx = cli_context(config, job, pool, &journal).await?;
     let result = crate::jobs::mirror::run(&ctx, Trigger::Cli, &cancel).await;

@@ -1,8 +1,27 @@
-//! `vigil.executions`: one row per run.
+//! `vigil.executions`: one row per run. Every write is bounded by
+//! `catalog.query_timeout`: a down or hung catalog never holds a run up
+//! (the journal records the run either way).
 
 use deadpool_postgres::Pool;
 
-use super::Trigger;
+use super::{JobContext, Trigger};
+
+/// Kinds that run under the job lock (restores do not take it).
+const LOCKED_KINDS: [&str; 3] = ["backup", "prune", "mirror"];
+
+/// Runs one catalog step within the pool's timeout.
+async fn bounded<T>(
+    pool: &Pool,
+    step: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let budget = super::lock::catalog_budget(pool);
+    tokio::time::timeout(budget, step).await.map_err(|_| {
+        format!(
+            "no answer within {} (catalog.query_timeout)",
+            humantime::format_duration(budget)
+        )
+    })?
+}
 
 pub struct Execution {
     pub id: i64,
@@ -18,7 +37,7 @@ pub async fn start(
     host: &str,
     repository: &str,
 ) -> Option<Execution> {
-    let result = async {
+    let result = bounded(pool, async {
         let client = pool.get().await.map_err(|e| e.to_string())?;
         let row = client
             .query_one(
@@ -29,7 +48,7 @@ pub async fn start(
             .await
             .map_err(|e| e.to_string())?;
         Ok::<_, String>(Execution { id: row.get(0) })
-    }
+    })
     .await;
     match result {
         Ok(e) => Some(e),
@@ -53,7 +72,7 @@ pub struct Finish<'a> {
 
 pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>) {
     let Some(execution) = execution else { return };
-    let result = async {
+    let result = bounded(pool, async {
         let client = pool.get().await.map_err(|e| e.to_string())?;
         client
             .execute(
@@ -71,7 +90,7 @@ pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>)
             )
             .await
             .map_err(|e| e.to_string())
-    }
+    })
     .await;
     if let Err(e) = result {
         tracing::warn!(execution = execution.id, error = %e, "cannot record the end of the execution in the catalog");
@@ -89,4 +108,69 @@ pub async fn abort_stale(pool: &Pool, host: &str) -> Result<u64, String> {
         )
         .await
         .map_err(|e| e.to_string())
+}
+
+/// A run left `running` by a process that died (kill -9, power loss).
+#[derive(Debug)]
+struct Orphan {
+    id: i64,
+    kind: String,
+    host: String,
+    trigger: String,
+    started_at: chrono::DateTime<chrono::Utc>,
+}
+
+const ORPHAN_ERROR: &str =
+    "the vigil running it died (no live lock holder); closed out by the next run";
+
+/// Called while holding the job lock, so no other run of this job is
+/// alive: its rows still `running` were left by a killed process. They
+/// become `aborted`, and the journal gets the outcome record the dead run
+/// never wrote (`<kind>.failed`, status aborted, with the execution id).
+pub async fn close_orphans(ctx: &JobContext) {
+    let closed = bounded(&ctx.catalog, async {
+        let client = ctx.catalog.get().await.map_err(|e| e.to_string())?;
+        let kinds: Vec<&str> = LOCKED_KINDS.to_vec();
+        let rows = client
+            .query(
+                "UPDATE vigil.executions SET status = 'aborted', finished_at = now(), error = $3 \
+                 WHERE job = $1 AND status = 'running' AND kind = ANY($2) \
+                 RETURNING id, kind, host, trigger, started_at",
+                &[&ctx.name, &kinds, &ORPHAN_ERROR],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows
+            .iter()
+            .map(|r| Orphan {
+                id: r.get(0),
+                kind: r.get(1),
+                host: r.get(2),
+                trigger: r.get(3),
+                started_at: r.get(4),
+            })
+            .collect::<Vec<_>>())
+    })
+    .await;
+    let orphans = match closed {
+        Ok(orphans) => orphans,
+        Err(e) => {
+            tracing::warn!(job = %ctx.name, error = %e, "cannot close out runs left running in the catalog");
+            return;
+        }
+    };
+    for orphan in orphans {
+        tracing::warn!(job = %ctx.name, execution = orphan.id, kind = %orphan.kind, host = %orphan.host, "a run left running by a dead vigil is closed out as aborted");
+        ctx.journal.emit(ctx.event(
+            &format!("{}.failed", orphan.kind),
+            serde_json::json!({
+                "status": "aborted",
+                "execution": orphan.id,
+                "host": orphan.host,
+                "trigger": orphan.trigger,
+                "started_at": orphan.started_at.to_rfc3339(),
+                "error": ORPHAN_ERROR,
+            }),
+        ));
+    }
 }

@@ -241,6 +241,8 @@ pub enum MirrorError {
     Locked(String),
     #[error("{0}")]
     Lock(String),
+    #[error(transparent)]
+    JobLock(#[from] super::lock::LockError),
     #[error("{failed} object(s) not mirrored, e.g. {first}")]
     Incomplete { failed: usize, first: String },
     #[error("cancelled (shutdown)")]
@@ -260,9 +262,7 @@ pub async fn run(
             ctx.name
         )));
     };
-    let held = lock::try_lock(&ctx.catalog, &ctx.name)
-        .await
-        .map_err(MirrorError::Lock)?;
+    let held = lock::take(ctx, cancel).await?;
     let Some(held) = held else {
         return Err(MirrorError::Locked(ctx.name.clone()));
     };
@@ -280,6 +280,8 @@ pub async fn run(
         serde_json::json!({ "from": ctx.repo.name, "to": dest.name, "trigger": trigger.as_str() }),
     ));
     let started = Utc::now();
+    // The lock's token also fires when its lease is lost.
+    let cancel = &held.cancel;
     let result = mirror(&ctx.repo, dest, ctx.job.delete_extraneous, cancel)
         .await
         .map_err(MirrorError::from)

@@ -9,6 +9,7 @@ mod cli;
 mod files;
 mod harness;
 mod health;
+mod lease;
 mod logrotate;
 mod mirror;
 mod prune;

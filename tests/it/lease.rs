@@ -1,0 +1,328 @@
+//! The job lock without the catalog: repository leases, backups through a
+//! catalog outage with two daemons, and runs killed with kill -9 closed
+//! out by the next run.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use vigil::repo::Repository;
+use vigil::repo::lease::{self, Acquired, LeaseRecord};
+
+use crate::harness::{
+    PASSWORD, S3Server, TestDb, VIGIL, Vigil, VigilOptions, config_text, fresh_db, json_field,
+    own_cluster, s3_server, vigil_cli,
+};
+
+const EVERY_SECS: i64 = 3;
+
+fn job_config(
+    repo: &std::path::Path,
+    source: &TestDb,
+    repo_extra: &str,
+    job_extra: &str,
+) -> String {
+    format!(
+        "[repositories.local]\nscheme = \"fs\"\n{repo_extra}options = {{ root = \"{}\" }}\n\
+         [jobs.orders]\nkind = \"postgres\"\nsource = \"{}\"\npassword = \"${{TEST_PGPASSWORD}}\"\ndatabases = [\"{}\"]\nrepository = \"local\"\n{job_extra}",
+        repo.display(),
+        source.url(),
+        source.name
+    )
+}
+
+fn small_source() -> TestDb {
+    let db = fresh_db();
+    db.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g")
+        .unwrap();
+    db
+}
+
+/// Every committed manifest of `orders` in an fs repository: id → start.
+fn manifests(root: &std::path::Path) -> BTreeMap<String, DateTime<Utc>> {
+    let Ok(dir) = std::fs::read_dir(root.join("orders/backups")) else {
+        return BTreeMap::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path().join("manifest.json")).ok()?;
+            let m: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let started = m["startedAt"].as_str()?.parse::<DateTime<Utc>>().ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), started))
+        })
+        .collect()
+}
+
+/// Backup ids a daemon logged as committed.
+fn committed_by(vigil: &Vigil) -> Vec<String> {
+    vigil
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("backup committed"))
+        .filter_map(|l| json_field(l, "backup"))
+        .collect()
+}
+
+#[test]
+fn two_daemons_keep_backing_up_through_a_catalog_outage_without_doubles() {
+    let catalog = own_cluster();
+    let source = small_source();
+    let repo = tempfile::tempdir().unwrap();
+    // Shipped defaults for the lease (no lease_ttl set).
+    let extra = job_config(
+        repo.path(),
+        &source,
+        "",
+        "every = \"3s\"\ncatch_up = false\n",
+    );
+    let url = catalog.url("postgres");
+    let a = Vigil::start_with(&url, &extra, VigilOptions::default());
+    let b = Vigil::start_with(&url, &extra, VigilOptions::default());
+    a.wait_ready();
+    b.wait_ready();
+    catalog.stop().unwrap();
+    let outage_start = Utc::now();
+    let outage = Duration::from_secs(21);
+    std::thread::sleep(outage);
+    let outage_end = Utc::now();
+    let during: BTreeMap<String, DateTime<Utc>> = manifests(repo.path())
+        .into_iter()
+        .filter(|(_, started)| *started > outage_start && *started < outage_end)
+        .collect();
+    let (by_a, by_b) = (committed_by(&a), committed_by(&b));
+    let count = |ids: &[String]| ids.iter().filter(|id| during.contains_key(*id)).count();
+    eprintln!(
+        "outage of {}s, every {EVERY_SECS}s: {} backups committed (daemon a: {}, daemon b: {})",
+        outage.as_secs(),
+        during.len(),
+        count(&by_a),
+        count(&by_b)
+    );
+    assert!(
+        during.len() >= 4,
+        "backups must go on while the catalog is down: {during:?}\n--- a:\n{}\n--- b:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    assert_eq!(count(&by_a) + count(&by_b), during.len());
+    let mut slots: Vec<i64> = during
+        .values()
+        .map(|t| t.timestamp() / EVERY_SECS)
+        .collect();
+    let total = slots.len();
+    slots.dedup();
+    assert_eq!(
+        slots.len(),
+        total,
+        "a scheduled time was backed up twice: {during:?}"
+    );
+    assert!(
+        a.log_text()
+            .contains("the job lock is the repository lease alone")
+            || b.log_text()
+                .contains("the job lock is the repository lease alone")
+    );
+    // Each run released its lease.
+    assert!(!repo.path().join("orders/locks/run").exists());
+}
+
+#[test]
+fn a_cli_backup_runs_while_the_catalog_is_down() {
+    let catalog = own_cluster();
+    let source = small_source();
+    let repo = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let extra = job_config(repo.path(), &source, "", "every = \"1h\"\n");
+    std::fs::write(
+        &config,
+        config_text(dir.path(), &catalog.url("postgres"), &extra),
+    )
+    .unwrap();
+    catalog.stop().unwrap();
+    let started = Instant::now();
+    let (code, _, stderr) = vigil_cli(
+        &config,
+        &["backup", "orders"],
+        &[("TEST_PGPASSWORD", PASSWORD)],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the backup waited for the catalog: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(manifests(repo.path()).len(), 1);
+    assert!(stderr.contains("catalog unreachable"), "{stderr}");
+    assert!(!repo.path().join("orders/locks/run").exists());
+    let journal = journal_text(dir.path());
+    assert!(journal.contains("backup.succeeded"), "{journal}");
+}
+
+/// Every journal line under `<dir>/state/journal`.
+fn journal_text(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir.join("state/journal"))
+        .unwrap()
+        .flatten()
+    {
+        if entry.path().is_file() {
+            text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    text
+}
+
+#[test]
+fn a_run_killed_with_kill_9_is_closed_out_by_the_next_run() {
+    let catalog = fresh_db();
+    let source = small_source();
+    let repo = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let extra = job_config(
+        repo.path(),
+        &source,
+        "lease_ttl = \"3s\"\n",
+        "every = \"1h\"\n",
+    );
+    std::fs::write(&config, config_text(dir.path(), &catalog.url(), &extra)).unwrap();
+    // pg_dump waits on this lock, so the first run stays in progress.
+    let mut locker = crate::scheduler::hold_lock(&source);
+    let mut first = Command::new(VIGIL)
+        .arg("--config")
+        .arg(&config)
+        .args(["backup", "orders"])
+        .env("TEST_PGPASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while catalog
+        .psql("SELECT count(*) FROM vigil.executions WHERE status = 'running'")
+        .map(|n| n != "1")
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "the first run never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(repo.path().join("orders/locks/run").exists());
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let _ = locker.kill();
+    let _ = locker.wait();
+    let killed = catalog
+        .psql("SELECT id FROM vigil.executions WHERE status = 'running'")
+        .unwrap();
+    // The dead run's lease stays until it is stale (3s + the clock-skew margin).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, _, stderr) = vigil_cli(
+            &config,
+            &["backup", "orders"],
+            &[("TEST_PGPASSWORD", PASSWORD)],
+        );
+        if code == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && stderr.contains("already running elsewhere"),
+            "second run: {stderr}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let row = catalog
+        .psql(&format!(
+            "SELECT status || ' ' || (finished_at IS NOT NULL) FROM vigil.executions WHERE id = {killed}"
+        ))
+        .unwrap();
+    assert_eq!(row, "aborted true");
+    let journal = journal_text(dir.path());
+    let closed: Vec<serde_json::Value> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["event"] == "backup.failed")
+        .collect();
+    assert_eq!(closed.len(), 1, "{journal}");
+    let data = &closed[0]["data"];
+    assert_eq!(data["status"], "aborted", "{journal}");
+    assert_eq!(data["execution"].to_string(), killed, "{journal}");
+    assert_eq!(manifests(repo.path()).len(), 1);
+}
+
+fn s3_repo(server: &S3Server, test: &str) -> Repository {
+    let text = server
+        .repository_toml(
+            "remote",
+            &server.unique_prefix(test),
+            "lease_ttl = \"3s\"\n",
+        )
+        .replace(
+            &format!("${{{}}}", S3Server::SECRET_ENV),
+            &server.secret_access_key,
+        );
+    let config: BTreeMap<String, BTreeMap<String, vigil::config::RepositoryConfig>> =
+        toml::from_str(&text).unwrap();
+    Repository::open("remote", &config["repositories"]["remote"]).unwrap()
+}
+
+fn stale(instance: &str) -> LeaseRecord {
+    let mut record = LeaseRecord::new(instance, Duration::from_secs(3));
+    record.expires_at = Utc::now() - chrono::Duration::seconds(60);
+    record
+}
+
+/// Plants a lease object as a dead holder left it.
+fn plant(server: &S3Server, path: &str, record: &LeaseRecord) {
+    let op = server.operator();
+    let bytes = serde_json::to_vec(record).unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(op.write(path, bytes))
+        .unwrap();
+}
+
+#[test]
+fn on_s3_a_stale_lease_is_taken_over_and_racers_have_one_winner() {
+    let server = s3_server();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..5 {
+        let repo = s3_repo(server, "lease");
+        let path = lease::lease_path(&repo, "orders", "run");
+        let dead = stale("dead");
+        plant(server, &path, &dead);
+        let outcomes = runtime.block_on(async {
+            let racers = (0..6).map(|i| {
+                let (repo, path) = (repo.clone(), path.clone());
+                tokio::spawn(async move {
+                    let ours = LeaseRecord::new(&format!("racer{i}"), Duration::from_secs(30));
+                    lease::acquire(&repo, &path, &ours).await.unwrap()
+                })
+            });
+            futures::future::join_all(racers).await
+        });
+        let winners: Vec<String> = outcomes
+            .into_iter()
+            .filter_map(|o| match o.unwrap() {
+                Acquired::Held(h) => Some(h.token),
+                Acquired::Busy(_) => None,
+            })
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let stored = runtime
+            .block_on(lease::read(&repo, &path))
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.token, winners[0], "round {round}");
+        assert_ne!(stored.token, dead.token);
+    }
+}
