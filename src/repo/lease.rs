@@ -6,9 +6,11 @@
 //! decides who holds it:
 //!
 //! - **Acquire**: create-only write. If the object exists and is live, the
-//!   lease is busy. If it is stale (expired by more than [`CLOCK_SKEW`]),
-//!   it is taken over (below), then create-only again: of several racers,
-//!   exactly one creates it.
+//!   lease is busy. If its holder is gone (the lease expired more than
+//!   [`CLOCK_SKEW`] ago, or its holder ran on this machine, same boot and
+//!   pid namespace, and its pid no longer exists: kill -9), it is taken
+//!   over (below), then create-only again: of several racers, exactly one
+//!   creates it.
 //! - **Take over** a stale lease with token `t`: deleting it is the
 //!   dangerous step (a racer that read the same stale lease could delete
 //!   the fresh lease another racer has just created). So the right to
@@ -56,6 +58,10 @@ pub struct LeaseRecord {
     /// The holder's instance name (`daemon.instance`, else the hostname).
     pub instance: String,
     pub pid: u32,
+    /// Which kernel and pid namespace `pid` belongs to (boot id and pid
+    /// namespace): a holder on this same machine is known dead at once.
+    #[serde(default)]
+    pub machine: String,
     /// Random per acquisition: tells this holding apart from any other.
     pub token: String,
     pub acquired_at: DateTime<Utc>,
@@ -70,6 +76,7 @@ impl LeaseRecord {
             format_version: LEASE_FORMAT,
             instance: instance.to_owned(),
             pid: std::process::id(),
+            machine: this_machine(),
             token: uuid::Uuid::new_v4().simple().to_string(),
             acquired_at: now,
             expires_at: now + ttl,
@@ -79,6 +86,21 @@ impl LeaseRecord {
     /// Expired, and by more than the clock skew we allow between hosts.
     pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
         now > self.expires_at + CLOCK_SKEW
+    }
+
+    /// Its holder is gone: stale, or a process of this machine that no
+    /// longer exists (killed; no need to wait for the expiry).
+    pub fn is_abandoned(&self, now: DateTime<Utc>) -> bool {
+        self.is_stale(now) || self.holder_died_here()
+    }
+
+    fn holder_died_here(&self) -> bool {
+        let here = this_machine();
+        !here.is_empty()
+            && self.machine == here
+            && !std::path::Path::new("/proc")
+                .join(self.pid.to_string())
+                .exists()
     }
 
     /// Still ours to renew or release by our own clock.
@@ -100,6 +122,18 @@ impl LeaseRecord {
     fn encode(&self) -> Vec<u8> {
         // A plain struct of strings, numbers and times always serialises.
         serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}
+
+/// This kernel's boot id and our pid namespace; empty where unknown (then
+/// only expiry tells a dead holder). A pid means the same process only
+/// within one namespace of one boot.
+fn this_machine() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id");
+    let pidns = std::fs::read_link("/proc/self/ns/pid");
+    match (boot, pidns) {
+        (Ok(boot), Ok(ns)) => format!("{}/{}", boot.trim(), ns.display()),
+        _ => String::new(),
     }
 }
 
@@ -165,10 +199,10 @@ pub async fn acquire(
         if current.token == ours.token {
             return Ok(Acquired::Held(current));
         }
-        if !current.is_stale(Utc::now()) {
+        if !current.is_abandoned(Utc::now()) {
             return Ok(Acquired::Busy(current));
         }
-        tracing::warn!(path, holder = %current.describe(), "taking over a stale lease");
+        tracing::warn!(path, holder = %current.describe(), "taking over the lease of a holder that is gone");
         if !take_over(repo, path, &current, ours, 0).await? {
             return Ok(Acquired::Busy(current));
         }
@@ -227,7 +261,7 @@ async fn claim(
         // The other claimant finished; the lease is fresh or free again.
         return Ok(false);
     };
-    if !other.is_stale(Utc::now()) {
+    if !other.is_abandoned(Utc::now()) {
         return Ok(false);
     }
     if !Box::pin(take_over(repo, claim_path, &other, ours, depth + 1)).await? {
@@ -471,6 +505,36 @@ mod tests {
         assert!(matches!(
             acquire(&repo, &path, &ours).await.unwrap(),
             Acquired::Held(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_dead_holder_on_this_machine_is_taken_over_before_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fs_repo(dir.path());
+        let path = lease_path(&repo, "orders", "run");
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        exited.wait().unwrap();
+        let mut dead = LeaseRecord::new("here", Duration::from_secs(600));
+        dead.pid = exited.id();
+        create_only(&repo, &path, &dead.encode()).await.unwrap();
+        let ours = LeaseRecord::new("ours", Duration::from_secs(30));
+        assert!(matches!(
+            acquire(&repo, &path, &ours).await.unwrap(),
+            Acquired::Held(_)
+        ));
+        // The same dead pid on another machine may be a live process there.
+        let elsewhere_path = lease_path(&repo, "other", "run");
+        let elsewhere = LeaseRecord {
+            machine: "another-boot/pid:[1]".into(),
+            ..dead
+        };
+        create_only(&repo, &elsewhere_path, &elsewhere.encode())
+            .await
+            .unwrap();
+        assert!(matches!(
+            acquire(&repo, &elsewhere_path, &ours).await.unwrap(),
+            Acquired::Busy(_)
         ));
     }
 

@@ -94,6 +94,11 @@ pub struct Listing {
     pub uncommitted: Vec<String>,
 }
 
+/// `<job>/locks/...`: a repository's own coordination, never mirrored.
+fn is_lease(relative: &str) -> bool {
+    relative.split('/').nth(1) == Some("locks")
+}
+
 impl Repository {
     pub fn open(name: &str, config: &RepositoryConfig) -> Result<Repository, RepoError> {
         let setup = |detail: String| RepoError::Setup {
@@ -506,7 +511,7 @@ impl Repository {
     }
 
     /// Every object under the prefix, as `(path relative to the prefix,
-    /// size)`, vigil's own scratch areas left out. For mirroring.
+    /// size)`, vigil's own scratch areas and leases left out. For mirroring.
     pub async fn list_objects(&self) -> Result<Vec<(String, u64)>, RepoError> {
         let root = if self.prefix.is_empty() {
             "/".to_owned()
@@ -529,7 +534,10 @@ impl Repository {
                 .unwrap_or(path)
                 .trim_start_matches('/')
                 .to_owned();
-            if relative.starts_with(FS_TMP_DIR) || relative.starts_with(".vigil-probe/") {
+            if relative.starts_with(FS_TMP_DIR)
+                || relative.starts_with(".vigil-probe/")
+                || is_lease(&relative)
+            {
                 continue;
             }
             let mut size = entry.metadata().content_length();

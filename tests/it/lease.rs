@@ -219,7 +219,7 @@ fn a_run_killed_with_kill_9_is_closed_out_by_the_next_run() {
     let killed = catalog
         .psql("SELECT id FROM vigil.executions WHERE status = 'running'")
         .unwrap();
-    // The dead run's lease stays until it is stale (3s + the clock-skew margin).
+    // The dead run left its lease; a run on this machine sees its pid gone (elsewhere: expiry + 5s).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (code, _, stderr) = vigil_cli(
@@ -325,4 +325,102 @@ fn on_s3_a_stale_lease_is_taken_over_and_racers_have_one_winner() {
         assert_eq!(stored.token, winners[0], "round {round}");
         assert_ne!(stored.token, dead.token);
     }
+}
+
+#[test]
+fn a_daemon_with_the_catalog_and_one_without_never_both_run() {
+    // a keeps its catalog (advisory lock + lease); b loses its own (lease only).
+    let catalog_a = fresh_db();
+    let catalog_b = own_cluster();
+    let source = small_source();
+    let repo = tempfile::tempdir().unwrap();
+    let extra = job_config(
+        repo.path(),
+        &source,
+        "",
+        "every = \"3s\"\ncatch_up = false\n",
+    );
+    let a = Vigil::start_with(&catalog_a.url(), &extra, VigilOptions::default());
+    let b = Vigil::start_with(&catalog_b.url("postgres"), &extra, VigilOptions::default());
+    a.wait_ready();
+    b.wait_ready();
+    catalog_b.stop().unwrap();
+    let start = Utc::now();
+    std::thread::sleep(Duration::from_secs(15));
+    let end = Utc::now();
+    let during: BTreeMap<String, DateTime<Utc>> = manifests(repo.path())
+        .into_iter()
+        .filter(|(_, started)| *started > start && *started < end)
+        .collect();
+    let (by_a, by_b) = (committed_by(&a), committed_by(&b));
+    let count = |ids: &[String]| ids.iter().filter(|id| during.contains_key(*id)).count();
+    eprintln!(
+        "mixed: {} backups in 15s (a, with catalog: {}; b, lease only: {})",
+        during.len(),
+        count(&by_a),
+        count(&by_b)
+    );
+    assert!(during.len() >= 3, "{during:?}\n--- b:\n{}", b.log_text());
+    let mut slots: Vec<i64> = during
+        .values()
+        .map(|t| t.timestamp() / EVERY_SECS)
+        .collect();
+    let total = slots.len();
+    slots.dedup();
+    assert_eq!(
+        slots.len(),
+        total,
+        "a scheduled time was backed up twice: {during:?}"
+    );
+    assert!(
+        b.log_text()
+            .contains("the job lock is the repository lease alone")
+    );
+}
+
+#[test]
+fn a_run_whose_lease_is_taken_over_stops_without_committing() {
+    let catalog = fresh_db();
+    let source = small_source();
+    let repo = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let extra = job_config(
+        repo.path(),
+        &source,
+        "lease_ttl = \"3s\"\n",
+        "every = \"1h\"\n",
+    );
+    std::fs::write(&config, config_text(dir.path(), &catalog.url(), &extra)).unwrap();
+    let mut locker = crate::scheduler::hold_lock(&source);
+    let run = Command::new(VIGIL)
+        .arg("--config")
+        .arg(&config)
+        .args(["backup", "orders"])
+        .env("TEST_PGPASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lease_file = repo.path().join("orders/locks/run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lease_file.exists() {
+        assert!(Instant::now() < deadline, "the run never took its lease");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Another vigil's lease where ours was (as after a takeover).
+    let other = LeaseRecord::new("other", Duration::from_secs(600));
+    std::fs::write(&lease_file, serde_json::to_vec(&other).unwrap()).unwrap();
+    let out = run.wait_with_output().unwrap();
+    let _ = locker.kill();
+    let _ = locker.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is no longer ours"), "{stderr}");
+    assert!(stderr.contains("nothing was committed"), "{stderr}");
+    assert_eq!(manifests(repo.path()).len(), 0);
+    // The other holder's lease is left alone.
+    let stored: LeaseRecord = serde_json::from_slice(&std::fs::read(&lease_file).unwrap()).unwrap();
+    assert_eq!(stored.token, other.token);
 }
