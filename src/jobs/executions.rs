@@ -2,12 +2,49 @@
 //! `catalog.query_timeout`: a down or hung catalog never holds a run up
 //! (the journal records the run either way).
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 
 use super::{JobContext, Trigger};
 
 /// Kinds that run under the job lock (restores do not take it).
 const LOCKED_KINDS: [&str; 3] = ["backup", "prune", "mirror"];
+
+/// A pooled connection for one bounded step. If the step is cut off (its
+/// future dropped by the timeout) the connection is closed, not returned to
+/// the pool: its statement may still run on the server later (a late
+/// `pg_try_advisory_lock` would hold the job's lock in an idle pooled
+/// session, a late INSERT leave a row `running`).
+pub(super) struct Session(Option<Object>);
+
+impl Session {
+    pub(super) async fn open(pool: &Pool) -> Result<Session, String> {
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| crate::redact::error_chain(&e))?;
+        Ok(Session(Some(client)))
+    }
+
+    pub(super) fn client(&self) -> Result<&Object, String> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| "catalog session already handed back".to_owned())
+    }
+
+    /// The step finished: the connection is the caller's again (dropping it
+    /// returns it to the pool).
+    pub(super) fn finish(mut self) -> Option<Object> {
+        self.0.take()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
+    }
+}
 
 /// Runs one catalog step within the pool's timeout.
 async fn bounded<T>(
@@ -38,8 +75,9 @@ pub async fn start(
     repository: &str,
 ) -> Option<Execution> {
     let result = bounded(pool, async {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
-        let row = client
+        let session = Session::open(pool).await?;
+        let row = session
+            .client()?
             .query_one(
                 "INSERT INTO vigil.executions (job, kind, trigger, status, host, repository) \
                  VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id",
@@ -47,6 +85,7 @@ pub async fn start(
             )
             .await
             .map_err(|e| e.to_string())?;
+        session.finish();
         Ok::<_, String>(Execution { id: row.get(0) })
     })
     .await;
@@ -73,8 +112,9 @@ pub struct Finish<'a> {
 pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>) {
     let Some(execution) = execution else { return };
     let result = bounded(pool, async {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
-        client
+        let session = Session::open(pool).await?;
+        let done = session
+            .client()?
             .execute(
                 "UPDATE vigil.executions SET status = $2, finished_at = now(), backup_id = $3, \
                  source_bytes = $4, stored_bytes = $5, error = $6, details = $7 WHERE id = $1",
@@ -89,7 +129,9 @@ pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>)
                 ],
             )
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        session.finish();
+        done
     })
     .await;
     if let Err(e) = result {
@@ -129,9 +171,10 @@ const ORPHAN_ERROR: &str =
 /// never wrote (`<kind>.failed`, status aborted, with the execution id).
 pub async fn close_orphans(ctx: &JobContext) {
     let closed = bounded(&ctx.catalog, async {
-        let client = ctx.catalog.get().await.map_err(|e| e.to_string())?;
+        let session = Session::open(&ctx.catalog).await?;
         let kinds: Vec<&str> = LOCKED_KINDS.to_vec();
-        let rows = client
+        let rows = session
+            .client()?
             .query(
                 "UPDATE vigil.executions SET status = 'aborted', finished_at = now(), error = $3 \
                  WHERE job = $1 AND status = 'running' AND kind = ANY($2) \
@@ -140,6 +183,7 @@ pub async fn close_orphans(ctx: &JobContext) {
             )
             .await
             .map_err(|e| e.to_string())?;
+        session.finish();
         Ok(rows
             .iter()
             .map(|r| Orphan {

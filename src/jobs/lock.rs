@@ -34,6 +34,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use super::JobContext;
+use super::executions::Session;
 use crate::repo::Repository;
 use crate::repo::lease::{self, Acquired, LeaseError, LeaseRecord};
 
@@ -269,19 +270,23 @@ pub fn catalog_budget(pool: &Pool) -> Duration {
 /// if the catalog cannot be reached in time.
 async fn try_advisory(pool: &Pool, job: &str) -> Result<Option<AdvisoryLock>, String> {
     let key = lock_key(job);
+    // Cut off by the timeout, the session is closed (not pooled): a late
+    // grant must not stay held in an idle connection.
     let attempt = async {
-        let client = pool
-            .get()
+        let session = Session::open(pool)
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
-        let row = client
+        let row = session
+            .client()?
             .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
             .await
             .map_err(|e| format!("pg_try_advisory_lock failed: {e}"))?;
-        Ok::<_, String>(row.get::<_, bool>(0).then_some(AdvisoryLock {
-            client: Some(client),
-            key,
-        }))
+        let client = session.finish();
+        if !row.get::<_, bool>(0) {
+            // Not ours: the connection goes back to the pool as it drops.
+            return Ok(None);
+        }
+        Ok::<_, String>(Some(AdvisoryLock { client, key }))
     };
     let budget = catalog_budget(pool);
     tokio::time::timeout(budget, attempt).await.map_err(|_| {

@@ -424,3 +424,64 @@ fn a_run_whose_lease_is_taken_over_stops_without_committing() {
     let stored: LeaseRecord = serde_json::from_slice(&std::fs::read(&lease_file).unwrap()).unwrap();
     assert_eq!(stored.token, other.token);
 }
+
+/// The postmaster and every process it started, for SIGSTOP/SIGCONT.
+fn cluster_pids(cluster: &vigil::pgcluster::Cluster) -> Vec<i32> {
+    let pidfile = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid")).unwrap();
+    let postmaster: i32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
+    let children = Command::new("pgrep")
+        .args(["-P", &postmaster.to_string()])
+        .output()
+        .unwrap();
+    let mut pids = vec![postmaster];
+    pids.extend(
+        String::from_utf8_lossy(&children.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok()),
+    );
+    pids
+}
+
+fn signal_all(pids: &[i32], signal: nix::sys::signal::Signal) {
+    for pid in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), signal);
+    }
+}
+
+#[test]
+fn a_hung_catalog_holds_no_run_up() {
+    let catalog = own_cluster();
+    let source = small_source();
+    let repo = tempfile::tempdir().unwrap();
+    let extra = job_config(
+        repo.path(),
+        &source,
+        "",
+        "every = \"3s\"\ncatch_up = false\n",
+    );
+    let vigil = Vigil::start_with(&catalog.url("postgres"), &extra, VigilOptions::default());
+    vigil.wait_ready();
+    // Frozen, not down: connections open but nothing answers (the pool's
+    // idle sessions included).
+    let pids = cluster_pids(&catalog);
+    signal_all(&pids, nix::sys::signal::Signal::SIGSTOP);
+    let start = Utc::now();
+    std::thread::sleep(Duration::from_secs(15));
+    let end = Utc::now();
+    signal_all(&pids, nix::sys::signal::Signal::SIGCONT);
+    let during = manifests(repo.path())
+        .into_values()
+        .filter(|started| *started > start && *started < end)
+        .count();
+    eprintln!("hung catalog: {during} backups in 15s (every 3s, catalog.query_timeout 1s)");
+    assert!(
+        during >= 2,
+        "runs waited on the hung catalog:\n{}",
+        vigil.log_text()
+    );
+    assert!(
+        vigil
+            .log_text()
+            .contains("no answer within 1s (catalog.query_timeout)")
+    );
+}
