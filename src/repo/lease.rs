@@ -203,9 +203,8 @@ pub async fn acquire(
             return Ok(Acquired::Busy(current));
         }
         tracing::warn!(path, holder = %current.describe(), "taking over the lease of a holder that is gone");
-        if !take_over(repo, path, &current, ours, 0).await? {
-            return Ok(Acquired::Busy(current));
-        }
+        // Won or not, the next round says who holds it now.
+        take_over(repo, path, &current, ours, 0).await?;
     }
     match read(repo, path).await? {
         Some(current) if current.token == ours.token => Ok(Acquired::Held(current)),
