@@ -297,6 +297,11 @@ pub async fn run(
                 None => Ok(report),
             }
         });
+    // Stopped because another vigil took the lease over, not by a shutdown.
+    let result = match (result, held.lost()) {
+        (Err(_), Some(why)) => Err(MirrorError::Lock(why)),
+        (result, _) => result,
+    };
     let details = match &result {
         Ok(report) => serde_json::to_value(report).ok(),
         Err(_) => None,
