@@ -42,6 +42,10 @@ pub struct RepositoryConfig {
     /// How often `<repo>:writable` writes, reads back and removes a probe object.
     #[serde(default = "default_writable_interval", with = "humantime_serde")]
     pub writable_interval: std::time::Duration,
+    /// How long a job lease in the repository (`<prefix>/<job>/locks/run`)
+    /// stays valid without renewal; renewed every third of it while a run lasts.
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: std::time::Duration,
 }
 
 fn default_request_timeout() -> std::time::Duration {
@@ -49,6 +53,9 @@ fn default_request_timeout() -> std::time::Duration {
 }
 fn default_writable_interval() -> std::time::Duration {
     std::time::Duration::from_secs(300)
+}
+fn default_lease_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
 }
 
 /// Parses a byte rate like `20MiB`, `500KiB/s`, `1GB` or `1048576`.

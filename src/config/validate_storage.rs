@@ -118,6 +118,12 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
         if repo.writable_interval.as_secs() < 1 {
             problem(key("writable_interval"), "must be at least 1s".into());
         }
+        if repo.lease_ttl.as_secs() < 3 {
+            problem(
+                key("lease_ttl"),
+                "must be at least 3s (the lease is renewed every third of it)".into(),
+            );
+        }
         if repo.part_size_mib == 0 {
             problem(key("part_size_mib"), "must be at least 1 (MiB)".into());
         }

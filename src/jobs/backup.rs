@@ -25,8 +25,10 @@ use crate::repo::manifest::{
 pub enum BackupError {
     #[error("job `{0}` is already running elsewhere (another vigil holds its lock); skipped")]
     Locked(String),
-    #[error("{0}")]
-    Lock(String),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error("{0}; nothing was committed")]
+    LeaseLost(String),
     #[error(
         "the run scheduled for {scheduled} was already taken by another vigil (backup {backup_id}); skipped"
     )]
@@ -113,7 +115,7 @@ pub async fn run_scheduled(
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<Manifest, BackupError> {
-    let lock = match lock::try_lock(&ctx.catalog, &ctx.name).await {
+    let lock = match lock::take(ctx, cancel).await {
         Ok(lock) => lock,
         Err(e) => {
             let error = BackupError::Lock(e);
@@ -159,12 +161,18 @@ pub async fn run_scheduled(
         "backup.started",
         serde_json::json!({ "trigger": trigger.as_str(), "repository": ctx.repo.name, "host": ctx.host }),
     ));
-    let run = tokio::time::timeout(ctx.job.max_duration, run_locked(ctx, progress, cancel)).await;
-    let result = match run {
-        Ok(result) => result,
-        Err(_) => Err(BackupError::TooLong(
+    // The lock's token also fires when its lease is lost.
+    let run = tokio::time::timeout(
+        ctx.job.max_duration,
+        run_locked(ctx, progress, &lock.cancel),
+    )
+    .await;
+    let result = match (run, lock.lost()) {
+        (Err(_), _) => Err(BackupError::TooLong(
             humantime::format_duration(ctx.job.max_duration).to_string(),
         )),
+        (Ok(Err(_)), Some(why)) => Err(BackupError::LeaseLost(why)),
+        (Ok(result), _) => result,
     };
     let written = progress.take_backup_id();
     match &result {

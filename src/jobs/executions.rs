@@ -1,8 +1,61 @@
-//! `vigil.executions`: one row per run.
+//! `vigil.executions`: one row per run. Every write is bounded by
+//! `catalog.query_timeout`: a down or hung catalog never holds a run up
+//! (the journal records the run either way).
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 
-use super::Trigger;
+use super::{JobContext, Trigger};
+
+/// Kinds that run under the job lock (restores do not take it).
+const LOCKED_KINDS: [&str; 3] = ["backup", "prune", "mirror"];
+
+/// A pooled connection for one bounded step. If the step is cut off (its
+/// future dropped by the timeout) the connection is closed, not returned to
+/// the pool: its statement may still run on the server later (a late
+/// `pg_try_advisory_lock` would hold the job's lock in an idle pooled
+/// session, a late INSERT leave a row `running`).
+pub(super) struct Session(Option<Object>);
+
+impl Session {
+    pub(super) async fn open(pool: &Pool) -> Result<Session, String> {
+        let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
+        Ok(Session(Some(client)))
+    }
+
+    pub(super) fn client(&self) -> Result<&Object, String> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| "catalog session already handed back".to_owned())
+    }
+
+    /// The step finished: the connection is the caller's again (dropping it
+    /// returns it to the pool).
+    pub(super) fn finish(mut self) -> Option<Object> {
+        self.0.take()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+/// Runs one catalog step within the pool's timeout.
+async fn bounded<T>(
+    pool: &Pool,
+    step: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let budget = super::lock::catalog_budget(pool);
+    tokio::time::timeout(budget, step).await.map_err(|_| {
+        format!(
+            "no answer within {} (catalog.query_timeout)",
+            humantime::format_duration(budget)
+        )
+    })?
+}
 
 pub struct Execution {
     pub id: i64,
@@ -21,11 +74,13 @@ pub async fn start(
     repository: &str,
 ) -> Option<Execution> {
     if pool.is_closed() {
+        // A CLI command found the catalog down or unmigrated (and said so).
         return None;
     }
-    let result = async {
-        let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
-        let row = client
+    let result = bounded(pool, async {
+        let session = Session::open(pool).await?;
+        let row = session
+            .client()?
             .query_one(
                 "INSERT INTO vigil.executions (job, kind, trigger, status, host, repository) \
                  VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id",
@@ -33,8 +88,9 @@ pub async fn start(
             )
             .await
             .map_err(|e| e.to_string())?;
+        session.finish();
         Ok::<_, String>(Execution { id: row.get(0) })
-    }
+    })
     .await;
     match result {
         Ok(e) => Some(e),
@@ -58,9 +114,10 @@ pub struct Finish<'a> {
 
 pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>) {
     let Some(execution) = execution else { return };
-    let result = async {
-        let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
-        client
+    let result = bounded(pool, async {
+        let session = Session::open(pool).await?;
+        let done = session
+            .client()?
             .execute(
                 "UPDATE vigil.executions SET status = $2, finished_at = now(), backup_id = $3, \
                  source_bytes = $4, stored_bytes = $5, error = $6, details = $7 WHERE id = $1",
@@ -75,8 +132,10 @@ pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>)
                 ],
             )
             .await
-            .map_err(|e| e.to_string())
-    }
+            .map_err(|e| e.to_string());
+        session.finish();
+        done
+    })
     .await;
     if let Err(e) = result {
         tracing::warn!(execution = execution.id, error = %e, "cannot record the end of the execution in the catalog");
@@ -94,4 +153,71 @@ pub async fn abort_stale(pool: &Pool, host: &str) -> Result<u64, String> {
         )
         .await
         .map_err(|e| e.to_string())
+}
+
+/// A run left `running` by a process that died (kill -9, power loss).
+#[derive(Debug)]
+struct Orphan {
+    id: i64,
+    kind: String,
+    host: String,
+    trigger: String,
+    started_at: chrono::DateTime<chrono::Utc>,
+}
+
+const ORPHAN_ERROR: &str =
+    "the vigil running it died (no live lock holder); closed out by the next run";
+
+/// Called while holding the job lock, so no other run of this job is
+/// alive: its rows still `running` were left by a killed process. They
+/// become `aborted`, and the journal gets the outcome record the dead run
+/// never wrote (`<kind>.failed`, status aborted, with the execution id).
+pub async fn close_orphans(ctx: &JobContext) {
+    let closed = bounded(&ctx.catalog, async {
+        let session = Session::open(&ctx.catalog).await?;
+        let kinds: Vec<&str> = LOCKED_KINDS.to_vec();
+        let rows = session
+            .client()?
+            .query(
+                "UPDATE vigil.executions SET status = 'aborted', finished_at = now(), error = $3 \
+                 WHERE job = $1 AND status = 'running' AND kind = ANY($2) \
+                 RETURNING id, kind, host, trigger, started_at",
+                &[&ctx.name, &kinds, &ORPHAN_ERROR],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        session.finish();
+        Ok(rows
+            .iter()
+            .map(|r| Orphan {
+                id: r.get(0),
+                kind: r.get(1),
+                host: r.get(2),
+                trigger: r.get(3),
+                started_at: r.get(4),
+            })
+            .collect::<Vec<_>>())
+    })
+    .await;
+    let orphans = match closed {
+        Ok(orphans) => orphans,
+        Err(e) => {
+            tracing::warn!(job = %ctx.name, error = %e, "cannot close out runs left running in the catalog");
+            return;
+        }
+    };
+    for orphan in orphans {
+        tracing::warn!(job = %ctx.name, execution = orphan.id, kind = %orphan.kind, host = %orphan.host, "a run left running by a dead vigil is closed out as aborted");
+        ctx.journal.emit(ctx.event(
+            &format!("{}.failed", orphan.kind),
+            serde_json::json!({
+                "status": "aborted",
+                "execution": orphan.id,
+                "host": orphan.host,
+                "trigger": orphan.trigger,
+                "started_at": orphan.started_at.to_rfc3339(),
+                "error": ORPHAN_ERROR,
+            }),
+        ));
+    }
 }

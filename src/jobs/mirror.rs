@@ -253,6 +253,8 @@ pub enum MirrorError {
     Locked(String),
     #[error("{0}")]
     Lock(String),
+    #[error(transparent)]
+    JobLock(#[from] super::lock::LockError),
     #[error("{failed} object(s) not mirrored, e.g. {first}")]
     Incomplete { failed: usize, first: String },
     #[error("cancelled (shutdown)")]
@@ -272,9 +274,7 @@ pub async fn run(
             ctx.name
         )));
     };
-    let held = lock::try_lock(&ctx.catalog, &ctx.name)
-        .await
-        .map_err(MirrorError::Lock)?;
+    let held = lock::take(ctx, cancel).await?;
     let Some(held) = held else {
         return Err(MirrorError::Locked(ctx.name.clone()));
     };
@@ -292,6 +292,8 @@ pub async fn run(
         serde_json::json!({ "from": ctx.repo.name, "to": dest.name, "trigger": trigger.as_str() }),
     ));
     let started = Utc::now();
+    // The lock's token also fires when its lease is lost.
+    let cancel = &held.cancel;
     let result = mirror(&ctx.repo, dest, ctx.job.delete_extraneous, cancel)
         .await
         .map_err(MirrorError::from)
@@ -307,6 +309,11 @@ pub async fn run(
                 None => Ok(report),
             }
         });
+    // Stopped because another vigil took the lease over, not by a shutdown.
+    let result = match (result, held.lost()) {
+        (Err(_), Some(why)) => Err(MirrorError::Lock(why)),
+        (result, _) => result,
+    };
     let details = match &result {
         Ok(report) => serde_json::to_value(report).ok(),
         Err(_) => None,

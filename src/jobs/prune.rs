@@ -18,8 +18,8 @@ pub enum PruneError {
     Repo(#[from] RepoError),
     #[error("job `{0}` is running elsewhere (another vigil holds its lock); prune skipped")]
     Locked(String),
-    #[error("{0}")]
-    Lock(String),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error("plan refused: {0}")]
     Refused(String),
     #[error("prune refused: {0}")]
@@ -124,9 +124,8 @@ pub async fn run(
             dry_run,
         });
     }
-    let held = lock::try_lock(&ctx.catalog, &ctx.name)
-        .await
-        .map_err(PruneError::Lock)?;
+    // Prune deletes between quick steps and takes no cancel token of its own.
+    let held = lock::take(ctx, &tokio_util::sync::CancellationToken::new()).await?;
     let Some(held) = held else {
         return Err(PruneError::Locked(ctx.name.clone()));
     };

@@ -4,8 +4,10 @@
 //! ```text
 //! <prefix>/<job>/backups/<backup-id>/<object>          data, written first
 //! <prefix>/<job>/backups/<backup-id>/manifest.json     written last, create-only
+//! <prefix>/<job>/locks/<name>                          leases (see [`lease`])
 //! ```
 
+pub mod lease;
 pub mod manifest;
 mod oplog;
 mod store;

@@ -17,16 +17,18 @@ const MANIFEST_READS: usize = 16;
 pub struct Repository {
     pub name: String,
     pub scheme: String,
-    op: Operator,
+    pub(super) op: Operator,
     prefix: String,
     /// For fs repositories: the root directory, for directory fsyncs.
-    fs_root: Option<PathBuf>,
+    pub(super) fs_root: Option<PathBuf>,
     part_size: usize,
     max_parts: u64,
     /// With `max_upload_rate`: parts stay within the throttle's burst.
     max_part_size: usize,
     pub guarantees: Guarantees,
     pub writable_interval: std::time::Duration,
+    /// How long a job lease stays valid without renewal.
+    pub lease_ttl: std::time::Duration,
 }
 
 /// What a repository's service guarantees, from opendal's capability
@@ -102,6 +104,11 @@ pub enum Deletion {
     Skipped(String),
 }
 
+/// `<job>/locks/...`: a repository's own coordination, never mirrored.
+fn is_lease(relative: &str) -> bool {
+    relative.split('/').nth(1) == Some("locks")
+}
+
 impl Repository {
     pub fn open(name: &str, config: &RepositoryConfig) -> Result<Repository, RepoError> {
         let setup = |detail: String| RepoError::Setup {
@@ -166,10 +173,11 @@ impl Repository {
             max_part_size,
             guarantees,
             writable_interval: config.writable_interval,
+            lease_ttl: config.lease_ttl,
         })
     }
 
-    fn join(&self, parts: &[&str]) -> String {
+    pub(super) fn join(&self, parts: &[&str]) -> String {
         let mut path = self.prefix.clone();
         for p in parts {
             if !path.is_empty() {
@@ -192,7 +200,12 @@ impl Repository {
         self.join(&[job, "backups", backup_id, name])
     }
 
-    fn storage_err(&self, action: &'static str, path: &str, e: opendal::Error) -> RepoError {
+    pub(super) fn storage_err(
+        &self,
+        action: &'static str,
+        path: &str,
+        e: opendal::Error,
+    ) -> RepoError {
         RepoError::Storage {
             repo: self.name.clone(),
             action,
@@ -535,7 +548,7 @@ impl Repository {
     }
 
     /// Every object under the prefix, as `(path relative to the prefix,
-    /// size)`, vigil's own scratch areas left out. For mirroring.
+    /// size)`, vigil's own scratch areas and leases left out. For mirroring.
     pub async fn list_objects(&self) -> Result<Vec<(String, u64)>, RepoError> {
         let root = if self.prefix.is_empty() {
             "/".to_owned()
@@ -558,7 +571,10 @@ impl Repository {
                 .unwrap_or(path)
                 .trim_start_matches('/')
                 .to_owned();
-            if relative.starts_with(FS_TMP_DIR) || relative.starts_with(".vigil-probe/") {
+            if relative.starts_with(FS_TMP_DIR)
+                || relative.starts_with(".vigil-probe/")
+                || is_lease(&relative)
+            {
                 continue;
             }
             let mut size = entry.metadata().content_length();

@@ -11,6 +11,7 @@ mod cli;
 mod files;
 mod harness;
 mod health;
+mod lease;
 mod logrotate;
 mod manifests;
 mod mirror;
