@@ -61,17 +61,7 @@ impl JobContext {
         journal: Journal,
         actor: Actor,
     ) -> Result<JobContext, String> {
-        let job = config.jobs.get(name).ok_or_else(|| {
-            let known: Vec<&str> = config.jobs.keys().map(String::as_str).collect();
-            format!(
-                "no job `{name}` in the config (configured: {})",
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            )
-        })?;
+        let job = config.job(name).map_err(|e| e.to_string())?;
         let repo_config = &config.repositories[&job.repository];
         let repo = Repository::open(&job.repository, repo_config).map_err(|e| e.to_string())?;
         let encryption = repo_config.encryption.as_ref();
@@ -134,21 +124,7 @@ impl JobContext {
         let path = self.identity_file.as_ref().ok_or_else(|| {
             format!("repository `{}` is encrypted but has no `encryption.identity_file` to read it with", self.repo.name)
         })?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read identity file {}: {e}", path.display()))?;
-        let identities: Vec<age::x25519::Identity> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with("AGE-SECRET-KEY-"))
-            .filter_map(|l| age::x25519::Identity::from_str(l).ok())
-            .collect();
-        if identities.is_empty() {
-            return Err(format!(
-                "{} holds no age identity (AGE-SECRET-KEY-…)",
-                path.display()
-            ));
-        }
-        Ok(identities)
+        crate::config::identity::read_identities(path).map_err(|e| e.to_string())
     }
 
     /// The source connection with the password from `password`/`password_file`.

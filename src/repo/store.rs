@@ -183,6 +183,14 @@ impl Repository {
     }
 
     fn storage_err(&self, action: &'static str, path: &str, e: opendal::Error) -> RepoError {
+        if crate::reach::is_unreachable(&e) {
+            return RepoError::Unreachable {
+                repo: self.name.clone(),
+                action,
+                path: path.to_owned(),
+                detail: e.to_string(),
+            };
+        }
         RepoError::Storage {
             repo: self.name.clone(),
             action,
