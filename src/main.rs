@@ -253,7 +253,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
         }
         Command::Backup { job } => {
             with_config(&cli.config, |config| async move {
-                if config.jobs.get(&job).is_some_and(|j| j.kind == config::JobKind::Mirror) {
+                // A usage error is told before the catalog is waited for.
+                if config.job(&job)?.kind == config::JobKind::Mirror {
                     let report = vigil::commands::mirror(&config, &job, cancel_on_signal()).await?;
                     outln!(
                         "mirror {job}: {} object(s) copied ({}), {} already there ({}), {} backup(s) completed, {} deleted",
@@ -307,6 +308,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 force,
             };
             with_config(&cli.config, |config| async move {
+                config.job(&job)?;
                 vigil::commands::restore(&config, &job, request, cancel_on_signal()).await
             })
             .await
@@ -318,6 +320,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
             json,
         } => {
             with_config(&cli.config, |config| async move {
+                if let Some(job) = &job {
+                    config.job(job)?;
+                }
                 vigil::commands::prune(&config, job.as_deref(), dry_run, json).await
             })
             .await

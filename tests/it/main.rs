@@ -6,6 +6,7 @@ mod backends;
 mod backup;
 mod catalog;
 mod cli;
+mod cli_truths;
 mod files;
 mod harness;
 mod health;
