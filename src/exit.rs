@@ -149,6 +149,7 @@ impl Classify for BackupError {
         match self {
             BackupError::Repo(e) => e.exit(),
             BackupError::Object { error, .. } => error.exit(),
+            BackupError::SourceUnreachable { .. } => Exit::Unreachable,
             _ => Exit::Failed,
         }
     }

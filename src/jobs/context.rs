@@ -29,6 +29,20 @@ impl Trigger {
     }
 }
 
+/// Connecting to a job's source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{host}: {detail}")]
+    Connect {
+        host: String,
+        /// Refused, timed out or no route: the server was not reached.
+        unreachable: bool,
+        detail: String,
+    },
+}
+
 #[derive(Clone)]
 pub struct JobContext {
     pub name: String,
@@ -147,14 +161,25 @@ impl JobContext {
     /// A session on the source (its `postgres` database unless the URL
     /// names one); the connection task ends when the client is dropped.
     pub async fn connect_source(&self) -> Result<tokio_postgres::Client, String> {
-        let mut config = self.source_config()?;
+        self.open_source().await.map_err(|e| e.to_string())
+    }
+
+    /// Like [`connect_source`](Self::connect_source), saying whether the
+    /// server could not be reached at all (rather than refusing us).
+    pub async fn open_source(&self) -> Result<tokio_postgres::Client, SourceError> {
+        let mut config = self.source_config().map_err(SourceError::Config)?;
         if config.get_dbname().is_none() {
             config.dbname("postgres");
         }
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| crate::redact::error_chain(&e))?;
+        let (client, connection) =
+            config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| SourceError::Connect {
+                    host: crate::pipeline::pgtools::describe_host(&config),
+                    unreachable: crate::reach::is_unreachable(&e),
+                    detail: crate::redact::error_chain(&e),
+                })?;
         tokio::spawn(connection);
         Ok(client)
     }

@@ -167,6 +167,41 @@ fn an_unreachable_catalog_or_repository_exits_3() {
 }
 
 #[test]
+fn an_unreachable_source_exits_3_and_a_refusing_one_1() {
+    let catalog = fresh_db();
+    let source = fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = repo_and_job(
+        dir.path(),
+        "postgres://postgres@127.0.0.1:1/orders",
+        "orders",
+        "",
+    );
+    let config = config_in(dir.path(), &catalog.url(), &extra);
+    let (code, _, stderr) = vigil_cli(&config, &["backup", "orders"], &ENV);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the source 127.0.0.1:1"),
+        "names host:port: {stderr}"
+    );
+
+    // A server that answers and refuses the password is a failed run, not an outage.
+    let extra = repo_and_job(dir.path(), &source.url(), &source.name, "");
+    let config = config_in(dir.path(), &catalog.url(), &extra);
+    let env = [
+        ("TEST_PGPASSWORD", PASSWORD),
+        ("JOB_PGPASSWORD", "wrong-pw-77"),
+    ];
+    let (code, _, stderr) = vigil_cli(&config, &["backup", "orders"], &env);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-pw-77"));
+}
+
+#[test]
 fn a_closed_stdout_ends_list_quietly() {
     let source = fresh_db();
     let catalog = fresh_db();
