@@ -248,9 +248,11 @@ async fn restore(
 
 /// `--to`: a connection string that names the database; returns it and the name.
 pub fn parse_target(to: &str) -> Result<(tokio_postgres::Config, String), RestoreError> {
-    let target: tokio_postgres::Config = to
-        .parse()
-        .map_err(|e| RestoreError::BadTarget(format!("--to is not a connection string: {e}")))?;
+    let target: tokio_postgres::Config = to.parse().map_err(|e| {
+        RestoreError::BadTarget(format!(
+            "--to is not a connection string ({e}): write postgres://USER@HOST:PORT/DBNAME"
+        ))
+    })?;
     let database = target
         .get_dbname()
         .ok_or_else(|| {
