@@ -213,6 +213,11 @@ fn a_closed_stdout_ends_list_quietly() {
     let config = config_in(dir.path(), &catalog.url(), &extra);
     let (code, _, stderr) = vigil_cli(&config, &["backup", "orders"], &ENV);
     assert_eq!(code, 0, "{stderr}");
+    // A restore target nobody listens on cannot be reached: 3.
+    let to = "postgres://postgres@127.0.0.1:1/copy";
+    let (code, _, stderr) = vigil_cli(&config, &["restore", "orders", "--to", to], &ENV);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("target 127.0.0.1:1"), "{stderr}");
     for args in [
         &["list"][..],
         &["list", "orders", "--json"],
