@@ -155,7 +155,7 @@ pub async fn verify(config: &Config, from_catalog: bool, json: bool) -> anyhow::
 
 fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(report)?)?;
         return Ok(());
     }
     let source = if from_catalog {
@@ -163,29 +163,29 @@ fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Resu
     } else {
         format!("{} segment(s)", report.segments)
     };
-    println!(
+    crate::outln!(
         "journal {}: {} record(s) from {source}, seq {}..{}, {} checkpoint(s)",
         report.journal.as_deref().unwrap_or("(none)"),
         report.records,
         report.first_seq.unwrap_or(0),
         report.last_seq.unwrap_or(0),
         report.checkpoints
-    );
+    )?;
     if !from_catalog {
-        println!("catalog rows compared: {}", report.table_rows_checked);
+        crate::outln!("catalog rows compared: {}", report.table_rows_checked)?;
     }
-    println!("backup manifest heads checked: {}", report.anchors_checked);
+    crate::outln!("backup manifest heads checked: {}", report.anchors_checked)?;
     for w in &report.warnings {
-        println!("warning: {w}");
+        crate::outln!("warning: {w}")?;
     }
     for p in &report.problems {
         match p.seq {
-            Some(seq) => println!("FAILED at seq {seq} ({}): {}", p.location, p.what),
-            None => println!("FAILED ({}): {}", p.location, p.what),
+            Some(seq) => crate::outln!("FAILED at seq {seq} ({}): {}", p.location, p.what)?,
+            None => crate::outln!("FAILED ({}): {}", p.location, p.what)?,
         }
     }
     if report.ok() {
-        println!("OK: the chain, segment links, checkpoints and anchors hold");
+        crate::outln!("OK: the chain, segment links, checkpoints and anchors hold")?;
     }
     Ok(())
 }
@@ -225,7 +225,7 @@ pub fn show(
                 continue;
             }
             if json {
-                println!("{line}");
+                crate::outln!("{line}")?;
             } else {
                 let actor = match (&record.actor.role, &record.actor.claimed) {
                     (Some(role), _) => {
@@ -240,14 +240,14 @@ pub fn show(
                     }
                     (None, None) => format!("{}:{}", record.actor.kind, record.actor.name),
                 };
-                println!(
+                crate::outln!(
                     "{} {:>6} {:<24} {:<24} {}",
                     record.ts.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
                     record.seq,
                     record.event,
                     actor,
                     record.data
-                );
+                )?;
             }
         }
     }

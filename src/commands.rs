@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::exit::CommandError;
 use crate::jobs::backup::Progress;
 use crate::jobs::restore::RestoreRequest;
 use crate::jobs::{JobContext, Trigger};
@@ -33,6 +34,7 @@ impl Session {
 
     /// A job context for one job of this command, acting as the CLI user.
     pub fn context(&self, config: &Config, job: &str) -> anyhow::Result<JobContext> {
+        config.job(job)?;
         JobContext::new(
             config,
             job,
@@ -57,7 +59,7 @@ impl Session {
 pub async fn catalog(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
     let secrets = config.secrets();
     let redact = |e: crate::catalog::CatalogError| {
-        anyhow::anyhow!(crate::redact::redact_text(&e.to_string(), &secrets))
+        CommandError::redacted(&e, |text| crate::redact::redact_text(text, &secrets))
     };
     match crate::catalog::probe(&config.catalog, crate::catalog::PROBE_TIMEOUT).await {
         Ok(pool) => Ok(pool),
@@ -133,7 +135,7 @@ pub async fn backup(
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K");
     }
-    result.map_err(|e| anyhow::anyhow!(ctx.redact(&e.to_string())))
+    result.map_err(|e| CommandError::redacted(&e, |text| ctx.redact(text)).into())
 }
 
 /// `vigil backup MIRROR-JOB`: one mirror run now, under the job's lock.
@@ -146,20 +148,17 @@ pub async fn mirror(
     let ctx = session.context(config, job)?;
     let result = crate::jobs::mirror::run(&ctx, Trigger::Cli, &cancel).await;
     session.close().await;
-    result.map_err(|e| anyhow::anyhow!(ctx.redact(&e.to_string())))
+    result.map_err(|e| CommandError::redacted(&e, |text| ctx.redact(text)).into())
 }
 
 /// `vigil list [JOB] [--json]`: from the repository alone (no catalog needed).
 pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let jobs: Vec<&String> = match job {
-        Some(name) => vec![
-            config
-                .jobs
-                .get_key_value(name)
-                .map(|(k, _)| k)
-                .with_context(|| format!("no job `{name}` in the config"))?,
-        ],
-        None => config.jobs.keys().collect(),
+    let jobs: Vec<&str> = match job {
+        Some(name) => {
+            config.job(name)?;
+            vec![name]
+        }
+        None => config.jobs.keys().map(String::as_str).collect(),
     };
     if jobs.is_empty() {
         bail!("no jobs are configured");
@@ -192,16 +191,21 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Res
         entries.extend(damaged.iter().map(
             |(job, id, why)| serde_json::json!({ "job": job, "backupId": id, "damaged": why }),
         ));
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&entries)?)?;
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "{:<12} {:<22} {:<20} {:>9} {:>10} {:>10}  databases",
-        "job", "backup", "finished (UTC)", "took", "stored", "source"
-    );
+        "job",
+        "backup",
+        "finished (UTC)",
+        "took",
+        "stored",
+        "source"
+    )?;
     for m in &all {
         let took = (m.finished_at - m.started_at).to_std().unwrap_or_default();
-        println!(
+        crate::outln!(
             "{:<12} {:<22} {:<20} {:>9} {:>10} {:>10}  {}{}",
             m.job,
             m.backup_id,
@@ -211,10 +215,10 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Res
             human_bytes(m.raw_bytes()),
             m.database_names().join(","),
             if m.encryption.is_some() { " (age)" } else { "" },
-        );
+        )?;
     }
     for (job, id, why) in &damaged {
-        println!("{job:<12} {id:<22} DAMAGED (not a backup): {why}");
+        crate::outln!("{job:<12} {id:<22} DAMAGED (not a backup): {why}")?;
     }
     Ok(())
 }
@@ -226,18 +230,22 @@ pub async fn restore(
     request: RestoreRequest,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    // A malformed --to is a usage error, found before anything is contacted.
+    if request.to_dir.is_none() {
+        crate::jobs::restore::parse_target(&request.to)?;
+    }
     let session = Session::open(config).await?;
     let ctx = session.context(config, job)?;
     let result = crate::jobs::restore::run(&ctx, &request, &cancel).await;
     session.close().await;
-    let outcome = result.map_err(|e| anyhow::anyhow!(ctx.redact(&e.to_string())))?;
-    println!(
+    let outcome = result.map_err(|e| CommandError::redacted(&e, |text| ctx.redact(text)))?;
+    crate::outln!(
         "restored {} of {} ({}) into {}",
         outcome.object,
         outcome.backup_id,
         human_bytes(outcome.stored_bytes),
         outcome.database
-    );
+    )?;
     Ok(())
 }
 
@@ -289,59 +297,62 @@ pub async fn prune(
                     "damaged": o.damaged.iter().map(|(id, why)| serde_json::json!({ "backupId": id, "reason": why })).collect::<Vec<_>>() })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&value)?)?;
     } else {
         for (job, outcome) in &outcomes {
-            println!("{job}:");
-            println!(
+            crate::outln!("{job}:")?;
+            crate::outln!(
                 "  {:<22} {:<20} {:>10}  {:<7} reasons",
-                "backup", "finished (UTC)", "size", "action"
-            );
+                "backup",
+                "finished (UTC)",
+                "size",
+                "action"
+            )?;
             for d in &outcome.plan.decisions {
-                println!(
+                crate::outln!(
                     "  {:<22} {:<20} {:>10}  {:<7} {}",
                     d.id,
                     d.finished_at.format("%Y-%m-%d %H:%M:%S"),
                     human_bytes(d.stored_bytes),
                     if d.keep { "keep" } else { "forget" },
                     d.reasons.join(", ")
-                );
+                )?;
             }
             for (id, why) in &outcome.damaged {
-                println!("  {id:<22} damaged, left alone: {why}");
+                crate::outln!("  {id:<22} damaged, left alone: {why}")?;
             }
             for (id, why) in &outcome.skipped {
-                println!("  {id:<22} not deleted: {why}; the next prune plans again");
+                crate::outln!("  {id:<22} not deleted: {why}; the next prune plans again")?;
             }
             if let Some(why) = &outcome.plan.refused {
-                println!("  nothing deleted: {why}");
+                crate::outln!("  nothing deleted: {why}")?;
             } else if outcome.dry_run {
-                println!(
+                crate::outln!(
                     "  would free {} ({} backups); run without --dry-run to apply",
                     human_bytes(outcome.plan.freed_bytes()),
                     outcome.plan.forget().count()
-                );
+                )?;
             } else {
                 let freed: u64 = outcome.deleted.iter().map(|(_, b)| b).sum();
                 if !outcome.collected.is_empty() {
-                    println!(
+                    crate::outln!(
                         "  collected {} uncommitted leftover(s): {}",
                         outcome.collected.len(),
                         outcome.collected.join(", ")
-                    );
+                    )?;
                 }
                 if !outcome.young_leftovers.is_empty() {
-                    println!(
+                    crate::outln!(
                         "  left {} uncommitted leftover(s) inside orphan_grace: {}",
                         outcome.young_leftovers.len(),
                         outcome.young_leftovers.join(", ")
-                    );
+                    )?;
                 }
-                println!(
+                crate::outln!(
                     "  deleted {} backups, freed {}",
                     outcome.deleted.len(),
                     human_bytes(freed)
-                );
+                )?;
             }
         }
     }
@@ -354,27 +365,24 @@ pub async fn prune(
 /// `vigil pin JOB ID` / `vigil unpin JOB ID`: stored in the repository.
 /// Journals only what happened: a missing backup fails before any record.
 pub async fn pin(config: &Config, job: &str, backup_id: &str, pinned: bool) -> anyhow::Result<()> {
-    let job_config = config
-        .jobs
-        .get(job)
-        .with_context(|| format!("no job `{job}` in the config"))?;
+    let job_config = config.job(job)?;
     let repo = Repository::open(
         &job_config.repository,
         &config.repositories[&job_config.repository],
     )?;
     repo.read_manifest(job, backup_id).await?;
     if !pinned && !repo.pins(job).await?.contains(backup_id) {
-        println!("{job}/{backup_id} was not pinned");
+        crate::outln!("{job}/{backup_id} was not pinned")?;
         return Ok(());
     }
     let journal = journal(config)?;
     let result = set_pin(&repo, &journal, job, backup_id, pinned).await;
     journal.close().await;
     result?;
-    println!(
+    crate::outln!(
         "{} {job}/{backup_id}",
         if pinned { "pinned" } else { "unpinned" }
-    );
+    )?;
     Ok(())
 }
 

@@ -83,8 +83,9 @@ pub fn prepare(dir: Option<&Path>, listen: SocketAddr) -> Result<DemoSetup, Clus
         });
     }
 
+    // Everything the demo writes holds a secret or points at one: owner only.
     let write = |path: &Path, text: &str| {
-        std::fs::write(path, text).map_err(|e| ClusterError::Io {
+        crate::pgcluster::write_private(path, text).map_err(|e| ClusterError::Io {
             action: "cannot write",
             path: path.to_owned(),
             source: e,

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use vigil::config::{self, Config, ProcessEnv};
 use vigil::daemon::Daemon;
+use vigil::exit::Exit;
 use vigil::logging::Logging;
-
-/// Exit codes: 0 ok, 64 bad config or usage (EX_USAGE), 1 runtime failure.
-const EXIT_USAGE: u8 = 64;
+use vigil::{out, outln};
 
 #[derive(Parser)]
 #[command(
@@ -170,7 +169,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
-                ExitCode::from(EXIT_USAGE)
+                ExitCode::from(Exit::Usage.code())
             } else {
                 ExitCode::SUCCESS
             };
@@ -193,12 +192,12 @@ async fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig => match load(&cli.config) {
             Ok(config) => {
-                println!(
+                let printed = outln!(
                     "# {} is valid; effective config, secrets redacted:",
                     cli.config.display()
-                );
-                print!("{}", config.to_redacted_toml());
-                ExitCode::SUCCESS
+                )
+                .and_then(|()| out!("{}", config.to_redacted_toml()));
+                finish(printed.map_err(anyhow::Error::from))
             }
             Err(code) => code,
         },
@@ -221,8 +220,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 return ExitCode::FAILURE;
             };
             match migrate(&config).await {
-                Ok(outcome) => {
-                    println!(
+                Ok(outcome) => finish(
+                    outln!(
                         "catalog schema at version {} (applied now: {})",
                         outcome.version,
                         if outcome.applied.is_empty() {
@@ -230,12 +229,12 @@ async fn dispatch(cli: Cli) -> ExitCode {
                         } else {
                             outcome.applied.join(", ")
                         }
-                    );
-                    ExitCode::SUCCESS
-                }
+                    )
+                    .map_err(anyhow::Error::from),
+                ),
                 Err(e) => {
                     tracing::error!(error = %e, "migration failed");
-                    ExitCode::FAILURE
+                    ExitCode::from(vigil::exit::of(&e).code())
                 }
             }
         }
@@ -248,18 +247,16 @@ async fn dispatch(cli: Cli) -> ExitCode {
             };
             match vigil::status_cmd::run(config.admin.listen, json, token.as_deref()).await {
                 Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("vigil status: {e:#}");
-                    ExitCode::FAILURE
-                }
+                Ok(false) => ExitCode::from(Exit::Unhealthy.code()),
+                Err(e) => finish(Err(e.into())),
             }
         }
         Command::Backup { job } => {
             with_config(&cli.config, |config| async move {
-                if config.jobs.get(&job).is_some_and(|j| j.kind == config::JobKind::Mirror) {
+                // A usage error is told before the catalog is waited for.
+                if config.job(&job)?.kind == config::JobKind::Mirror {
                     let report = vigil::commands::mirror(&config, &job, cancel_on_signal()).await?;
-                    println!(
+                    outln!(
                         "mirror {job}: {} object(s) copied ({}), {} already there ({}), {} backup(s) completed, {} deleted",
                         report.copied,
                         vigil::commands::human_bytes(report.copied_bytes),
@@ -267,17 +264,17 @@ async fn dispatch(cli: Cli) -> ExitCode {
                         vigil::commands::human_bytes(report.skipped_bytes),
                         report.backups_completed,
                         report.deleted
-                    );
+                    )?;
                     return Ok(());
                 }
                 let manifest = vigil::commands::backup(&config, &job, cancel_on_signal()).await?;
-                println!(
+                outln!(
                     "backup {} of {} committed: {} stored ({} from the source)",
                     manifest.backup_id,
                     job,
                     vigil::commands::human_bytes(manifest.stored_bytes()),
                     vigil::commands::human_bytes(manifest.raw_bytes())
-                );
+                )?;
                 Ok(())
             })
             .await
@@ -311,6 +308,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 force,
             };
             with_config(&cli.config, |config| async move {
+                config.job(&job)?;
                 vigil::commands::restore(&config, &job, request, cancel_on_signal()).await
             })
             .await
@@ -322,6 +320,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
             json,
         } => {
             with_config(&cli.config, |config| async move {
+                if let Some(job) = &job {
+                    config.job(job)?;
+                }
                 vigil::commands::prune(&config, job.as_deref(), dry_run, json).await
             })
             .await
@@ -357,7 +358,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("vigil audit show: --since {e}");
-                    return ExitCode::from(EXIT_USAGE);
+                    return ExitCode::from(Exit::Usage.code());
                 }
             };
             with_config(&cli.config, |config| async move {
@@ -382,13 +383,20 @@ where
     let Some(_logging) = init_logging(&config) else {
         return ExitCode::FAILURE;
     };
-    match command(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vigil: {e:#}");
-            ExitCode::FAILURE
-        }
+    finish(command(config).await)
+}
+
+/// A one-shot command's exit status, from its error's type (README "Exit
+/// codes"); a closed stdout ends it quietly.
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    let Err(e) = result else {
+        return ExitCode::SUCCESS;
+    };
+    let exit = vigil::exit::of(&e);
+    if exit != Exit::StdoutClosed {
+        eprintln!("vigil: {e:#}");
     }
+    ExitCode::from(exit.code())
 }
 
 /// A token cancelled by SIGINT/SIGTERM, so Ctrl-C aborts a run cleanly.
@@ -410,7 +418,7 @@ fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
 fn load(path: &Path) -> Result<Config, ExitCode> {
     config::load(path, &ProcessEnv).map_err(|e| {
         eprint!("vigil: {e}");
-        ExitCode::from(EXIT_USAGE)
+        ExitCode::from(Exit::Usage.code())
     })
 }
 
@@ -427,13 +435,13 @@ fn init_logging(config: &Config) -> Option<Arc<Logging>> {
 async fn migrate(config: &Config) -> anyhow::Result<vigil::catalog::MigrationOutcome> {
     let secrets = config.secrets();
     let redacted = |e: vigil::catalog::CatalogError| {
-        anyhow::anyhow!(vigil::redact::redact_text(&e.to_string(), &secrets))
+        vigil::exit::CommandError::redacted(&e, |text| vigil::redact::redact_text(text, &secrets))
     };
     let pool = vigil::catalog::pool(&config.catalog).map_err(redacted)?;
     vigil::catalog::wait_until_ready(&pool, &config.catalog, &secrets)
         .await
         .map_err(redacted)?;
-    vigil::catalog::migrate(&pool).await.map_err(redacted)
+    Ok(vigil::catalog::migrate(&pool).await.map_err(redacted)?)
 }
 
 /// Builds and runs the daemon until a shutdown signal; `banner` is printed once bound.
@@ -447,7 +455,7 @@ async fn serve(
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "vigil cannot start");
-            return ExitCode::FAILURE;
+            return ExitCode::from(vigil::exit::of(&e).code());
         }
     };
     if let Some(banner) = banner {

@@ -120,9 +120,8 @@ impl Cluster {
             })?;
         }
         let pwfile = root.join("pwfile");
-        let mut f = std::fs::File::create(&pwfile).map_err(io_err("cannot write", &pwfile))?;
-        writeln!(f, "{password}").map_err(io_err("cannot write", &pwfile))?;
-        drop(f);
+        write_private(&pwfile, &format!("{password}\n"))
+            .map_err(io_err("cannot write", &pwfile))?;
         cluster.chown_to_postgres(&pwfile)?;
         cluster.run(
             "initdb",
@@ -335,4 +334,17 @@ fn free_port() -> Result<u16, ClusterError> {
         .local_addr()
         .map(|a| a.port())
         .map_err(io_err("cannot read address of", Path::new("127.0.0.1:0")))
+}
+/// Writes a file only its owner may read (mode 0600, also when it existed):
+/// passwords, keys and tokens.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }

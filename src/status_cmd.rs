@@ -3,12 +3,48 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use thiserror::Error;
+
+use crate::out::OutputError;
+
+#[derive(Debug, Error)]
+pub enum StatusError {
+    #[error(
+        "cannot connect to vigil at {addr}: {source} (is it running, and is `admin.listen` right?)"
+    )]
+    Unreachable {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("vigil at {addr} did not {what} within {}s", .after.as_secs())]
+    Timeout {
+        addr: SocketAddr,
+        what: &'static str,
+        after: Duration,
+    },
+    #[error("talking to vigil at {addr}: {detail}")]
+    Http { addr: SocketAddr, detail: String },
+    #[error(
+        "vigil at {addr} protects /health/detailed (`admin.protect_detailed`): set VIGIL_TOKEN to a viewer token"
+    )]
+    Protected { addr: SocketAddr },
+    #[error("vigil at {addr} answered {code} with something that is not health JSON: {detail}")]
+    NotHealth {
+        addr: SocketAddr,
+        code: u16,
+        detail: String,
+    },
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to reach a daemon listening on `listen` (wildcards mean loopback).
 pub fn target(listen: SocketAddr) -> SocketAddr {
@@ -21,7 +57,7 @@ pub fn target(listen: SocketAddr) -> SocketAddr {
 }
 
 /// GETs `path`; returns the status code and body.
-pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), StatusError> {
     get_with_token(addr, path, None).await
 }
 
@@ -30,17 +66,22 @@ pub async fn get_with_token(
     addr: SocketAddr,
     path: &str,
     token: Option<&str>,
-) -> anyhow::Result<(u16, String)> {
-    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+) -> Result<(u16, String), StatusError> {
+    let http = |e: &dyn std::fmt::Display| StatusError::Http {
+        addr,
+        detail: e.to_string(),
+    };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
         .await
-        .with_context(|| format!("timed out connecting to vigil at {addr}"))?
-        .with_context(|| {
-            format!(
-                "cannot connect to vigil at {addr} (is it running, and is `admin.listen` right?)"
-            )
-        })?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        .map_err(|_| StatusError::Timeout {
+            addr,
+            what: "accept a connection",
+            after: CONNECT_TIMEOUT,
+        })?
+        .map_err(|source| StatusError::Unreachable { addr, source })?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| http(&e))?;
     tokio::spawn(connection);
     let mut request = Request::get(path);
     if let Some(token) = token {
@@ -52,38 +93,48 @@ pub async fn get_with_token(
             "user-agent",
             concat!("vigil-status/", env!("CARGO_PKG_VERSION")),
         )
-        .body(Empty::<Bytes>::new())?;
-    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| http(&e))?;
+    let response = tokio::time::timeout(ANSWER_TIMEOUT, sender.send_request(request))
         .await
-        .context("vigil did not answer within 10s")??;
+        .map_err(|_| StatusError::Timeout {
+            addr,
+            what: "answer",
+            after: ANSWER_TIMEOUT,
+        })?
+        .map_err(|e| http(&e))?;
     let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| http(&e))?
+        .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Prints the report; returns whether the overall status is not `fail`.
 /// `token`: for a daemon with `admin.protect_detailed` (`VIGIL_TOKEN`).
-pub async fn run(listen: SocketAddr, json: bool, token: Option<&str>) -> anyhow::Result<bool> {
+pub async fn run(listen: SocketAddr, json: bool, token: Option<&str>) -> Result<bool, StatusError> {
     let addr = target(listen);
     let (code, body) = get_with_token(addr, "/health/detailed", token).await?;
     if code == 401 {
-        bail!(
-            "vigil at {addr} protects /health/detailed (`admin.protect_detailed`): set VIGIL_TOKEN to a viewer token"
-        );
+        return Err(StatusError::Protected { addr });
     }
-    let value: Value = serde_json::from_str(&body).with_context(|| {
-        format!("vigil at {addr} answered {code} with something that is not JSON")
-    })?;
+    let not_health = |detail: String| StatusError::NotHealth { addr, code, detail };
+    let value: Value = serde_json::from_str(&body).map_err(|e| not_health(e.to_string()))?;
+    let healthy = match value["status"].as_str() {
+        Some("pass" | "warn") => true,
+        Some(_) => false,
+        None => return Err(not_health("no `status`".into())),
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        let pretty = serde_json::to_string_pretty(&value).map_err(|e| not_health(e.to_string()))?;
+        crate::outln!("{pretty}")?;
     } else {
-        print!("{}", render(&value));
+        crate::out!("{}", render(&value))?;
     }
-    match value["status"].as_str() {
-        Some("pass" | "warn") => Ok(true),
-        Some(_) => Ok(false),
-        None => bail!("vigil at {addr} answered {code} without a status"),
-    }
+    Ok(healthy)
 }
 
 /// Human-readable rendering of a `/health/detailed` body.

@@ -100,7 +100,9 @@ pub fn parse(source: &str, origin: &Path, env: &dyn Env) -> Result<Config, Confi
         return Err(fail(problems));
     }
 
-    let base = origin.parent().unwrap_or(Path::new("."));
+    let base = config_dir(origin);
+    let base = base.as_path();
+    resolve_relative_paths(config, base);
     resolve_secret_file(
         &mut config.catalog.password,
         &config.catalog.password_file,
@@ -124,6 +126,18 @@ pub fn parse(source: &str, origin: &Path, env: &dyn Env) -> Result<Config, Confi
     for (name, repo) in &mut config.repositories {
         resolve_option_files(name, repo, base, &mut problems);
     }
+    for (name, repo) in &config.repositories {
+        if let Some(encryption) = &repo.encryption
+            && let Some(file) = &encryption.identity_file
+            && let Err(message) = super::identity::check_identity_file(file, &encryption.recipients)
+        {
+            problems.push(Problem {
+                key: format!("repositories.{name}.encryption.identity_file"),
+                position: None,
+                message,
+            });
+        }
+    }
     for (key, message) in validate(config) {
         problems.push(Problem {
             key,
@@ -140,6 +154,68 @@ pub fn parse(source: &str, origin: &Path, env: &dyn Env) -> Result<Config, Confi
         }
     }
     Err(fail(problems))
+}
+
+/// The directory relative paths in the config are read from: the config
+/// file's own, made absolute, so a command works from any directory.
+fn config_dir(origin: &Path) -> PathBuf {
+    let dir = origin.parent().unwrap_or(Path::new(""));
+    if dir.is_absolute() {
+        return dir.to_owned();
+    }
+    match std::env::current_dir() {
+        Ok(cwd) => cwd.join(dir),
+        Err(_) => dir.to_owned(),
+    }
+}
+
+/// Anchors every relative path of the config at `base` (the config file's
+/// directory). `*_file` secrets and `recipients_file` are joined where they
+/// are read.
+fn resolve_relative_paths(config: &mut Config, base: &Path) {
+    let anchor = |path: &mut PathBuf| {
+        if path.is_relative() && !path.as_os_str().is_empty() {
+            *path = base.join(&*path);
+        }
+    };
+    anchor(&mut config.daemon.state_dir);
+    if let Some(file) = &mut config.log.file {
+        anchor(file);
+    }
+    if let Some(dir) = &mut config.journal.dir {
+        anchor(dir);
+    }
+    for repo in config.repositories.values_mut() {
+        if let Some(file) = repo
+            .encryption
+            .as_mut()
+            .and_then(|e| e.identity_file.as_mut())
+        {
+            anchor(file);
+        }
+        // fs's directory and sftp's private key are local paths; other
+        // schemes' `root` is a path inside the service.
+        let local = match repo.scheme.as_str() {
+            "fs" => Some("root"),
+            "sftp" => Some("key"),
+            _ => None,
+        };
+        if let Some(value) = local.and_then(|key| repo.options.get_mut(key))
+            && !value.is_empty()
+            && Path::new(value.as_str()).is_relative()
+        {
+            *value = base.join(value.as_str()).display().to_string();
+        }
+    }
+    for job in config.jobs.values_mut() {
+        job.paths.iter_mut().for_each(anchor);
+        // A bare `pg_dump` is looked up on PATH; `bin/pg_dump` is a path.
+        if let Some(tool) = &mut job.pg_dump
+            && tool.components().count() > 1
+        {
+            anchor(tool);
+        }
+    }
 }
 
 /// serde stops at the first error; to report them all, drop the offending
@@ -505,6 +581,79 @@ mod tests {
         let src = format!("{MINIMAL}password_file = \"missing\"\n");
         let err = parse(&src, &origin, &HashMap::new()).unwrap_err();
         assert!(err.to_string().contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_are_anchored_at_the_config_directory() {
+        let src = format!(
+            "[daemon]\nstate_dir = \"state\"\n[log]\nfile = \"log/vigil.log\"\n[journal]\ndir = \"/abs/journal\"\n{MINIMAL}\
+             [repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"repo\" }}\n\
+             [repositories.remote]\nscheme = \"s3\"\noptions = {{ root = \"in/bucket\", bucket = \"b\" }}\n\
+             [jobs.tree]\nkind = \"files\"\npaths = [\"srv/app\", \"/etc\"]\nrepository = \"local\"\nevery = \"1h\"\n"
+        );
+        let c = parse_with(&src, &[]).unwrap();
+        let etc = Path::new("/etc/vigil");
+        assert_eq!(c.daemon.state_dir, etc.join("state"));
+        assert_eq!(c.log.file.unwrap(), etc.join("log/vigil.log"));
+        assert_eq!(c.journal.dir.unwrap(), Path::new("/abs/journal"));
+        assert_eq!(c.repositories["local"].options["root"], "/etc/vigil/repo");
+        assert_eq!(
+            c.repositories["remote"].options["root"], "in/bucket",
+            "a path inside the service"
+        );
+        assert_eq!(
+            c.jobs["tree"].paths,
+            [etc.join("srv/app"), PathBuf::from("/etc")]
+        );
+
+        // A relative config path is made absolute first.
+        let cwd = std::env::current_dir().unwrap();
+        let c = parse(MINIMAL, Path::new("sub/vigil.toml"), &HashMap::new()).unwrap();
+        assert_eq!(
+            c.daemon.state_dir,
+            Path::new("/var/lib/vigil"),
+            "defaults stay"
+        );
+        let src = format!("[daemon]\nstate_dir = \"s\"\n{MINIMAL}");
+        let c = parse(&src, Path::new("vigil.toml"), &HashMap::new()).unwrap();
+        assert_eq!(c.daemon.state_dir, cwd.join("s"));
+    }
+
+    #[test]
+    fn identity_file_is_relative_to_the_config_and_must_match_the_recipients() {
+        use age::secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let key = age::x25519::Identity::generate();
+        std::fs::write(
+            dir.path().join("age.key"),
+            format!("{}\n", key.to_string().expose_secret()),
+        )
+        .unwrap();
+        let origin = dir.path().join("vigil.toml");
+        let repo = |recipient: &str| {
+            format!(
+                "{MINIMAL}[repositories.r]\nscheme = \"fs\"\noptions = {{ root = \"/srv/b\" }}\n\
+                 [repositories.r.encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"age.key\"\n"
+            )
+        };
+        let mine = key.to_public().to_string();
+        let c = parse(&repo(&mine), &origin, &HashMap::new()).unwrap();
+        let encryption = c.repositories["r"].encryption.clone().unwrap();
+        assert_eq!(
+            encryption.identity_file.unwrap(),
+            dir.path().join("age.key")
+        );
+
+        let other = age::x25519::Identity::generate().to_public().to_string();
+        let err = parse(&repo(&other), &origin, &HashMap::new()).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(
+            err.problems[0].key,
+            "repositories.r.encryption.identity_file"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&mine) && text.contains(&other), "{text}");
+        assert!(text.contains("vigil.toml:8:1"), "names the line: {text}");
     }
 
     #[test]

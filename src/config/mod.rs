@@ -2,6 +2,7 @@
 
 mod diff;
 mod expand;
+pub mod identity;
 mod load;
 mod secret;
 mod storage;
@@ -51,7 +52,28 @@ pub struct Config {
     pub journal: JournalConfig,
 }
 
+/// A command named a job the config does not have (a usage error).
+#[derive(Debug, thiserror::Error)]
+#[error("no job `{job}` in the config (configured: {known})")]
+pub struct UnknownJob {
+    pub job: String,
+    /// The configured names, comma-separated (`none` when there are none).
+    pub known: String,
+}
+
 impl Config {
+    /// The job called `name`.
+    pub fn job(&self, name: &str) -> Result<&JobConfig, UnknownJob> {
+        self.jobs.get(name).ok_or_else(|| UnknownJob {
+            job: name.to_owned(),
+            known: if self.jobs.is_empty() {
+                "none".into()
+            } else {
+                self.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+            },
+        })
+    }
+
     /// Where the journal's segments live.
     pub fn journal_dir(&self) -> PathBuf {
         self.journal

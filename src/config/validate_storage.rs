@@ -435,8 +435,11 @@ mod tests {
 
     #[test]
     fn fs_needs_an_absolute_root_and_schemes_are_checked() {
+        // A relative root is anchored at the config's directory; none at all is refused.
         let src = job("every = \"1h\"\n").replace("/srv/backups", "relative/dir");
-        assert_eq!(keys(&src), ["repositories.local.options.root"]);
+        assert!(keys(&src).is_empty(), "{:?}", keys(&src));
+        let src = job("every = \"1h\"\n").replace("options = { root = \"/srv/backups\" }\n", "");
+        assert_eq!(keys(&src), ["repositories.local.options"]);
         let src = job("every = \"1h\"\n").replace("scheme = \"fs\"", "scheme = \"gopher\"");
         assert!(keys(&src).contains(&"repositories.local.scheme".to_string()));
     }

@@ -38,6 +38,10 @@ pub enum BackupError {
     },
     #[error("cannot connect to the source: {0}")]
     Source(String),
+    #[error(
+        "cannot reach the source {host}: {detail} (is PostgreSQL running there, and is `source` right?)"
+    )]
+    SourceUnreachable { host: String, detail: String },
     #[error("{0}")]
     Tool(String),
     #[error("database `{database}`: {error}")]
@@ -233,9 +237,7 @@ async fn run_locked(
     }
     let started_at = Utc::now();
     let source = ctx.source_config().map_err(BackupError::Source)?;
-    let facts = source_facts(ctx)
-        .await
-        .map_err(|e| BackupError::Source(ctx.redact(&e)))?;
+    let facts = source_facts(ctx).await?;
     let pg_dump = ctx.job.pg_dump.clone().or_else(|| find_tool("pg_dump")).ok_or_else(|| {
         BackupError::Tool("pg_dump not found: install the PostgreSQL client (apt-get install postgresql-client) or set `pg_dump`".into())
     })?;
@@ -508,9 +510,20 @@ struct Facts {
 }
 
 /// Server version and, for `all`, every connectable non-template database.
-async fn source_facts(ctx: &JobContext) -> Result<Facts, String> {
-    let client = ctx.connect_source().await?;
-    let chain = |e: tokio_postgres::Error| crate::redact::error_chain(&e);
+async fn source_facts(ctx: &JobContext) -> Result<Facts, BackupError> {
+    let client = ctx.open_source().await.map_err(|e| match e {
+        super::context::SourceError::Connect {
+            host,
+            unreachable: true,
+            detail,
+        } => BackupError::SourceUnreachable {
+            host,
+            detail: ctx.redact(&detail),
+        },
+        other => BackupError::Source(ctx.redact(&other.to_string())),
+    })?;
+    let chain =
+        |e: tokio_postgres::Error| BackupError::Source(ctx.redact(&crate::redact::error_chain(&e)));
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int",

@@ -29,6 +29,20 @@ impl Trigger {
     }
 }
 
+/// Connecting to a job's source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{host}: {detail}")]
+    Connect {
+        host: String,
+        /// Refused, timed out or no route: the server was not reached.
+        unreachable: bool,
+        detail: String,
+    },
+}
+
 #[derive(Clone)]
 pub struct JobContext {
     pub name: String,
@@ -61,17 +75,7 @@ impl JobContext {
         journal: Journal,
         actor: Actor,
     ) -> Result<JobContext, String> {
-        let job = config.jobs.get(name).ok_or_else(|| {
-            let known: Vec<&str> = config.jobs.keys().map(String::as_str).collect();
-            format!(
-                "no job `{name}` in the config (configured: {})",
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            )
-        })?;
+        let job = config.job(name).map_err(|e| e.to_string())?;
         let repo_config = &config.repositories[&job.repository];
         let repo = Repository::open(&job.repository, repo_config).map_err(|e| e.to_string())?;
         let encryption = repo_config.encryption.as_ref();
@@ -134,21 +138,7 @@ impl JobContext {
         let path = self.identity_file.as_ref().ok_or_else(|| {
             format!("repository `{}` is encrypted but has no `encryption.identity_file` to read it with", self.repo.name)
         })?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read identity file {}: {e}", path.display()))?;
-        let identities: Vec<age::x25519::Identity> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with("AGE-SECRET-KEY-"))
-            .filter_map(|l| age::x25519::Identity::from_str(l).ok())
-            .collect();
-        if identities.is_empty() {
-            return Err(format!(
-                "{} holds no age identity (AGE-SECRET-KEY-…)",
-                path.display()
-            ));
-        }
-        Ok(identities)
+        crate::config::identity::read_identities(path).map_err(|e| e.to_string())
     }
 
     /// The source connection with the password from `password`/`password_file`.
@@ -171,14 +161,25 @@ impl JobContext {
     /// A session on the source (its `postgres` database unless the URL
     /// names one); the connection task ends when the client is dropped.
     pub async fn connect_source(&self) -> Result<tokio_postgres::Client, String> {
-        let mut config = self.source_config()?;
+        self.open_source().await.map_err(|e| e.to_string())
+    }
+
+    /// Like [`connect_source`](Self::connect_source), saying whether the
+    /// server could not be reached at all (rather than refusing us).
+    pub async fn open_source(&self) -> Result<tokio_postgres::Client, SourceError> {
+        let mut config = self.source_config().map_err(SourceError::Config)?;
         if config.get_dbname().is_none() {
             config.dbname("postgres");
         }
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| crate::redact::error_chain(&e))?;
+        let (client, connection) =
+            config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| SourceError::Connect {
+                    host: crate::pipeline::pgtools::describe_host(&config),
+                    unreachable: crate::reach::is_unreachable(&e),
+                    detail: crate::redact::error_chain(&e),
+                })?;
         tokio::spawn(connection);
         Ok(client)
     }

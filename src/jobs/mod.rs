@@ -5,6 +5,7 @@ pub mod backup;
 pub mod board;
 pub mod checks;
 pub mod context;
+pub mod encryption_check;
 pub mod executions;
 mod files_backup;
 pub mod lock;

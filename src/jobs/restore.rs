@@ -55,6 +55,12 @@ pub enum RestoreError {
     Choice(String),
     #[error("target: {0}")]
     Target(String),
+    #[error("{0}")]
+    BadTarget(String),
+    #[error(
+        "target {host}: cannot connect: {detail} (is PostgreSQL running there, and is the address in --to right?)"
+    )]
+    TargetUnreachable { host: String, detail: String },
     #[error(
         "target database `{database}` already has {tables} user table(s): refusing to restore over it (use --clean to replace its objects, or restore into a new database with --create)"
     )]
@@ -193,16 +199,7 @@ async fn restore(
             "this is a database backup: restore it with --to postgres://HOST/DBNAME".into(),
         ));
     }
-    let target: tokio_postgres::Config = request
-        .to
-        .parse()
-        .map_err(|e| RestoreError::Target(format!("--to is not a connection string: {e}")))?;
-    let database = target
-        .get_dbname()
-        .ok_or_else(|| {
-            RestoreError::Target("--to must name the database (postgres://host/DBNAME)".into())
-        })?
-        .to_owned();
+    let (target, database) = parse_target(&request.to)?;
     let path = ctx
         .repo
         .object_path(&manifest.job, &manifest.backup_id, &object.name);
@@ -258,6 +255,22 @@ async fn restore(
         database,
         stored_bytes: object.stored_bytes,
     })
+}
+
+/// `--to`: a connection string that names the database; returns it and the name.
+pub fn parse_target(to: &str) -> Result<(tokio_postgres::Config, String), RestoreError> {
+    let target: tokio_postgres::Config = to.parse().map_err(|e| {
+        RestoreError::BadTarget(format!(
+            "--to is not a connection string ({e}): write postgres://USER@HOST:PORT/DBNAME"
+        ))
+    })?;
+    let database = target
+        .get_dbname()
+        .ok_or_else(|| {
+            RestoreError::BadTarget("--to must name the database (postgres://host/DBNAME)".into())
+        })?
+        .to_owned();
+    Ok((target, database))
 }
 
 /// Checks (or creates) the target; returns whether this restore created it.
@@ -317,10 +330,15 @@ async fn connect(
         config.password(pw);
     }
     let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
-        RestoreError::Target(format!(
-            "cannot connect: {}",
-            crate::redact::error_chain(&e)
-        ))
+        let detail = crate::redact::error_chain(&e);
+        if crate::reach::is_unreachable(&e) {
+            RestoreError::TargetUnreachable {
+                host: crate::pipeline::pgtools::describe_host(&config),
+                detail,
+            }
+        } else {
+            RestoreError::Target(format!("cannot connect: {detail}"))
+        }
     })?;
     tokio::spawn(connection);
     Ok(client)

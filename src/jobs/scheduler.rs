@@ -354,6 +354,7 @@ pub async fn arm_all(
                 repo: ctx.repo.clone(),
                 host: host.clone(),
             }));
+            checks.extend(super::encryption_check::for_repository(config, &ctx));
         }
         if ctx.job.retention.schedule.is_some() || ctx.job.retention.every.is_some() {
             let (ctx, shared, cancel) = (ctx.clone(), Arc::clone(shared), work.child_token());

@@ -41,6 +41,15 @@ pub enum RepoError {
         retryable: bool,
     },
     #[error(
+        "repository `{repo}`: {action} {path}: cannot reach the service: {detail} (check the endpoint, the network and that the service is up; a retry may help)"
+    )]
+    Unreachable {
+        repo: String,
+        action: &'static str,
+        path: String,
+        detail: String,
+    },
+    #[error(
         "repository `{repo}`: backup {backup_id} already has a manifest; refusing to overwrite a committed backup"
     )]
     AlreadyCommitted { repo: String, backup_id: String },

@@ -206,6 +206,14 @@ impl Repository {
         path: &str,
         e: opendal::Error,
     ) -> RepoError {
+        if crate::reach::is_unreachable(&e) {
+            return RepoError::Unreachable {
+                repo: self.name.clone(),
+                action,
+                path: path.to_owned(),
+                detail: e.to_string(),
+            };
+        }
         RepoError::Storage {
             repo: self.name.clone(),
             action,

@@ -412,7 +412,7 @@ fn all_databases_and_globals() {
         &["restore", "orders", "--to", &target, "--create"],
         &ENV,
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 64, "choosing the database is usage: {stderr}");
     assert!(stderr.contains("--database"), "{stderr}");
     let (code, _, stderr) = vigil_cli(
         &setup.config,

@@ -8,6 +8,7 @@ mod backup;
 mod catalog;
 mod catalog_down;
 mod cli;
+mod cli_truths;
 mod files;
 mod harness;
 mod health;

@@ -1,0 +1,42 @@
+//! The CLI's stdout. A reader that goes away (`vigil list | head -1`) is
+//! not a failure: [`OutputError::Closed`] travels up like any error and the
+//! command ends quietly (see [`crate::exit`]); `println!` would panic.
+
+use std::io::Write;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("stdout was closed")]
+    Closed,
+    #[error("cannot write to stdout: {0}")]
+    Write(std::io::Error),
+}
+
+impl From<std::io::Error> for OutputError {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::BrokenPipe => OutputError::Closed,
+            _ => OutputError::Write(e),
+        }
+    }
+}
+
+/// Writes `args` to stdout.
+pub fn write(args: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_fmt(args)?;
+    Ok(())
+}
+
+/// `print!` that returns [`OutputError`] instead of panicking.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::out::write(format_args!($($arg)*)) };
+}
+
+/// `println!` that returns [`OutputError`] instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::out::write(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::out::write(format_args!("{}\n", format_args!($($arg)*))) };
+}
