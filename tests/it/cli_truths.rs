@@ -65,10 +65,15 @@ fn with_stdout_closed(config: &Path, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn status_exits_2_on_fail_and_3_when_the_daemon_is_down() {
-    // A catalog of the test's own, so stopping it fails `catalog:responseTime`.
+    // A catalog of the test's own, so stopping it fails `catalog:responseTime`
+    // (an outage warns; this one fails after 2 s).
     let cluster = own_cluster();
     cluster.psql("postgres", "CREATE DATABASE vigil").unwrap();
-    let vigil = Vigil::start_with(&cluster.url("vigil"), "", VigilOptions::default());
+    let vigil = Vigil::start_with(
+        &cluster.url("vigil"),
+        "[health.catalog]\noutage_fail_after = \"2s\"\n",
+        VigilOptions::default(),
+    );
     vigil.wait_ready();
     let client = vigil.config_path_with_addr();
     let (code, stdout, stderr) = vigil_cli(&client, &["status"], &ENV);

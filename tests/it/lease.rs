@@ -11,8 +11,8 @@ use vigil::repo::Repository;
 use vigil::repo::lease::{self, Acquired, LeaseRecord};
 
 use crate::harness::{
-    PASSWORD, S3Server, TestDb, VIGIL, Vigil, VigilOptions, config_text, fresh_db, json_field,
-    own_cluster, s3_server, vigil_cli,
+    PASSWORD, S3Server, TestDb, VIGIL, Vigil, VigilOptions, config_text, fresh_catalog, fresh_db,
+    json_field, own_cluster, s3_server, vigil_cli,
 };
 
 const EVERY_SECS: i64 = 3;
@@ -178,7 +178,8 @@ fn journal_text(dir: &std::path::Path) -> String {
 
 #[test]
 fn a_run_killed_with_kill_9_is_closed_out_by_the_next_run() {
-    let catalog = fresh_db();
+    // Migrated, as a daemon leaves it: CLI commands never migrate.
+    let catalog = fresh_catalog();
     let source = small_source();
     let repo = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::harness::{PASSWORD, TestDb, Vigil, config_text, fresh_db, vigil_cli};
+use crate::harness::{PASSWORD, TestDb, Vigil, config_text, fresh_catalog, fresh_db, vigil_cli};
 
 const ENV: [(&str, &str); 1] = [("TEST_PGPASSWORD", PASSWORD)];
 
@@ -22,7 +22,7 @@ struct Setup {
 fn setup(database: Option<&str>, retention: &str) -> Setup {
     let source = fresh_db();
     source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
-    let catalog = fresh_db();
+    let catalog = fresh_catalog();
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     let jobs = format!(
