@@ -293,6 +293,7 @@ pub async fn prune(
                 serde_json::json!({ "job": job, "dryRun": o.dry_run, "plan": o.plan, "freedBytes": o.plan.freed_bytes(),
                     "deleted": o.deleted.iter().map(|(id, _)| id).collect::<Vec<_>>(),
                     "collected": o.collected, "youngLeftovers": o.young_leftovers,
+                    "tempFiles": o.temp.files, "tempBytes": o.temp.bytes,
                     "skipped": o.skipped.iter().map(|(id, why)| serde_json::json!({ "backupId": id, "reason": why })).collect::<Vec<_>>(),
                     "damaged": o.damaged.iter().map(|(id, why)| serde_json::json!({ "backupId": id, "reason": why })).collect::<Vec<_>>() })
             })
@@ -323,6 +324,18 @@ pub async fn prune(
             }
             for (id, why) in &outcome.skipped {
                 crate::outln!("  {id:<22} not deleted: {why}; the next prune plans again")?;
+            }
+            if outcome.temp.files > 0 {
+                crate::outln!(
+                    "  {} {} temp file(s) older than temp_grace ({}) from the repository",
+                    if outcome.dry_run {
+                        "would collect"
+                    } else {
+                        "collected"
+                    },
+                    outcome.temp.files,
+                    human_bytes(outcome.temp.bytes)
+                )?;
             }
             if let Some(why) = &outcome.plan.refused {
                 crate::outln!("  nothing deleted: {why}")?;

@@ -140,6 +140,19 @@ impl Collector for SnapshotCollector {
         )?;
         gauges(
             e,
+            "vigil_health_check_observed_value",
+            "Each check's last observed value, in its unit (`observedUnit`).",
+            snapshot.checks.iter().filter_map(|c| {
+                let value = c.observation.value?;
+                let unit = c.observation.unit.unwrap_or("");
+                Some((
+                    vec![("check", c.spec.key.clone()), ("unit", unit.to_owned())],
+                    value,
+                ))
+            }),
+        )?;
+        gauges(
+            e,
             "vigil_health_check_last_observed_timestamp_seconds",
             "When each check last reported.",
             snapshot.checks.iter().map(|c| {

@@ -46,6 +46,10 @@ pub struct RepositoryConfig {
     /// stays valid without renewal; renewed every third of it while a run lasts.
     #[serde(default = "default_lease_ttl", with = "humantime_serde")]
     pub lease_ttl: std::time::Duration,
+    /// fs: temp files (partial uploads of killed runs) older than this are
+    /// collected by prune; a live run's are always younger.
+    #[serde(default = "default_temp_grace", with = "humantime_serde")]
+    pub temp_grace: std::time::Duration,
 }
 
 fn default_request_timeout() -> std::time::Duration {
@@ -53,6 +57,9 @@ fn default_request_timeout() -> std::time::Duration {
 }
 fn default_writable_interval() -> std::time::Duration {
     std::time::Duration::from_secs(300)
+}
+fn default_temp_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
 }
 fn default_lease_ttl() -> std::time::Duration {
     std::time::Duration::from_secs(60)

@@ -124,6 +124,12 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
                 "must be at least 3s (the lease is renewed every third of it)".into(),
             );
         }
+        if repo.temp_grace < std::time::Duration::from_secs(600) {
+            problem(
+                key("temp_grace"),
+                "must be at least 10m (a live run's temp file must never look abandoned)".into(),
+            );
+        }
         if repo.part_size_mib == 0 {
             problem(key("part_size_mib"), "must be at least 1 (MiB)".into());
         }

@@ -334,6 +334,59 @@ impl Check for WritableCheck {
     }
 }
 
+/// `<repo>:leftovers` (fs): bytes in the repository's temp directory,
+/// warning while some are older than `temp_grace` (a killed run's partial
+/// uploads, which the next prune of any job on it collects).
+pub struct LeftoversCheck {
+    pub repo: Repository,
+}
+
+impl Check for LeftoversCheck {
+    fn spec(&self, config: &HealthConfig) -> CheckSpec {
+        CheckSpec {
+            key: format!("{}:leftovers", self.repo.name),
+            component_id: self.repo.name.clone(),
+            component_type: "datastore",
+            interval: self.repo.writable_interval,
+            timeout: config.timeout.max(std::time::Duration::from_secs(10)),
+            critical: true,
+            periodic: true,
+        }
+    }
+
+    fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
+        async move {
+            match self.repo.temp_usage().await {
+                Ok(usage) => grade_leftovers(&usage.unwrap_or_default(), self.repo.temp_grace),
+                Err(e) => Observation::fail(e.to_string()),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Pure verdict on a repository's temp files.
+pub fn grade_leftovers(usage: &crate::repo::TempUsage, grace: Duration) -> Observation {
+    let observation = Observation::new(Status::Pass, Some(usage.bytes as f64), Some("bytes"))
+        .with_detail("files", usage.files)
+        .with_detail("staleFiles", usage.stale_files)
+        .with_detail("staleBytes", usage.stale_bytes)
+        .with_detail("tempGraceSeconds", grace.as_secs());
+    if usage.stale_files == 0 {
+        return observation;
+    }
+    Observation {
+        status: Status::Warn,
+        ..observation
+    }
+    .with_output(format!(
+        "{} bytes in {} temp file(s) older than temp_grace ({}): partial uploads of killed runs; the next prune of a job on this repository collects them",
+        usage.stale_bytes,
+        usage.stale_files,
+        short(grace)
+    ))
+}
+
 /// Grades the last prune: `warn` after a failed one.
 pub fn grade_retention(state: &JobState) -> Observation {
     let p = &state.prune;

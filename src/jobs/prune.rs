@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use super::executions::{self, Finish};
 use super::{JobContext, Trigger, lock};
-use crate::repo::{Deletion, RepoError};
+use crate::repo::{Deletion, RepoError, TempCollected};
 use crate::retention::{Candidate, JobFacts, LastRun, Plan, plan};
 
 #[derive(Debug, Error)]
@@ -55,6 +55,9 @@ pub struct PruneOutcome {
     pub skipped: Vec<(String, String)>,
     /// `(directory, why)`: damaged manifests seen while planning (never pruned).
     pub damaged: Vec<(String, String)>,
+    /// The repository's temp files older than `temp_grace` (a killed
+    /// run's partial uploads): removed, or on a dry run, found.
+    pub temp: TempCollected,
     pub dry_run: bool,
 }
 
@@ -96,6 +99,19 @@ pub async fn last_run_failed(ctx: &JobContext) -> Result<bool, String> {
     Ok(row.is_some_and(|r| r.get::<_, String>(0) == "failed"))
 }
 
+/// What a prune would collect from the repository's temp files.
+async fn stale_temp(ctx: &JobContext) -> Result<TempCollected, RepoError> {
+    Ok(ctx
+        .repo
+        .temp_usage()
+        .await?
+        .map(|u| TempCollected {
+            files: u.stale_files,
+            bytes: u.stale_bytes,
+        })
+        .unwrap_or_default())
+}
+
 /// Plans and (unless `dry_run`) applies, under the job's lock.
 pub async fn run(
     ctx: &JobContext,
@@ -121,6 +137,7 @@ pub async fn run(
             young_leftovers: vec![],
             skipped: vec![],
             damaged: listing.damaged,
+            temp: stale_temp(ctx).await?,
             dry_run,
         });
     }
@@ -148,6 +165,17 @@ async fn apply(
         tracing::warn!(job = %ctx.name, reason = %why, "prune refused");
         ctx.journal
             .emit(ctx.event("prune.planned", plan_event(&plan, trigger, false)));
+        // Temp files are no backup: a refused plan still collects them (a
+        // month of failing runs must not fill the disk with partial uploads).
+        let temp = ctx.repo.collect_temp().await?;
+        if temp.files > 0 {
+            tracing::info!(job = %ctx.name, repository = %ctx.repo.name, files = temp.files, bytes = temp.bytes, "stale temp files collected");
+            ctx.journal.record(ctx.event(
+                "prune.deleted",
+                serde_json::json!({ "deleted": [], "collected": [], "skipped": [], "freed_bytes": 0,
+                    "temp_files": temp.files, "temp_bytes": temp.bytes, "error": null }),
+            ));
+        }
         return Err(PruneError::Refused(why.clone()));
     }
     if plan.forget().next().is_some() || !listing.uncommitted.is_empty() {
@@ -235,15 +263,35 @@ async fn apply(
             Err(e) => failure = Some(e),
         }
     }
+    // The repository's temp files: shared by its jobs, so any job's prune
+    // collects them; a live run's file is younger than temp_grace.
+    let mut temp = TempCollected::default();
+    if failure.is_none() {
+        match ctx.repo.collect_temp().await {
+            Ok(collected) => {
+                if collected.files > 0 {
+                    tracing::info!(job = %ctx.name, repository = %ctx.repo.name, files = collected.files, bytes = collected.bytes, "stale temp files collected");
+                }
+                temp = collected;
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
     let freed: u64 = deleted.iter().map(|(_, b)| b).sum();
     let message = failure.as_ref().map(|e| e.to_string());
-    if !deleted.is_empty() || !collected.is_empty() || !skipped.is_empty() || failure.is_some() {
+    if !deleted.is_empty()
+        || !collected.is_empty()
+        || !skipped.is_empty()
+        || temp.files > 0
+        || failure.is_some()
+    {
         let ids: Vec<&str> = deleted.iter().map(|(id, _)| id.as_str()).collect();
         // What was deleted is recorded whatever the journal's state: held
         // until it can be written, synced then.
         ctx.journal.record(ctx.event(
             "prune.deleted",
-            serde_json::json!({ "deleted": ids, "collected": collected, "skipped": skipped, "freed_bytes": freed, "error": message }),
+            serde_json::json!({ "deleted": ids, "collected": collected, "skipped": skipped, "freed_bytes": freed,
+                "temp_files": temp.files, "temp_bytes": temp.bytes, "error": message }),
         ));
     }
     let end = Finish {
@@ -268,6 +316,7 @@ async fn apply(
             young_leftovers,
             skipped,
             damaged: listing.damaged,
+            temp,
             dry_run: false,
         }),
     }

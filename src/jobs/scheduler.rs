@@ -293,8 +293,8 @@ pub async fn arm_all(
     journal: &crate::journal::Journal,
 ) -> Result<(Vec<Arc<dyn crate::health::Check>>, Vec<JobContext>), String> {
     use super::checks::{
-        BoardCheck, FreshnessCheck, ReachableCheck, SourceCheck, WritableCheck, grade_consistency,
-        grade_retention,
+        BoardCheck, FreshnessCheck, LeftoversCheck, ReachableCheck, SourceCheck, WritableCheck,
+        grade_consistency, grade_retention,
     };
 
     let host = shared.service_id.clone();
@@ -354,6 +354,11 @@ pub async fn arm_all(
                 repo: ctx.repo.clone(),
                 host: host.clone(),
             }));
+            if ctx.repo.has_temp_dir() {
+                checks.push(Arc::new(LeftoversCheck {
+                    repo: ctx.repo.clone(),
+                }));
+            }
             checks.extend(super::encryption_check::for_repository(config, &ctx));
         }
         if ctx.job.retention.schedule.is_some() || ctx.job.retention.every.is_some() {

@@ -11,6 +11,7 @@ pub mod lease;
 pub mod manifest;
 mod oplog;
 mod store;
+mod temp;
 
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ use thiserror::Error;
 
 pub use manifest::{Manifest, ObjectEntry};
 pub use store::{Deletion, Listing, Repository};
+pub use temp::{TempCollected, TempUsage};
 
 pub const MANIFEST: &str = "manifest.json";
 /// Inside an fs repository's root: opendal's temp files before rename.

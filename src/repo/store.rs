@@ -29,6 +29,8 @@ pub struct Repository {
     pub writable_interval: std::time::Duration,
     /// How long a job lease stays valid without renewal.
     pub lease_ttl: std::time::Duration,
+    /// fs: temp files older than this belong to no live run.
+    pub temp_grace: std::time::Duration,
 }
 
 /// What a repository's service guarantees, from opendal's capability
@@ -174,6 +176,7 @@ impl Repository {
             guarantees,
             writable_interval: config.writable_interval,
             lease_ttl: config.lease_ttl,
+            temp_grace: config.temp_grace,
         })
     }
 

@@ -13,6 +13,7 @@ mod files;
 mod harness;
 mod health;
 mod lease;
+mod leftovers;
 mod logrotate;
 mod manifests;
 mod mirror;
