@@ -192,6 +192,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig => match load(&cli.config) {
             Ok(config) => {
+                if let Err(code) = refuse_exposed_secrets(&cli.config, &config, |m| {
+                    eprintln!("vigil: warning: {m}")
+                }) {
+                    return code;
+                }
                 let printed = outln!(
                     "# {} is valid; effective config, secrets redacted:",
                     cli.config.display()
@@ -209,6 +214,13 @@ async fn dispatch(cli: Cli) -> ExitCode {
             let Some(logging) = init_logging(&config) else {
                 return ExitCode::FAILURE;
             };
+            if let Err(code) = refuse_exposed_secrets(
+                &cli.config,
+                &config,
+                |m| tracing::warn!(problem = %m, "a secret is readable by group or others"),
+            ) {
+                return code;
+            }
             serve(cli.config, config, logging, None).await
         }
         Command::Migrate => {
@@ -420,6 +432,26 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
         eprint!("vigil: {e}");
         ExitCode::from(Exit::Usage.code())
     })
+}
+
+/// Reports every secret others can read through `warn`; in production
+/// they refuse the start (exit 64).
+fn refuse_exposed_secrets(
+    path: &Path,
+    config: &Config,
+    warn: impl Fn(&str),
+) -> Result<(), ExitCode> {
+    let exposed = config::exposure::exposures(path, config);
+    for e in &exposed {
+        warn(&e.message);
+    }
+    if !exposed.is_empty() && config.daemon.environment == config::Environment::Production {
+        eprintln!(
+            "vigil: refusing to start in production with secrets readable by group or others (above)"
+        );
+        return Err(ExitCode::from(Exit::Usage.code()));
+    }
+    Ok(())
 }
 
 fn init_logging(config: &Config) -> Option<Arc<Logging>> {

@@ -70,6 +70,40 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
             live: false,
         });
     }
+    // Job passwords (and URL passwords) and repository secret options
+    // serialise redacted too: a rotated one is a change (taking effect at
+    // the next start), reported without its value.
+    let (old_secrets, new_secrets): (BTreeMap<_, _>, BTreeMap<_, _>) = (
+        old.named_secrets().into_iter().collect(),
+        new.named_secrets().into_iter().collect(),
+    );
+    let mut secret_keys: Vec<&String> = old_secrets.keys().chain(new_secrets.keys()).collect();
+    secret_keys.sort();
+    secret_keys.dedup();
+    for key in secret_keys {
+        if key.starts_with("catalog.") || old_secrets.get(key) == new_secrets.get(key) {
+            continue;
+        }
+        let shown = |v: Option<&String>| v.map_or_else(absent, |_| REDACTED.to_owned());
+        if !changes.iter().any(|c| &c.key == key) {
+            changes.push(Change {
+                key: key.clone(),
+                old: shown(old_secrets.get(key)),
+                new: shown(new_secrets.get(key)),
+                live: false,
+            });
+        }
+    }
+    // Token digests print redacted: a rotated token shows as a change of
+    // `admin.tokens` (live) by comparing the tokens themselves.
+    if old.admin.tokens != new.admin.tokens && !changes.iter().any(|c| c.key == "admin.tokens") {
+        changes.push(Change {
+            key: "admin.tokens".into(),
+            old: String::new(),
+            new: String::new(),
+            live: true,
+        });
+    }
     for change in &mut changes {
         if change.key == "admin.tokens" {
             // Names and roles only: not even a token's hash leaves the config.
@@ -153,6 +187,28 @@ mod tests {
         let text = format!("{changes:?}");
         assert!(!text.contains("9f86d0818"), "no token hash: {text}");
         assert!(text.contains("ci (viewer)"), "{text}");
+    }
+
+    #[test]
+    fn rotated_job_secrets_and_tokens_are_changes_without_their_values() {
+        let job = |pw: &str, token: &str| {
+            cfg(&format!(
+                "[[admin.tokens]]\nname = \"ci\"\nrole = \"viewer\"\ntoken_sha256 = \"{token}\"\n\
+                 [repositories.r]\nscheme = \"fs\"\noptions = {{ root = \"/tmp\" }}\n\
+                 [jobs.j]\nkind = \"postgres\"\nsource = \"postgres://b@db/x\"\npassword = \"{pw}\"\n\
+                 databases = [\"x\"]\nrepository = \"r\"\nevery = \"1h\"\n"
+            ))
+        };
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let changes = diff(&job("old-pw-1", &a), &job("new-pw-2", &b));
+        let keys: Vec<_> = changes.iter().map(|c| (c.key.as_str(), c.live)).collect();
+        assert_eq!(keys, [("admin.tokens", true), ("jobs.j.password", false)]);
+        let text = format!("{changes:?}");
+        for secret in ["old-pw-1", "new-pw-2", a.as_str(), b.as_str()] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(diff(&job("same", &a), &job("same", &a)).is_empty());
     }
 
     #[test]

@@ -124,8 +124,9 @@ pub fn parse(source: &str, origin: &Path, env: &dyn Env) -> Result<Config, Confi
         );
     }
     for (name, repo) in &mut config.repositories {
-        resolve_option_files(name, repo, base, &mut problems);
+        resolve_option_files(name, repo, base, &mut problems, &mut config.secret_files);
     }
+    record_secret_files(config, base);
     for (name, repo) in &config.repositories {
         if let Some(encryption) = &repo.encryption
             && let Some(file) = &encryption.identity_file
@@ -157,8 +158,16 @@ pub fn parse(source: &str, origin: &Path, env: &dyn Env) -> Result<Config, Confi
 }
 
 /// The directory relative paths in the config are read from: the config
-/// file's own, made absolute, so a command works from any directory.
+/// file's own (a symlink's target's), made absolute, so a command works
+/// from any directory.
 fn config_dir(origin: &Path) -> PathBuf {
+    // A symlinked config (/etc/vigil/config.toml -> /srv/conf/vigil.toml)
+    // reads its relative paths next to its target, where they were written.
+    if let Ok(real) = std::fs::canonicalize(origin)
+        && let Some(dir) = real.parent()
+    {
+        return dir.to_owned();
+    }
     let dir = origin.parent().unwrap_or(Path::new(""));
     if dir.is_absolute() {
         return dir.to_owned();
@@ -389,11 +398,44 @@ fn resolve_token_file(
 
 /// Reads `<option>_file` options into `<option>`, and `recipients_file`
 /// into the recipients.
+/// The files secrets were read from (option `*_file`s are recorded as
+/// they are resolved, since they leave the options).
+fn record_secret_files(config: &mut Config, base: &Path) {
+    let mut files = Vec::new();
+    if let Some(f) = &config.catalog.password_file {
+        files.push(("catalog.password_file".to_owned(), base.join(f)));
+    }
+    for (i, token) in config.admin.tokens.iter().enumerate() {
+        if let Some(f) = &token.token_file {
+            files.push((format!("admin.tokens[{i}].token_file"), base.join(f)));
+        }
+    }
+    for (name, job) in &config.jobs {
+        if let Some(f) = &job.password_file {
+            files.push((format!("jobs.{name}.password_file"), base.join(f)));
+        }
+    }
+    for (name, repo) in &config.repositories {
+        if let Some(f) = repo
+            .encryption
+            .as_ref()
+            .and_then(|e| e.identity_file.as_ref())
+        {
+            files.push((
+                format!("repositories.{name}.encryption.identity_file"),
+                base.join(f),
+            ));
+        }
+    }
+    config.secret_files.extend(files);
+}
+
 fn resolve_option_files(
     name: &str,
     repo: &mut super::RepositoryConfig,
     base: &Path,
     problems: &mut Vec<Problem>,
+    secret_files: &mut Vec<(String, PathBuf)>,
 ) {
     let file_keys: Vec<String> = repo
         .options
@@ -406,6 +448,7 @@ fn resolve_option_files(
         let key = format!("repositories.{name}.options.{file_key}");
         let mut value = None;
         let path = PathBuf::from(repo.options.remove(&file_key).unwrap_or_default());
+        secret_files.push((key.clone(), base.join(&path)));
         if repo.options.contains_key(&target) {
             problems.push(Problem {
                 key,
@@ -581,6 +624,26 @@ mod tests {
         let src = format!("{MINIMAL}password_file = \"missing\"\n");
         let err = parse(&src, &origin, &HashMap::new()).unwrap_err();
         assert!(err.to_string().contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn a_symlinked_config_reads_relative_paths_next_to_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        let links = dir.path().join("etc");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::create_dir_all(&links).unwrap();
+        let target = real.join("vigil.toml");
+        std::fs::write(
+            &target,
+            format!("[daemon]\nstate_dir = \"state\"\n{MINIMAL}"),
+        )
+        .unwrap();
+        let link = links.join("config.toml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let c = load(&link, &HashMap::new()).unwrap();
+        let real = std::fs::canonicalize(&real).unwrap();
+        assert_eq!(c.daemon.state_dir, real.join("state"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod diff;
 mod expand;
+pub mod exposure;
 pub mod identity;
 mod load;
 mod secret;
@@ -50,6 +51,10 @@ pub struct Config {
     pub jobs: BTreeMap<String, JobConfig>,
     #[serde(default)]
     pub journal: JournalConfig,
+    /// Where the loader read secrets from (`key`, absolute path), for the
+    /// file-mode check (`exposure`); not part of the file's schema.
+    #[serde(skip)]
+    pub secret_files: Vec<(String, PathBuf)>,
 }
 
 /// A command named a job the config does not have (a usage error).
@@ -186,7 +191,9 @@ pub struct TokenConfig {
     pub name: String,
     pub role: crate::admin::auth::Role,
     /// Lowercase hex SHA-256 of the token (`printf %s TOKEN | sha256sum`).
-    /// Filled from `token_file` at load.
+    /// Filled from `token_file` at load. Printed redacted: a digest of a
+    /// short token can be brute-forced offline.
+    #[serde(serialize_with = "secret::redact_some")]
     pub token_sha256: Option<String>,
     /// A file (mode 0600) holding the token itself; hashed at load.
     #[serde(skip_serializing)]
@@ -374,28 +381,35 @@ impl Config {
 
     /// Every secret value in this config, for the redaction of free text.
     pub fn secrets(&self) -> Vec<String> {
+        self.named_secrets().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Every secret value with the key it came from.
+    pub fn named_secrets(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for secret in [&self.catalog.password].into_iter().flatten() {
-            if !secret.expose().is_empty() {
-                out.push(secret.expose().to_owned());
-            }
+        if let Some(secret) = &self.catalog.password {
+            out.push(("catalog.password".into(), secret.expose().to_owned()));
         }
         if let Some(pw) = crate::redact::url_password(self.catalog.url.expose()) {
-            out.push(pw);
+            out.push(("catalog.url".into(), pw));
         }
-        for job in self.jobs.values() {
-            out.extend(job.password.as_ref().map(|p| p.expose().to_owned()));
-            out.extend(crate::redact::url_password(job.source.expose()));
+        for (name, job) in &self.jobs {
+            if let Some(p) = &job.password {
+                out.push((format!("jobs.{name}.password"), p.expose().to_owned()));
+            }
+            if let Some(pw) = crate::redact::url_password(job.source.expose()) {
+                out.push((format!("jobs.{name}.source"), pw));
+            }
         }
-        for repo in self.repositories.values() {
+        for (name, repo) in &self.repositories {
             out.extend(
                 repo.options
                     .iter()
                     .filter(|(k, _)| is_secret_option(k))
-                    .map(|(_, v)| v.clone()),
+                    .map(|(k, v)| (format!("repositories.{name}.options.{k}"), v.clone())),
             );
         }
-        out.retain(|s| !s.is_empty());
+        out.retain(|(_, s)| !s.is_empty());
         out
     }
 }

@@ -50,6 +50,15 @@ impl Serialize for Secret {
     }
 }
 
+/// Serialises a present value as [`REDACTED`] (a value that is no secret
+/// itself but helps to guess one, such as a token's digest).
+pub fn redact_some<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_some(REDACTED),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

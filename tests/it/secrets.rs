@@ -69,3 +69,60 @@ fn pg_dump_reads_the_password_from_a_private_file_removed_after_the_run() {
         "{path} was left behind"
     );
 }
+
+#[test]
+fn secrets_readable_by_others_warn_and_refuse_production() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("ci.token");
+    std::fs::write(&token, "ci-token-4f1b9e0c2d7a").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = |environment: &str| {
+        format!(
+            "[daemon]\nenvironment = \"{environment}\"\nstate_dir = \"{}\"\n\
+             [catalog]\nurl = \"postgres://vigil@127.0.0.1:1/vigil\"\npassword = \"inline-catalog-pw-31\"\n\
+             [[admin.tokens]]\nname = \"ci\"\nrole = \"viewer\"\ntoken_file = \"{}\"\n",
+            dir.path().join("state").display(),
+            token.display()
+        )
+    };
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(&config, text("development")).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stdout, stderr) = vigil_cli(&config, &["check-config"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "holds `catalog.password` inline and is readable by group or others (mode 0644)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(`admin.tokens[0].token_file`) is readable by group or others"),
+        "{stderr}"
+    );
+    // Neither the secrets nor the token's digest are printed.
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        b"ci-token-4f1b9e0c2d7a",
+    ));
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains("inline-catalog-pw-31") && !text.contains(&digest),
+            "{text}"
+        );
+    }
+    assert!(stdout.contains("token_sha256 = \"<redacted>\""), "{stdout}");
+
+    std::fs::write(&config, text("production")).unwrap();
+    let (code, _, stderr) = vigil_cli(&config, &["check-config"], &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("refusing to start in production"),
+        "{stderr}"
+    );
+
+    // Private files: nothing to say.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, stderr) = vigil_cli(&config, &["check-config"], &[]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}

@@ -1,0 +1,100 @@
+//! Secrets readable by more than vigil's user: a config file that holds a
+//! secret inline, or a secret file, readable by group or others. Warned at
+//! start-up and by `check-config`; refused in production.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::Config;
+
+/// One secret others may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exposure {
+    pub message: String,
+}
+
+fn readable_by_others(path: &Path) -> Option<u32> {
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+/// What in `config` (loaded from `path`) others can read.
+pub fn exposures(path: &Path, config: &Config) -> Vec<Exposure> {
+    let mut found = Vec::new();
+    if let Some(mode) = readable_by_others(path) {
+        // Inline means the value itself is in the file (not `${VAR}`).
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let inline: Vec<String> = config
+            .named_secrets()
+            .into_iter()
+            .filter(|(_, value)| text.contains(value.as_str()))
+            .map(|(key, _)| format!("`{key}`"))
+            .collect();
+        if !inline.is_empty() {
+            found.push(Exposure {
+                message: format!(
+                    "{} holds {} inline and is readable by group or others (mode {mode:04o}): `chmod 600` it, or move the secret to a `*_file` of mode 0600",
+                    path.display(),
+                    inline.join(", ")
+                ),
+            });
+        }
+    }
+    for (key, file) in &config.secret_files {
+        if let Some(mode) = readable_by_others(file) {
+            found.push(Exposure {
+                message: format!(
+                    "secret file {} (`{key}`) is readable by group or others (mode {mode:04o}): `chmod 600` it",
+                    file.display()
+                ),
+            });
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn inline_secrets_and_secret_files_readable_by_others_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("job.password");
+        std::fs::write(&pw, "job-secret-9").unwrap();
+        let config_path = dir.path().join("vigil.toml");
+        let text = format!(
+            "[catalog]\nurl = \"postgres://vigil@db/vigil\"\npassword = \"cat-secret-7\"\n\
+             [repositories.r]\nscheme = \"fs\"\noptions = {{ root = \"/tmp\" }}\n\
+             [jobs.j]\nkind = \"postgres\"\nsource = \"postgres://b@db/x\"\npassword_file = \"{}\"\n\
+             databases = [\"x\"]\nrepository = \"r\"\nevery = \"1h\"\n",
+            pw.display()
+        );
+        std::fs::write(&config_path, &text).unwrap();
+        let config = super::super::load(&config_path, &std::collections::HashMap::new()).unwrap();
+
+        chmod(&config_path, 0o600);
+        chmod(&pw, 0o600);
+        assert_eq!(exposures(&config_path, &config), vec![]);
+
+        chmod(&config_path, 0o644);
+        chmod(&pw, 0o640);
+        let found = exposures(&config_path, &config);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].message.contains("`catalog.password` inline"),
+            "{found:?}"
+        );
+        assert!(found[0].message.contains("mode 0644"), "{found:?}");
+        assert!(!found[0].message.contains("cat-secret-7"));
+        assert!(
+            found[1].message.contains("`jobs.j.password_file`"),
+            "{found:?}"
+        );
+        assert!(found[1].message.contains("mode 0640"), "{found:?}");
+    }
+}
