@@ -142,6 +142,7 @@ impl Daemon {
             notifier: notifier.clone(),
             journal: journal.clone(),
             admin: Arc::clone(&admin_state),
+            jobs: started.jobs.clone(),
         };
         loop {
             tokio::select! {
@@ -400,6 +401,9 @@ struct Reloader {
     notifier: Notifier,
     journal: Journal,
     admin: Arc<AdminState>,
+    /// The jobs' contexts, shared with the loops, checks and API: rotated
+    /// secrets are applied to them in place.
+    jobs: Vec<crate::jobs::JobContext>,
 }
 
 impl Reloader {
@@ -486,6 +490,21 @@ impl Reloader {
                 self.admin
                     .auth
                     .store(Arc::new(AuthSettings::from_config(&new)));
+                if old.named_secrets() != new.named_secrets()
+                    || old
+                        .jobs
+                        .iter()
+                        .any(|(n, j)| new.jobs.get(n).is_some_and(|nj| nj.source != j.source))
+                {
+                    for ctx in &self.jobs {
+                        match ctx.rotate(&new) {
+                            Ok(()) => tracing::info!(job = %ctx.name, "secrets applied"),
+                            Err(e) => {
+                                tracing::warn!(job = %ctx.name, error = %redact_text(&e, &new.secrets()), "cannot apply the new secrets; the old ones stay")
+                            }
+                        }
+                    }
+                }
                 self.config.send_replace(Arc::new(new));
                 self.shared.record_reload(true);
                 self.runner

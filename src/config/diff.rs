@@ -70,9 +70,23 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
             live: false,
         });
     }
+    // A job's source URL serialises redacted: compare it with only its
+    // password masked. It applies at once (the next connection uses it).
+    for (name, job) in &new.jobs {
+        if let Some(was) = old.jobs.get(name)
+            && was.source != job.source
+        {
+            changes.push(Change {
+                key: format!("jobs.{name}.source"),
+                old: redact_text(was.source.expose(), &[]),
+                new: redact_text(job.source.expose(), &[]),
+                live: true,
+            });
+        }
+    }
     // Job passwords (and URL passwords) and repository secret options
-    // serialise redacted too: a rotated one is a change (taking effect at
-    // the next start), reported without its value.
+    // serialise redacted too: a rotated one is a change, applied at once
+    // (`JobContext::rotate`), reported without its value.
     let (old_secrets, new_secrets): (BTreeMap<_, _>, BTreeMap<_, _>) = (
         old.named_secrets().into_iter().collect(),
         new.named_secrets().into_iter().collect(),
@@ -90,7 +104,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
                 key: key.clone(),
                 old: shown(old_secrets.get(key)),
                 new: shown(new_secrets.get(key)),
-                live: false,
+                live: true,
             });
         }
     }
@@ -203,7 +217,7 @@ mod tests {
         let b = "b".repeat(64);
         let changes = diff(&job("old-pw-1", &a), &job("new-pw-2", &b));
         let keys: Vec<_> = changes.iter().map(|c| (c.key.as_str(), c.live)).collect();
-        assert_eq!(keys, [("admin.tokens", true), ("jobs.j.password", false)]);
+        assert_eq!(keys, [("admin.tokens", true), ("jobs.j.password", true)]);
         let text = format!("{changes:?}");
         for secret in ["old-pw-1", "new-pw-2", a.as_str(), b.as_str()] {
             assert!(!text.contains(secret), "{text}");

@@ -3,9 +3,12 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use deadpool_postgres::Pool;
 
-use crate::config::{Config, JobConfig};
+use crate::config::{Config, JobConfig, Secret};
 use crate::journal::{Actor, Entry, Journal};
 use crate::repo::Repository;
 
@@ -43,6 +46,24 @@ pub enum SourceError {
     },
 }
 
+/// A job's secrets of the moment.
+struct LiveSecrets {
+    source: Secret,
+    password: Option<Secret>,
+    /// Every secret of the config (old ones stay redacted too).
+    redact: Vec<String>,
+}
+
+impl LiveSecrets {
+    fn of(config: &Config, job: &JobConfig) -> LiveSecrets {
+        LiveSecrets {
+            source: job.source.clone(),
+            password: job.password.clone(),
+            redact: config.secrets(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct JobContext {
     pub name: String,
@@ -53,7 +74,10 @@ pub struct JobContext {
     pub catalog: Pool,
     /// `executions.host`: this vigil's instance name.
     pub host: String,
-    pub secrets: Vec<String>,
+    /// The source's URL and password and the values to redact: shared by
+    /// every clone, so a reload's rotated secrets ([`JobContext::rotate`])
+    /// reach the job loop, the checks and the API at once.
+    live: Arc<ArcSwap<LiveSecrets>>,
     /// Where restores with `--jobs` stage the dump.
     pub state_dir: PathBuf,
     /// Where every run's events go.
@@ -95,7 +119,7 @@ impl JobContext {
             identity_file: encryption.and_then(|e| e.identity_file.clone()),
             catalog,
             host: host.to_owned(),
-            secrets: config.secrets(),
+            live: Arc::new(ArcSwap::from_pointee(LiveSecrets::of(config, job))),
             state_dir: config.daemon.state_dir.clone(),
             journal,
             actor,
@@ -108,6 +132,30 @@ impl JobContext {
                 None => None,
             },
         })
+    }
+
+    /// Applies the secrets of a reloaded `config` (the source URL and
+    /// password, the repositories' secret options) to this context and
+    /// every clone of it. Other changed keys still wait for a restart.
+    pub fn rotate(&self, config: &Config) -> Result<(), String> {
+        let job = config.job(&self.name).map_err(|e| e.to_string())?;
+        let rekey = |repo: &Repository| -> Result<(), String> {
+            let Some(new) = config.repositories.get(&repo.name) else {
+                return Ok(());
+            };
+            repo.rekey(new).map_err(|e| e.to_string())
+        };
+        rekey(&self.repo)?;
+        if let Some(mirror) = &self.mirror_to {
+            rekey(mirror)?;
+        }
+        let mut live = LiveSecrets::of(config, job);
+        // Rotated-out values stay redacted: an old error may still quote one.
+        live.redact.extend(self.live.load().redact.iter().cloned());
+        live.redact.sort();
+        live.redact.dedup();
+        self.live.store(Arc::new(live));
+        Ok(())
     }
 
     /// A journal entry about this job by this context's actor; `data`
@@ -143,13 +191,13 @@ impl JobContext {
 
     /// The source connection with the password from `password`/`password_file`.
     pub fn source_config(&self) -> Result<tokio_postgres::Config, String> {
-        let mut config: tokio_postgres::Config = self
-            .job
+        let live = self.live.load();
+        let mut config: tokio_postgres::Config = live
             .source
             .expose()
             .parse()
             .map_err(|e| format!("jobs.{}.source: {e}", self.name))?;
-        if let Some(password) = &self.job.password {
+        if let Some(password) = &live.password {
             config.password(password.expose());
         }
         if config.get_connect_timeout().is_none() {
@@ -185,6 +233,6 @@ impl JobContext {
     }
 
     pub fn redact(&self, text: &str) -> String {
-        crate::redact::redact_text(text, &self.secrets)
+        crate::redact::redact_text(text, &self.live.load().redact)
     }
 }

@@ -294,7 +294,7 @@ pub async fn renew(
         expires_at: Utc::now() + ttl,
         ..ours.clone()
     };
-    repo.op
+    repo.op()
         .write(path, renewed.encode())
         .await
         .map_err(|e| repo.storage_err("cannot renew", path, e))?;
@@ -315,7 +315,7 @@ pub async fn release(repo: &Repository, path: &str, ours: &LeaseRecord) -> Resul
 
 /// The lease at `path`, `None` if there is none.
 pub async fn read(repo: &Repository, path: &str) -> Result<Option<LeaseRecord>, LeaseError> {
-    let bytes = match repo.op.read(path).await {
+    let bytes = match repo.op().read(path).await {
         Ok(b) => b.to_vec(),
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(repo.storage_err("cannot read", path, e).into()),
@@ -330,7 +330,7 @@ pub async fn read(repo: &Repository, path: &str) -> Result<Option<LeaseRecord>, 
 }
 
 async fn delete(repo: &Repository, path: &str) -> Result<(), LeaseError> {
-    repo.op
+    repo.op()
         .delete(path)
         .await
         .map_err(|e| repo.storage_err("cannot delete", path, e).into())
@@ -343,14 +343,14 @@ async fn create_only(repo: &Repository, path: &str, bytes: &[u8]) -> Result<bool
     }
     if !repo.guarantees.create_only_commit {
         // The strongest this service allows: look, then write.
-        match repo.op.exists(path).await {
+        match repo.op().exists(path).await {
             Ok(true) => return Ok(false),
             Ok(false) => {}
             Err(e) => return Err(repo.storage_err("cannot stat", path, e).into()),
         }
     }
     let written = repo
-        .op
+        .op()
         .write_with(path, bytes.to_vec())
         .if_not_exists(repo.guarantees.create_only_commit)
         .await;

@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -17,7 +20,9 @@ const MANIFEST_READS: usize = 16;
 pub struct Repository {
     pub name: String,
     pub scheme: String,
-    pub(super) op: Operator,
+    /// Shared by every clone, so a reload's rotated credentials
+    /// ([`Repository::rekey`]) reach every holder at once.
+    operator: Arc<ArcSwap<Operator>>,
     prefix: String,
     /// For fs repositories: the root directory, for directory fsyncs.
     pub(super) fs_root: Option<PathBuf>,
@@ -167,7 +172,7 @@ impl Repository {
         Ok(Repository {
             name: name.into(),
             scheme: config.scheme.clone(),
-            op,
+            operator: Arc::new(ArcSwap::from_pointee(op)),
             prefix,
             fs_root,
             part_size,
@@ -178,6 +183,19 @@ impl Repository {
             lease_ttl: config.lease_ttl,
             temp_grace: config.temp_grace,
         })
+    }
+
+    /// The service's operator (with the credentials of the moment).
+    pub(super) fn op(&self) -> Operator {
+        (**self.operator.load()).clone()
+    }
+
+    /// Applies rotated credentials (`config`'s secret options) to this
+    /// repository and every clone of it; the other settings stay.
+    pub fn rekey(&self, config: &RepositoryConfig) -> Result<(), RepoError> {
+        let fresh = Repository::open(&self.name, config)?;
+        self.operator.store(fresh.operator.load_full());
+        Ok(())
     }
 
     pub(super) fn join(&self, parts: &[&str]) -> String {
@@ -229,7 +247,7 @@ impl Repository {
     /// A streaming writer for a data object (temp file + rename on fs,
     /// multipart on object stores; each `write` call is one part there).
     pub async fn writer(&self, path: &str) -> Result<opendal::Writer, RepoError> {
-        self.op
+        self.op()
             .writer_with(path)
             .if_not_exists(self.resumable_data_writes())
             .await
@@ -239,7 +257,7 @@ impl Repository {
     /// Whether anything exists under this backup id (ids must be fresh).
     pub async fn backup_exists(&self, job: &str, backup_id: &str) -> Result<bool, RepoError> {
         let dir = self.backup_dir(job, backup_id);
-        let entries = self.op.list(&dir).await;
+        let entries = self.op().list(&dir).await;
         match entries {
             Ok(entries) => Ok(entries.iter().any(|e| e.path() != dir)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
@@ -254,7 +272,7 @@ impl Repository {
         if !self.guarantees.create_only_commit {
             // The strongest this service allows (FTP): look, then write,
             // under the job's lock, so no other vigil writes this id.
-            match self.op.exists(&path).await {
+            match self.op().exists(&path).await {
                 Ok(true) => {
                     return Err(RepoError::AlreadyCommitted {
                         repo: self.name.clone(),
@@ -266,7 +284,7 @@ impl Repository {
             }
         }
         let result = self
-            .op
+            .op()
             .write_with(&path, manifest.encode())
             .if_not_exists(self.guarantees.create_only_commit)
             .await;
@@ -299,7 +317,7 @@ impl Repository {
 
     pub async fn read_manifest(&self, job: &str, backup_id: &str) -> Result<Manifest, RepoError> {
         let path = self.object_path(job, backup_id, MANIFEST);
-        let bytes = match self.op.read(&path).await {
+        let bytes = match self.op().read(&path).await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(RepoError::NoSuchBackup {
@@ -325,7 +343,7 @@ impl Repository {
     /// Every backup of `job`, from the repository alone.
     pub async fn list(&self, job: &str) -> Result<Listing, RepoError> {
         let dir = self.backups_dir(job);
-        let entries = match self.op.list(&dir).await {
+        let entries = match self.op().list(&dir).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Listing::default()),
             Err(e) => return Err(self.storage_err("cannot list", &dir, e)),
@@ -385,7 +403,7 @@ impl Repository {
         RepoError,
     > {
         let reader = self
-            .op
+            .op()
             .reader_with(path)
             .chunk(1 << 20)
             .await
@@ -451,7 +469,7 @@ impl Repository {
     /// loss of the catalog.
     pub async fn pins(&self, job: &str) -> Result<std::collections::BTreeSet<String>, RepoError> {
         let dir = self.pins_dir(job);
-        match self.op.list(&dir).await {
+        match self.op().list(&dir).await {
             Ok(entries) => Ok(entries
                 .iter()
                 .filter(|e| !e.path().ends_with('/'))
@@ -466,12 +484,12 @@ impl Repository {
         let path = format!("{}{backup_id}", self.pins_dir(job));
         let result = if pinned {
             self.read_manifest(job, backup_id).await?;
-            self.op
+            self.op()
                 .write(&path, chrono::Utc::now().to_rfc3339())
                 .await
                 .map(|_| ())
         } else {
-            self.op.delete(&path).await
+            self.op().delete(&path).await
         };
         result.map_err(|e| {
             self.storage_err(
@@ -491,7 +509,7 @@ impl Repository {
     /// backup with missing data.
     pub async fn delete_backup(&self, job: &str, backup_id: &str) -> Result<(), RepoError> {
         let manifest = self.object_path(job, backup_id, MANIFEST);
-        self.op
+        self.op()
             .delete(&manifest)
             .await
             .map_err(|e| self.storage_err("cannot delete", &manifest, e))?;
@@ -528,7 +546,7 @@ impl Repository {
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, RepoError> {
         let dir = self.backup_dir(job, backup_id);
         let entries = self
-            .op
+            .op()
             .list_with(&dir)
             .recursive(true)
             .await
@@ -536,7 +554,7 @@ impl Repository {
         let mut newest: Option<chrono::DateTime<chrono::Utc>> = None;
         for entry in entries.iter().filter(|e| !e.path().ends_with('/')) {
             let meta = self
-                .op
+                .op()
                 .stat(entry.path())
                 .await
                 .map_err(|e| self.storage_err("cannot stat", entry.path(), e))?;
@@ -551,7 +569,7 @@ impl Repository {
     /// Removes everything under a backup directory (garbage collection).
     pub async fn delete_leftovers(&self, job: &str, backup_id: &str) -> Result<(), RepoError> {
         let dir = self.backup_dir(job, backup_id);
-        self.op
+        self.op()
             .delete_with(&dir)
             .recursive(true)
             .await
@@ -566,7 +584,7 @@ impl Repository {
         } else {
             format!("{}/", self.prefix)
         };
-        let entries = match self.op.list_with(&root).recursive(true).await {
+        let entries = match self.op().list_with(&root).recursive(true).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.storage_err("cannot list", &root, e)),
@@ -591,7 +609,7 @@ impl Repository {
             let mut size = entry.metadata().content_length();
             if size == 0 {
                 size = self
-                    .op
+                    .op()
                     .stat(path)
                     .await
                     .map_err(|e| self.storage_err("cannot stat", path, e))?
@@ -611,7 +629,7 @@ impl Repository {
     /// Reads a small object whole (manifests, pins).
     pub async fn read_small(&self, relative: &str) -> Result<Vec<u8>, RepoError> {
         let path = self.absolute(relative);
-        self.op
+        self.op()
             .read(&path)
             .await
             .map(|b| b.to_vec())
@@ -621,7 +639,7 @@ impl Repository {
     /// Writes a small object whole (a mirrored manifest or pin).
     pub async fn write_small(&self, relative: &str, bytes: Vec<u8>) -> Result<(), RepoError> {
         let path = self.absolute(relative);
-        self.op
+        self.op()
             .write(&path, bytes)
             .await
             .map(|_| ())
@@ -630,7 +648,7 @@ impl Repository {
 
     pub async fn delete_object(&self, relative: &str) -> Result<(), RepoError> {
         let path = self.absolute(relative);
-        self.op
+        self.op()
             .delete(&path)
             .await
             .map_err(|e| self.storage_err("cannot delete", &path, e))
@@ -734,12 +752,12 @@ impl Repository {
             &format!("{host}-{}", uuid::Uuid::new_v4().simple()),
         ]);
         let body = format!("vigil write probe {}", chrono::Utc::now().to_rfc3339());
-        self.op
+        self.op()
             .write(&path, body.clone())
             .await
             .map_err(|e| self.storage_err("cannot write", &path, e))?;
-        let read = self.op.read(&path).await.map(|b| b.to_vec());
-        let removed = self.op.delete(&path).await;
+        let read = self.op().read(&path).await.map(|b| b.to_vec());
+        let removed = self.op().delete(&path).await;
         match read {
             Ok(bytes) if bytes == body.as_bytes() => {}
             Ok(_) => {
@@ -764,7 +782,7 @@ impl Repository {
         } else {
             path
         };
-        match self.op.list_with(&path).limit(1).await {
+        match self.op().list_with(&path).limit(1).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.storage_err("cannot list", &path, e)),
@@ -792,7 +810,7 @@ mod tests {
         m.finished_at = chrono::Utc::now();
         m.started_at = m.finished_at - chrono::Duration::seconds(5);
         let data = repo.object_path(&m.job, &m.backup_id, &m.objects[0].name);
-        repo.op.write(&data, "data").await.unwrap();
+        repo.op().write(&data, "data").await.unwrap();
         repo.commit_manifest(&m).await.unwrap();
         m
     }

@@ -126,3 +126,71 @@ fn secrets_readable_by_others_warn_and_refuse_production() {
     let (code, _, stderr) = vigil_cli(&config, &["check-config"], &[]);
     assert_eq!((code, stderr.as_str()), (0, ""));
 }
+
+#[test]
+fn a_rotated_source_password_applies_on_reload_without_a_restart() {
+    let source = fresh_db();
+    let role = format!("rot_{}", source.name);
+    source
+        .psql(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'first-pw-5511';
+             GRANT pg_read_all_data TO {role};
+             CREATE TABLE t (id int); INSERT INTO t VALUES (1);"
+        ))
+        .unwrap();
+    let catalog = fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("orders.password");
+    std::fs::write(&password_file, "first-pw-5511").unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let extra = format!(
+        "[repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n\
+         [jobs.orders]\nkind = \"postgres\"\nsource = \"postgres://{role}@127.0.0.1:{}/{}\"\n\
+         password_file = \"{}\"\ndatabases = [\"{}\"]\nrepository = \"local\"\nevery = \"2s\"\ncatch_up = false\n",
+        dir.path().join("repo").display(),
+        source.port,
+        source.name,
+        password_file.display(),
+        source.name
+    );
+    let vigil = Vigil::start(&catalog, &extra);
+    vigil.wait_ready();
+    let freshness =
+        |v: &Vigil| v.get("/health/detailed").json()["checks"]["orders:freshness"][0].clone();
+    vigil.wait_for("a first backup", std::time::Duration::from_secs(30), || {
+        freshness(&vigil)["vigil"]["backups"].as_u64() >= Some(1)
+    });
+    // The password is rotated on the server: runs fail…
+    source
+        .psql(&format!("ALTER ROLE {role} PASSWORD 'second-pw-7723'"))
+        .unwrap();
+    vigil.wait_for("a failing run", std::time::Duration::from_secs(30), || {
+        freshness(&vigil)["vigil"]["consecutiveFailures"].as_u64() >= Some(1)
+    });
+    // …until the file is updated and vigil reloaded, with no restart.
+    std::fs::write(&password_file, "second-pw-7723").unwrap();
+    vigil.signal(nix::sys::signal::Signal::SIGHUP);
+    vigil.wait_for_log("secrets applied", std::time::Duration::from_secs(10));
+    vigil.wait_for(
+        "a backup with the new password",
+        std::time::Duration::from_secs(30),
+        || freshness(&vigil)["vigil"]["consecutiveFailures"] == 0,
+    );
+    let (code, stdout, _) = vigil_cli(
+        &vigil.config_path_with_addr(),
+        &["audit", "show", "--event", "config.reloaded", "--json"],
+        &[("TEST_PGPASSWORD", PASSWORD)],
+    );
+    assert_eq!(code, 0);
+    let reloaded: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let diff = reloaded["data"]["diff"].as_array().unwrap();
+    assert!(
+        diff.iter().any(|c| c["key"] == "jobs.orders.password"
+            && c["live"] == true
+            && c["new"] == "<redacted>"),
+        "{reloaded:#}"
+    );
+    for secret in ["first-pw-5511", "second-pw-7723"] {
+        assert!(!stdout.contains(secret) && !vigil.log_text().contains(secret));
+    }
+}
