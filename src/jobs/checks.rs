@@ -387,6 +387,75 @@ pub fn grade_leftovers(usage: &crate::repo::TempUsage, grace: Duration) -> Obser
     ))
 }
 
+/// Free space wanted on a repository: room for this many backups of the
+/// largest last backup of its jobs.
+pub const CAPACITY_MARGIN: u64 = 2;
+
+/// `<repo>:capacity` (fs): free bytes where the backups land, warning
+/// when they are below [`CAPACITY_MARGIN`] times the largest last backup
+/// of the repository's jobs.
+pub struct CapacityCheck {
+    pub repo: Repository,
+    pub shared: Arc<Shared>,
+    /// The jobs writing to this repository.
+    pub jobs: Vec<String>,
+}
+
+impl Check for CapacityCheck {
+    fn spec(&self, config: &HealthConfig) -> CheckSpec {
+        CheckSpec {
+            key: format!("{}:capacity", self.repo.name),
+            component_id: self.repo.name.clone(),
+            component_type: "datastore",
+            interval: config.disk.interval.unwrap_or(config.interval),
+            timeout: config.timeout,
+            critical: true,
+            periodic: true,
+        }
+    }
+
+    fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
+        let board = self.shared.jobs.snapshot();
+        let largest = self
+            .jobs
+            .iter()
+            .filter_map(|j| board.get(j).and_then(|s| s.last_stored_bytes))
+            .max();
+        async move {
+            match self.repo.free_bytes().await {
+                Some(free) => grade_capacity(free, largest),
+                None => Observation::fail(format!(
+                    "cannot tell the free space of repository `{}`",
+                    self.repo.name
+                )),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Pure verdict: `free` bytes against the largest last backup.
+pub fn grade_capacity(free: u64, largest: Option<u64>) -> Observation {
+    let observation = Observation::new(Status::Pass, Some(free as f64), Some("bytes"))
+        .with_detail("largestLastBackupBytes", largest)
+        .with_detail("margin", CAPACITY_MARGIN);
+    let Some(largest) = largest.filter(|l| free < l.saturating_mul(CAPACITY_MARGIN)) else {
+        return observation;
+    };
+    let verdict = if free < largest {
+        "the next backup will not fit"
+    } else {
+        "room for fewer than two more"
+    };
+    Observation {
+        status: Status::Warn,
+        ..observation
+    }
+    .with_output(format!(
+        "{free} bytes free, the largest last backup is {largest} bytes: {verdict} (free space or prune)"
+    ))
+}
+
 /// Grades the last prune: `warn` after a failed one.
 pub fn grade_retention(state: &JobState) -> Observation {
     let p = &state.prune;
@@ -480,6 +549,18 @@ impl Check for BoardCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capacity_warns_below_the_margin() {
+        let mb = 1 << 20;
+        assert_eq!(grade_capacity(10 * mb, None).status, Status::Pass);
+        assert_eq!(grade_capacity(10 * mb, Some(4 * mb)).status, Status::Pass);
+        let tight = grade_capacity(6 * mb, Some(4 * mb));
+        assert_eq!(tight.status, Status::Warn);
+        assert!(tight.output.unwrap().contains("fewer than two more"));
+        let full = grade_capacity(mb, Some(4 * mb));
+        assert!(full.output.unwrap().contains("will not fit"));
+    }
 
     fn hours(n: u64) -> Duration {
         Duration::from_secs(n * 3600)

@@ -293,8 +293,8 @@ pub async fn arm_all(
     journal: &crate::journal::Journal,
 ) -> Result<(Vec<Arc<dyn crate::health::Check>>, Vec<JobContext>), String> {
     use super::checks::{
-        BoardCheck, FreshnessCheck, LeftoversCheck, ReachableCheck, SourceCheck, WritableCheck,
-        grade_consistency, grade_retention,
+        BoardCheck, CapacityCheck, FreshnessCheck, LeftoversCheck, ReachableCheck, SourceCheck,
+        WritableCheck, grade_consistency, grade_retention,
     };
 
     let host = shared.service_id.clone();
@@ -354,9 +354,19 @@ pub async fn arm_all(
                 repo: ctx.repo.clone(),
                 host: host.clone(),
             }));
-            if ctx.repo.has_temp_dir() {
+            if ctx.repo.is_fs() {
                 checks.push(Arc::new(LeftoversCheck {
                     repo: ctx.repo.clone(),
+                }));
+                checks.push(Arc::new(CapacityCheck {
+                    repo: ctx.repo.clone(),
+                    shared: Arc::clone(shared),
+                    jobs: config
+                        .jobs
+                        .iter()
+                        .filter(|(_, j)| j.repository == ctx.repo.name)
+                        .map(|(n, _)| n.clone())
+                        .collect(),
                 }));
             }
             checks.extend(super::encryption_check::for_repository(config, &ctx));

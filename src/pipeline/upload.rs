@@ -237,7 +237,7 @@ async fn upload_encoded(
 ) -> Result<UploadOutcome, PipelineError> {
     let Target { repo, path, limits } = target;
     let mut writer = repo.writer(path).await?;
-    let upload = upload_stage(&mut writer, out_rx, &repo.name, path, limits, cancel);
+    let upload = upload_stage(&mut writer, out_rx, repo, path, limits, cancel);
     let result = tokio::try_join!(encoded, upload);
     match result {
         Ok(((raw_bytes, stored), ())) => {
@@ -351,13 +351,7 @@ fn repo_error(
     path: &str,
     e: opendal::Error,
 ) -> PipelineError {
-    PipelineError::Storage(RepoError::Storage {
-        repo: repo.name.clone(),
-        action,
-        path: path.to_owned(),
-        retryable: e.is_temporary(),
-        detail: e.to_string(),
-    })
+    PipelineError::Storage(repo.storage_err(action, path, e))
 }
 
 async fn read_stage(
@@ -433,7 +427,7 @@ fn encode_stream(
 async fn upload_stage(
     writer: &mut opendal::Writer,
     mut rx: mpsc::Receiver<Bytes>,
-    repo: &str,
+    repo: &Repository,
     path: &str,
     limits: UploadLimits,
     cancel: &CancellationToken,
@@ -451,15 +445,7 @@ async fn upload_stage(
     } else {
         0
     });
-    let write_err = |e: opendal::Error| {
-        PipelineError::Storage(RepoError::Storage {
-            repo: repo.to_owned(),
-            action: "cannot write",
-            path: path.to_owned(),
-            retryable: e.is_temporary(),
-            detail: e.to_string(),
-        })
-    };
+    let write_err = |e: opendal::Error| repo_error(repo, "cannot write", path, e);
     loop {
         let chunk = tokio::select! {
             _ = cancel.cancelled() => return Err(PipelineError::Cancelled),

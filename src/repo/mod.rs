@@ -51,6 +51,17 @@ pub enum RepoError {
         path: String,
         detail: String,
     },
+    /// ENOSPC or EDQUOT: waiting or retrying cannot help.
+    #[error(
+        "repository `{repo}`: {action} {path}: no space left on the device or quota; {} (free space, prune older backups, or raise the quota)",
+        free.map_or_else(|| "the service does not say how much is free".to_owned(), |f| format!("{f} bytes free"))
+    )]
+    Full {
+        repo: String,
+        action: &'static str,
+        path: String,
+        free: Option<u64>,
+    },
     #[error(
         "repository `{repo}`: backup {backup_id} already has a manifest; refusing to overwrite a committed backup"
     )]
@@ -80,6 +91,26 @@ pub fn backup_id(started: DateTime<Utc>, attempt: u32) -> String {
     } else {
         format!("{base}-{attempt}")
     }
+}
+
+/// Whether an error (or one of its sources) is ENOSPC or EDQUOT.
+pub fn is_out_of_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Bytes available to vigil on the filesystem holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }
 
 /// Where an fs repository keeps temp files (same filesystem as its root).

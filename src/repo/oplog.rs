@@ -26,7 +26,8 @@ impl opendal::layers::LoggingInterceptor for OpLog {
         let scheme = info.scheme();
         match err.map(|e| (e, level(e.kind()))) {
             Some((e, Level::Error)) => {
-                tracing::error!(target: TARGET, "service={scheme}{context}: {operation} {message} {e:?}")
+                // Display, one line: Debug adds a backtrace (92 lines a failure).
+                tracing::error!(target: TARGET, "service={scheme}{context}: {operation} {message} {e}")
             }
             Some((e, Level::Warn)) => {
                 tracing::warn!(target: TARGET, "service={scheme}{context}: {operation} {message} {e}")

@@ -162,12 +162,19 @@ impl Repository {
                 opendal::layers::TimeoutLayer::new()
                     .with_timeout(config.request_timeout)
                     .with_io_timeout(config.request_timeout),
-            )
-            .layer(
+            );
+        // A local filesystem's errors are not transient (opendal would
+        // retry ENOSPC four times, 15 s and more, for nothing); services
+        // across a network are retried.
+        let op = if fs_root.is_some() {
+            op
+        } else {
+            op.layer(
                 opendal::layers::RetryLayer::new()
                     .with_max_times(4)
                     .with_jitter(),
-            );
+            )
+        };
         let prefix = config.prefix.trim_matches('/').to_owned();
         Ok(Repository {
             name: name.into(),
@@ -221,12 +228,16 @@ impl Repository {
         self.join(&[job, "backups", backup_id, name])
     }
 
-    pub(super) fn storage_err(
-        &self,
-        action: &'static str,
-        path: &str,
-        e: opendal::Error,
-    ) -> RepoError {
+    /// Classifies a failed request: unreachable, out of space, or other.
+    pub fn storage_err(&self, action: &'static str, path: &str, e: opendal::Error) -> RepoError {
+        if super::is_out_of_space(&e) {
+            return RepoError::Full {
+                repo: self.name.clone(),
+                action,
+                path: path.to_owned(),
+                free: self.fs_root.as_deref().and_then(super::free_bytes),
+            };
+        }
         if crate::reach::is_unreachable(&e) {
             return RepoError::Unreachable {
                 repo: self.name.clone(),

@@ -59,9 +59,20 @@ fn scan(dir: &Path, now: SystemTime) -> std::io::Result<Vec<TempFile>> {
 }
 
 impl Repository {
-    /// Whether the service keeps temp files vigil can see (fs).
-    pub fn has_temp_dir(&self) -> bool {
+    /// Whether this is a local filesystem repository (temp files and free
+    /// space vigil can see).
+    pub fn is_fs(&self) -> bool {
         self.fs_root.is_some()
+    }
+
+    /// Free bytes where this repository's objects land (fs; `None` for
+    /// services that do not say).
+    pub async fn free_bytes(&self) -> Option<u64> {
+        let root = self.fs_root.clone()?;
+        tokio::task::spawn_blocking(move || super::free_bytes(&root))
+            .await
+            .ok()
+            .flatten()
     }
 
     fn temp_dir(&self) -> Option<PathBuf> {

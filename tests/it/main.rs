@@ -9,6 +9,7 @@ mod catalog;
 mod catalog_down;
 mod cli;
 mod cli_truths;
+mod disk_full;
 mod files;
 mod harness;
 mod health;
