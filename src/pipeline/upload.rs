@@ -237,10 +237,29 @@ async fn upload_encoded(
 ) -> Result<UploadOutcome, PipelineError> {
     let Target { repo, path, limits } = target;
     let mut writer = repo.writer(path).await?;
-    let upload = upload_stage(&mut writer, out_rx, repo, path, limits, cancel);
-    let result = tokio::try_join!(encoded, upload);
+    let result = {
+        let upload = upload_stage(&mut writer, out_rx, repo, path, limits, cancel);
+        tokio::pin!(encoded, upload);
+        tokio::select! {
+            done = &mut encoded => match done {
+                Ok(encoded) => upload.await.map(|()| encoded),
+                Err(e) => {
+                    // Never drop the upload mid-write: opendal's retrying
+                    // writer then refuses the abort ("retry layer is in bad
+                    // state"). The encoder has closed the channel, so the
+                    // upload stage ends after the write in flight.
+                    let _ = upload.await;
+                    Err(e)
+                }
+            },
+            uploaded = &mut upload => match uploaded {
+                Ok(()) => encoded.await,
+                Err(e) => Err(e),
+            },
+        }
+    };
     match result {
-        Ok(((raw_bytes, stored), ())) => {
+        Ok((raw_bytes, stored)) => {
             writer
                 .close()
                 .await

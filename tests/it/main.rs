@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL clusters and the real binary.
 //! One binary, so it links once.
 
+mod aborts;
 mod admin_truths;
 mod audit;
 mod backends;
