@@ -20,6 +20,7 @@ mod logrotate;
 mod manifests;
 mod mirror;
 mod prune;
+mod reliability;
 mod s3;
 mod scheduler;
 mod secrets;
