@@ -12,6 +12,7 @@ mod cli_truths;
 mod files;
 mod harness;
 mod health;
+mod hostile;
 mod lease;
 mod leftovers;
 mod logrotate;
