@@ -85,8 +85,7 @@ impl Daemon {
         let admin_state = Arc::new(AdminState::new(Arc::clone(&shared), &current));
         let admin_task = tokio::spawn(admin.serve(
             Arc::clone(&admin_state),
-            current.admin.max_connections,
-            current.admin.header_read_timeout,
+            crate::admin::ConnectionLimits::from_config(&current.admin),
             admin_cancel.clone(),
             ADMIN_DRAIN,
         ));

@@ -165,8 +165,12 @@ pub struct AdminConfig {
     /// A client must send its request headers within this time.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// Connections served at once; further ones wait in the kernel backlog.
+    /// Connections served at once; past it, connections are served only if
+    /// their first request is a probe (`/health*`).
     pub max_connections: usize,
+    /// Connections one client address may hold in that pool; its further
+    /// connections are served only if their first request is a probe.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for AdminConfig {
@@ -179,6 +183,7 @@ impl Default for AdminConfig {
             auth_failures_per_minute: 10,
             header_read_timeout: Duration::from_secs(5),
             max_connections: 256,
+            max_connections_per_client: 32,
         }
     }
 }

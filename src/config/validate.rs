@@ -92,6 +92,12 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     if config.admin.max_connections == 0 {
         problem("admin.max_connections", "must be at least 1".into());
     }
+    if config.admin.max_connections_per_client == 0 {
+        problem(
+            "admin.max_connections_per_client",
+            "must be at least 1".into(),
+        );
+    }
     if config.catalog.pool_size == 0 {
         problem("catalog.pool_size", "must be at least 1".into());
     }

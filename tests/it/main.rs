@@ -14,6 +14,7 @@ mod disk_full;
 mod files;
 mod harness;
 mod health;
+mod hostile;
 mod lease;
 mod leftovers;
 mod logrotate;
