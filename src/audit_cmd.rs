@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::journal::verify::{
-    Anchor, Report, SegmentInput, TableRow, verify_segments, verify_table,
+    Anchor, Report, SegmentInput, TableRow, check_pin, compare_with_local, verify_segments,
+    verify_table,
 };
 use crate::journal::{Record, segment};
 
@@ -43,30 +44,31 @@ fn journal_of(segments: &[SegmentInput]) -> Option<String> {
         .map(|r| r.journal)
 }
 
-/// The catalog's rows for a journal (the newest journal when `None`), or
-/// why they could not be read.
-async fn table_rows(
+/// What the catalog holds for this instance: the pinned journal id and
+/// the rows of the journal verified (the local one, else the pinned one).
+struct CatalogCopy {
+    pinned: Option<String>,
+    journal: String,
+    rows: Vec<TableRow>,
+}
+
+/// Reads this instance's pin and its journal's rows, or says why not.
+async fn catalog_copy(
     config: &Config,
-    journal: Option<&str>,
-) -> Result<(String, Vec<TableRow>), String> {
+    instance: &str,
+    local: Option<&str>,
+) -> Result<CatalogCopy, String> {
     let pool = crate::catalog::pool(&config.catalog).map_err(|e| e.to_string())?;
     let addr = crate::catalog::address(&config.catalog);
     let client = tokio::time::timeout(Duration::from_secs(5), pool.get())
         .await
         .map_err(|_| format!("the catalog at {addr} did not answer within 5 s"))?
         .map_err(|e| format!("catalog at {addr}: {}", crate::catalog::describe(&e)))?;
-    let journal = match journal {
-        Some(j) => j.to_owned(),
-        None => client
-            .query_opt(
-                "SELECT journal::text FROM vigil.audit_log WHERE journal IS NOT NULL ORDER BY id DESC LIMIT 1",
-                &[],
-            )
-            .await
-            .map_err(|e| crate::redact::error_chain(&e))?
-            .map(|r| r.get::<_, String>(0))
-            .ok_or("the catalog holds no journal records")?,
-    };
+    let pinned = crate::journal::ship::pinned(&client, instance).await?;
+    // Never "the newest journal in the catalog": that may be another host's.
+    let journal = local.map(str::to_owned).or_else(|| pinned.clone()).ok_or_else(|| {
+        format!("the catalog at {addr} pins no journal for instance `{instance}` (`daemon.instance`, else the host name) and there are no local journal files: nothing to verify")
+    })?;
     let rows = client
         .query(
             "SELECT seq, record FROM vigil.audit_log WHERE journal = $1::text::uuid ORDER BY seq",
@@ -81,7 +83,11 @@ async fn table_rows(
             record: r.get::<_, Option<String>>(1).unwrap_or_default(),
         })
         .collect();
-    Ok((journal, rows))
+    Ok(CatalogCopy {
+        pinned,
+        journal,
+        rows,
+    })
 }
 
 /// The journal heads recorded in every configured job's manifests.
@@ -118,12 +124,17 @@ async fn manifest_anchors(config: &Config, warnings: &mut Vec<String>) -> Vec<An
 pub async fn verify(config: &Config, from_catalog: bool, json: bool) -> anyhow::Result<()> {
     let mut warnings = Vec::new();
     let anchors = manifest_anchors(config, &mut warnings).await;
+    let instance = crate::commands::instance(config);
     let mut report = if from_catalog {
         let segments = read_segments(config).unwrap_or_default();
-        let (_, rows) = table_rows(config, journal_of(&segments).as_deref())
+        let copy = catalog_copy(config, &instance, journal_of(&segments).as_deref())
             .await
             .map_err(|e| anyhow::anyhow!("cannot read the journal from the catalog: {e}"))?;
-        verify_table(&rows, &anchors)
+        let mut report = verify_table(&copy.rows, &anchors);
+        report.journal.get_or_insert(copy.journal);
+        compare_with_local(&mut report, &copy.rows, &segments);
+        check_pin(&mut report, &instance, copy.pinned.as_deref());
+        report
     } else {
         let before = read_segments(config)?;
         if before.is_empty() {
@@ -132,8 +143,8 @@ pub async fn verify(config: &Config, from_catalog: bool, json: bool) -> anyhow::
                 config.journal_dir().display()
             );
         }
-        let rows = match table_rows(config, journal_of(&before).as_deref()).await {
-            Ok((_, rows)) => Some(rows),
+        let copy = match catalog_copy(config, &instance, journal_of(&before).as_deref()).await {
+            Ok(copy) => Some(copy),
             Err(e) => {
                 warnings.push(format!("catalog not compared: {e}"));
                 None
@@ -143,7 +154,17 @@ pub async fn verify(config: &Config, from_catalog: bool, json: bool) -> anyhow::
         // read the files again, so a shipped row missing from them means a
         // removed tail, never a record written in between.
         let segments = read_segments(config)?;
-        verify_segments(&segments, rows.as_deref(), &anchors)
+        let mut report = verify_segments(
+            &segments,
+            copy.as_ref().map(|c| c.rows.as_slice()),
+            &anchors,
+        );
+        check_pin(
+            &mut report,
+            &instance,
+            copy.as_ref().and_then(|c| c.pinned.as_deref()),
+        );
+        report
     };
     report.warnings.extend(warnings);
     print_report(&report, from_catalog, json)?;
