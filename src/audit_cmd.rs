@@ -1,5 +1,6 @@
 //! `vigil audit verify` and `vigil audit show`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -7,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::journal::verify::{
-    Anchor, Report, SegmentInput, TableRow, check_pin, compare_with_local, verify_segments,
-    verify_table,
+    Anchor, Report, SegmentInput, TableRow, check_pin, check_signatures, compare_with_local,
+    verify_segments, verify_table,
 };
 use crate::journal::{Record, segment};
 
@@ -120,8 +121,18 @@ async fn manifest_anchors(config: &Config, warnings: &mut Vec<String>) -> Vec<An
     anchors
 }
 
-/// `vigil audit verify [--from-catalog] [--json]`: exit 1 on any problem.
-pub async fn verify(config: &Config, from_catalog: bool, json: bool) -> anyhow::Result<()> {
+/// `vigil audit verify [--from-catalog] [--public-key FILE] [--json]`:
+/// exit 1 on any problem.
+pub async fn verify(
+    config: &Config,
+    from_catalog: bool,
+    public_key: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    // A bad key file is the caller's mistake: say so before reading anything.
+    let key = public_key
+        .map(crate::journal::sign::load_verifying_key)
+        .transpose()?;
     let mut warnings = Vec::new();
     let anchors = manifest_anchors(config, &mut warnings).await;
     let instance = crate::commands::instance(config);
@@ -134,6 +145,10 @@ pub async fn verify(config: &Config, from_catalog: bool, json: bool) -> anyhow::
         report.journal.get_or_insert(copy.journal);
         compare_with_local(&mut report, &copy.rows, &segments);
         check_pin(&mut report, &instance, copy.pinned.as_deref());
+        if let Some(key) = &key {
+            let lines = copy.rows.iter().map(|r| r.record.as_str());
+            check_signatures(&mut report, lines, key, "catalog");
+        }
         report
     } else {
         let before = read_segments(config)?;
@@ -164,6 +179,13 @@ pub async fn verify(config: &Config, from_catalog: bool, json: bool) -> anyhow::
             &instance,
             copy.as_ref().and_then(|c| c.pinned.as_deref()),
         );
+        if let Some(key) = &key {
+            let lines = segments
+                .iter()
+                .flat_map(|s| &s.lines)
+                .map(|l| l.text.as_str());
+            check_signatures(&mut report, lines, key, "journal files");
+        }
         report
     };
     report.warnings.extend(warnings);
@@ -196,6 +218,12 @@ fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Resu
         crate::outln!("catalog rows compared: {}", report.table_rows_checked)?;
     }
     crate::outln!("backup manifest heads checked: {}", report.anchors_checked)?;
+    if report.signatures_checked > 0 {
+        crate::outln!(
+            "checkpoint signatures verified: {}",
+            report.signatures_checked
+        )?;
+    }
     for w in &report.warnings {
         crate::outln!("warning: {w}")?;
     }
@@ -208,6 +236,27 @@ fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Resu
     if report.ok() {
         crate::outln!("OK: the chain, segment links, checkpoints and anchors hold")?;
     }
+    Ok(())
+}
+
+/// `vigil audit keygen PRIVATE [--public FILE]`: a new checkpoint signing
+/// key pair; the private key is created with mode 0600.
+pub fn keygen(private: &Path, public: Option<&Path>) -> anyhow::Result<()> {
+    let public = public.map_or_else(
+        || {
+            let mut name = private.as_os_str().to_owned();
+            name.push(".pub");
+            std::path::PathBuf::from(name)
+        },
+        Path::to_owned,
+    );
+    crate::journal::sign::keygen(private, &public)?;
+    crate::outln!(
+        "wrote the private key {} (mode 0600; set `journal.signing_key_file` to it) and the public key {} (give it to the auditors: `vigil audit verify --public-key {}`)",
+        private.display(),
+        public.display(),
+        public.display()
+    )?;
     Ok(())
 }
 

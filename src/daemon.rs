@@ -229,11 +229,13 @@ fn open_journal(config: &Config, shared: &Shared) -> anyhow::Result<Journal> {
             config.daemon.state_dir.display()
         )
     })?;
-    let journal = Journal::open(
-        JournalOptions::from_config(config, true),
-        Arc::clone(&shared.audit),
-    )
-    .with_context(|| {
+    let mut options = JournalOptions::from_config(config, true);
+    if let Some(path) = &config.journal.signing_key_file {
+        let key = crate::journal::sign::load_signing_key(path)
+            .context("`journal.signing_key_file`: checkpoints cannot be signed")?;
+        options.signer = Some(Arc::new(key));
+    }
+    let journal = Journal::open(options, Arc::clone(&shared.audit)).with_context(|| {
         format!(
             "cannot open the audit journal in {} (`journal.dir`)",
             config.journal_dir().display()

@@ -20,6 +20,7 @@ fn options(dir: &Path) -> JournalOptions {
         queue_capacity: 100,
         checkpoint_interval: None,
         actor: Actor::daemon(),
+        signer: None,
     }
 }
 
@@ -437,4 +438,85 @@ async fn from_catalog_compares_every_row_with_the_local_files() {
     compare_with_local(&mut report, &gap, &segments);
     assert_eq!(report.problems[0].seq, Some(2), "{:?}", report.problems);
     assert!(report.problems[0].what.contains("missing from the catalog"));
+}
+
+/// What a forger with write access does: re-chains every record after an
+/// edit, fixing each checkpoint's `head` so the chain holds on its own.
+fn rehash(records: &mut [super::Record]) {
+    let mut prev: Option<(u64, String)> = None;
+    for r in records.iter_mut() {
+        if let Some((seq, hash)) = &prev {
+            r.prev = hash.clone();
+            if r.event == "journal.checkpoint" {
+                r.data["head"] = serde_json::json!({ "seq": seq, "hash": hash });
+            }
+        }
+        r.hash = r.compute_hash();
+        prev = Some((r.seq, r.hash.clone()));
+    }
+}
+
+#[tokio::test]
+async fn signed_checkpoints_catch_a_rehashed_journal_without_the_key() {
+    use super::verify::check_signatures;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public) = (keys.path().join("k.pem"), keys.path().join("k.pub"));
+    super::sign::keygen(&private, &public).unwrap();
+    let mut opts = options(dir.path());
+    opts.checkpoint_interval = Some(Duration::from_millis(100));
+    opts.signer = Some(Arc::new(super::sign::load_signing_key(&private).unwrap()));
+    let journal = Journal::open(opts, Arc::default()).unwrap();
+    journal.emit(event(1));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    journal.close().await;
+    let key = super::sign::load_verifying_key(&public).unwrap();
+    let segments = read_all(dir.path());
+    let texts = || {
+        segments
+            .iter()
+            .flat_map(|s| &s.lines)
+            .map(|l| l.text.as_str())
+    };
+    let mut report = verify_segments(&segments, None, &[]);
+    check_signatures(&mut report, texts(), &key, "journal files");
+    assert!(report.ok(), "{:?}", report.problems);
+    assert!(
+        report.signatures_checked >= 2,
+        "{}",
+        report.signatures_checked
+    );
+
+    // Rewrite the event before the checkpoints and re-chain everything.
+    let mut records: Vec<super::Record> =
+        texts().map(|t| serde_json::from_str(t).unwrap()).collect();
+    let edited = records
+        .iter()
+        .position(|r| r.event == "backup.succeeded")
+        .unwrap();
+    records[edited].data["job"] = serde_json::json!("forged");
+    rehash(&mut records);
+    let forged: Vec<u8> = records.iter().flat_map(super::encode_line).collect();
+    std::fs::write(dir.path().join(segment_name(1)), forged).unwrap();
+    let segments = read_all(dir.path());
+    let mut report = verify_segments(&segments, None, &[]);
+    assert!(
+        report.ok(),
+        "the re-chained journal holds on its own: {:?}",
+        report.problems
+    );
+    let texts = segments
+        .iter()
+        .flat_map(|s| &s.lines)
+        .map(|l| l.text.as_str());
+    check_signatures(&mut report, texts, &key, "journal files");
+    assert!(
+        !report.ok(),
+        "the forged checkpoints must fail their signatures"
+    );
+    assert!(
+        report.problems[0].what.contains("does not verify"),
+        "{:?}",
+        report.problems
+    );
 }

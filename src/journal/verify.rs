@@ -52,6 +52,8 @@ pub struct Report {
     pub checkpoints: u64,
     pub anchors_checked: usize,
     pub table_rows_checked: usize,
+    /// Checkpoint signatures verified with `--public-key`.
+    pub signatures_checked: u64,
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
 }
@@ -504,5 +506,28 @@ pub fn compare_with_local(report: &mut Report, rows: &[TableRow], segments: &[Se
                 "seq {seq} is in the local journal files but missing from the catalog, which holds up to seq {catalog_last}"
             ),
         );
+    }
+}
+
+/// `--public-key`: every checkpoint among `lines` must carry a signature
+/// that `key` verifies. `source` names where the lines came from.
+pub fn check_signatures<'a>(
+    report: &mut Report,
+    lines: impl IntoIterator<Item = &'a str>,
+    key: &ed25519_dalek::VerifyingKey,
+    source: &str,
+) {
+    for line in lines {
+        let Ok(record) = serde_json::from_str::<Record>(line) else {
+            continue;
+        };
+        if record.event != "journal.checkpoint" {
+            continue;
+        }
+        if let Some(what) = super::sign::check_checkpoint(&record, key) {
+            report.problem(Some(record.seq), source, what);
+            return;
+        }
+        report.signatures_checked += 1;
     }
 }
