@@ -634,3 +634,171 @@ fn protect_detailed_puts_the_details_behind_a_viewer_token() {
         assert_eq!(r.status, 200, "{path}");
     }
 }
+
+/// The journal's lines as records, oldest first (one segment in these tests).
+fn journal_records(vigil: &Vigil) -> Vec<vigil::journal::Record> {
+    journal_text(vigil)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// What a forger with write access does: re-chains every record from the
+/// first, fixing each checkpoint's `head`, so the chain holds on its own.
+fn rechain(records: &mut [vigil::journal::Record]) {
+    let mut prev: Option<(u64, String)> = None;
+    for r in records.iter_mut() {
+        if let Some((seq, hash)) = &prev {
+            r.prev = hash.clone();
+            if r.event == "journal.checkpoint" {
+                r.data["head"] = serde_json::json!({ "seq": seq, "hash": hash });
+            }
+        }
+        r.hash = r.compute_hash();
+        prev = Some((r.seq, r.hash.clone()));
+    }
+}
+
+/// Replaces the journal files with `records` in one segment.
+fn write_journal(vigil: &Vigil, records: &[vigil::journal::Record]) {
+    let dir = journal_dir(vigil);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let bytes: Vec<u8> = records
+        .iter()
+        .flat_map(vigil::journal::encode_line)
+        .collect();
+    std::fs::write(dir.join("journal-000001.jsonl"), bytes).unwrap();
+}
+
+fn verify_with(vigil: &Vigil, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["audit", "verify"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = vigil_cli(&vigil.config_path_with_addr(), &all, &ENV);
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// Runs one backup through the API and stops the daemon (SIGTERM).
+fn backup_and_stop(vigil: &mut Vigil) {
+    assert_eq!(
+        call(
+            vigil.addr,
+            "POST",
+            "/api/v1/jobs/orders/backup",
+            Some(OPERATOR)
+        )
+        .status,
+        202
+    );
+    vigil.wait_for("the backup", Duration::from_secs(30), || {
+        call(vigil.addr, "GET", "/api/v1/jobs/orders", Some(VIEWER)).json()["backups"] == 1
+    });
+    vigil.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(vigil.wait_exit(Duration::from_secs(30)).success());
+}
+
+/// Shipped defaults (no signing key): every way of swapping the journal
+/// that the old verify let pass now fails, naming what differs.
+#[test]
+fn a_swapped_or_rewritten_journal_fails_verify_with_the_shipped_defaults() {
+    let catalog = fresh_catalog();
+    let source = fresh_db();
+    let mut vigil = start(&catalog.url(), &source, "");
+    backup_and_stop(&mut vigil);
+    let original = journal_records(&vigil);
+    let id = original[0].journal.clone();
+
+    // The stop itself reached the catalog before the daemon exited.
+    let stopping = catalog
+        .psql("SELECT count(*) FROM vigil.audit_log WHERE action = 'daemon.stopping'")
+        .unwrap();
+    assert_eq!(stopping.trim(), "1", "daemon.stopping shipped at exit");
+    let pinned = catalog
+        .psql("SELECT journal FROM vigil.journal_pin")
+        .unwrap();
+    assert_eq!(
+        pinned.trim(),
+        id,
+        "the shipper pins this instance's journal"
+    );
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 0, "{out}");
+
+    // Every record rewritten under a new id and re-hashed.
+    let forged_id = "0badbeef-0000-4000-8000-000000000001";
+    let mut forged = original.clone();
+    forged.iter_mut().for_each(|r| r.journal = forged_id.into());
+    rechain(&mut forged);
+    write_journal(&vigil, &forged);
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(forged_id) && out.contains(&id),
+        "names both ids: {out}"
+    );
+    assert!(out.contains("journal_pin"), "the pin catches it too: {out}");
+
+    // The tail re-hashed (same id): the catalog's copy holds the truth.
+    let mut forged = original.clone();
+    let last = forged.len() - 1;
+    forged[last - 1].data["tampered"] = serde_json::json!(true);
+    rechain(&mut forged);
+    write_journal(&vigil, &forged);
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("differs"), "{out}");
+
+    // Local files wiped, and another instance's journal is newer in the
+    // catalog: --from-catalog verifies this instance's pinned journal.
+    let other = vigil::journal::Record::next(
+        "0badbeef-0000-4000-8000-000000000002",
+        None,
+        vigil::journal::Entry::now(
+            "daemon.started",
+            vigil::journal::Actor::daemon(),
+            serde_json::json!({}),
+        ),
+    );
+    let line = String::from_utf8(vigil::journal::encode_line(&other)).unwrap();
+    catalog
+        .psql(&format!(
+            "INSERT INTO vigil.audit_log (journal, seq, ts, actor, action, hash, prev_hash, record) \
+             VALUES ('{}', 1, now(), 'daemon:daemon', 'daemon.started', '{}', '{}', '{}')",
+            other.journal,
+            other.hash,
+            other.prev,
+            line.trim_end().replace('\'', "''")
+        ))
+        .unwrap();
+    write_journal(&vigil, &[]);
+    std::fs::remove_file(journal_dir(&vigil).join("journal-000001.jsonl")).unwrap();
+    let (code, out) = verify_with(&vigil, &["--from-catalog"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("journal {id}")), "{out}");
+
+    // A catalog row altered and the catalog re-chained from it: the local
+    // files disagree.
+    write_journal(&vigil, &original);
+    let mut rows = original.clone();
+    rows[2].data["tampered"] = serde_json::json!(true);
+    rechain(&mut rows);
+    let mut sql = String::from("ALTER TABLE vigil.audit_log DISABLE TRIGGER USER;");
+    for r in &rows[2..] {
+        let line = String::from_utf8(vigil::journal::encode_line(r)).unwrap();
+        sql.push_str(&format!(
+            "UPDATE vigil.audit_log SET record = '{}', hash = '{}', prev_hash = '{}' WHERE journal = '{id}' AND seq = {};",
+            line.trim_end().replace('\'', "''"),
+            r.hash,
+            r.prev,
+            r.seq
+        ));
+    }
+    catalog.psql(&sql).unwrap();
+    let (code, out) = verify_with(&vigil, &["--from-catalog"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("differs from the local journal file"), "{out}");
+}
