@@ -802,3 +802,89 @@ fn a_swapped_or_rewritten_journal_fails_verify_with_the_shipped_defaults() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("differs from the local journal file"), "{out}");
 }
+
+/// `journal.signing_key_file`: checkpoints are signed, `--public-key`
+/// checks them, and a forger without the private key is caught even where
+/// every other check holds.
+#[test]
+fn signed_checkpoints_catch_forgeries_made_without_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = tempfile::tempdir().unwrap();
+    let private = keys.path().join("journal.key");
+    let public = keys.path().join("journal.key.pub");
+    let nowhere = keys.path().join("none.toml");
+    let (code, out, err) = vigil_cli(
+        &nowhere,
+        &["audit", "keygen", private.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the private key is created 0600");
+    assert!(
+        std::fs::read_to_string(&public)
+            .unwrap()
+            .contains("BEGIN PUBLIC KEY")
+    );
+    let (code, _, err) = vigil_cli(
+        &nowhere,
+        &["audit", "keygen", private.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 64, "a key is never overwritten: {err}");
+
+    let catalog = fresh_catalog();
+    let source = fresh_db();
+    let mut vigil = start(
+        &catalog.url(),
+        &source,
+        &format!(
+            "[journal]\ncheckpoint_interval = \"1s\"\nsigning_key_file = \"{}\"\n",
+            private.display()
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    backup_and_stop(&mut vigil);
+    let public_arg = public.to_str().unwrap();
+    let (code, out) = verify_with(&vigil, &["--public-key", public_arg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("checkpoint signatures verified"), "{out}");
+
+    // Another key does not vouch for these checkpoints.
+    let other = keys.path().join("other.key");
+    assert_eq!(
+        vigil_cli(&nowhere, &["audit", "keygen", other.to_str().unwrap()], &[]).0,
+        0
+    );
+    let other_public = keys.path().join("other.key.pub");
+    let (code, out) = verify_with(&vigil, &["--public-key", other_public.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("does not verify"), "{out}");
+
+    // A checkpoint forged after the shipped records: the chain, the
+    // catalog (an unshipped tail) and the anchors all hold; only the
+    // missing signature gives it away.
+    let original = journal_records(&vigil);
+    let last = original.last().unwrap();
+    let forged_checkpoint = vigil::journal::Record::next(
+        &last.journal,
+        Some((last.seq, &last.hash)),
+        vigil::journal::Entry::now(
+            "journal.checkpoint",
+            vigil::journal::Actor::daemon(),
+            serde_json::json!({
+                "head": { "seq": last.seq, "hash": last.hash },
+                "interval_s": 1,
+                "segment": "journal-000001.jsonl",
+            }),
+        ),
+    );
+    let mut forged = original.clone();
+    forged.push(forged_checkpoint);
+    write_journal(&vigil, &forged);
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 0, "without the key the forgery passes: {out}");
+    let (code, out) = verify_with(&vigil, &["--public-key", public_arg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no signature"), "{out}");
+}
