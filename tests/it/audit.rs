@@ -888,3 +888,57 @@ fn signed_checkpoints_catch_forgeries_made_without_the_key() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("no signature"), "{out}");
 }
+
+/// The catalog's processes: the postmaster (first line of postmaster.pid)
+/// and its children.
+fn cluster_pids(cluster: &vigil::pgcluster::Cluster) -> Vec<nix::unistd::Pid> {
+    let pidfile = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid")).unwrap();
+    let postmaster: i32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
+    let mut pids = vec![postmaster];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid ...`: comm may hold spaces, so split after ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(postmaster) {
+            pids.push(pid);
+        }
+    }
+    pids.into_iter().map(nix::unistd::Pid::from_raw).collect()
+}
+
+/// A hung catalog (its processes stopped) delays the exit by the final
+/// ship's bound, not forever.
+#[test]
+fn a_hung_catalog_delays_the_stop_by_the_final_ships_bound_only() {
+    use nix::sys::signal::{Signal, kill};
+    let cluster = own_cluster();
+    cluster.psql("postgres", "CREATE DATABASE audit").unwrap();
+    let source = fresh_db();
+    let mut vigil = start(&cluster.url("audit"), &source, "");
+    let pids = cluster_pids(&cluster);
+    pids.iter().for_each(|p| kill(*p, Signal::SIGSTOP).unwrap());
+    let resume = scopeguard(move || {
+        pids.iter().for_each(|p| {
+            let _ = kill(*p, Signal::SIGCONT);
+        })
+    });
+    let started = std::time::Instant::now();
+    vigil.signal(Signal::SIGTERM);
+    let status = vigil.wait_exit(Duration::from_secs(30));
+    let took = started.elapsed();
+    println!("stop with a hung catalog: {:.2} s", took.as_secs_f64());
+    assert!(status.success(), "{}", vigil.log_text());
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+    assert!(
+        vigil.log_text().contains("last audit records"),
+        "{}",
+        vigil.log_text()
+    );
+    drop(resume);
+}
