@@ -430,6 +430,9 @@ fn record_secret_files(config: &mut Config, base: &Path) {
             ));
         }
     }
+    if let Some(f) = &config.journal.signing_key_file {
+        files.push(("journal.signing_key_file".to_owned(), base.join(f)));
+    }
     config.secret_files.extend(files);
 }
 
