@@ -82,7 +82,13 @@ pub fn keygen(private: &Path, public: &Path) -> Result<String, KeyError> {
         }
     }
     let key = SigningKey::generate(&mut rand_core::OsRng);
-    let private_pem = key
+    // PKCS#8 v1 (the seed only): OpenSSL 3.0 refuses the v2 form that
+    // `SigningKey::to_pkcs8_pem` writes (it adds the public key).
+    let seed = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    let private_pem = seed
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| KeyError::Encode(e.to_string()))?;
     let public_pem = key
@@ -233,5 +239,37 @@ mod tests {
         ));
         let err = load_verifying_key(&private).unwrap_err();
         assert!(matches!(err, KeyError::Public { .. }), "{err}");
+    }
+
+    /// A pair from `openssl genpkey -algorithm ed25519` and `openssl pkey
+    /// -pubout` (OpenSSL 3.0): vigil reads both, and writes the same forms.
+    const OPENSSL_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEICUmVZ8tCjp8Lb9dYZCXSShXO7QsskNhCyaBw4T2hWAc
+-----END PRIVATE KEY-----
+";
+    const OPENSSL_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAZOhavRzye57YiEwBqfosXRKYcTMxoSjMSaLc7ap5hQE=
+-----END PUBLIC KEY-----
+";
+
+    #[test]
+    fn keys_interoperate_with_openssl() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = (dir.path().join("o.pem"), dir.path().join("o.pub"));
+        std::fs::write(&private, OPENSSL_PRIVATE).unwrap();
+        std::fs::write(&public, OPENSSL_PUBLIC).unwrap();
+        let key = load_signing_key(&private).unwrap();
+        assert_eq!(key.verifying_key(), load_verifying_key(&public).unwrap());
+
+        // What keygen writes has the same shape: PKCS#8 v1 (48 bytes of
+        // DER, the seed only, which OpenSSL 3.0 reads) and SPKI.
+        let (mine, mine_pub) = (dir.path().join("m.pem"), dir.path().join("m.pub"));
+        keygen(&mine, &mine_pub).unwrap();
+        let text = std::fs::read_to_string(&mine).unwrap();
+        assert_eq!(text.len(), OPENSSL_PRIVATE.len(), "{text}");
+        assert_eq!(
+            load_signing_key(&mine).unwrap().verifying_key(),
+            load_verifying_key(&mine_pub).unwrap()
+        );
     }
 }
