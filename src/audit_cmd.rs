@@ -147,7 +147,13 @@ pub async fn verify(
         check_pin(&mut report, &instance, copy.pinned.as_deref());
         if let Some(key) = &key {
             let lines = copy.rows.iter().map(|r| r.record.as_str());
-            check_signatures(&mut report, lines, key, "catalog");
+            check_signatures(
+                &mut report,
+                lines,
+                key,
+                config.journal.checkpoint_interval,
+                "catalog",
+            );
         }
         report
     } else {
@@ -184,7 +190,13 @@ pub async fn verify(
                 .iter()
                 .flat_map(|s| &s.lines)
                 .map(|l| l.text.as_str());
-            check_signatures(&mut report, lines, key, "journal files");
+            check_signatures(
+                &mut report,
+                lines,
+                key,
+                config.journal.checkpoint_interval,
+                "journal files",
+            );
         }
         report
     };

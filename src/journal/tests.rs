@@ -479,7 +479,7 @@ async fn signed_checkpoints_catch_a_rehashed_journal_without_the_key() {
             .map(|l| l.text.as_str())
     };
     let mut report = verify_segments(&segments, None, &[]);
-    check_signatures(&mut report, texts(), &key, "journal files");
+    check_signatures(&mut report, texts(), &key, HOUR, "journal files");
     assert!(report.ok(), "{:?}", report.problems);
     assert!(
         report.signatures_checked >= 2,
@@ -509,7 +509,7 @@ async fn signed_checkpoints_catch_a_rehashed_journal_without_the_key() {
         .iter()
         .flat_map(|s| &s.lines)
         .map(|l| l.text.as_str());
-    check_signatures(&mut report, texts, &key, "journal files");
+    check_signatures(&mut report, texts, &key, HOUR, "journal files");
     assert!(
         !report.ok(),
         "the forged checkpoints must fail their signatures"
@@ -518,5 +518,62 @@ async fn signed_checkpoints_catch_a_rehashed_journal_without_the_key() {
         report.problems[0].what.contains("does not verify"),
         "{:?}",
         report.problems
+    );
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[test]
+fn with_a_key_a_daemon_run_without_checkpoints_fails() {
+    use super::verify::{Report, check_signatures};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+    let t0 = chrono::Utc::now() - chrono::Duration::hours(5);
+    let at = |h: i64, event: &str| Entry {
+        ts: t0 + chrono::Duration::hours(h),
+        ..Entry::now(event, Actor::daemon(), serde_json::json!({}))
+    };
+    let chain = |entries: Vec<Entry>| -> Vec<String> {
+        let mut prev: Option<super::Record> = None;
+        entries
+            .into_iter()
+            .map(|e| {
+                let r =
+                    super::Record::next("j", prev.as_ref().map(|p| (p.seq, p.hash.as_str())), e);
+                let line = String::from_utf8(super::encode_line(&r)).unwrap();
+                prev = Some(r);
+                line.trim_end().to_owned()
+            })
+            .collect()
+    };
+    // CLI records hours apart, outside any daemon run: nothing to sign.
+    let quiet = chain(vec![at(0, "backup.succeeded"), at(4, "backup.succeeded")]);
+    let mut report = Report::default();
+    check_signatures(
+        &mut report,
+        quiet.iter().map(String::as_str),
+        &key,
+        HOUR,
+        "f",
+    );
+    assert!(report.ok(), "{:?}", report.problems);
+    // A daemon run of four hours with its checkpoints removed.
+    let stripped = chain(vec![
+        at(0, "daemon.started"),
+        at(4, "backup.succeeded"),
+        at(4, "daemon.stopping"),
+    ]);
+    let mut report = Report::default();
+    check_signatures(
+        &mut report,
+        stripped.iter().map(String::as_str),
+        &key,
+        HOUR,
+        "f",
+    );
+    assert_eq!(report.problems[0].seq, Some(2), "{:?}", report.problems);
+    assert!(
+        report.problems[0]
+            .what
+            .contains("without a signed checkpoint")
     );
 }

@@ -510,24 +510,50 @@ pub fn compare_with_local(report: &mut Report, rows: &[TableRow], segments: &[Se
 }
 
 /// `--public-key`: every checkpoint among `lines` must carry a signature
-/// that `key` verifies. `source` names where the lines came from.
+/// that `key` verifies, and a daemon run (from `daemon.started` to
+/// `daemon.stopping`) must not go longer than twice `interval` plus a
+/// minute without one: removing every checkpoint would otherwise leave
+/// nothing to check. `source` names where the lines came from.
 pub fn check_signatures<'a>(
     report: &mut Report,
     lines: impl IntoIterator<Item = &'a str>,
     key: &ed25519_dalek::VerifyingKey,
+    interval: std::time::Duration,
     source: &str,
 ) {
+    let allowed = 2 * interval.as_secs() as i64 + 60;
+    // In a daemon run: its start or its last signed checkpoint.
+    let mut signed_since: Option<chrono::DateTime<chrono::Utc>> = None;
     for line in lines {
         let Ok(record) = serde_json::from_str::<Record>(line) else {
             continue;
         };
-        if record.event != "journal.checkpoint" {
-            continue;
+        if let Some(since) = signed_since {
+            let gap = (record.ts - since).num_seconds();
+            if gap > allowed {
+                report.problem(
+                    Some(record.seq),
+                    source,
+                    format!(
+                        "{gap} s into a daemon run without a signed checkpoint (one is written every {} s): checkpoints were removed",
+                        interval.as_secs()
+                    ),
+                );
+                return;
+            }
         }
-        if let Some(what) = super::sign::check_checkpoint(&record, key) {
-            report.problem(Some(record.seq), source, what);
-            return;
+        match record.event.as_str() {
+            "daemon.started" => signed_since = Some(record.ts),
+            "daemon.stopping" => signed_since = None,
+            "journal.checkpoint" => {
+                if let Some(what) = super::sign::check_checkpoint(&record, key) {
+                    report.problem(Some(record.seq), source, what);
+                    return;
+                }
+                report.signatures_checked += 1;
+                signed_since = signed_since.map(|_| record.ts);
+            }
+            _ => {}
         }
-        report.signatures_checked += 1;
     }
 }
