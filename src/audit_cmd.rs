@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::journal::verify::{
     Anchor, Report, SegmentInput, TableRow, check_pin, check_signatures, compare_with_local,
-    verify_segments, verify_table,
+    signing_key_named, verify_segments, verify_table,
 };
 use crate::journal::{Record, segment};
 
@@ -145,8 +145,11 @@ pub async fn verify(
         report.journal.get_or_insert(copy.journal);
         compare_with_local(&mut report, &copy.rows, &segments);
         check_pin(&mut report, &instance, copy.pinned.as_deref());
+        let lines = copy.rows.iter().map(|r| r.record.as_str());
+        if key.is_none() {
+            remind_of_signatures(&mut report, lines.clone());
+        }
         if let Some(key) = &key {
-            let lines = copy.rows.iter().map(|r| r.record.as_str());
             check_signatures(
                 &mut report,
                 lines,
@@ -185,11 +188,14 @@ pub async fn verify(
             &instance,
             copy.as_ref().and_then(|c| c.pinned.as_deref()),
         );
+        let lines = segments
+            .iter()
+            .flat_map(|s| &s.lines)
+            .map(|l| l.text.as_str());
+        if key.is_none() {
+            remind_of_signatures(&mut report, lines.clone());
+        }
         if let Some(key) = &key {
-            let lines = segments
-                .iter()
-                .flat_map(|s| &s.lines)
-                .map(|l| l.text.as_str());
             check_signatures(
                 &mut report,
                 lines,
@@ -206,6 +212,15 @@ pub async fn verify(
         bail!("the audit journal failed verification");
     }
     Ok(())
+}
+
+/// Signed checkpoints verified without `--public-key` are not checked: say so.
+fn remind_of_signatures<'a>(report: &mut Report, lines: impl IntoIterator<Item = &'a str>) {
+    if let Some(public) = signing_key_named(lines) {
+        report.warnings.push(format!(
+            "the checkpoints are signed (public key {public}) but --public-key was not given: signatures not checked; pass the auditors' copy of the public key"
+        ));
+    }
 }
 
 fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Result<()> {

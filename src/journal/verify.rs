@@ -557,3 +557,19 @@ pub fn check_signatures<'a>(
         }
     }
 }
+
+/// The public key (hex) the first signed checkpoint among `lines` names:
+/// a reminder that `--public-key` would check them.
+pub fn signing_key_named<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    lines
+        .into_iter()
+        .filter(|l| l.contains("\"journal.checkpoint\""))
+        .filter_map(|l| serde_json::from_str::<Record>(l).ok())
+        .find_map(|r| {
+            r.data
+                .get("signature")?
+                .get("public_key")?
+                .as_str()
+                .map(str::to_owned)
+        })
+}

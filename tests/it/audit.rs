@@ -849,6 +849,12 @@ fn signed_checkpoints_catch_forgeries_made_without_the_key() {
     let (code, out) = verify_with(&vigil, &["--public-key", public_arg]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("checkpoint signatures verified"), "{out}");
+    let (code, out) = verify_with(&vigil, &["--from-catalog", "--public-key", public_arg]);
+    assert_eq!(code, 0, "the catalog's copy is signed too: {out}");
+    assert!(out.contains("checkpoint signatures verified"), "{out}");
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("--public-key was not given"), "{out}");
 
     // Another key does not vouch for these checkpoints.
     let other = keys.path().join("other.key");
