@@ -136,82 +136,87 @@ pub async fn verify(
     let mut warnings = Vec::new();
     let anchors = manifest_anchors(config, &mut warnings).await;
     let instance = crate::commands::instance(config);
-    let mut report = if from_catalog {
-        let segments = read_segments(config).unwrap_or_default();
-        let copy = catalog_copy(config, &instance, journal_of(&segments).as_deref())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot read the journal from the catalog: {e}"))?;
-        let mut report = verify_table(&copy.rows, &anchors);
-        report.journal.get_or_insert(copy.journal);
-        compare_with_local(&mut report, &copy.rows, &segments);
-        check_pin(&mut report, &instance, copy.pinned.as_deref());
-        let lines = copy.rows.iter().map(|r| r.record.as_str());
-        if key.is_none() {
-            remind_of_signatures(&mut report, lines.clone());
-        }
-        if let Some(key) = &key {
-            check_signatures(
-                &mut report,
-                lines,
-                key,
-                config.journal.checkpoint_interval,
-                "catalog",
-            );
-        }
-        report
+    let (mut report, lines) = if from_catalog {
+        verify_catalog_copy(config, &instance, &anchors).await?
     } else {
-        let before = read_segments(config)?;
-        if before.is_empty() {
-            bail!(
-                "no journal segments in {} (`journal.dir`); use --from-catalog to verify the catalog's copy",
-                config.journal_dir().display()
-            );
-        }
-        let copy = match catalog_copy(config, &instance, journal_of(&before).as_deref()).await {
-            Ok(copy) => Some(copy),
-            Err(e) => {
-                warnings.push(format!("catalog not compared: {e}"));
-                None
-            }
-        };
-        // A running daemon may append and ship while the catalog is read:
-        // read the files again, so a shipped row missing from them means a
-        // removed tail, never a record written in between.
-        let segments = read_segments(config)?;
-        let mut report = verify_segments(
-            &segments,
-            copy.as_ref().map(|c| c.rows.as_slice()),
-            &anchors,
-        );
-        check_pin(
-            &mut report,
-            &instance,
-            copy.as_ref().and_then(|c| c.pinned.as_deref()),
-        );
-        let lines = segments
-            .iter()
-            .flat_map(|s| &s.lines)
-            .map(|l| l.text.as_str());
-        if key.is_none() {
-            remind_of_signatures(&mut report, lines.clone());
-        }
-        if let Some(key) = &key {
-            check_signatures(
-                &mut report,
-                lines,
-                key,
-                config.journal.checkpoint_interval,
-                "journal files",
-            );
-        }
-        report
+        verify_local(config, &instance, &anchors, &mut warnings).await?
     };
+    match &key {
+        Some(key) => check_signatures(
+            &mut report,
+            lines.iter().map(String::as_str),
+            key,
+            config.journal.checkpoint_interval,
+            if from_catalog {
+                "catalog"
+            } else {
+                "journal files"
+            },
+        ),
+        None => remind_of_signatures(&mut report, lines.iter().map(String::as_str)),
+    }
     report.warnings.extend(warnings);
     print_report(&report, from_catalog, json)?;
     if !report.ok() {
         bail!("the audit journal failed verification");
     }
     Ok(())
+}
+
+/// `--from-catalog`: the catalog's copy of this instance's journal, held
+/// to the local files that remain and to the pin. Returns the report and
+/// the lines verified.
+async fn verify_catalog_copy(
+    config: &Config,
+    instance: &str,
+    anchors: &[Anchor],
+) -> anyhow::Result<(Report, Vec<String>)> {
+    let segments = read_segments(config).unwrap_or_default();
+    let copy = catalog_copy(config, instance, journal_of(&segments).as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the journal from the catalog: {e}"))?;
+    let mut report = verify_table(&copy.rows, anchors);
+    report.journal.get_or_insert(copy.journal);
+    compare_with_local(&mut report, &copy.rows, &segments);
+    check_pin(&mut report, instance, copy.pinned.as_deref());
+    Ok((report, copy.rows.into_iter().map(|r| r.record).collect()))
+}
+
+/// The local files, compared with the catalog's copy and its pin when the
+/// catalog answers. Returns the report and the lines verified.
+async fn verify_local(
+    config: &Config,
+    instance: &str,
+    anchors: &[Anchor],
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(Report, Vec<String>)> {
+    let before = read_segments(config)?;
+    if before.is_empty() {
+        bail!(
+            "no journal segments in {} (`journal.dir`); use --from-catalog to verify the catalog's copy",
+            config.journal_dir().display()
+        );
+    }
+    let copy = match catalog_copy(config, instance, journal_of(&before).as_deref()).await {
+        Ok(copy) => Some(copy),
+        Err(e) => {
+            warnings.push(format!("catalog not compared: {e}"));
+            None
+        }
+    };
+    // A running daemon may append and ship while the catalog is read:
+    // read the files again, so a shipped row missing from them means a
+    // removed tail, never a record written in between.
+    let segments = read_segments(config)?;
+    let mut report = verify_segments(&segments, copy.as_ref().map(|c| c.rows.as_slice()), anchors);
+    let pinned = copy.as_ref().and_then(|c| c.pinned.as_deref());
+    check_pin(&mut report, instance, pinned);
+    let lines = segments
+        .into_iter()
+        .flat_map(|s| s.lines)
+        .map(|l| l.text)
+        .collect();
+    Ok((report, lines))
 }
 
 /// Signed checkpoints verified without `--public-key` are not checked: say so.
