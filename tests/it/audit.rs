@@ -948,3 +948,28 @@ fn a_hung_catalog_delays_the_stop_by_the_final_ships_bound_only() {
     );
     drop(resume);
 }
+
+/// A pin left by an earlier journal of this instance: the shipper says so
+/// at start and `audit verify` fails naming both ids, the daemon goes on.
+#[test]
+fn a_journal_started_under_another_pin_is_logged_and_fails_verify() {
+    let catalog = fresh_catalog();
+    let earlier = "0badbeef-0000-4000-8000-000000000003";
+    catalog
+        .psql(&format!(
+            "INSERT INTO vigil.journal_pin (instance, journal) VALUES ('{}', '{earlier}')",
+            vigil::daemon::hostname().replace('\'', "''")
+        ))
+        .unwrap();
+    let source = fresh_db();
+    let vigil = start(&catalog.url(), &source, "");
+    vigil.wait_for_log(
+        "pins this instance to another audit journal",
+        Duration::from_secs(20),
+    );
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 1, "{out}");
+    let id = journal_records(&vigil)[0].journal.clone();
+    assert!(out.contains(earlier) && out.contains(&id), "{out}");
+    assert_eq!(vigil.get("/health/ready").status, 200, "the daemon goes on");
+}
