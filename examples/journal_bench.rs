@@ -19,6 +19,7 @@ fn options(dir: &std::path::Path) -> JournalOptions {
         queue_capacity: 10_000,
         checkpoint_interval: None,
         actor: Actor::daemon(),
+        signer: None,
     }
 }
 

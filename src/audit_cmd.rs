@@ -1,5 +1,6 @@
 //! `vigil audit verify` and `vigil audit show`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -7,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::journal::verify::{
-    Anchor, Report, SegmentInput, TableRow, verify_segments, verify_table,
+    Anchor, Report, SegmentInput, TableRow, check_pin, check_signatures, compare_with_local,
+    signing_key_named, verify_segments, verify_table,
 };
 use crate::journal::{Record, segment};
 
@@ -43,30 +45,31 @@ fn journal_of(segments: &[SegmentInput]) -> Option<String> {
         .map(|r| r.journal)
 }
 
-/// The catalog's rows for a journal (the newest journal when `None`), or
-/// why they could not be read.
-async fn table_rows(
+/// What the catalog holds for this instance: the pinned journal id and
+/// the rows of the journal verified (the local one, else the pinned one).
+struct CatalogCopy {
+    pinned: Option<String>,
+    journal: String,
+    rows: Vec<TableRow>,
+}
+
+/// Reads this instance's pin and its journal's rows, or says why not.
+async fn catalog_copy(
     config: &Config,
-    journal: Option<&str>,
-) -> Result<(String, Vec<TableRow>), String> {
+    instance: &str,
+    local: Option<&str>,
+) -> Result<CatalogCopy, String> {
     let pool = crate::catalog::pool(&config.catalog).map_err(|e| e.to_string())?;
     let addr = crate::catalog::address(&config.catalog);
     let client = tokio::time::timeout(Duration::from_secs(5), pool.get())
         .await
         .map_err(|_| format!("the catalog at {addr} did not answer within 5 s"))?
         .map_err(|e| format!("catalog at {addr}: {}", crate::catalog::describe(&e)))?;
-    let journal = match journal {
-        Some(j) => j.to_owned(),
-        None => client
-            .query_opt(
-                "SELECT journal::text FROM vigil.audit_log WHERE journal IS NOT NULL ORDER BY id DESC LIMIT 1",
-                &[],
-            )
-            .await
-            .map_err(|e| crate::redact::error_chain(&e))?
-            .map(|r| r.get::<_, String>(0))
-            .ok_or("the catalog holds no journal records")?,
-    };
+    let pinned = crate::journal::ship::pinned(&client, instance).await?;
+    // Never "the newest journal in the catalog": that may be another host's.
+    let journal = local.map(str::to_owned).or_else(|| pinned.clone()).ok_or_else(|| {
+        format!("the catalog at {addr} pins no journal for instance `{instance}` (`daemon.instance`, else the host name) and there are no local journal files: nothing to verify")
+    })?;
     let rows = client
         .query(
             "SELECT seq, record FROM vigil.audit_log WHERE journal = $1::text::uuid ORDER BY seq",
@@ -81,7 +84,11 @@ async fn table_rows(
             record: r.get::<_, Option<String>>(1).unwrap_or_default(),
         })
         .collect();
-    Ok((journal, rows))
+    Ok(CatalogCopy {
+        pinned,
+        journal,
+        rows,
+    })
 }
 
 /// The journal heads recorded in every configured job's manifests.
@@ -114,43 +121,111 @@ async fn manifest_anchors(config: &Config, warnings: &mut Vec<String>) -> Vec<An
     anchors
 }
 
-/// `vigil audit verify [--from-catalog] [--json]`: exit 1 on any problem.
-pub async fn verify(config: &Config, from_catalog: bool, json: bool) -> anyhow::Result<()> {
+/// `vigil audit verify [--from-catalog] [--public-key FILE] [--json]`:
+/// exit 1 on any problem.
+pub async fn verify(
+    config: &Config,
+    from_catalog: bool,
+    public_key: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    // A bad key file is the caller's mistake: say so before reading anything.
+    let key = public_key
+        .map(crate::journal::sign::load_verifying_key)
+        .transpose()?;
     let mut warnings = Vec::new();
     let anchors = manifest_anchors(config, &mut warnings).await;
-    let mut report = if from_catalog {
-        let segments = read_segments(config).unwrap_or_default();
-        let (_, rows) = table_rows(config, journal_of(&segments).as_deref())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot read the journal from the catalog: {e}"))?;
-        verify_table(&rows, &anchors)
+    let instance = crate::commands::instance(config);
+    let (mut report, lines) = if from_catalog {
+        verify_catalog_copy(config, &instance, &anchors).await?
     } else {
-        let before = read_segments(config)?;
-        if before.is_empty() {
-            bail!(
-                "no journal segments in {} (`journal.dir`); use --from-catalog to verify the catalog's copy",
-                config.journal_dir().display()
-            );
-        }
-        let rows = match table_rows(config, journal_of(&before).as_deref()).await {
-            Ok((_, rows)) => Some(rows),
-            Err(e) => {
-                warnings.push(format!("catalog not compared: {e}"));
-                None
-            }
-        };
-        // A running daemon may append and ship while the catalog is read:
-        // read the files again, so a shipped row missing from them means a
-        // removed tail, never a record written in between.
-        let segments = read_segments(config)?;
-        verify_segments(&segments, rows.as_deref(), &anchors)
+        verify_local(config, &instance, &anchors, &mut warnings).await?
     };
+    match &key {
+        Some(key) => check_signatures(
+            &mut report,
+            lines.iter().map(String::as_str),
+            key,
+            config.journal.checkpoint_interval,
+            if from_catalog {
+                "catalog"
+            } else {
+                "journal files"
+            },
+        ),
+        None => remind_of_signatures(&mut report, lines.iter().map(String::as_str)),
+    }
     report.warnings.extend(warnings);
     print_report(&report, from_catalog, json)?;
     if !report.ok() {
         bail!("the audit journal failed verification");
     }
     Ok(())
+}
+
+/// `--from-catalog`: the catalog's copy of this instance's journal, held
+/// to the local files that remain and to the pin. Returns the report and
+/// the lines verified.
+async fn verify_catalog_copy(
+    config: &Config,
+    instance: &str,
+    anchors: &[Anchor],
+) -> anyhow::Result<(Report, Vec<String>)> {
+    let segments = read_segments(config).unwrap_or_default();
+    let copy = catalog_copy(config, instance, journal_of(&segments).as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the journal from the catalog: {e}"))?;
+    let mut report = verify_table(&copy.rows, anchors);
+    report.journal.get_or_insert(copy.journal);
+    compare_with_local(&mut report, &copy.rows, &segments);
+    check_pin(&mut report, instance, copy.pinned.as_deref());
+    Ok((report, copy.rows.into_iter().map(|r| r.record).collect()))
+}
+
+/// The local files, compared with the catalog's copy and its pin when the
+/// catalog answers. Returns the report and the lines verified.
+async fn verify_local(
+    config: &Config,
+    instance: &str,
+    anchors: &[Anchor],
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(Report, Vec<String>)> {
+    let before = read_segments(config)?;
+    if before.is_empty() {
+        bail!(
+            "no journal segments in {} (`journal.dir`); use --from-catalog to verify the catalog's copy",
+            config.journal_dir().display()
+        );
+    }
+    let copy = match catalog_copy(config, instance, journal_of(&before).as_deref()).await {
+        Ok(copy) => Some(copy),
+        Err(e) => {
+            warnings.push(format!("catalog not compared: {e}"));
+            None
+        }
+    };
+    // A running daemon may append and ship while the catalog is read:
+    // read the files again, so a shipped row missing from them means a
+    // removed tail, never a record written in between.
+    let segments = read_segments(config)?;
+    let mut report = verify_segments(&segments, copy.as_ref().map(|c| c.rows.as_slice()), anchors);
+    let pinned = copy.as_ref().and_then(|c| c.pinned.as_deref());
+    check_pin(&mut report, instance, pinned);
+    let lines = segments
+        .into_iter()
+        .flat_map(|s| s.lines)
+        .map(|l| l.text)
+        .collect();
+    Ok((report, lines))
+}
+
+/// Signed checkpoints verified without `--public-key` are not checked: say so.
+fn remind_of_signatures<'a>(report: &mut Report, lines: impl IntoIterator<Item = &'a str>) {
+    if let Some(public) = signing_key_named(lines) {
+        report.warnings.push(format!(
+            "the checkpoints are signed (public key {public}) but --public-key was not given: signatures not checked; pass the auditors' copy of the public key"
+        ));
+    }
 }
 
 fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Result<()> {
@@ -175,6 +250,12 @@ fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Resu
         crate::outln!("catalog rows compared: {}", report.table_rows_checked)?;
     }
     crate::outln!("backup manifest heads checked: {}", report.anchors_checked)?;
+    if report.signatures_checked > 0 {
+        crate::outln!(
+            "checkpoint signatures verified: {}",
+            report.signatures_checked
+        )?;
+    }
     for w in &report.warnings {
         crate::outln!("warning: {w}")?;
     }
@@ -187,6 +268,27 @@ fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Resu
     if report.ok() {
         crate::outln!("OK: the chain, segment links, checkpoints and anchors hold")?;
     }
+    Ok(())
+}
+
+/// `vigil audit keygen PRIVATE [--public FILE]`: a new checkpoint signing
+/// key pair; the private key is created with mode 0600.
+pub fn keygen(private: &Path, public: Option<&Path>) -> anyhow::Result<()> {
+    let public = public.map_or_else(
+        || {
+            let mut name = private.as_os_str().to_owned();
+            name.push(".pub");
+            std::path::PathBuf::from(name)
+        },
+        Path::to_owned,
+    );
+    crate::journal::sign::keygen(private, &public)?;
+    crate::outln!(
+        "wrote the private key {} (mode 0600; set `journal.signing_key_file` to it) and the public key {} (give it to the auditors: `vigil audit verify --public-key {}`)",
+        private.display(),
+        public.display(),
+        public.display()
+    )?;
     Ok(())
 }
 

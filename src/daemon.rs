@@ -113,6 +113,7 @@ impl Daemon {
             }
         };
         let journal = started.journal.clone();
+        let started_pool = started.pool.clone();
         let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
         let _ = admin_state.api.set(Arc::new(Api {
             config: config.subscribe(),
@@ -175,8 +176,33 @@ impl Daemon {
             admin_task,
         )
         .await;
+        ship_before_exit(&journal, &started_pool).await;
         journal.close().await;
         result
+    }
+}
+
+/// How long shutdown waits for the last records to reach the catalog.
+const FINAL_SHIP_WAIT: Duration = Duration::from_secs(5);
+
+/// Ships the records the shipper had not (`daemon.stopping` above all), so
+/// the catalog sees the stop; bounded, since the catalog may be down.
+async fn ship_before_exit(journal: &Journal, pool: &deadpool_postgres::Pool) {
+    journal.flush().await;
+    match tokio::time::timeout(
+        FINAL_SHIP_WAIT,
+        crate::journal::ship::ship_pending(journal, pool),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the last audit records were not shipped to the catalog; they ship at the next start")
+        }
+        Err(_) => tracing::warn!(
+            wait = ?FINAL_SHIP_WAIT,
+            "the catalog did not take the last audit records in time; they ship at the next start"
+        ),
     }
 }
 
@@ -202,11 +228,13 @@ fn open_journal(config: &Config, shared: &Shared) -> anyhow::Result<Journal> {
             config.daemon.state_dir.display()
         )
     })?;
-    let journal = Journal::open(
-        JournalOptions::from_config(config, true),
-        Arc::clone(&shared.audit),
-    )
-    .with_context(|| {
+    let mut options = JournalOptions::from_config(config, true);
+    if let Some(path) = &config.journal.signing_key_file {
+        let key = crate::journal::sign::load_signing_key(path)
+            .context("`journal.signing_key_file`: checkpoints cannot be signed")?;
+        options.signer = Some(Arc::new(key));
+    }
+    let journal = Journal::open(options, Arc::clone(&shared.audit)).with_context(|| {
         format!(
             "cannot open the audit journal in {} (`journal.dir`)",
             config.journal_dir().display()
@@ -277,6 +305,7 @@ async fn start(
         crate::journal::ship::ship_to_catalog(
             journal.clone(),
             pool.clone(),
+            shared.service_id.clone(),
             config.journal.retention,
             work.child_token(),
         ),

@@ -7,6 +7,7 @@ use crate::jobs::backup::BackupError;
 use crate::jobs::mirror::MirrorError;
 use crate::jobs::prune::PruneError;
 use crate::jobs::restore::RestoreError;
+use crate::journal::sign::KeyError;
 use crate::out::OutputError;
 use crate::pipeline::upload::PipelineError;
 use crate::repo::RepoError;
@@ -92,9 +93,22 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
         PruneError,
         MirrorError,
         StatusError,
-        OutputError
+        OutputError,
+        KeyError
     );
     None
+}
+
+impl Classify for KeyError {
+    fn exit(&self) -> Exit {
+        match self {
+            KeyError::Read { .. }
+            | KeyError::Private { .. }
+            | KeyError::Public { .. }
+            | KeyError::Exists { .. } => Exit::Usage,
+            KeyError::Write { .. } | KeyError::Encode(_) => Exit::Failed,
+        }
+    }
 }
 
 impl Classify for CommandError {

@@ -126,8 +126,22 @@ enum AuditCommand {
         /// Verify the catalog's copy (e.g. after losing the local journal).
         #[arg(long)]
         from_catalog: bool,
+        /// Check every checkpoint's signature with this ed25519 public key
+        /// (SPKI PEM); a checkpoint without one fails.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+    /// Create an ed25519 key pair for signing checkpoints: the private key
+    /// (PKCS#8 PEM, mode 0600) for `journal.signing_key_file`, the public
+    /// key (SPKI PEM) for `audit verify --public-key`.
+    Keygen {
+        /// Where to write the private key (never overwritten).
+        private_key: PathBuf,
+        /// Where to write the public key (default: PRIVATE_KEY.pub).
+        #[arg(long, value_name = "FILE")]
+        public: Option<PathBuf>,
     },
     /// Print journal records.
     Show {
@@ -352,13 +366,25 @@ async fn dispatch(cli: Cli) -> ExitCode {
             .await
         }
         Command::Audit {
-            command: AuditCommand::Verify { from_catalog, json },
+            command:
+                AuditCommand::Verify {
+                    from_catalog,
+                    public_key,
+                    json,
+                },
         } => {
             with_config(&cli.config, |config| async move {
-                vigil::audit_cmd::verify(&config, from_catalog, json).await
+                vigil::audit_cmd::verify(&config, from_catalog, public_key.as_deref(), json).await
             })
             .await
         }
+        Command::Audit {
+            command:
+                AuditCommand::Keygen {
+                    private_key,
+                    public,
+                },
+        } => finish(vigil::audit_cmd::keygen(&private_key, public.as_deref())),
         Command::Audit {
             command: AuditCommand::Show { since, event, json },
         } => {

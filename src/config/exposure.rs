@@ -97,4 +97,30 @@ mod tests {
         );
         assert!(found[1].message.contains("mode 0640"), "{found:?}");
     }
+
+    #[test]
+    fn a_journal_signing_key_readable_by_others_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("journal.key");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let config_path = dir.path().join("vigil.toml");
+        let text = "[catalog]\nurl = \"postgres://vigil@db/vigil\"\n\
+             [journal]\nsigning_key_file = \"journal.key\"\n";
+        std::fs::write(&config_path, text).unwrap();
+        chmod(&config_path, 0o600);
+        let config = super::super::load(&config_path, &std::collections::HashMap::new()).unwrap();
+        assert_eq!(
+            config.journal.signing_key_file.as_deref(),
+            Some(key.as_path())
+        );
+        chmod(&key, 0o600);
+        assert_eq!(exposures(&config_path, &config), vec![]);
+        chmod(&key, 0o644);
+        let found = exposures(&config_path, &config);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].message.contains("`journal.signing_key_file`"),
+            "{found:?}"
+        );
+    }
 }

@@ -194,6 +194,9 @@ fn resolve_relative_paths(config: &mut Config, base: &Path) {
     if let Some(dir) = &mut config.journal.dir {
         anchor(dir);
     }
+    if let Some(file) = &mut config.journal.signing_key_file {
+        anchor(file);
+    }
     for repo in config.repositories.values_mut() {
         if let Some(file) = repo
             .encryption
@@ -426,6 +429,9 @@ fn record_secret_files(config: &mut Config, base: &Path) {
                 base.join(f),
             ));
         }
+    }
+    if let Some(f) = &config.journal.signing_key_file {
+        files.push(("journal.signing_key_file".to_owned(), base.join(f)));
     }
     config.secret_files.extend(files);
 }

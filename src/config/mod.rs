@@ -232,6 +232,8 @@ pub struct JournalConfig {
     pub loki_url: Option<String>,
     /// Stream labels for Loki, besides `job="vigil"` and `instance`.
     pub loki_labels: BTreeMap<String, String>,
+    /// An ed25519 private key (PKCS#8 PEM) that signs every checkpoint.
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl Default for JournalConfig {
@@ -246,6 +248,7 @@ impl Default for JournalConfig {
             queue_capacity: 10_000,
             loki_url: None,
             loki_labels: BTreeMap::new(),
+            signing_key_file: None,
         }
     }
 }

@@ -6,6 +6,7 @@ mod check;
 pub mod record;
 pub mod segment;
 pub mod ship;
+pub mod sign;
 pub mod tail;
 pub mod verify;
 mod writer;

@@ -33,6 +33,75 @@ pub async fn catalog_cursor(pool: &Pool, journal: &str) -> Result<u64, String> {
     Ok(row.get::<_, i64>(0) as u64)
 }
 
+/// Pins `journal` as `instance`'s journal unless a pin exists; returns the
+/// pinned id (another one means this journal replaced the pinned one).
+pub async fn pin(pool: &Pool, instance: &str, journal: &str) -> Result<String, String> {
+    let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
+    client
+        .execute(
+            "INSERT INTO vigil.journal_pin (instance, journal) VALUES ($1, $2::text::uuid) \
+             ON CONFLICT (instance) DO NOTHING",
+            &[&instance, &journal],
+        )
+        .await
+        .map_err(|e| crate::redact::error_chain(&e))?;
+    pinned(&client, instance)
+        .await?
+        .ok_or_else(|| format!("the catalog kept no journal pin for instance `{instance}`"))
+}
+
+/// The journal id the catalog pins for `instance`, if any.
+pub async fn pinned(
+    client: &deadpool_postgres::Client,
+    instance: &str,
+) -> Result<Option<String>, String> {
+    let row = client
+        .query_opt(
+            "SELECT journal::text FROM vigil.journal_pin WHERE instance = $1",
+            &[&instance],
+        )
+        .await
+        .map_err(|e| crate::redact::error_chain(&e))?;
+    Ok(row.map(|r| r.get::<_, String>(0)))
+}
+
+/// Pins the journal once per shipper; a pin naming another journal is
+/// logged as an error every time the shipper starts (verify fails on it).
+async fn ensure_pin(pool: &Pool, instance: &str, journal: &str) -> Result<(), String> {
+    let pinned = pin(pool, instance, journal).await?;
+    if pinned != journal {
+        tracing::error!(
+            instance,
+            pinned = %pinned,
+            journal,
+            "the catalog pins this instance to another audit journal: this journal replaced it; `vigil audit verify` fails until an operator removes the old pin (DELETE FROM vigil.journal_pin WHERE instance = ...)"
+        );
+    }
+    Ok(())
+}
+
+/// Ships everything durable that the catalog lacks, once; the count shipped.
+/// Used at shutdown so the last records (`daemon.stopping`) reach the catalog.
+pub async fn ship_pending(journal: &Journal, pool: &Pool) -> Result<u64, String> {
+    let cursor = catalog_cursor(pool, journal.id()).await?;
+    let mut tail = Tail::after(journal.dir(), cursor).map_err(|e| e.to_string())?;
+    let durable = journal.stats().head_seq.load(Ordering::Relaxed);
+    let mut shipped = 0;
+    loop {
+        let batch = tail.read_upto(BATCH, durable).map_err(|e| e.to_string())?;
+        let Some((last, _)) = batch.last() else {
+            return Ok(shipped);
+        };
+        let last = last.seq;
+        insert(pool, &batch).await?;
+        shipped += batch.len() as u64;
+        journal
+            .stats()
+            .shipped_catalog
+            .store(last, Ordering::Relaxed);
+    }
+}
+
 /// Inserts records (with their exact lines); existing ones are left alone.
 pub async fn insert(pool: &Pool, batch: &[(Record, String)]) -> Result<u64, String> {
     let mut cols: [Vec<Option<String>>; 13] = Default::default();
@@ -106,9 +175,11 @@ pub async fn insert(pool: &Pool, batch: &[(Record, String)]) -> Result<u64, Stri
 pub async fn ship_to_catalog(
     journal: Journal,
     pool: Pool,
+    instance: String,
     retention: Duration,
     cancel: CancellationToken,
 ) {
+    let mut pinned = false;
     let mut heads = journal.heads();
     let mut backoff = Duration::from_secs(1);
     let mut failing = false;
@@ -124,6 +195,15 @@ pub async fn ship_to_catalog(
                 continue;
             }
         };
+        if !pinned {
+            if let Err(e) = ensure_pin(&pool, &instance, journal.id()).await {
+                if catalog_retry(&e, &mut failing, &mut backoff, &cancel).await {
+                    return;
+                }
+                continue;
+            }
+            pinned = true;
+        }
         stats.shipped_catalog.store(cursor, Ordering::Relaxed);
         let mut tail = match Tail::after(journal.dir(), cursor) {
             Ok(t) => t,

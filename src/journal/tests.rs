@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::record::{Actor, Entry};
 use super::segment::{self, segment_name};
-use super::verify::{Anchor, SegmentInput, TableRow, verify_segments};
+use super::verify::{
+    Anchor, SegmentInput, TableRow, check_pin, compare_with_local, verify_segments, verify_table,
+};
 use super::writer::{Journal, JournalOptions};
 
 fn options(dir: &Path) -> JournalOptions {
@@ -18,6 +20,7 @@ fn options(dir: &Path) -> JournalOptions {
         queue_capacity: 100,
         checkpoint_interval: None,
         actor: Actor::daemon(),
+        signer: None,
     }
 }
 
@@ -349,4 +352,228 @@ async fn an_empty_segment_left_by_a_crash_is_reused() {
     assert!(segments.len() >= 2 && !segments[1].lines.is_empty());
     let report = verify_segments(&segments, None, &[]);
     assert!(report.ok(), "{:?}", report.problems);
+}
+
+fn rows_of(segments: &[SegmentInput]) -> Vec<TableRow> {
+    segments
+        .iter()
+        .flat_map(|s| &s.lines)
+        .enumerate()
+        .map(|(i, l)| TableRow {
+            seq: i as u64 + 1,
+            record: l.text.clone(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_anchor_or_pin_naming_another_journal_is_a_problem_naming_both_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = small_journal(dir.path(), 2).await;
+    let id = journal.id().to_owned();
+    let head = journal.head().unwrap();
+    journal.close().await;
+    let old = "11111111-2222-3333-4444-555555555555";
+    let anchor = Anchor {
+        source: "backup orders/20261123T070000Z".into(),
+        journal: old.into(),
+        seq: head.seq,
+        hash: head.hash,
+    };
+    let mut report = verify_segments(&read_all(dir.path()), None, &[anchor]);
+    assert!(
+        !report.ok(),
+        "a manifest anchoring a replaced journal must fail"
+    );
+    let what = &report.problems[0].what;
+    assert!(what.contains(old) && what.contains(&id), "{what}");
+
+    let before = report.problems.len();
+    check_pin(&mut report, "db1", Some(&id));
+    assert_eq!(report.problems.len(), before, "the right pin adds nothing");
+    check_pin(&mut report, "db1", Some(old));
+    let what = &report.problems.last().unwrap().what;
+    assert!(
+        what.contains(old) && what.contains(&id) && what.contains("db1"),
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn from_catalog_compares_every_row_with_the_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    small_journal(dir.path(), 4).await.close().await;
+    let segments = read_all(dir.path());
+    let rows = rows_of(&segments);
+
+    let mut report = verify_table(&rows, &[]);
+    compare_with_local(&mut report, &rows, &segments);
+    assert!(report.ok(), "{:?}", report.problems);
+
+    // The unshipped tail may lag: fewer rows than local records is fine.
+    let mut report = verify_table(&rows[..3], &[]);
+    compare_with_local(&mut report, &rows[..3], &segments);
+    assert!(report.ok(), "{:?}", report.problems);
+
+    // A row altered (and re-chained, so the table holds on its own).
+    let mut altered = rows.clone();
+    altered[2].record = altered[2].record.replace("\"n\":1", "\"n\":9");
+    let mut report = verify_table(&rows, &[]);
+    compare_with_local(&mut report, &altered, &segments);
+    assert_eq!(report.problems[0].seq, Some(3), "{:?}", report.problems);
+    assert!(report.problems[0].what.contains("differs"));
+
+    // The local tail removed: rows beyond the files.
+    let mut short = read_all(dir.path());
+    short[0].lines.truncate(3);
+    let mut report = verify_table(&rows, &[]);
+    compare_with_local(&mut report, &rows, &short);
+    assert_eq!(report.problems[0].seq, Some(4), "{:?}", report.problems);
+    assert!(report.problems[0].what.contains("local tail was removed"));
+
+    // A record the catalog lost below its newest row.
+    let mut gap = rows.clone();
+    gap.remove(1);
+    let mut report = verify_table(&rows, &[]);
+    compare_with_local(&mut report, &gap, &segments);
+    assert_eq!(report.problems[0].seq, Some(2), "{:?}", report.problems);
+    assert!(report.problems[0].what.contains("missing from the catalog"));
+}
+
+/// What a forger with write access does: re-chains every record after an
+/// edit, fixing each checkpoint's `head` so the chain holds on its own.
+fn rehash(records: &mut [super::Record]) {
+    let mut prev: Option<(u64, String)> = None;
+    for r in records.iter_mut() {
+        if let Some((seq, hash)) = &prev {
+            r.prev = hash.clone();
+            if r.event == "journal.checkpoint" {
+                r.data["head"] = serde_json::json!({ "seq": seq, "hash": hash });
+            }
+        }
+        r.hash = r.compute_hash();
+        prev = Some((r.seq, r.hash.clone()));
+    }
+}
+
+#[tokio::test]
+async fn signed_checkpoints_catch_a_rehashed_journal_without_the_key() {
+    use super::verify::check_signatures;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public) = (keys.path().join("k.pem"), keys.path().join("k.pub"));
+    super::sign::keygen(&private, &public).unwrap();
+    let mut opts = options(dir.path());
+    opts.checkpoint_interval = Some(Duration::from_millis(100));
+    opts.signer = Some(Arc::new(super::sign::load_signing_key(&private).unwrap()));
+    let journal = Journal::open(opts, Arc::default()).unwrap();
+    journal.emit(event(1));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    journal.close().await;
+    let key = super::sign::load_verifying_key(&public).unwrap();
+    let segments = read_all(dir.path());
+    let texts = || {
+        segments
+            .iter()
+            .flat_map(|s| &s.lines)
+            .map(|l| l.text.as_str())
+    };
+    let mut report = verify_segments(&segments, None, &[]);
+    check_signatures(&mut report, texts(), &key, HOUR, "journal files");
+    assert!(report.ok(), "{:?}", report.problems);
+    assert!(
+        report.signatures_checked >= 2,
+        "{}",
+        report.signatures_checked
+    );
+
+    // Rewrite the event before the checkpoints and re-chain everything.
+    let mut records: Vec<super::Record> =
+        texts().map(|t| serde_json::from_str(t).unwrap()).collect();
+    let edited = records
+        .iter()
+        .position(|r| r.event == "backup.succeeded")
+        .unwrap();
+    records[edited].data["job"] = serde_json::json!("forged");
+    rehash(&mut records);
+    let forged: Vec<u8> = records.iter().flat_map(super::encode_line).collect();
+    std::fs::write(dir.path().join(segment_name(1)), forged).unwrap();
+    let segments = read_all(dir.path());
+    let mut report = verify_segments(&segments, None, &[]);
+    assert!(
+        report.ok(),
+        "the re-chained journal holds on its own: {:?}",
+        report.problems
+    );
+    let texts = segments
+        .iter()
+        .flat_map(|s| &s.lines)
+        .map(|l| l.text.as_str());
+    check_signatures(&mut report, texts, &key, HOUR, "journal files");
+    assert!(
+        !report.ok(),
+        "the forged checkpoints must fail their signatures"
+    );
+    assert!(
+        report.problems[0].what.contains("does not verify"),
+        "{:?}",
+        report.problems
+    );
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[test]
+fn with_a_key_a_daemon_run_without_checkpoints_fails() {
+    use super::verify::{Report, check_signatures};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+    let t0 = chrono::Utc::now() - chrono::Duration::hours(5);
+    let at = |h: i64, event: &str| Entry {
+        ts: t0 + chrono::Duration::hours(h),
+        ..Entry::now(event, Actor::daemon(), serde_json::json!({}))
+    };
+    let chain = |entries: Vec<Entry>| -> Vec<String> {
+        let mut prev: Option<super::Record> = None;
+        entries
+            .into_iter()
+            .map(|e| {
+                let r =
+                    super::Record::next("j", prev.as_ref().map(|p| (p.seq, p.hash.as_str())), e);
+                let line = String::from_utf8(super::encode_line(&r)).unwrap();
+                prev = Some(r);
+                line.trim_end().to_owned()
+            })
+            .collect()
+    };
+    // CLI records hours apart, outside any daemon run: nothing to sign.
+    let quiet = chain(vec![at(0, "backup.succeeded"), at(4, "backup.succeeded")]);
+    let mut report = Report::default();
+    check_signatures(
+        &mut report,
+        quiet.iter().map(String::as_str),
+        &key,
+        HOUR,
+        "f",
+    );
+    assert!(report.ok(), "{:?}", report.problems);
+    // A daemon run of four hours with its checkpoints removed.
+    let stripped = chain(vec![
+        at(0, "daemon.started"),
+        at(4, "backup.succeeded"),
+        at(4, "daemon.stopping"),
+    ]);
+    let mut report = Report::default();
+    check_signatures(
+        &mut report,
+        stripped.iter().map(String::as_str),
+        &key,
+        HOUR,
+        "f",
+    );
+    assert_eq!(report.problems[0].seq, Some(2), "{:?}", report.problems);
+    assert!(
+        report.problems[0]
+            .what
+            .contains("without a signed checkpoint")
+    );
 }

@@ -52,6 +52,8 @@ pub struct Report {
     pub checkpoints: u64,
     pub anchors_checked: usize,
     pub table_rows_checked: usize,
+    /// Checkpoint signatures verified with `--public-key`.
+    pub signatures_checked: u64,
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
 }
@@ -397,11 +399,17 @@ fn check_anchors(report: &mut Report, anchors: &[Anchor], hash_at: impl Fn(u64) 
     let Some(journal) = report.journal.clone() else {
         return;
     };
-    let foreign = anchors.iter().filter(|a| a.journal != journal).count();
-    if foreign > 0 {
-        report.warnings.push(format!(
-            "{foreign} backup manifest(s) record the head of another journal (another vigil host sharing the repository, or a replaced journal); not checked"
-        ));
+    // A manifest names the journal it was anchored in; another id for this
+    // instance's repositories means the journal was replaced under it.
+    for anchor in anchors.iter().filter(|a| a.journal != journal) {
+        report.problem(
+            Some(anchor.seq),
+            anchor.source.clone(),
+            format!(
+                "{} anchors journal {} but this instance's journal is {journal}: the journal was replaced (or another vigil writes to this repository; give each its own prefix)",
+                anchor.source, anchor.journal
+            ),
+        );
     }
     let first = report.first_seq.unwrap_or(1);
     let last = report.last_seq.unwrap_or(0);
@@ -427,4 +435,141 @@ fn check_anchors(report: &mut Report, anchors: &[Anchor], hash_at: impl Fn(u64) 
 
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
+}
+
+/// The catalog's pin of this instance's journal id must name the journal
+/// verified: another id means the journal was replaced since it was pinned.
+pub fn check_pin(report: &mut Report, instance: &str, pinned: Option<&str>) {
+    let (Some(journal), Some(pinned)) = (report.journal.clone(), pinned) else {
+        return;
+    };
+    if journal != pinned {
+        report.problem(
+            None,
+            "catalog journal_pin",
+            format!(
+                "the catalog pins instance `{instance}` to journal {pinned}, but the journal verified is {journal}: the journal was replaced"
+            ),
+        );
+    }
+}
+
+/// `--from-catalog` with local files: every seq both hold must hold the
+/// same line; a catalog record missing locally, or a local one missing
+/// from the catalog below its newest row (the unshipped tail may lag), is
+/// reported. Records older than the oldest segment kept were removed by
+/// retention after shipping.
+pub fn compare_with_local(report: &mut Report, rows: &[TableRow], segments: &[SegmentInput]) {
+    let local: std::collections::BTreeMap<u64, &str> = segments
+        .iter()
+        .flat_map(|s| &s.lines)
+        .filter_map(|l| {
+            serde_json::from_str::<Record>(&l.text)
+                .ok()
+                .map(|r| (r.seq, l.text.as_str()))
+        })
+        .collect();
+    let (Some((&local_first, _)), Some((&local_last, _))) =
+        (local.first_key_value(), local.last_key_value())
+    else {
+        return;
+    };
+    let catalog: HashMap<u64, &str> = rows.iter().map(|r| (r.seq, r.record.as_str())).collect();
+    for row in rows.iter().filter(|r| r.seq >= local_first) {
+        let problem = match local.get(&row.seq) {
+            Some(line) if *line == row.record => continue,
+            Some(_) => format!(
+                "seq {}: the catalog's copy differs from the local journal file: one of them was altered",
+                row.seq
+            ),
+            None if row.seq > local_last => format!(
+                "seq {} is in the catalog but the local journal files end at seq {local_last}: the local tail was removed or rewritten",
+                row.seq
+            ),
+            None => format!(
+                "seq {} is in the catalog but missing from the local journal files",
+                row.seq
+            ),
+        };
+        report.problem(Some(row.seq), "local journal", problem);
+        return;
+    }
+    let catalog_last = rows.last().map_or(0, |r| r.seq);
+    if let Some(seq) = local
+        .keys()
+        .find(|&&s| s <= catalog_last && !catalog.contains_key(&s))
+    {
+        report.problem(
+            Some(*seq),
+            "local journal",
+            format!(
+                "seq {seq} is in the local journal files but missing from the catalog, which holds up to seq {catalog_last}"
+            ),
+        );
+    }
+}
+
+/// `--public-key`: every checkpoint among `lines` must carry a signature
+/// that `key` verifies, and a daemon run (from `daemon.started` to
+/// `daemon.stopping`) must not go longer than twice `interval` plus a
+/// minute without one: removing every checkpoint would otherwise leave
+/// nothing to check. `source` names where the lines came from.
+pub fn check_signatures<'a>(
+    report: &mut Report,
+    lines: impl IntoIterator<Item = &'a str>,
+    key: &ed25519_dalek::VerifyingKey,
+    interval: std::time::Duration,
+    source: &str,
+) {
+    let allowed = 2 * interval.as_secs() as i64 + 60;
+    // In a daemon run: its start or its last signed checkpoint.
+    let mut signed_since: Option<chrono::DateTime<chrono::Utc>> = None;
+    for line in lines {
+        let Ok(record) = serde_json::from_str::<Record>(line) else {
+            continue;
+        };
+        if let Some(since) = signed_since {
+            let gap = (record.ts - since).num_seconds();
+            if gap > allowed {
+                report.problem(
+                    Some(record.seq),
+                    source,
+                    format!(
+                        "{gap} s into a daemon run without a signed checkpoint (one is written every {} s): checkpoints were removed",
+                        interval.as_secs()
+                    ),
+                );
+                return;
+            }
+        }
+        match record.event.as_str() {
+            "daemon.started" => signed_since = Some(record.ts),
+            "daemon.stopping" => signed_since = None,
+            "journal.checkpoint" => {
+                if let Some(what) = super::sign::check_checkpoint(&record, key) {
+                    report.problem(Some(record.seq), source, what);
+                    return;
+                }
+                report.signatures_checked += 1;
+                signed_since = signed_since.map(|_| record.ts);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The public key (hex) the first signed checkpoint among `lines` names:
+/// a reminder that `--public-key` would check them.
+pub fn signing_key_named<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    lines
+        .into_iter()
+        .filter(|l| l.contains("\"journal.checkpoint\""))
+        .filter_map(|l| serde_json::from_str::<Record>(l).ok())
+        .find_map(|r| {
+            r.data
+                .get("signature")?
+                .get("public_key")?
+                .as_str()
+                .map(str::to_owned)
+        })
 }

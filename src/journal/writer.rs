@@ -69,6 +69,8 @@ pub struct JournalOptions {
     pub checkpoint_interval: Option<Duration>,
     /// Who the journal's own events (segments, gaps, checkpoints) are by.
     pub actor: Actor,
+    /// `journal.signing_key_file`: signs every checkpoint (the daemon's).
+    pub signer: Option<Arc<ed25519_dalek::SigningKey>>,
 }
 
 impl JournalOptions {
@@ -86,6 +88,7 @@ impl JournalOptions {
             } else {
                 Actor::cli()
             },
+            signer: None,
         }
     }
 }
@@ -730,6 +733,10 @@ impl Writer {
                 entry.data["head"] = json!(self.head);
                 entry.data["previous_checkpoint"] = json!(self.last_checkpoint);
                 entry.data["segment"] = json!(segment_name(self.segment));
+                if let Some(key) = &self.opts.signer {
+                    entry.data["signature"] =
+                        super::sign::sign_checkpoint(key, &self.id, &entry.data);
+                }
             }
             let head = self.write_record(&mut file, entry)?;
             if let Some(p) = self.pending.pop_front() {

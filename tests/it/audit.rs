@@ -634,3 +634,342 @@ fn protect_detailed_puts_the_details_behind_a_viewer_token() {
         assert_eq!(r.status, 200, "{path}");
     }
 }
+
+/// The journal's lines as records, oldest first (one segment in these tests).
+fn journal_records(vigil: &Vigil) -> Vec<vigil::journal::Record> {
+    journal_text(vigil)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// What a forger with write access does: re-chains every record from the
+/// first, fixing each checkpoint's `head`, so the chain holds on its own.
+fn rechain(records: &mut [vigil::journal::Record]) {
+    let mut prev: Option<(u64, String)> = None;
+    for r in records.iter_mut() {
+        if let Some((seq, hash)) = &prev {
+            r.prev = hash.clone();
+            if r.event == "journal.checkpoint" {
+                r.data["head"] = serde_json::json!({ "seq": seq, "hash": hash });
+            }
+        }
+        r.hash = r.compute_hash();
+        prev = Some((r.seq, r.hash.clone()));
+    }
+}
+
+/// Replaces the journal files with `records` in one segment.
+fn write_journal(vigil: &Vigil, records: &[vigil::journal::Record]) {
+    let dir = journal_dir(vigil);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let bytes: Vec<u8> = records
+        .iter()
+        .flat_map(vigil::journal::encode_line)
+        .collect();
+    std::fs::write(dir.join("journal-000001.jsonl"), bytes).unwrap();
+}
+
+fn verify_with(vigil: &Vigil, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["audit", "verify"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = vigil_cli(&vigil.config_path_with_addr(), &all, &ENV);
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// Runs one backup through the API and stops the daemon (SIGTERM).
+fn backup_and_stop(vigil: &mut Vigil) {
+    assert_eq!(
+        call(
+            vigil.addr,
+            "POST",
+            "/api/v1/jobs/orders/backup",
+            Some(OPERATOR)
+        )
+        .status,
+        202
+    );
+    vigil.wait_for("the backup", Duration::from_secs(30), || {
+        call(vigil.addr, "GET", "/api/v1/jobs/orders", Some(VIEWER)).json()["backups"] == 1
+    });
+    vigil.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(vigil.wait_exit(Duration::from_secs(30)).success());
+}
+
+/// Shipped defaults (no signing key): every way of swapping the journal
+/// that the old verify let pass now fails, naming what differs.
+#[test]
+fn a_swapped_or_rewritten_journal_fails_verify_with_the_shipped_defaults() {
+    let catalog = fresh_catalog();
+    let source = fresh_db();
+    let mut vigil = start(&catalog.url(), &source, "");
+    backup_and_stop(&mut vigil);
+    let original = journal_records(&vigil);
+    let id = original[0].journal.clone();
+
+    // The stop itself reached the catalog before the daemon exited.
+    let stopping = catalog
+        .psql("SELECT count(*) FROM vigil.audit_log WHERE action = 'daemon.stopping'")
+        .unwrap();
+    assert_eq!(stopping.trim(), "1", "daemon.stopping shipped at exit");
+    let pinned = catalog
+        .psql("SELECT journal FROM vigil.journal_pin")
+        .unwrap();
+    assert_eq!(
+        pinned.trim(),
+        id,
+        "the shipper pins this instance's journal"
+    );
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 0, "{out}");
+
+    // Every record rewritten under a new id and re-hashed.
+    let forged_id = "0badbeef-0000-4000-8000-000000000001";
+    let mut forged = original.clone();
+    forged.iter_mut().for_each(|r| r.journal = forged_id.into());
+    rechain(&mut forged);
+    write_journal(&vigil, &forged);
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(forged_id) && out.contains(&id),
+        "names both ids: {out}"
+    );
+    assert!(out.contains("journal_pin"), "the pin catches it too: {out}");
+
+    // The tail re-hashed (same id): the catalog's copy holds the truth.
+    let mut forged = original.clone();
+    let last = forged.len() - 1;
+    forged[last - 1].data["tampered"] = serde_json::json!(true);
+    rechain(&mut forged);
+    write_journal(&vigil, &forged);
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("differs"), "{out}");
+
+    // Local files wiped, and another instance's journal is newer in the
+    // catalog: --from-catalog verifies this instance's pinned journal.
+    let other = vigil::journal::Record::next(
+        "0badbeef-0000-4000-8000-000000000002",
+        None,
+        vigil::journal::Entry::now(
+            "daemon.started",
+            vigil::journal::Actor::daemon(),
+            serde_json::json!({}),
+        ),
+    );
+    let line = String::from_utf8(vigil::journal::encode_line(&other)).unwrap();
+    catalog
+        .psql(&format!(
+            "INSERT INTO vigil.audit_log (journal, seq, ts, actor, action, hash, prev_hash, record) \
+             VALUES ('{}', 1, now(), 'daemon:daemon', 'daemon.started', '{}', '{}', '{}')",
+            other.journal,
+            other.hash,
+            other.prev,
+            line.trim_end().replace('\'', "''")
+        ))
+        .unwrap();
+    write_journal(&vigil, &[]);
+    std::fs::remove_file(journal_dir(&vigil).join("journal-000001.jsonl")).unwrap();
+    let (code, out) = verify_with(&vigil, &["--from-catalog"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("journal {id}")), "{out}");
+
+    // A catalog row altered and the catalog re-chained from it: the local
+    // files disagree.
+    write_journal(&vigil, &original);
+    let mut rows = original.clone();
+    rows[2].data["tampered"] = serde_json::json!(true);
+    rechain(&mut rows);
+    let mut sql = String::from("ALTER TABLE vigil.audit_log DISABLE TRIGGER USER;");
+    for r in &rows[2..] {
+        let line = String::from_utf8(vigil::journal::encode_line(r)).unwrap();
+        sql.push_str(&format!(
+            "UPDATE vigil.audit_log SET record = '{}', hash = '{}', prev_hash = '{}' WHERE journal = '{id}' AND seq = {};",
+            line.trim_end().replace('\'', "''"),
+            r.hash,
+            r.prev,
+            r.seq
+        ));
+    }
+    catalog.psql(&sql).unwrap();
+    let (code, out) = verify_with(&vigil, &["--from-catalog"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("differs from the local journal file"), "{out}");
+}
+
+/// `journal.signing_key_file`: checkpoints are signed, `--public-key`
+/// checks them, and a forger without the private key is caught even where
+/// every other check holds.
+#[test]
+fn signed_checkpoints_catch_forgeries_made_without_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = tempfile::tempdir().unwrap();
+    let private = keys.path().join("journal.key");
+    let public = keys.path().join("journal.key.pub");
+    let nowhere = keys.path().join("none.toml");
+    let (code, out, err) = vigil_cli(
+        &nowhere,
+        &["audit", "keygen", private.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the private key is created 0600");
+    assert!(
+        std::fs::read_to_string(&public)
+            .unwrap()
+            .contains("BEGIN PUBLIC KEY")
+    );
+    let (code, _, err) = vigil_cli(
+        &nowhere,
+        &["audit", "keygen", private.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 64, "a key is never overwritten: {err}");
+
+    let catalog = fresh_catalog();
+    let source = fresh_db();
+    let mut vigil = start(
+        &catalog.url(),
+        &source,
+        &format!(
+            "[journal]\ncheckpoint_interval = \"1s\"\nsigning_key_file = \"{}\"\n",
+            private.display()
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    backup_and_stop(&mut vigil);
+    let public_arg = public.to_str().unwrap();
+    let (code, out) = verify_with(&vigil, &["--public-key", public_arg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("checkpoint signatures verified"), "{out}");
+    let (code, out) = verify_with(&vigil, &["--from-catalog", "--public-key", public_arg]);
+    assert_eq!(code, 0, "the catalog's copy is signed too: {out}");
+    assert!(out.contains("checkpoint signatures verified"), "{out}");
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("--public-key was not given"), "{out}");
+
+    // Another key does not vouch for these checkpoints.
+    let other = keys.path().join("other.key");
+    assert_eq!(
+        vigil_cli(&nowhere, &["audit", "keygen", other.to_str().unwrap()], &[]).0,
+        0
+    );
+    let other_public = keys.path().join("other.key.pub");
+    let (code, out) = verify_with(&vigil, &["--public-key", other_public.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("does not verify"), "{out}");
+
+    // A checkpoint forged after the shipped records: the chain, the
+    // catalog (an unshipped tail) and the anchors all hold; only the
+    // missing signature gives it away.
+    let original = journal_records(&vigil);
+    let last = original.last().unwrap();
+    let forged_checkpoint = vigil::journal::Record::next(
+        &last.journal,
+        Some((last.seq, &last.hash)),
+        vigil::journal::Entry::now(
+            "journal.checkpoint",
+            vigil::journal::Actor::daemon(),
+            serde_json::json!({
+                "head": { "seq": last.seq, "hash": last.hash },
+                "interval_s": 1,
+                "segment": "journal-000001.jsonl",
+            }),
+        ),
+    );
+    let mut forged = original.clone();
+    forged.push(forged_checkpoint);
+    write_journal(&vigil, &forged);
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 0, "without the key the forgery passes: {out}");
+    let (code, out) = verify_with(&vigil, &["--public-key", public_arg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no signature"), "{out}");
+}
+
+/// The catalog's processes: the postmaster (first line of postmaster.pid)
+/// and its children.
+fn cluster_pids(cluster: &vigil::pgcluster::Cluster) -> Vec<nix::unistd::Pid> {
+    let pidfile = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid")).unwrap();
+    let postmaster: i32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
+    let mut pids = vec![postmaster];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid ...`: comm may hold spaces, so split after ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(postmaster) {
+            pids.push(pid);
+        }
+    }
+    pids.into_iter().map(nix::unistd::Pid::from_raw).collect()
+}
+
+/// A hung catalog (its processes stopped) delays the exit by the final
+/// ship's bound, not forever.
+#[test]
+fn a_hung_catalog_delays_the_stop_by_the_final_ships_bound_only() {
+    use nix::sys::signal::{Signal, kill};
+    let cluster = own_cluster();
+    cluster.psql("postgres", "CREATE DATABASE audit").unwrap();
+    let source = fresh_db();
+    let mut vigil = start(&cluster.url("audit"), &source, "");
+    let pids = cluster_pids(&cluster);
+    pids.iter().for_each(|p| kill(*p, Signal::SIGSTOP).unwrap());
+    let resume = scopeguard(move || {
+        pids.iter().for_each(|p| {
+            let _ = kill(*p, Signal::SIGCONT);
+        })
+    });
+    let started = std::time::Instant::now();
+    vigil.signal(Signal::SIGTERM);
+    let status = vigil.wait_exit(Duration::from_secs(30));
+    let took = started.elapsed();
+    println!("stop with a hung catalog: {:.2} s", took.as_secs_f64());
+    assert!(status.success(), "{}", vigil.log_text());
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+    assert!(
+        vigil.log_text().contains("last audit records"),
+        "{}",
+        vigil.log_text()
+    );
+    drop(resume);
+}
+
+/// A pin left by an earlier journal of this instance: the shipper says so
+/// at start and `audit verify` fails naming both ids, the daemon goes on.
+#[test]
+fn a_journal_started_under_another_pin_is_logged_and_fails_verify() {
+    let catalog = fresh_catalog();
+    let earlier = "0badbeef-0000-4000-8000-000000000003";
+    catalog
+        .psql(&format!(
+            "INSERT INTO vigil.journal_pin (instance, journal) VALUES ('{}', '{earlier}')",
+            vigil::daemon::hostname().replace('\'', "''")
+        ))
+        .unwrap();
+    let source = fresh_db();
+    let vigil = start(&catalog.url(), &source, "");
+    vigil.wait_for_log(
+        "pins this instance to another audit journal",
+        Duration::from_secs(20),
+    );
+    let (code, out) = verify(&vigil);
+    assert_eq!(code, 1, "{out}");
+    let id = journal_records(&vigil)[0].journal.clone();
+    assert!(out.contains(earlier) && out.contains(&id), "{out}");
+    assert_eq!(vigil.get("/health/ready").status, 200, "the daemon goes on");
+}

@@ -149,14 +149,14 @@ fn migrate_is_idempotent() {
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains(
-            "catalog schema at version 4 (applied now: V1__initial_schema, V2__cleanup_freed_bytes, V3__audit_journal, V4__execution_details)"
+            "catalog schema at version 5 (applied now: V1__initial_schema, V2__cleanup_freed_bytes, V3__audit_journal, V4__execution_details, V5__journal_pin)"
         ),
         "{stdout}"
     );
     let (code, stdout, _) = vigil_cli(&path, &["migrate"], &env);
     assert_eq!(code, 0);
     assert!(
-        stdout.contains("catalog schema at version 4 (applied now: none)"),
+        stdout.contains("catalog schema at version 5 (applied now: none)"),
         "{stdout}"
     );
     assert!(!stderr.contains(PASSWORD));
