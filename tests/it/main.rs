@@ -24,6 +24,7 @@ mod prune;
 mod reliability;
 mod s3;
 mod scheduler;
+mod secret_scan;
 mod secrets;
 mod signals;
 mod truth;
