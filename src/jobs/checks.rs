@@ -257,6 +257,24 @@ impl Check for SourceCheck {
     }
 }
 
+/// A repository check's spec: `<repo>:<measurement>`, critical, periodic.
+fn repository_spec(
+    repo: &Repository,
+    measurement: &str,
+    interval: Duration,
+    timeout: Duration,
+) -> CheckSpec {
+    CheckSpec {
+        key: format!("{}:{measurement}", repo.name),
+        component_id: repo.name.clone(),
+        component_type: "datastore",
+        interval,
+        timeout,
+        critical: true,
+        periodic: true,
+    }
+}
+
 /// `<repo>:reachable`: one listing round trip, in ms.
 pub struct ReachableCheck {
     pub repo: Repository,
@@ -264,15 +282,7 @@ pub struct ReachableCheck {
 
 impl Check for ReachableCheck {
     fn spec(&self, config: &HealthConfig) -> CheckSpec {
-        CheckSpec {
-            key: format!("{}:reachable", self.repo.name),
-            component_id: self.repo.name.clone(),
-            component_type: "datastore",
-            interval: config.interval,
-            timeout: config.timeout,
-            critical: true,
-            periodic: true,
-        }
+        repository_spec(&self.repo, "reachable", config.interval, config.timeout)
     }
 
     fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
@@ -301,15 +311,12 @@ pub struct WritableCheck {
 
 impl Check for WritableCheck {
     fn spec(&self, config: &HealthConfig) -> CheckSpec {
-        CheckSpec {
-            key: format!("{}:writable", self.repo.name),
-            component_id: self.repo.name.clone(),
-            component_type: "datastore",
-            interval: self.repo.writable_interval,
-            timeout: config.timeout.max(std::time::Duration::from_secs(10)),
-            critical: true,
-            periodic: true,
-        }
+        repository_spec(
+            &self.repo,
+            "writable",
+            self.repo.writable_interval,
+            config.timeout.max(std::time::Duration::from_secs(10)),
+        )
     }
 
     fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
@@ -343,15 +350,12 @@ pub struct LeftoversCheck {
 
 impl Check for LeftoversCheck {
     fn spec(&self, config: &HealthConfig) -> CheckSpec {
-        CheckSpec {
-            key: format!("{}:leftovers", self.repo.name),
-            component_id: self.repo.name.clone(),
-            component_type: "datastore",
-            interval: self.repo.writable_interval,
-            timeout: config.timeout.max(std::time::Duration::from_secs(10)),
-            critical: true,
-            periodic: true,
-        }
+        repository_spec(
+            &self.repo,
+            "leftovers",
+            self.repo.writable_interval,
+            config.timeout.max(std::time::Duration::from_secs(10)),
+        )
     }
 
     fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
@@ -403,15 +407,12 @@ pub struct CapacityCheck {
 
 impl Check for CapacityCheck {
     fn spec(&self, config: &HealthConfig) -> CheckSpec {
-        CheckSpec {
-            key: format!("{}:capacity", self.repo.name),
-            component_id: self.repo.name.clone(),
-            component_type: "datastore",
-            interval: config.disk.interval.unwrap_or(config.interval),
-            timeout: config.timeout,
-            critical: true,
-            periodic: true,
-        }
+        repository_spec(
+            &self.repo,
+            "capacity",
+            config.disk.interval.unwrap_or(config.interval),
+            config.timeout,
+        )
     }
 
     fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
