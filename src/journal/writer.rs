@@ -506,9 +506,19 @@ impl Writer {
         if written != line.len() {
             // The partial line stays: the next batch finds the file longer
             // than expected and records it as a torn tail.
+            // Almost always a full disk or quota: say how much is left.
+            let free = nix::sys::statvfs::statvfs(&self.opts.dir)
+                .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64);
+            let room = match free {
+                Ok(free) => format!(
+                    "{free} bytes free on the filesystem of {}: free space there",
+                    self.opts.dir.display()
+                ),
+                Err(e) => format!("cannot stat {}: {e}", self.opts.dir.display()),
+            };
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
-                format!("short write ({written} of {} bytes)", line.len()),
+                format!("short write ({written} of {} bytes); {room}", line.len()),
             ));
         }
         self.offset += line.len() as u64;

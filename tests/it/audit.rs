@@ -457,6 +457,85 @@ fn the_catalog_catches_up_after_an_outage_with_every_record_once() {
     assert!(out.contains("catalog rows compared"), "{out}");
 }
 
+#[test]
+fn a_full_journal_disk_refuses_prune_but_backups_go_on() {
+    let source = fresh_db();
+    source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
+    let catalog = fresh_catalog();
+    let disk = crate::disk_full::Tmpfs::mount("1m");
+    let journal = disk.0.path().join("journal");
+    let vigil = start(
+        &catalog.url(),
+        &source,
+        &format!(
+            "[jobs.orders.retention]\nkeep_last = 1\nafter_backup = false\n[journal]\ndir = \"{}\"\n",
+            journal.display()
+        ),
+    );
+    let addr = vigil.addr;
+    let backups = || {
+        call(addr, "GET", "/api/v1/jobs/orders", Some(VIEWER)).json()["backups"]
+            .as_u64()
+            .unwrap()
+    };
+    let backup = |n: u64| {
+        assert_eq!(
+            call(addr, "POST", "/api/v1/jobs/orders/backup", Some(OPERATOR)).status,
+            202
+        );
+        vigil.wait_for("a backup", Duration::from_secs(30), || backups() == n);
+    };
+    backup(1);
+    std::thread::sleep(Duration::from_millis(1100));
+    backup(2);
+    // Fill the journal's filesystem.
+    let filler = disk.0.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 2 << 20]);
+    // Calls are journalled: once the segment's last page is full, ENOSPC.
+    vigil.wait_for("journal:writable to fail", Duration::from_secs(10), || {
+        call(addr, "GET", "/api/v1/jobs", Some(VIEWER));
+        vigil.get("/health/detailed").json()["checks"]["journal:writable"][0]["status"] == "fail"
+    });
+    let output = vigil.get("/health/detailed").json()["checks"]["journal:writable"][0]["output"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        output.contains("No space left") || output.contains("bytes free on the filesystem of"),
+        "{output}"
+    );
+    let refused = call(
+        addr,
+        "POST",
+        "/api/v1/jobs/orders/prune?dry_run=false",
+        Some(OPERATOR),
+    );
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(backups(), 2, "nothing was deleted");
+    // Backups go on.
+    std::thread::sleep(Duration::from_millis(1100));
+    backup(3);
+    // Space again: the journal catches up and the prune goes through.
+    std::fs::remove_file(&filler).unwrap();
+    vigil.wait_for(
+        "journal:writable to pass again",
+        Duration::from_secs(10),
+        || {
+            vigil.get("/health/detailed").json()["checks"]["journal:writable"][0]["status"]
+                == "pass"
+        },
+    );
+    assert_eq!(records(&vigil, "journal.unwritable").len(), 1);
+    assert!(!records(&vigil, "backup.succeeded").is_empty());
+    let pruned = call(
+        addr,
+        "POST",
+        "/api/v1/jobs/orders/prune?dry_run=false",
+        Some(OPERATOR),
+    );
+    assert!(pruned.status < 300, "{}", pruned.body);
+}
+
 /// Runs `f` on drop, so a failing assertion still unfreezes the journal.
 fn scopeguard(f: impl FnOnce()) -> impl Drop {
     struct Guard<F: FnOnce()>(Option<F>);

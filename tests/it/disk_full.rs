@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
-struct Tmpfs(tempfile::TempDir);
+pub struct Tmpfs(pub tempfile::TempDir);
 
 impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
+    pub fn mount(size: &str) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
