@@ -39,7 +39,7 @@ use opendal::ErrorKind;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{RepoError, Repository, fs_tmp_dir};
+use super::{RepoError, Repository};
 
 /// Leases are format-versioned like manifests.
 pub const LEASE_FORMAT: u32 = 1;
@@ -339,7 +339,10 @@ async fn delete(repo: &Repository, path: &str) -> Result<(), LeaseError> {
 /// Writes `bytes` at `path` only if nothing is there; `false` if something is.
 async fn create_only(repo: &Repository, path: &str, bytes: &[u8]) -> Result<bool, LeaseError> {
     if let Some(root) = &repo.fs_root {
-        return fs_create_only(repo, root, path, bytes.to_vec()).await;
+        return repo
+            .fs_create_new(root, path, bytes.to_vec())
+            .await
+            .map_err(LeaseError::Repo);
     }
     if !repo.guarantees.create_only_commit {
         // The strongest this service allows: look, then write.
@@ -358,68 +361,6 @@ async fn create_only(repo: &Repository, path: &str, bytes: &[u8]) -> Result<bool
         Ok(_) => Ok(true),
         Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(false),
         Err(e) => Err(repo.storage_err("cannot create", path, e).into()),
-    }
-}
-
-/// fs: temp file, fsync, `link(2)` into place (fails if the name exists),
-/// fsync of the directory.
-async fn fs_create_only(
-    repo: &Repository,
-    root: &std::path::Path,
-    path: &str,
-    bytes: Vec<u8>,
-) -> Result<bool, LeaseError> {
-    let target = root.join(path);
-    let tmp = fs_tmp_dir(&root.display().to_string())
-        .join(format!("lease-{}", uuid::Uuid::new_v4().simple()));
-    let io_err = |action: &'static str, at: &std::path::Path, e: std::io::Error| {
-        LeaseError::Repo(RepoError::Storage {
-            repo: repo.name.clone(),
-            action,
-            path: at.display().to_string(),
-            detail: e.to_string(),
-            retryable: false,
-        })
-    };
-    let linked = tokio::task::spawn_blocking({
-        let (target, tmp) = (target.clone(), tmp.clone());
-        move || fs_link_new(&target, &tmp, &bytes)
-    })
-    .await
-    .map_err(|e| io_err("cannot create", &target, std::io::Error::other(e)))?;
-    match linked {
-        Ok(created) => Ok(created),
-        Err((at, e)) => Err(io_err("cannot create", &at, e)),
-    }
-}
-
-/// The blocking part of [`fs_create_only`]; errors say which file failed.
-fn fs_link_new(
-    target: &std::path::Path,
-    tmp: &std::path::Path,
-    bytes: &[u8],
-) -> Result<bool, (std::path::PathBuf, std::io::Error)> {
-    use std::io::Write;
-    let at = |p: &std::path::Path| {
-        let p = p.to_owned();
-        move |e| (p, e)
-    };
-    let dir = target.parent().unwrap_or(std::path::Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(at(dir))?;
-    let mut file = std::fs::File::create_new(tmp).map_err(at(tmp))?;
-    let written = file.write_all(bytes).and_then(|()| file.sync_all());
-    let linked = written.and_then(|()| std::fs::hard_link(tmp, target));
-    let _ = std::fs::remove_file(tmp);
-    match linked {
-        Ok(()) => {
-            // The new name must survive a crash like a manifest does.
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(at(dir))?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err((target.to_owned(), e)),
     }
 }
 

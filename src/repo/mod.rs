@@ -7,6 +7,7 @@
 //! <prefix>/<job>/locks/<name>                          leases (see [`lease`])
 //! ```
 
+mod fs_create;
 pub mod lease;
 pub mod manifest;
 mod oplog;

@@ -280,6 +280,19 @@ impl Repository {
     /// also the directory entry is made durable.
     pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<(), RepoError> {
         let path = self.object_path(&manifest.job, &manifest.backup_id, MANIFEST);
+        if let Some(root) = &self.fs_root {
+            // link(2): truly create-only, and the directory is fsynced.
+            return match self
+                .fs_create_new(root, &path, manifest.encode().to_vec())
+                .await?
+            {
+                true => Ok(()),
+                false => Err(RepoError::AlreadyCommitted {
+                    repo: self.name.clone(),
+                    backup_id: manifest.backup_id.clone(),
+                }),
+            };
+        }
         if !self.guarantees.create_only_commit {
             // The strongest this service allows (FTP): look, then write,
             // under the job's lock, so no other vigil writes this id.
@@ -308,20 +321,6 @@ impl Repository {
                 });
             }
             Err(e) => return Err(self.storage_err("cannot write", &path, e)),
-        }
-        if let Some(root) = &self.fs_root {
-            let dir = root.join(self.backup_dir(&manifest.job, &manifest.backup_id));
-            // opendal renames but does not fsync the parent: do it, so the commit survives a crash.
-            let synced = std::fs::File::open(&dir).and_then(|d| d.sync_all());
-            if let Err(e) = synced {
-                return Err(RepoError::Storage {
-                    repo: self.name.clone(),
-                    action: "cannot fsync",
-                    path: dir.display().to_string(),
-                    detail: e.to_string(),
-                    retryable: false,
-                });
-            }
         }
         Ok(())
     }
