@@ -20,6 +20,9 @@ $have_pg || missing+=(postgresql)
 command -v logrotate >/dev/null 2>&1 || [[ -x /usr/sbin/logrotate ]] || missing+=(logrotate)
 command -v runuser >/dev/null 2>&1 || [[ -x /usr/sbin/runuser ]] || missing+=(util-linux)
 command -v chattr >/dev/null 2>&1 || missing+=(e2fsprogs)
+# The kill -9 loop and the full-disk tests: pkill/pgrep, and tmpfs mounts.
+command -v pkill >/dev/null 2>&1 || missing+=(procps)
+command -v mount >/dev/null 2>&1 || [[ -x /usr/bin/mount ]] || missing+=(mount)
 # Storage test servers (tests/servers/server.sh): OpenSSH for SFTP, npm for
 # Azurite; pyftpdlib and fake-gcs-server come from PyPI into a venv.
 command -v sshd >/dev/null 2>&1 || [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
