@@ -518,12 +518,11 @@ impl Reloader {
                 self.admin
                     .auth
                     .store(Arc::new(AuthSettings::from_config(&new)));
-                if old.named_secrets() != new.named_secrets()
-                    || old
-                        .jobs
-                        .iter()
-                        .any(|(n, j)| new.jobs.get(n).is_some_and(|nj| nj.source != j.source))
-                {
+                // The only live changes under jobs and repositories are their
+                // secrets and sources (config::diff): apply those in place.
+                if changes.iter().any(|c| {
+                    c.live && (c.key.starts_with("jobs.") || c.key.starts_with("repositories."))
+                }) {
                     for ctx in &self.jobs {
                         match ctx.rotate(&new) {
                             Ok(()) => tracing::info!(job = %ctx.name, "secrets applied"),

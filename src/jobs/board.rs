@@ -104,6 +104,13 @@ impl JobState {
         self.last_error = Some(error);
     }
 
+    /// State rebuilt from a listing of the repository: its committed
+    /// backups and its damaged manifests.
+    pub fn restore_listing(&mut self, listing: &crate::repo::Listing) {
+        self.restore_from(&listing.backups);
+        self.damaged = listing.damaged.clone();
+    }
+
     /// State rebuilt from the repository's manifests (start-up).
     pub fn restore_from(&mut self, manifests: &[Manifest]) {
         self.backups = manifests.len() as u64;

@@ -23,10 +23,9 @@ pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), Stri
     for (id, why) in &listing.damaged {
         tracing::warn!(job = %ctx.name, backup = %id, error = %why, "damaged manifest: not counted as a backup");
     }
-    shared.jobs.update(&ctx.name, |s| {
-        s.restore_from(&listing.backups);
-        s.damaged = listing.damaged.clone();
-    });
+    shared
+        .jobs
+        .update(&ctx.name, |s| s.restore_listing(&listing));
     tracing::info!(job = %ctx.name, backups = listing.backups.len(), last_success = ?listing.backups.last().map(|m| m.finished_at), "job state restored from the repository");
     Ok(())
 }
@@ -109,10 +108,9 @@ async fn follow_other_run(
         };
         let newest = listing.backups.iter().map(|m| m.finished_at).max();
         if newest > known {
-            shared.jobs.update(&ctx.name, |s| {
-                s.restore_from(&listing.backups);
-                s.damaged = listing.damaged.clone();
-            });
+            shared
+                .jobs
+                .update(&ctx.name, |s| s.restore_listing(&listing));
             return;
         }
     }
