@@ -3,6 +3,7 @@
 //! Loki, and the verification behind `vigil audit verify`.
 
 mod check;
+mod handle;
 pub mod record;
 pub mod segment;
 pub mod ship;
@@ -15,7 +16,8 @@ mod writer;
 mod tests;
 
 pub use check::JournalWritableCheck;
+pub use handle::{Head, Journal, JournalError, JournalOptions, JournalStatus};
 pub use record::{
     Actor, ChainCheck, Entry, GENESIS, Record, VerifyError, encode_line, verify_chain,
 };
-pub use writer::{AuditStats, Head, Journal, JournalError, JournalOptions, JournalStatus};
+pub use writer::AuditStats;

@@ -4,12 +4,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::handle::{Journal, JournalOptions};
 use super::record::{Actor, Entry};
 use super::segment::{self, segment_name};
 use super::verify::{
     Anchor, SegmentInput, TableRow, check_pin, compare_with_local, verify_segments, verify_table,
 };
-use super::writer::{Journal, JournalOptions};
 
 fn options(dir: &Path) -> JournalOptions {
     JournalOptions {
