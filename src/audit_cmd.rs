@@ -7,9 +7,10 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::journal::verify::catalog::{check_pin, compare_with_local};
 use crate::journal::verify::{
-    Anchor, Report, SegmentInput, TableRow, check_pin, check_signatures, compare_with_local,
-    signing_key_named, verify_segments, verify_table,
+    Anchor, Report, SegmentInput, TableRow, check_signatures, signing_key_named, verify_segments,
+    verify_table,
 };
 use crate::journal::{Record, segment};
 

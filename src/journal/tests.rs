@@ -7,9 +7,8 @@ use std::time::Duration;
 use super::handle::{Journal, JournalOptions};
 use super::record::{Actor, Entry};
 use super::segment::{self, segment_name};
-use super::verify::{
-    Anchor, SegmentInput, TableRow, check_pin, compare_with_local, verify_segments, verify_table,
-};
+use super::verify::catalog::{check_pin, compare_with_local};
+use super::verify::{Anchor, SegmentInput, TableRow, verify_segments, verify_table};
 
 fn options(dir: &Path) -> JournalOptions {
     JournalOptions {
