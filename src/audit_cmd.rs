@@ -66,7 +66,9 @@ async fn catalog_copy(
         .await
         .map_err(|_| format!("the catalog at {addr} did not answer within 5 s"))?
         .map_err(|e| format!("catalog at {addr}: {}", crate::catalog::describe(&e)))?;
-    let pinned = crate::journal::ship::pinned(&client, instance).await?;
+    let pinned = crate::journal::ship::pinned(&client, instance)
+        .await
+        .map_err(|e| e.to_string())?;
     // Never "the newest journal in the catalog": that may be another host's.
     let journal = local.map(str::to_owned).or_else(|| pinned.clone()).ok_or_else(|| {
         format!("the catalog at {addr} pins no journal for instance `{instance}` (`daemon.instance`, else the host name) and there are no local journal files: nothing to verify")
