@@ -7,7 +7,10 @@
 //! <prefix>/<job>/locks/<name>                          leases (see [`lease`])
 //! ```
 
+mod commit;
+mod copy;
 mod fs_create;
+mod layout;
 pub mod lease;
 pub mod manifest;
 mod oplog;
@@ -19,8 +22,10 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
+pub use commit::Deletion;
+pub use layout::Listing;
 pub use manifest::{Manifest, ObjectEntry};
-pub use store::{Deletion, Listing, Repository};
+pub use store::{PartLimits, Repository};
 pub use temp::{TempCollected, TempUsage};
 
 pub const MANIFEST: &str = "manifest.json";
