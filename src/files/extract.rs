@@ -2,9 +2,10 @@
 //! with modes, mtimes, extended attributes and (as root) owners.
 
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use thiserror::Error;
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ExtractReport {
@@ -75,22 +76,39 @@ fn write_file<R: Read>(entry: &mut tar::Entry<R>, to: &Path, owners: bool) -> io
     Ok(())
 }
 
+/// Why a restore's target directory cannot be used.
+#[derive(Debug, Error)]
+pub enum TargetError {
+    #[error(
+        "{} is not empty: restore into an empty directory, or pass --force to write over what is there",
+        .path.display()
+    )]
+    NotEmpty { path: PathBuf },
+    #[error("cannot create {}: {source}", .path.display())]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+}
+
 /// Refuses a non-empty target unless `force`; creates a missing one.
-pub fn check_target(to: &Path, force: bool) -> Result<(), String> {
+pub fn check_target(to: &Path, force: bool) -> Result<(), TargetError> {
     match std::fs::read_dir(to) {
         Ok(mut entries) => {
             if entries.next().is_some() && !force {
-                return Err(format!(
-                    "{} is not empty: restore into an empty directory, or pass --force to write over what is there",
-                    to.display()
-                ));
+                return Err(TargetError::NotEmpty { path: to.into() });
             }
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))
+            std::fs::create_dir_all(to).map_err(|source| TargetError::Create {
+                path: to.into(),
+                source,
+            })
         }
-        Err(e) => Err(format!("cannot read {}: {e}", to.display())),
+        Err(source) => Err(TargetError::Read {
+            path: to.into(),
+            source,
+        }),
     }
 }
 
