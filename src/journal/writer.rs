@@ -179,7 +179,7 @@ impl Writer {
             // The partial line stays: the next batch finds the file longer
             // than expected and records it as a torn tail.
             // Almost always a full disk or quota: say how much is left.
-            let free = free_bytes(&self.opts.dir);
+            let free = crate::fsinfo::space(&self.opts.dir).map(|s| s.available);
             let room = match free {
                 Ok(free) => format!(
                     "{free} bytes free on the filesystem of {}: free space there",
@@ -467,10 +467,4 @@ impl Writer {
             changed
         });
     }
-}
-
-/// Bytes available on the filesystem holding `dir`.
-fn free_bytes(dir: &std::path::Path) -> nix::Result<u64> {
-    let stat = nix::sys::statvfs::statvfs(dir)?;
-    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }

@@ -113,12 +113,6 @@ pub fn is_out_of_space(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Bytes available to vigil on the filesystem holding `path`.
-pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
-    let stat = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
-}
-
 /// Where an fs repository keeps temp files (same filesystem as its root).
 pub fn fs_tmp_dir(root: &str) -> PathBuf {
     PathBuf::from(root).join(FS_TMP_DIR)

@@ -200,7 +200,7 @@ impl Repository {
                 repo: self.name.clone(),
                 action,
                 path: path.to_owned(),
-                free: self.fs_root.as_deref().and_then(super::free_bytes),
+                free: self.fs_root.as_deref().and_then(crate::fsinfo::available),
             };
         }
         if crate::reach::is_unreachable(&e) {
