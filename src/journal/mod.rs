@@ -1,5 +1,6 @@
 //! The audit journal: hash-chained JSON lines in segments under
-//! `<state_dir>/journal`, one writer thread, shippers into the catalog and
+//! `<state_dir>/journal`. Callers hold a [`Journal`] (`handle`); one
+//! writer thread (`writer`) owns the files. Shippers into the catalog and
 //! Loki, and the verification behind `vigil audit verify`.
 
 mod check;

@@ -1,5 +1,7 @@
-//! A storage repository: an opendal operator plus a prefix, the layout
-//! inside it, manifests and the commit protocol.
+//! A storage repository: an opendal operator plus a prefix (`store`), the
+//! layout inside it and its listings (`layout`), manifests and the commit
+//! protocol (`commit`), mirroring (`copy`) and job leases ([`lease`]).
+//! Below the pipelines: imports only config (and leaf helpers).
 //!
 //! ```text
 //! <prefix>/<job>/backups/<backup-id>/<object>          data, written first
