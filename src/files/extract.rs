@@ -148,3 +148,39 @@ pub fn extract(reader: impl Read, to: &Path, owners: bool) -> io::Result<Extract
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_empty_target_is_refused_by_name_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kept"), "x").unwrap();
+        let refused = check_target(dir.path(), false).unwrap_err();
+        assert!(
+            matches!(&refused, TargetError::NotEmpty { path } if path == dir.path()),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("pass --force"), "{refused}");
+        check_target(dir.path(), true).unwrap();
+    }
+
+    #[test]
+    fn a_missing_target_is_created_and_an_unreadable_one_names_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("a/b");
+        check_target(&missing, false).unwrap();
+        assert!(missing.is_dir());
+
+        // A file where the directory should be: read_dir fails with ENOTDIR.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let e = check_target(&file, false).unwrap_err();
+        assert!(
+            matches!(&e, TargetError::Read { path, .. } if *path == file),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains(&file.display().to_string()), "{e}");
+    }
+}

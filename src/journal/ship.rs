@@ -448,3 +448,30 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
         _ = tokio::time::sleep(d) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{CatalogConfig, Secret};
+
+    #[tokio::test]
+    async fn a_catalog_that_refuses_connections_is_a_connect_error_with_the_cause() {
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
+        let config = CatalogConfig {
+            url: Secret::new("postgres://vigil@127.0.0.1:1/vigil"),
+            password: None,
+            password_file: None,
+            pool_size: 1,
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+        };
+        let pool = crate::catalog::pool(&config).unwrap();
+        let e = catalog_cursor(&pool, "00000000-0000-0000-0000-000000000001")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ShipError::Connect(_)), "{e:?}");
+        assert!(e.to_string().to_lowercase().contains("refused"), "{e}");
+    }
+}
