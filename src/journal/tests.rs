@@ -9,8 +9,6 @@ use super::record::{Actor, Entry};
 use super::segment::{self, segment_name};
 use super::verify::{Anchor, SegmentInput, TableRow, verify_segments};
 
-mod catalog;
-
 fn options(dir: &Path) -> JournalOptions {
     JournalOptions {
         dir: dir.to_owned(),
@@ -32,7 +30,7 @@ fn event(i: usize) -> Entry {
     )
 }
 
-fn read_all(dir: &Path) -> Vec<SegmentInput> {
+pub(super) fn read_all(dir: &Path) -> Vec<SegmentInput> {
     segment::list(dir)
         .unwrap()
         .into_iter()
@@ -48,7 +46,7 @@ fn read_all(dir: &Path) -> Vec<SegmentInput> {
 }
 
 /// A small journal of `n` events plus its segment-opening record.
-async fn small_journal(dir: &Path, n: usize) -> Journal {
+pub(super) async fn small_journal(dir: &Path, n: usize) -> Journal {
     let journal = Journal::open(options(dir), Arc::default()).unwrap();
     for i in 0..n {
         journal.emit(event(i));
