@@ -7,9 +7,10 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::journal::verify::catalog::{check_pin, compare_with_local};
 use crate::journal::verify::{
-    Anchor, Report, SegmentInput, TableRow, check_pin, check_signatures, compare_with_local,
-    signing_key_named, verify_segments, verify_table,
+    Anchor, Report, SegmentInput, TableRow, check_signatures, signing_key_named, verify_segments,
+    verify_table,
 };
 use crate::journal::{Record, segment};
 
@@ -65,7 +66,9 @@ async fn catalog_copy(
         .await
         .map_err(|_| format!("the catalog at {addr} did not answer within 5 s"))?
         .map_err(|e| format!("catalog at {addr}: {}", crate::catalog::describe(&e)))?;
-    let pinned = crate::journal::ship::pinned(&client, instance).await?;
+    let pinned = crate::journal::ship::pinned(&client, instance)
+        .await
+        .map_err(|e| e.to_string())?;
     // Never "the newest journal in the catalog": that may be another host's.
     let journal = local.map(str::to_owned).or_else(|| pinned.clone()).ok_or_else(|| {
         format!("the catalog at {addr} pins no journal for instance `{instance}` (`daemon.instance`, else the host name) and there are no local journal files: nothing to verify")

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod demo;
 pub mod exit;
 pub mod files;
+pub mod fsinfo;
 pub mod health;
 pub mod jobs;
 pub mod journal;

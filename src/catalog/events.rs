@@ -5,34 +5,62 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Pool, PoolError};
+use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::health::HealthEvent;
-
 /// Oldest transitions are dropped beyond this (with a warning).
 const BACKLOG_LIMIT: usize = 10_000;
 
-pub fn spawn_event_writer(
+/// One row of `vigil.health_events`, as plain values: the catalog knows
+/// nothing of the health model that produces them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow<'a> {
+    pub key: &'a str,
+    pub component_id: &'a str,
+    /// `None` for a check's first observation.
+    pub from: Option<&'a str>,
+    pub to: &'a str,
+    pub value: Option<f64>,
+    pub output: Option<&'a str>,
+    pub at: DateTime<Utc>,
+}
+
+/// A status transition the catalog can store.
+pub trait Transition: Send + Sync + 'static {
+    fn row(&self) -> EventRow<'_>;
+}
+
+/// Why a batch of transitions did not reach the catalog (retried).
+#[derive(Debug, Error)]
+enum WriteError {
+    #[error("{}", super::describe(.0))]
+    Connect(#[source] PoolError),
+    #[error("{0}")]
+    Query(#[source] tokio_postgres::Error),
+}
+
+pub fn spawn_event_writer<E: Transition>(
     pool: Pool,
     instance: String,
     tracker: &TaskTracker,
     cancel: CancellationToken,
-) -> mpsc::Sender<HealthEvent> {
+) -> mpsc::Sender<E> {
     let (tx, rx) = mpsc::channel(1024);
     tracker.spawn(run(pool, instance, rx, cancel));
     tx
 }
 
-async fn run(
+async fn run<E: Transition>(
     pool: Pool,
     instance: String,
-    mut rx: mpsc::Receiver<HealthEvent>,
+    mut rx: mpsc::Receiver<E>,
     cancel: CancellationToken,
 ) {
-    let mut backlog: VecDeque<HealthEvent> = VecDeque::new();
+    let mut backlog: VecDeque<E> = VecDeque::new();
     let mut retry = Duration::from_secs(1);
     let mut failing = false;
     loop {
@@ -83,9 +111,9 @@ async fn run(
     }
 }
 
-async fn write(pool: &Pool, instance: &str, events: &[HealthEvent]) -> Result<(), String> {
-    let mut client = pool.get().await.map_err(|e| super::describe(&e))?;
-    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+async fn write<E: Transition>(pool: &Pool, instance: &str, events: &[E]) -> Result<(), WriteError> {
+    let mut client = pool.get().await.map_err(WriteError::Connect)?;
+    let tx = client.transaction().await.map_err(WriteError::Query)?;
     let statement = tx
         .prepare_cached(
             "INSERT INTO vigil.health_events \
@@ -93,23 +121,24 @@ async fn write(pool: &Pool, instance: &str, events: &[HealthEvent]) -> Result<()
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(WriteError::Query)?;
     for e in events {
+        let e = e.row();
         tx.execute(
             &statement,
             &[
                 &instance,
                 &e.key,
                 &e.component_id,
-                &e.from.map(|s| s.as_str()),
-                &e.to.as_str(),
+                &e.from,
+                &e.to,
                 &e.value,
                 &e.output,
                 &e.at,
             ],
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(WriteError::Query)?;
     }
-    tx.commit().await.map_err(|e| e.to_string())
+    tx.commit().await.map_err(WriteError::Query)
 }

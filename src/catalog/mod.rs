@@ -10,7 +10,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use thiserror::Error;
 use tokio_postgres::NoTls;
 
-pub use events::spawn_event_writer;
+pub use events::{EventRow, Transition, spawn_event_writer};
 pub use migrate::{MigrationOutcome, expected_version, migrate};
 
 use crate::config::CatalogConfig;

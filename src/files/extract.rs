@@ -2,9 +2,10 @@
 //! with modes, mtimes, extended attributes and (as root) owners.
 
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use thiserror::Error;
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ExtractReport {
@@ -75,22 +76,39 @@ fn write_file<R: Read>(entry: &mut tar::Entry<R>, to: &Path, owners: bool) -> io
     Ok(())
 }
 
+/// Why a restore's target directory cannot be used.
+#[derive(Debug, Error)]
+pub enum TargetError {
+    #[error(
+        "{} is not empty: restore into an empty directory, or pass --force to write over what is there",
+        .path.display()
+    )]
+    NotEmpty { path: PathBuf },
+    #[error("cannot create {}: {source}", .path.display())]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+}
+
 /// Refuses a non-empty target unless `force`; creates a missing one.
-pub fn check_target(to: &Path, force: bool) -> Result<(), String> {
+pub fn check_target(to: &Path, force: bool) -> Result<(), TargetError> {
     match std::fs::read_dir(to) {
         Ok(mut entries) => {
             if entries.next().is_some() && !force {
-                return Err(format!(
-                    "{} is not empty: restore into an empty directory, or pass --force to write over what is there",
-                    to.display()
-                ));
+                return Err(TargetError::NotEmpty { path: to.into() });
             }
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))
+            std::fs::create_dir_all(to).map_err(|source| TargetError::Create {
+                path: to.into(),
+                source,
+            })
         }
-        Err(e) => Err(format!("cannot read {}: {e}", to.display())),
+        Err(source) => Err(TargetError::Read {
+            path: to.into(),
+            source,
+        }),
     }
 }
 
@@ -129,4 +147,40 @@ pub fn extract(reader: impl Read, to: &Path, owners: bool) -> io::Result<Extract
         std::fs::File::open(&path)?.set_modified(time)?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_empty_target_is_refused_by_name_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kept"), "x").unwrap();
+        let refused = check_target(dir.path(), false).unwrap_err();
+        assert!(
+            matches!(&refused, TargetError::NotEmpty { path } if path == dir.path()),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("pass --force"), "{refused}");
+        check_target(dir.path(), true).unwrap();
+    }
+
+    #[test]
+    fn a_missing_target_is_created_and_an_unreadable_one_names_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("a/b");
+        check_target(&missing, false).unwrap();
+        assert!(missing.is_dir());
+
+        // A file where the directory should be: read_dir fails with ENOTDIR.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let e = check_target(&file, false).unwrap_err();
+        assert!(
+            matches!(&e, TargetError::Read { path, .. } if *path == file),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains(&file.display().to_string()), "{e}");
+    }
 }

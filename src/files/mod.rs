@@ -5,4 +5,4 @@ mod archive;
 mod extract;
 
 pub use archive::{ArchiveError, ArchiveOptions, ArchiveReport, archive, exclusions};
-pub use extract::{ExtractReport, check_target, extract};
+pub use extract::{ExtractReport, TargetError, check_target, extract};

@@ -294,15 +294,12 @@ impl Check for DiskUsageCheck {
 
 /// Raw usage; graded by [`grade_disk`] with the thresholds of the moment.
 fn disk_usage(path: &std::path::Path) -> Result<Observation, String> {
-    let stat = nix::sys::statvfs::statvfs(path).map_err(|e| {
+    let crate::fsinfo::Space { total, available } = crate::fsinfo::space(path).map_err(|e| {
         format!(
             "cannot stat {}: {e} (does the directory exist?)",
             path.display()
         )
     })?;
-    let fragment = stat.fragment_size() as u64;
-    let total = stat.blocks() as u64 * fragment;
-    let available = stat.blocks_available() as u64 * fragment;
     let used_ratio = if total == 0 {
         0.0
     } else {

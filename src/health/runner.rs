@@ -30,6 +30,20 @@ pub struct HealthEvent {
     pub at: DateTime<Utc>,
 }
 
+impl crate::catalog::Transition for HealthEvent {
+    fn row(&self) -> crate::catalog::EventRow<'_> {
+        crate::catalog::EventRow {
+            key: &self.key,
+            component_id: &self.component_id,
+            from: self.from.map(|s| s.as_str()),
+            to: self.to.as_str(),
+            value: self.value,
+            output: self.output.as_deref(),
+            at: self.at,
+        }
+    }
+}
+
 enum Message {
     Result {
         spec: CheckSpec,

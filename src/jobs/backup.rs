@@ -255,7 +255,7 @@ async fn run_locked(
     let backup_id = allocate_id(ctx, started_at, progress).await?;
     let job = &ctx.job;
     let (encode, suffix) = encode_spec(ctx);
-    let limits = ctx.repo.upload_limits(job.stall_timeout);
+    let limits = UploadLimits::new(job.stall_timeout, ctx.repo.part_limits());
     let env = libpq_env(&source, None)?;
     let mut objects = Vec::new();
     let run = DumpRun {

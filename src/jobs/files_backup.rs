@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::JobContext;
 use super::backup::{BackupError, Progress, allocate_id, codec_facts, encode_spec};
 use crate::files::{ArchiveOptions, ArchiveReport, archive};
-use crate::pipeline::upload::{PipelineError, Upload, upload_produced};
+use crate::pipeline::upload::{PipelineError, Upload, UploadLimits, upload_produced};
 use crate::repo::Manifest;
 use crate::repo::manifest::{FORMAT_VERSION, FilesFacts, ObjectEntry, SourceFacts};
 
@@ -40,7 +40,7 @@ pub(super) async fn run(
         repo: &ctx.repo,
         path: &path,
         encode: &encode,
-        limits: ctx.repo.upload_limits(job.stall_timeout),
+        limits: UploadLimits::new(job.stall_timeout, ctx.repo.part_limits()),
         progress: Arc::clone(&progress.source_bytes),
     };
     let produce = move |sink: &mut crate::pipeline::upload::EncodingSink| {

@@ -376,7 +376,8 @@ async fn restore_files(
     let to = request.to_dir.clone().ok_or_else(|| {
         RestoreError::Target("this is a files backup: restore it with --to-dir DIR".into())
     })?;
-    crate::files::check_target(&to, request.force).map_err(RestoreError::Target)?;
+    crate::files::check_target(&to, request.force)
+        .map_err(|e| RestoreError::Target(e.to_string()))?;
     let path = ctx
         .repo
         .object_path(&manifest.job, &manifest.backup_id, &object.name);

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::writer::Journal;
+use super::handle::Journal;
 use crate::config::HealthConfig;
 use crate::health::{Check, CheckSpec, Observation, Status};
 

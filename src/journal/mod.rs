@@ -1,8 +1,10 @@
 //! The audit journal: hash-chained JSON lines in segments under
-//! `<state_dir>/journal`, one writer thread, shippers into the catalog and
+//! `<state_dir>/journal`. Callers hold a [`Journal`] (`handle`); one
+//! writer thread (`writer`) owns the files. Shippers into the catalog and
 //! Loki, and the verification behind `vigil audit verify`.
 
 mod check;
+mod handle;
 pub mod record;
 pub mod segment;
 pub mod ship;
@@ -15,7 +17,8 @@ mod writer;
 mod tests;
 
 pub use check::JournalWritableCheck;
+pub use handle::{Head, Journal, JournalError, JournalOptions, JournalStatus};
 pub use record::{
     Actor, ChainCheck, Entry, GENESIS, Record, VerifyError, encode_line, verify_chain,
 };
-pub use writer::{AuditStats, Head, Journal, JournalError, JournalOptions, JournalStatus};
+pub use writer::AuditStats;

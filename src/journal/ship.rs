@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, PoolError};
+use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use super::handle::Journal;
 use super::record::Record;
 use super::tail::{Tail, segment_first_seqs};
-use super::writer::Journal;
 
 const BATCH: usize = 500;
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -20,23 +21,41 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Retention looks at the segments this often, not at every idle poll.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
+/// Why shipping to the catalog (or reading its pin) failed; the shippers
+/// retry every one of them, so the kinds only shape the message.
+#[derive(Debug, Error)]
+pub enum ShipError {
+    /// No catalog connection from the pool.
+    #[error("{}", crate::catalog::describe(.0))]
+    Connect(#[source] PoolError),
+    /// A statement on the catalog failed (the server's cause included).
+    #[error("{}", crate::redact::error_chain(.0))]
+    Query(#[source] tokio_postgres::Error),
+    /// The pin insert went through, yet no pin row reads back.
+    #[error("the catalog kept no journal pin for instance `{instance}`")]
+    NoPin { instance: String },
+    /// The journal files could not be read from the catalog's cursor on.
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+}
+
 /// The highest `seq` of this journal the catalog holds.
-pub async fn catalog_cursor(pool: &Pool, journal: &str) -> Result<u64, String> {
-    let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
+pub async fn catalog_cursor(pool: &Pool, journal: &str) -> Result<u64, ShipError> {
+    let client = pool.get().await.map_err(ShipError::Connect)?;
     let row = client
         .query_one(
             "SELECT coalesce(max(seq), 0) FROM vigil.audit_log WHERE journal = $1::text::uuid",
             &[&journal],
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(ShipError::Query)?;
     Ok(row.get::<_, i64>(0) as u64)
 }
 
 /// Pins `journal` as `instance`'s journal unless a pin exists; returns the
 /// pinned id (another one means this journal replaced the pinned one).
-pub async fn pin(pool: &Pool, instance: &str, journal: &str) -> Result<String, String> {
-    let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
+pub async fn pin(pool: &Pool, instance: &str, journal: &str) -> Result<String, ShipError> {
+    let client = pool.get().await.map_err(ShipError::Connect)?;
     client
         .execute(
             "INSERT INTO vigil.journal_pin (instance, journal) VALUES ($1, $2::text::uuid) \
@@ -44,30 +63,32 @@ pub async fn pin(pool: &Pool, instance: &str, journal: &str) -> Result<String, S
             &[&instance, &journal],
         )
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(ShipError::Query)?;
     pinned(&client, instance)
         .await?
-        .ok_or_else(|| format!("the catalog kept no journal pin for instance `{instance}`"))
+        .ok_or_else(|| ShipError::NoPin {
+            instance: instance.to_owned(),
+        })
 }
 
 /// The journal id the catalog pins for `instance`, if any.
 pub async fn pinned(
     client: &deadpool_postgres::Client,
     instance: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, ShipError> {
     let row = client
         .query_opt(
             "SELECT journal::text FROM vigil.journal_pin WHERE instance = $1",
             &[&instance],
         )
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(ShipError::Query)?;
     Ok(row.map(|r| r.get::<_, String>(0)))
 }
 
 /// Pins the journal once per shipper; a pin naming another journal is
 /// logged as an error every time the shipper starts (verify fails on it).
-async fn ensure_pin(pool: &Pool, instance: &str, journal: &str) -> Result<(), String> {
+async fn ensure_pin(pool: &Pool, instance: &str, journal: &str) -> Result<(), ShipError> {
     let pinned = pin(pool, instance, journal).await?;
     if pinned != journal {
         tracing::error!(
@@ -82,13 +103,13 @@ async fn ensure_pin(pool: &Pool, instance: &str, journal: &str) -> Result<(), St
 
 /// Ships everything durable that the catalog lacks, once; the count shipped.
 /// Used at shutdown so the last records (`daemon.stopping`) reach the catalog.
-pub async fn ship_pending(journal: &Journal, pool: &Pool) -> Result<u64, String> {
+pub async fn ship_pending(journal: &Journal, pool: &Pool) -> Result<u64, ShipError> {
     let cursor = catalog_cursor(pool, journal.id()).await?;
-    let mut tail = Tail::after(journal.dir(), cursor).map_err(|e| e.to_string())?;
+    let mut tail = Tail::after(journal.dir(), cursor).map_err(ShipError::Read)?;
     let durable = journal.stats().head_seq.load(Ordering::Relaxed);
     let mut shipped = 0;
     loop {
-        let batch = tail.read_upto(BATCH, durable).map_err(|e| e.to_string())?;
+        let batch = tail.read_upto(BATCH, durable).map_err(ShipError::Read)?;
         let Some((last, _)) = batch.last() else {
             return Ok(shipped);
         };
@@ -103,7 +124,7 @@ pub async fn ship_pending(journal: &Journal, pool: &Pool) -> Result<u64, String>
 }
 
 /// Inserts records (with their exact lines); existing ones are left alone.
-pub async fn insert(pool: &Pool, batch: &[(Record, String)]) -> Result<u64, String> {
+pub async fn insert(pool: &Pool, batch: &[(Record, String)]) -> Result<u64, ShipError> {
     let mut cols: [Vec<Option<String>>; 13] = Default::default();
     let mut seqs = Vec::with_capacity(batch.len());
     let mut stamps = Vec::with_capacity(batch.len());
@@ -136,7 +157,7 @@ pub async fn insert(pool: &Pool, batch: &[(Record, String)]) -> Result<u64, Stri
         }
     }
     let lines: Vec<&str> = batch.iter().map(|(_, l)| l.as_str()).collect();
-    let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
+    let client = pool.get().await.map_err(ShipError::Connect)?;
     let [
         journal,
         actor,
@@ -168,7 +189,7 @@ pub async fn insert(pool: &Pool, batch: &[(Record, String)]) -> Result<u64, Stri
             ],
         )
         .await
-        .map_err(|e| e.to_string())
+        .map_err(ShipError::Query)
 }
 
 /// The catalog shipper's loop until `cancel`.
@@ -404,7 +425,7 @@ pub async fn ship_to_loki(
 
 /// Logs the first of a run of catalog failures and backs off; true when cancelled.
 async fn catalog_retry(
-    error: &str,
+    error: &ShipError,
     failing: &mut bool,
     backoff: &mut Duration,
     cancel: &CancellationToken,
@@ -425,5 +446,32 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
         _ = cancel.cancelled() => true,
         _ = tokio::time::sleep(d) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{CatalogConfig, Secret};
+
+    #[tokio::test]
+    async fn a_catalog_that_refuses_connections_is_a_connect_error_with_the_cause() {
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
+        let config = CatalogConfig {
+            url: Secret::new("postgres://vigil@127.0.0.1:1/vigil"),
+            password: None,
+            password_file: None,
+            pool_size: 1,
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+        };
+        let pool = crate::catalog::pool(&config).unwrap();
+        let e = catalog_cursor(&pool, "00000000-0000-0000-0000-000000000001")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ShipError::Connect(_)), "{e:?}");
+        assert!(e.to_string().to_lowercase().contains("refused"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! `vigil audit verify`: the chain, the segment links, torn tails and their
 //! recovery records, the checkpoints, the catalog's copy and the heads
-//! recorded in backup manifests. Pure over what the caller read.
+//! recorded in backup manifests. Pure over what the caller read. The
+//! comparisons with the catalog's copy are in [`catalog`].
 
 use std::collections::HashMap;
 
@@ -8,6 +9,8 @@ use serde::Serialize;
 
 use super::record::{ChainCheck, Record};
 use super::segment::{Fragment, Line};
+
+pub mod catalog;
 
 /// One segment as read from disk.
 pub struct SegmentInput {
@@ -258,9 +261,9 @@ pub fn verify_segments(
     let first = report.first_seq.unwrap_or(1);
     match table {
         Some(rows) => {
-            check_table(&mut report, rows, &by_seq);
+            catalog::check_table(&mut report, rows, &by_seq);
             if first > 1 && report.problems.is_empty() {
-                check_older_in_table(&mut report, rows, first, first_prev.as_deref());
+                catalog::check_older_in_table(&mut report, rows, first, first_prev.as_deref());
             }
         }
         None if first > 1 => report.warnings.push(format!(
@@ -325,76 +328,6 @@ fn fragment_matches(fragment: &Fragment, record: &Record) -> bool {
         && d.get("sha256").and_then(|v| v.as_str()) == Some(&fragment.sha256)
 }
 
-/// The table must hold exactly the file's lines, and nothing beyond them.
-fn check_table(report: &mut Report, rows: &[TableRow], files: &HashMap<u64, (String, String)>) {
-    let file_last = report.last_seq.unwrap_or(0);
-    let file_first = report.first_seq.unwrap_or(1);
-    let mut previous: Option<u64> = None;
-    for row in rows {
-        report.table_rows_checked += 1;
-        if let Some(p) = previous
-            && row.seq != p + 1
-            && row.seq > file_first
-        {
-            report.problem(
-                Some(p + 1),
-                "catalog",
-                format!(
-                    "seq {}..{} are missing from the catalog",
-                    p + 1,
-                    row.seq - 1
-                ),
-            );
-            return;
-        }
-        previous = Some(row.seq);
-        match files.get(&row.seq) {
-            Some((_, line)) if *line == row.record => {}
-            Some(_) => {
-                report.problem(Some(row.seq), "catalog", format!("seq {}: the catalog's copy differs from the journal file: one of them was altered", row.seq));
-                return;
-            }
-            None if row.seq > file_last => {
-                report.problem(Some(row.seq), "catalog", format!("seq {} is in the catalog but the journal files end at seq {file_last}: the file's tail was removed or rewritten", row.seq));
-                return;
-            }
-            // Older than the oldest segment kept: removed by retention after shipping.
-            None => {}
-        }
-    }
-}
-
-/// Segments before the oldest kept must be in the catalog, linked to it.
-fn check_older_in_table(
-    report: &mut Report,
-    rows: &[TableRow],
-    first: u64,
-    first_prev: Option<&str>,
-) {
-    let older: Vec<&TableRow> = rows.iter().filter(|r| r.seq < first).collect();
-    let complete = older.len() as u64 == first - 1
-        && older.iter().enumerate().all(|(i, r)| r.seq == i as u64 + 1);
-    if !complete {
-        report.problem(
-            Some(first - 1),
-            "catalog",
-            format!("records 1..{} are in neither the journal files nor the catalog: segments were removed before they were shipped", first - 1),
-        );
-        return;
-    }
-    let linked = older
-        .last()
-        .and_then(|r| serde_json::from_str::<Record>(&r.record).ok())
-        .is_some_and(|r| Some(r.hash.as_str()) == first_prev);
-    if !linked {
-        report.problem(
-            Some(first),
-            "catalog",
-            format!("the oldest journal file's first record (seq {first}) does not link to the catalog's seq {}", first - 1),
-        );
-    }
-}
-
 fn check_anchors(report: &mut Report, anchors: &[Anchor], hash_at: impl Fn(u64) -> Option<String>) {
     let Some(journal) = report.journal.clone() else {
         return;
@@ -435,78 +368,6 @@ fn check_anchors(report: &mut Report, anchors: &[Anchor], hash_at: impl Fn(u64) 
 
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
-}
-
-/// The catalog's pin of this instance's journal id must name the journal
-/// verified: another id means the journal was replaced since it was pinned.
-pub fn check_pin(report: &mut Report, instance: &str, pinned: Option<&str>) {
-    let (Some(journal), Some(pinned)) = (report.journal.clone(), pinned) else {
-        return;
-    };
-    if journal != pinned {
-        report.problem(
-            None,
-            "catalog journal_pin",
-            format!(
-                "the catalog pins instance `{instance}` to journal {pinned}, but the journal verified is {journal}: the journal was replaced"
-            ),
-        );
-    }
-}
-
-/// `--from-catalog` with local files: every seq both hold must hold the
-/// same line; a catalog record missing locally, or a local one missing
-/// from the catalog below its newest row (the unshipped tail may lag), is
-/// reported. Records older than the oldest segment kept were removed by
-/// retention after shipping.
-pub fn compare_with_local(report: &mut Report, rows: &[TableRow], segments: &[SegmentInput]) {
-    let local: std::collections::BTreeMap<u64, &str> = segments
-        .iter()
-        .flat_map(|s| &s.lines)
-        .filter_map(|l| {
-            serde_json::from_str::<Record>(&l.text)
-                .ok()
-                .map(|r| (r.seq, l.text.as_str()))
-        })
-        .collect();
-    let (Some((&local_first, _)), Some((&local_last, _))) =
-        (local.first_key_value(), local.last_key_value())
-    else {
-        return;
-    };
-    let catalog: HashMap<u64, &str> = rows.iter().map(|r| (r.seq, r.record.as_str())).collect();
-    for row in rows.iter().filter(|r| r.seq >= local_first) {
-        let problem = match local.get(&row.seq) {
-            Some(line) if *line == row.record => continue,
-            Some(_) => format!(
-                "seq {}: the catalog's copy differs from the local journal file: one of them was altered",
-                row.seq
-            ),
-            None if row.seq > local_last => format!(
-                "seq {} is in the catalog but the local journal files end at seq {local_last}: the local tail was removed or rewritten",
-                row.seq
-            ),
-            None => format!(
-                "seq {} is in the catalog but missing from the local journal files",
-                row.seq
-            ),
-        };
-        report.problem(Some(row.seq), "local journal", problem);
-        return;
-    }
-    let catalog_last = rows.last().map_or(0, |r| r.seq);
-    if let Some(seq) = local
-        .keys()
-        .find(|&&s| s <= catalog_last && !catalog.contains_key(&s))
-    {
-        report.problem(
-            Some(*seq),
-            "local journal",
-            format!(
-                "seq {seq} is in the local journal files but missing from the catalog, which holds up to seq {catalog_last}"
-            ),
-        );
-    }
 }
 
 /// `--public-key`: every checkpoint among `lines` must carry a signature

@@ -11,38 +11,22 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 
-use super::record::{Actor, Entry, Record, encode_line};
-use super::segment::{self, Fragment, LOCK_FILE, segment_name};
+use super::handle::{Head, JournalError, JournalOptions, JournalStatus};
+use super::record::{Entry, Record, encode_line};
+use super::segment::{self, LOCK_FILE, segment_name};
+
+mod disk;
 
 /// After a failed write, try again this often.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-
-/// The last record written: what anchors point at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Head {
-    pub seq: u64,
-    pub hash: String,
-}
-
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
-pub enum JournalError {
-    #[error(
-        "the audit journal cannot be written ({0}); destructive operations are refused until it can (see the `journal:writable` check)"
-    )]
-    Unwritable(String),
-    #[error("the audit journal is closed")]
-    Closed,
-}
 
 /// Counters for `/metrics`, shared with the status cache.
 #[derive(Debug, Default)]
@@ -58,262 +42,80 @@ pub struct AuditStats {
     pub loki_enabled: std::sync::atomic::AtomicBool,
 }
 
-#[derive(Debug, Clone)]
-pub struct JournalOptions {
-    pub dir: PathBuf,
-    pub sync_interval: Duration,
-    pub segment_max_bytes: u64,
-    pub segment_max_age: Duration,
-    pub queue_capacity: usize,
-    /// The daemon's hourly anchor; CLI commands write none.
-    pub checkpoint_interval: Option<Duration>,
-    /// Who the journal's own events (segments, gaps, checkpoints) are by.
-    pub actor: Actor,
-    /// `journal.signing_key_file`: signs every checkpoint (the daemon's).
-    pub signer: Option<Arc<ed25519_dalek::SigningKey>>,
-}
-
-impl JournalOptions {
-    pub fn from_config(config: &crate::config::Config, daemon: bool) -> JournalOptions {
-        let j = &config.journal;
-        JournalOptions {
-            dir: config.journal_dir(),
-            sync_interval: j.sync_interval,
-            segment_max_bytes: j.segment_max_mib * 1024 * 1024,
-            segment_max_age: j.segment_max_age,
-            queue_capacity: j.queue_capacity,
-            checkpoint_interval: daemon.then_some(j.checkpoint_interval),
-            actor: if daemon {
-                Actor::daemon()
-            } else {
-                Actor::cli()
-            },
-            signer: None,
-        }
-    }
-}
-
-/// What the `journal:writable` check shows and `commit` refuses on (the
-/// head is [`Journal::head`]).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct JournalStatus {
-    pub writable: bool,
-    pub last_error: Option<String>,
-}
-
-struct Pending {
-    entry: Entry,
-    ack: Option<oneshot::Sender<Result<Head, JournalError>>>,
-    sync: bool,
+/// One queued event, as the handle hands it to the thread.
+pub(super) struct Pending {
+    pub(super) entry: Entry,
+    pub(super) ack: Option<oneshot::Sender<Result<Head, JournalError>>>,
+    pub(super) sync: bool,
     /// Held until written, whatever happens: records of what already took
     /// place (deletions done, gaps, the journal's own events).
-    keep: bool,
+    pub(super) keep: bool,
 }
 
-enum Command {
+pub(super) enum Command {
     Append(Box<Pending>),
     /// Write and sync everything queued, then answer.
     Flush(oneshot::Sender<()>),
 }
 
-/// A handle on the journal; cheap to clone.
-#[derive(Clone)]
-pub struct Journal {
-    inner: Arc<Inner>,
+/// A running writer thread and the identity of the journal it writes.
+pub(super) struct Started {
+    pub(super) id: String,
+    pub(super) thread: std::thread::JoinHandle<()>,
 }
 
-struct Inner {
-    id: String,
-    dir: PathBuf,
-    tx: Mutex<Option<SyncSender<Command>>>,
+/// Creates the journal directory, finds the head on disk (recovering a
+/// torn tail) and starts the writer thread on `rx`.
+pub(super) fn start(
+    options: JournalOptions,
+    rx: Receiver<Command>,
     status: Arc<Mutex<JournalStatus>>,
     stats: Arc<AuditStats>,
-    heads: watch::Receiver<Option<Head>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl Journal {
-    /// Opens (or starts) the journal in `options.dir`, recovering a torn
-    /// tail, and starts the writer thread.
-    pub fn open(options: JournalOptions, stats: Arc<AuditStats>) -> io::Result<Journal> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&options.dir)
-            .map_err(|e| with_path(e, "cannot create the journal directory", &options.dir))?;
-        let lock_path = options.dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| with_path(e, "cannot open", &lock_path))?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(options.queue_capacity);
-        let (heads_tx, heads) = watch::channel(None);
-        let status = Arc::new(Mutex::new(JournalStatus::default()));
-        let mut writer = Writer {
-            opts: options.clone(),
-            id: String::new(),
-            lock,
-            segment: 0,
-            offset: 0,
-            segment_started: Utc::now(),
-            head: None,
-            head_segment: 0,
-            durable: None,
-            pending: VecDeque::new(),
-            dirty_since: None,
-            writable: true,
-            last_error: None,
-            retry_at: None,
-            next_checkpoint: options.checkpoint_interval.map(|i| Instant::now() + i),
-            last_checkpoint: None,
-            status: Arc::clone(&status),
-            stats: Arc::clone(&stats),
-            heads: heads_tx,
-        };
-        writer.lock.lock()?;
-        let opened = writer.open_existing();
-        let _ = writer.lock.unlock();
-        opened?;
-        writer.publish();
-        let id = writer.id.clone();
-        let thread = std::thread::Builder::new()
-            .name("vigil-journal".into())
-            .spawn(move || writer.run(rx))?;
-        Ok(Journal {
-            inner: Arc::new(Inner {
-                id,
-                dir: options.dir,
-                tx: Mutex::new(Some(tx)),
-                status,
-                stats,
-                heads,
-                thread: Mutex::new(Some(thread)),
-            }),
-        })
-    }
-
-    /// The journal's identity (uuid).
-    pub fn id(&self) -> &str {
-        &self.inner.id
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
-    }
-
-    pub fn status(&self) -> JournalStatus {
-        self.inner
-            .status
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
-    }
-
-    pub fn stats(&self) -> &Arc<AuditStats> {
-        &self.inner.stats
-    }
-
-    pub fn head(&self) -> Option<Head> {
-        self.inner.heads.borrow().clone()
-    }
-
-    /// Wakes on every new head (the shippers' cue).
-    pub fn heads(&self) -> watch::Receiver<Option<Head>> {
-        self.inner.heads.clone()
-    }
-
-    /// Records an event without waiting; it is synced within
-    /// `journal.sync_interval`. A full queue counts the event as lost (and
-    /// the loss is journalled as `journal.gap`).
-    pub fn emit(&self, entry: Entry) {
-        self.queue(entry, false);
-    }
-
-    /// Queues without waiting; a lost event is counted (and becomes a gap).
-    fn queue(&self, entry: Entry, keep: bool) {
-        let sent = self.sender().map(|tx| {
-            tx.try_send(Command::Append(Box::new(Pending {
-                entry,
-                ack: None,
-                sync: keep,
-                keep,
-            })))
-        });
-        if !matches!(sent, Some(Ok(()))) {
-            if matches!(sent, Some(Err(TrySendError::Full(_)))) {
-                tracing::warn!(
-                    "audit journal queue full; an event is lost and will be recorded as a gap"
-                );
-            }
-            self.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Records an event and waits until it is on disk (`fdatasync`). Every
-    /// destructive action calls this first and stops if it fails: fail closed.
-    pub async fn commit(&self, entry: Entry) -> Result<Head, JournalError> {
-        let status = self.status();
-        if !status.writable {
-            return Err(JournalError::Unwritable(
-                status.last_error.unwrap_or_else(|| "unknown error".into()),
-            ));
-        }
-        let (ack, answer) = oneshot::channel();
-        self.send(Command::Append(Box::new(Pending {
-            entry,
-            ack: Some(ack),
-            sync: true,
-            keep: false,
-        })))
-        .await?;
-        answer.await.map_err(|_| JournalError::Closed)?
-    }
-
-    /// Records what already happened (deletions done): never refused, held
-    /// while the journal cannot be written, synced when written.
-    pub fn record(&self, entry: Entry) {
-        self.queue(entry, true);
-    }
-
-    /// Writes and syncs everything queued so far.
-    pub async fn flush(&self) {
-        let (ack, done) = oneshot::channel();
-        if self.send(Command::Flush(ack)).await.is_ok() {
-            let _ = done.await;
-        }
-    }
-
-    /// Flushes, then stops the writer thread.
-    pub async fn close(&self) {
-        self.flush().await;
-        let sender = self.inner.tx.lock().ok().and_then(|mut tx| tx.take());
-        drop(sender);
-        let thread = self.inner.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-    }
-
-    fn sender(&self) -> Option<SyncSender<Command>> {
-        self.inner.tx.lock().ok().and_then(|tx| tx.clone())
-    }
-
-    async fn send(&self, command: Command) -> Result<(), JournalError> {
-        let tx = self.sender().ok_or(JournalError::Closed)?;
-        match tx.try_send(command) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Disconnected(_)) => Err(JournalError::Closed),
-            // A full queue: wait for room off the async threads.
-            Err(TrySendError::Full(command)) => {
-                tokio::task::spawn_blocking(move || tx.send(command))
-                    .await
-                    .map_err(|_| JournalError::Closed)?
-                    .map_err(|_| JournalError::Closed)
-            }
-        }
-    }
+    heads: watch::Sender<Option<Head>>,
+) -> io::Result<Started> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&options.dir)
+        .map_err(|e| with_path(e, "cannot create the journal directory", &options.dir))?;
+    let lock_path = options.dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| with_path(e, "cannot open", &lock_path))?;
+    let mut writer = Writer {
+        next_checkpoint: options.checkpoint_interval.map(|i| Instant::now() + i),
+        opts: options,
+        id: String::new(),
+        lock,
+        segment: 0,
+        offset: 0,
+        segment_started: Utc::now(),
+        head: None,
+        head_segment: 0,
+        durable: None,
+        pending: VecDeque::new(),
+        dirty_since: None,
+        writable: true,
+        last_error: None,
+        retry_at: None,
+        last_checkpoint: None,
+        status,
+        stats,
+        heads,
+    };
+    writer.lock.lock()?;
+    let opened = writer.open_existing();
+    let _ = writer.lock.unlock();
+    opened?;
+    writer.publish();
+    let id = writer.id.clone();
+    let thread = std::thread::Builder::new()
+        .name("vigil-journal".into())
+        .spawn(move || writer.run(rx))?;
+    Ok(Started { id, thread })
 }
 
 fn parse_line(path: &Path, line: &segment::Line) -> io::Result<Record> {
@@ -363,136 +165,6 @@ impl Writer {
         self.opts.dir.join(segment_name(n))
     }
 
-    /// Finds the head on disk; starts a segment if there is none, or if the
-    /// newest ends in a torn write.
-    fn open_existing(&mut self) -> io::Result<()> {
-        let segments = segment::list(&self.opts.dir)?;
-        // The newest non-empty segment and its torn tail, if any.
-        let mut newest: Option<(u32, Option<Fragment>)> = None;
-        // Identity and head come from the newest segment holding a complete
-        // record: the newest may be empty (a crash right after creating it)
-        // or hold nothing but a torn write.
-        for (n, path) in segments.iter().rev() {
-            if std::fs::metadata(path)?.len() == 0 {
-                continue;
-            }
-            let (lines, fragment) = segment::read_from(path, 0)?;
-            let is_newest = newest.is_none();
-            if is_newest {
-                newest = Some((*n, fragment));
-            }
-            let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
-                continue;
-            };
-            let first = parse_line(path, first)?;
-            let last_record = parse_line(path, last)?;
-            self.id = first.journal;
-            self.head = Some(Head {
-                seq: last_record.seq,
-                hash: last_record.hash,
-            });
-            self.head_segment = *n;
-            self.durable = self.head.clone();
-            if is_newest {
-                self.segment = *n;
-                self.offset = last.offset + last.text.len() as u64 + 1;
-                self.segment_started = first.ts;
-            }
-            break;
-        }
-        if self.id.is_empty() {
-            // A new journal (or one whose only write was torn).
-            self.id = uuid::Uuid::new_v4().to_string();
-        }
-        match newest {
-            None => {
-                let first = segments.first().map_or(1, |(n, _)| *n);
-                self.start_segment(first, "new journal", None)
-            }
-            Some((n, Some(fragment))) => {
-                // Reuse an empty newer segment left by a crash, else the next number.
-                let next = segments
-                    .last()
-                    .map_or(n + 1, |(last, _)| if *last > n { *last } else { n + 1 });
-                tracing::warn!(segment = %segment_name(n), offset = fragment.offset, length = fragment.length, "the journal ends in a torn write; it is kept as it is and recorded in a new segment");
-                self.start_segment(next, "recovery", Some((segment_name(n), fragment)))
-            }
-            Some((_, None)) => Ok(()),
-        }
-    }
-
-    /// Creates segment `n` with its `journal.segment_started` record (and a
-    /// `journal.recovered` one when the previous segment's tail was torn),
-    /// synced. On failure the writer stays on the old segment and the new
-    /// file is removed, so a retry starts it cleanly.
-    fn start_segment(
-        &mut self,
-        n: u32,
-        reason: &str,
-        torn: Option<(String, Fragment)>,
-    ) -> io::Result<()> {
-        let previous = self.head.clone().map(
-            |h| json!({ "segment": segment_name(self.head_segment), "seq": h.seq, "hash": h.hash }),
-        );
-        let path = self.path(n);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| with_path(e, "cannot create", &path))?;
-        if file.metadata()?.len() != 0 {
-            return Err(io::Error::other(format!(
-                "{} already holds data; another writer is using this journal directory",
-                path.display()
-            )));
-        }
-        let saved = (
-            self.segment,
-            self.offset,
-            self.segment_started,
-            self.head.clone(),
-        );
-        self.segment = n;
-        self.offset = 0;
-        self.segment_started = Utc::now();
-        let data = json!({ "segment": segment_name(n), "previous": previous, "reason": reason });
-        let written = self.write_opening(&mut file, data, torn);
-        match written {
-            Ok(()) => {
-                self.head_segment = n;
-                self.durable = self.head.clone();
-                self.dirty_since = None;
-                Ok(())
-            }
-            Err(e) => {
-                (self.segment, self.offset, self.segment_started, self.head) = saved;
-                drop(file);
-                let _ = std::fs::remove_file(&path);
-                Err(e)
-            }
-        }
-    }
-
-    fn write_opening(
-        &mut self,
-        file: &mut File,
-        data: serde_json::Value,
-        torn: Option<(String, Fragment)>,
-    ) -> io::Result<()> {
-        let started = self.system_entry("journal.segment_started", data);
-        self.write_record(file, started)?;
-        if let Some((segment, fragment)) = torn {
-            let recovered = self.system_entry(
-                "journal.recovered",
-                json!({ "segment": segment, "offset": fragment.offset, "length": fragment.length, "sha256": fragment.sha256 }),
-            );
-            self.write_record(file, recovered)?;
-        }
-        file.sync_data()?;
-        File::open(&self.opts.dir)?.sync_all()
-    }
-
     fn system_entry(&self, event: &str, data: serde_json::Value) -> Entry {
         Entry::now(event, self.opts.actor.clone(), data)
     }
@@ -507,7 +179,7 @@ impl Writer {
             // The partial line stays: the next batch finds the file longer
             // than expected and records it as a torn tail.
             // Almost always a full disk or quota: say how much is left.
-            let free = free_bytes(&self.opts.dir);
+            let free = crate::fsinfo::space(&self.opts.dir).map(|s| s.available);
             let room = match free {
                 Ok(free) => format!(
                     "{free} bytes free on the filesystem of {}: free space there",
@@ -774,62 +446,6 @@ impl Writer {
                     .is_ok_and(|age| age >= self.opts.segment_max_age))
     }
 
-    /// Another writer (a CLI command) may have appended or rotated since
-    /// our last batch; a crashed one may have left a torn tail. Adopt what
-    /// it wrote, recover what it tore.
-    fn catch_up_with_disk(&mut self) -> io::Result<()> {
-        let mut moved = false;
-        // An empty newer segment is a crash right after creating it: not moved into.
-        while std::fs::metadata(self.path(self.segment + 1)).is_ok_and(|m| m.len() > 0) {
-            self.segment += 1;
-            self.offset = 0;
-            moved = true;
-        }
-        let path = self.path(self.segment);
-        let size = std::fs::metadata(&path)
-            .map_err(|e| with_path(e, "the current segment is gone:", &path))?
-            .len();
-        if size == self.offset && !moved {
-            return Ok(());
-        }
-        let (lines, fragment) = segment::read_from(&path, self.offset)?;
-        for line in &lines {
-            let record: Record = serde_json::from_str(&line.text).map_err(|e| {
-                io::Error::other(format!(
-                    "{} is damaged at byte {}: {e}; run `vigil audit verify`",
-                    path.display(),
-                    line.offset
-                ))
-            })?;
-            let expected = self.head.as_ref().map_or(1, |h| h.seq + 1);
-            if record.journal != self.id || record.seq != expected {
-                return Err(io::Error::other(format!(
-                    "{} holds seq {} of journal {} where seq {expected} of {} was expected; run `vigil audit verify`",
-                    path.display(),
-                    record.seq,
-                    record.journal,
-                    self.id
-                )));
-            }
-            if line.offset == 0 {
-                self.segment_started = record.ts;
-            }
-            self.head = Some(Head {
-                seq: record.seq,
-                hash: record.hash,
-            });
-            self.head_segment = self.segment;
-            self.offset = line.offset + line.text.len() as u64 + 1;
-        }
-        if let Some(fragment) = fragment {
-            tracing::warn!(segment = %path.display(), offset = fragment.offset, length = fragment.length, "torn write in the journal; kept as it is and recorded in a new segment");
-            let torn = segment_name(self.segment);
-            self.dirty_since = None;
-            self.start_segment(self.segment + 1, "recovery", Some((torn, fragment)))?;
-        }
-        Ok(())
-    }
-
     fn publish(&self) {
         self.stats
             .held
@@ -851,10 +467,4 @@ impl Writer {
             changed
         });
     }
-}
-
-/// Bytes available on the filesystem holding `dir`.
-fn free_bytes(dir: &std::path::Path) -> nix::Result<u64> {
-    let stat = nix::sys::statvfs::statvfs(dir)?;
-    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }

@@ -74,6 +74,19 @@ pub struct UploadLimits {
     pub max_part_size: usize,
 }
 
+impl UploadLimits {
+    /// The limits of an upload into a repository with these parts.
+    pub fn new(stall_timeout: Duration, parts: crate::repo::PartLimits) -> UploadLimits {
+        UploadLimits {
+            stall_timeout,
+            part_size: parts.part_size,
+            max_parts: parts.max_parts,
+            multipart: parts.multipart,
+            max_part_size: parts.max_part_size,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadOutcome {
     pub stored: Stored,

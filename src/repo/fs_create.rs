@@ -23,7 +23,7 @@ impl Repository {
                     repo: repo.name.clone(),
                     action,
                     path: at.display().to_string(),
-                    free: super::free_bytes(root),
+                    free: crate::fsinfo::available(root),
                 };
             }
             RepoError::Storage {

@@ -1,5 +1,7 @@
-//! A storage repository: an opendal operator plus a prefix, the layout
-//! inside it, manifests and the commit protocol.
+//! A storage repository: an opendal operator plus a prefix (`store`), the
+//! layout inside it and its listings (`layout`), manifests and the commit
+//! protocol (`commit`), mirroring (`copy`) and job leases ([`lease`]).
+//! Below the pipelines: imports only config (and leaf helpers).
 //!
 //! ```text
 //! <prefix>/<job>/backups/<backup-id>/<object>          data, written first
@@ -7,7 +9,10 @@
 //! <prefix>/<job>/locks/<name>                          leases (see [`lease`])
 //! ```
 
+mod commit;
+mod copy;
 mod fs_create;
+mod layout;
 pub mod lease;
 pub mod manifest;
 mod oplog;
@@ -19,8 +24,10 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
+pub use commit::Deletion;
+pub use layout::Listing;
 pub use manifest::{Manifest, ObjectEntry};
-pub use store::{Deletion, Listing, Repository};
+pub use store::{PartLimits, Repository};
 pub use temp::{TempCollected, TempUsage};
 
 pub const MANIFEST: &str = "manifest.json";
@@ -106,12 +113,6 @@ pub fn is_out_of_space(e: &(dyn std::error::Error + 'static)) -> bool {
         next = e.source();
     }
     false
-}
-
-/// Bytes available to vigil on the filesystem holding `path`.
-pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
-    let stat = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }
 
 /// Where an fs repository keeps temp files (same filesystem as its root).

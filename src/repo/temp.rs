@@ -69,7 +69,7 @@ impl Repository {
     /// services that do not say).
     pub async fn free_bytes(&self) -> Option<u64> {
         let root = self.fs_root.clone()?;
-        tokio::task::spawn_blocking(move || super::free_bytes(&root))
+        tokio::task::spawn_blocking(move || crate::fsinfo::available(&root))
             .await
             .ok()
             .flatten()
