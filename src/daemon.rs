@@ -14,13 +14,14 @@ use crate::admin::{AdminServer, AdminState, Api, AuthSettings, ReloadRequest};
 use crate::config::{self, Config, ProcessEnv};
 use crate::health::{
     CatalogMigrationsCheck, CatalogResponseCheck, Check, CheckSpec, DiskUsageCheck, HealthRunner,
-    Observation, Phase, RunnerHandle, Shared, Status,
+    Observation, RunnerHandle, Status,
 };
 use crate::journal::{Actor, Entry, Journal, JournalOptions, JournalWritableCheck};
 use crate::logging::Logging;
 use crate::notify::Notifier;
 use crate::redact::redact_text;
 use crate::signals::Control;
+use crate::state::{Phase, Shared};
 use crate::tasks::Tasks;
 
 /// How long the admin port keeps answering (503) while work drains.

@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::auth::{Authn, FailureLimiter, Permission, Role, TokenEntry, Tokens, TrustedProxies};
 use super::routes::{Body, JSON, respond};
 use crate::config::{Change, Config};
-use crate::health::Shared;
 use crate::jobs::JobContext;
 use crate::journal::{Actor, Entry, Journal};
+use crate::state::Shared;
 
 /// Who may call, from the current config (swapped on reload).
 pub struct AuthSettings {

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::api::{Answer, Api, ApiError, Call, ReloadRequest};
 use super::auth::Permission;
-use crate::jobs::board::JobState;
 use crate::jobs::{JobContext, Trigger};
+use crate::state::JobState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {

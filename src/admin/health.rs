@@ -8,7 +8,8 @@ use hyper::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::routes::{Body, HEALTH_JSON, TEXT, respond};
-use crate::health::{CheckState, Phase, Shared, Status, StatusSnapshot};
+use crate::health::{CheckState, Status};
+use crate::state::{Phase, Shared, StatusSnapshot};
 
 const HEARTBEAT: &str = crate::health::HEARTBEAT_KEY;
 

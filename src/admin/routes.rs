@@ -9,7 +9,7 @@ use hyper::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::exposition::Format;
-use crate::health::Shared;
+use crate::state::Shared;
 
 pub type Body = Full<Bytes>;
 

@@ -4,9 +4,7 @@
 mod checks;
 pub(crate) mod model;
 mod runner;
-mod snapshot;
 
 pub use checks::{CatalogMigrationsCheck, CatalogResponseCheck, DiskUsageCheck};
 pub use model::{Check, CheckSpec, CheckState, Observation, Status};
 pub use runner::{HEARTBEAT_KEY, HealthEvent, HealthRunner, RunnerHandle, apply, backoff};
-pub use snapshot::{Phase, PoolStats, ProcessStats, Shared, StatusSnapshot, aggregate};

@@ -9,11 +9,11 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::JobContext;
-use super::board::JobState;
 use crate::config::HealthConfig;
-use crate::health::{Check, CheckSpec, Observation, Shared, Status};
+use crate::health::{Check, CheckSpec, Observation, Status};
 use crate::repo::Repository;
 use crate::schedule::Freshness;
+use crate::state::{JobState, Shared};
 
 /// Grades whether the job is protected: its newest good backup is fresh
 /// (thresholds always set, derived from the schedule when `max_age` is
@@ -624,7 +624,7 @@ mod tests {
 
         let mut first = waiting.clone();
         first.first_due = Some(now - chrono::Duration::hours(1));
-        first.running = Some(crate::jobs::board::Running {
+        first.running = Some(crate::state::Running {
             started_at: now,
             trigger: "catch-up",
             source_bytes: Default::default(),

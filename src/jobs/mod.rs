@@ -2,7 +2,6 @@
 //! and (later) the API.
 
 pub mod backup;
-pub mod board;
 pub mod checks;
 pub mod context;
 pub mod encryption_check;

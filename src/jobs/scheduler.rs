@@ -7,10 +7,9 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::backup::{self, BackupError, Progress};
-use super::board::Running;
 use super::{JobContext, Trigger};
-use crate::health::Shared;
 use crate::schedule::{Schedule, missed_run};
+use crate::state::{Running, Shared};
 
 /// Reads the repository's manifests into the job board (start-up, before ready).
 pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), String> {
@@ -50,7 +49,7 @@ pub async fn run_once(
         shared.jobs.update(&ctx.name, |s| {
             s.running = None;
             match &result {
-                Ok(report) => s.record_mirror(report),
+                Ok(report) => s.record_mirror(report.copied_bytes),
                 Err(super::mirror::MirrorError::Locked(_)) => {}
                 Err(e) => s.record_failure(ctx.redact(&e.to_string())),
             }
