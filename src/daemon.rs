@@ -12,11 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminServer, AdminState, Api, AuthSettings, ReloadRequest};
 use crate::config::{self, Config, ProcessEnv};
-use crate::health::{
-    CatalogMigrationsCheck, CatalogResponseCheck, Check, CheckSpec, DiskUsageCheck, HealthRunner,
-    Observation, RunnerHandle, Status,
-};
-use crate::journal::{Actor, Entry, Journal, JournalOptions, JournalWritableCheck};
+use crate::health::{HealthRunner, Observation, RunnerHandle, Status, reload_spec};
+use crate::journal::{Actor, Entry, Journal, JournalOptions};
 use crate::logging::Logging;
 use crate::notify::Notifier;
 use crate::redact::redact_text;
@@ -278,29 +275,10 @@ async fn start(
     tracing::info!(version = outcome.version, applied = ?outcome.applied, "catalog schema is current");
     shared.startup_done("migrations");
 
-    let mut checks: Vec<Arc<dyn Check>> = vec![
-        Arc::new(CatalogResponseCheck::new(
-            pool.clone(),
-            Arc::clone(&shared.audit),
-        )),
-        Arc::new(CatalogMigrationsCheck {
-            pool: pool.clone(),
-            expected: crate::catalog::expected_version(),
-        }),
-        Arc::new(DiskUsageCheck {
-            name: "state-dir".into(),
-            path: config.daemon.state_dir.clone(),
-        }),
-    ];
     notifier.status("reading the repositories");
-    let (job_checks, jobs) =
-        crate::jobs::scheduler::arm_all(config, &pool, shared, tasks, work, &journal)
-            .await
-            .map_err(|e| anyhow::anyhow!(redact_text(&e, &secrets)))?;
-    checks.extend(job_checks);
-    checks.push(Arc::new(JournalWritableCheck {
-        journal: journal.clone(),
-    }));
+    let jobs = crate::jobs::scheduler::arm_all(config, &pool, shared, tasks, work, &journal)
+        .await
+        .map_err(|e| anyhow::anyhow!(redact_text(&e, &secrets)))?;
     tasks.spawn(
         "journal:catalog".to_owned(),
         crate::journal::ship::ship_to_catalog(
@@ -326,17 +304,6 @@ async fn start(
             ),
         );
     }
-    if let Some(dir) = config.log.file.as_ref().and_then(|f| f.parent()) {
-        let dir = if dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            dir.to_owned()
-        };
-        checks.push(Arc::new(DiskUsageCheck {
-            name: "log-dir".into(),
-            path: dir,
-        }));
-    }
     let events = crate::catalog::spawn_event_writer(
         pool.clone(),
         shared.service_id.clone(),
@@ -344,7 +311,7 @@ async fn start(
         work.child_token(),
     );
     let runner = HealthRunner {
-        checks,
+        checks: crate::health::daemon_checks(config, &pool, shared, &journal, &jobs),
         config: config_rx,
         shared: Arc::clone(shared),
         events: Some(events),
@@ -407,18 +374,6 @@ async fn second_shutdown(control: &mut mpsc::Receiver<Control>) {
         }
     }
     std::future::pending::<()>().await;
-}
-
-pub fn reload_spec() -> CheckSpec {
-    CheckSpec {
-        key: "config:reload".into(),
-        component_id: "config".into(),
-        component_type: "component",
-        interval: Duration::ZERO,
-        timeout: Duration::ZERO,
-        critical: true,
-        periodic: false,
-    }
 }
 
 struct Reloader {

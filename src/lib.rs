@@ -17,7 +17,6 @@ pub mod notify;
 pub mod out;
 pub mod pgcluster;
 pub mod pipeline;
-pub mod process_stats;
 pub mod reach;
 pub mod redact;
 pub mod repo;

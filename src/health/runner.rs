@@ -327,7 +327,7 @@ impl Publisher {
             log_transition(&event);
         }
         self.states.insert(HEARTBEAT_KEY.into(), state);
-        self.process = crate::process_stats::sample();
+        self.process = super::process_stats::sample();
 
         let now = Utc::now();
         let wedged: Vec<&str> = self

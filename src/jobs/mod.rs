@@ -2,9 +2,7 @@
 //! and (later) the API.
 
 pub mod backup;
-pub mod checks;
 pub mod context;
-pub mod encryption_check;
 pub mod executions;
 mod files_backup;
 pub mod lock;

@@ -2,7 +2,6 @@
 //! `<state_dir>/journal`, one writer thread, shippers into the catalog and
 //! Loki, and the verification behind `vigil audit verify`.
 
-mod check;
 pub mod record;
 pub mod segment;
 pub mod ship;
@@ -14,7 +13,6 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use check::JournalWritableCheck;
 pub use record::{
     Actor, ChainCheck, Entry, GENESIS, Record, VerifyError, encode_line, verify_chain,
 };
