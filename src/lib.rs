@@ -22,7 +22,6 @@ pub mod redact;
 pub mod repo;
 pub mod retention;
 pub mod schedule;
-pub mod signals;
 pub mod state;
 pub mod status_cmd;
 pub mod tasks;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +16,7 @@ use super::auth::{Authn, FailureLimiter, Permission, Role, TokenEntry, Tokens, T
 use super::routes::{Body, JSON, respond};
 use crate::config::{Change, Config};
 use crate::jobs::JobContext;
-use crate::journal::{Actor, Entry, Journal};
+use crate::journal::{Actor, Entry, Journal, JournalError};
 use crate::state::Shared;
 
 /// Who may call, from the current config (swapped on reload).
@@ -43,8 +44,8 @@ impl AuthSettings {
             .collect();
         AuthSettings {
             tokens: Tokens::new(tokens),
-            proxies: TrustedProxies::parse(&config.admin.trusted_proxies)
-                .unwrap_or_else(|_| TrustedProxies::parse(&[]).expect("empty list parses")),
+            // A bad list was refused at load; none trusted is the safe side.
+            proxies: TrustedProxies::parse(&config.admin.trusted_proxies).unwrap_or_default(),
             protect_detailed: config.admin.protect_detailed,
         }
     }
@@ -54,7 +55,19 @@ impl AuthSettings {
 pub struct ReloadRequest {
     pub actor: Actor,
     pub request_id: String,
-    pub answer: oneshot::Sender<Result<Vec<Change>, String>>,
+    pub answer: oneshot::Sender<Result<Vec<Change>, ReloadError>>,
+}
+
+/// Why a reload was refused; vigil keeps running on the previous config.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not load or validate. `redacted` is the reason with
+    /// the running config's secrets taken out.
+    #[error("{redacted}")]
+    Invalid { path: PathBuf, redacted: String },
+    /// The change could not be journalled, so it is not applied.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 /// What the endpoints act on; set once start-up is done.

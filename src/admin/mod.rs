@@ -12,6 +12,6 @@ mod page;
 mod routes;
 mod server;
 
-pub use api::{Api, AuthSettings, ReloadRequest};
+pub use api::{Api, AuthSettings, ReloadError, ReloadRequest};
 pub use routes::{AdminState, route};
-pub use server::{AdminServer, ConnectionLimits, bind};
+pub use server::{AdminServer, BindError, ConnectionLimits, bind};

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod context;
 pub mod executions;
 mod files_backup;
+pub mod host;
 pub mod lock;
 pub mod mirror;
 pub mod prune;

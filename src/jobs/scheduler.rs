@@ -120,7 +120,7 @@ pub async fn prune_and_record(
     ctx: &JobContext,
     shared: &Shared,
     trigger: Trigger,
-) -> Result<super::prune::PruneOutcome, String> {
+) -> Result<super::prune::PruneOutcome, super::prune::PruneError> {
     let result = super::prune::run(ctx, trigger, false).await;
     // The prune's plan already lists every committed backup: what it kept is
     // what the repository now holds.
@@ -158,9 +158,8 @@ pub async fn prune_and_record(
             Ok(outcome)
         }
         Err(e) => {
-            let message = ctx.redact(&e.to_string());
-            tracing::warn!(job = %ctx.name, error = %message, "prune failed");
-            Err(message)
+            tracing::warn!(job = %ctx.name, error = %ctx.redact(&e.to_string()), "prune failed");
+            Err(e)
         }
     }
 }
