@@ -5,8 +5,8 @@ use std::sync::Arc;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::api::{Answer, Api, ApiError, Call, ReloadRequest};
 use super::auth::Permission;
+use super::call::{Answer, Api, ApiError, Call, ReloadRequest};
 use crate::jobs::prune::PruneError;
 use crate::jobs::{JobContext, Trigger};
 use crate::state::JobState;

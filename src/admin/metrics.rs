@@ -12,7 +12,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::exposition::Format;
-use super::routes::{Body, respond};
+use super::response::{Body, respond};
 use crate::health::Status;
 use crate::state::{Phase, Shared};
 
@@ -53,7 +53,7 @@ fn failed(message: String) -> Response<Body> {
     tracing::error!(%message, "/metrics");
     respond(
         StatusCode::INTERNAL_SERVER_ERROR,
-        super::routes::TEXT,
+        super::response::TEXT,
         format!("{message}\n"),
     )
 }

@@ -4,14 +4,17 @@
 
 pub mod api;
 pub mod auth;
+mod call;
 mod endpoints;
 mod exposition;
 mod health;
 mod metrics;
 mod page;
+mod response;
 mod routes;
 mod server;
 
-pub use api::{Api, AuthSettings, ReloadError, ReloadRequest};
+pub use api::AuthSettings;
+pub use call::{Api, ReloadError, ReloadRequest};
 pub use routes::{AdminState, route};
 pub use server::{AdminServer, BindError, ConnectionLimits, bind};

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use hyper::{Response, StatusCode};
 
-use super::routes::{Body, respond};
+use super::response::{Body, respond};
 use crate::health::Status;
 use crate::state::{Phase, Shared, StatusSnapshot};
 

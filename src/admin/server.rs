@@ -19,7 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::routes::{AdminState, Body, route};
+use super::response::Body;
+use super::routes::{AdminState, route};
 
 /// A bound but not yet serving admin listener.
 pub struct AdminServer {
