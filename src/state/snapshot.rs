@@ -97,7 +97,9 @@ pub struct Shared {
     startup_step: AtomicU8,
     /// Every job's state (runs, freshness, progress).
     pub jobs: super::board::JobBoard,
-    /// The audit journal's counters.
+    /// The audit journal's counters: the journal defines and updates them
+    /// (it is handed this `Arc` at open), state only holds them, so the
+    /// journal never imports state.
     pub audit: Arc<crate::journal::AuditStats>,
 }
 
