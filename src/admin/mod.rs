@@ -1,6 +1,9 @@
 //! The admin HTTP port: health endpoints, metrics, status page (handlers
-//! read the shared snapshot only: no I/O, no awaits), and the
-//! authenticated operator API under `/api/v1`.
+//! read the shared snapshot in `state` only: no I/O, no awaits), and the
+//! authenticated operator API under `/api/v1`. Inside, the router
+//! (`routes`) and the handlers share `response` (bodies, content types);
+//! the API's front (`api`) and its `endpoints` share `call`; no file
+//! imports one that imports it back.
 
 pub mod api;
 pub mod auth;
