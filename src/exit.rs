@@ -3,6 +3,7 @@
 
 use crate::catalog::CatalogError;
 use crate::config::{ConfigError, UnknownJob};
+use crate::daemon::DaemonError;
 use crate::jobs::backup::BackupError;
 use crate::jobs::mirror::MirrorError;
 use crate::jobs::prune::PruneError;
@@ -107,6 +108,19 @@ impl Classify for KeyError {
             | KeyError::Public { .. }
             | KeyError::Exists { .. } => Exit::Usage,
             KeyError::Write { .. } | KeyError::Encode(_) => Exit::Failed,
+        }
+    }
+}
+
+impl Classify for DaemonError {
+    fn exit(&self) -> Exit {
+        match self {
+            DaemonError::SigningKey { source } => source.exit(),
+            DaemonError::Catalog { error, .. } => error.exit(),
+            DaemonError::Bind(_)
+            | DaemonError::StateDir { .. }
+            | DaemonError::Journal { .. }
+            | DaemonError::Jobs { .. } => Exit::Failed,
         }
     }
 }

@@ -440,11 +440,11 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 /// A token cancelled by SIGINT/SIGTERM, so Ctrl-C aborts a run cleanly.
 fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
-    if let Ok(mut control) = vigil::signals::listen() {
+    if let Ok(mut control) = vigil::daemon::signals::listen() {
         let token = token.clone();
         tokio::spawn(async move {
             while let Some(message) = control.recv().await {
-                if message == vigil::signals::Control::Shutdown {
+                if message == vigil::daemon::signals::Control::Shutdown {
                     token.cancel();
                 }
             }
@@ -513,13 +513,13 @@ async fn serve(
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "vigil cannot start");
-            return ExitCode::from(vigil::exit::of(&e).code());
+            return ExitCode::from(vigil::exit::Classify::exit(&e).code());
         }
     };
     if let Some(banner) = banner {
         eprintln!("{}", banner(daemon.admin_addr()));
     }
-    let control = match vigil::signals::listen() {
+    let control = match vigil::daemon::signals::listen() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot install signal handlers");

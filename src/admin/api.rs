@@ -2,21 +2,18 @@
 //! permission check, and an `api.request` journal event for every call,
 //! allowed or denied. The endpoints themselves are in `endpoints.rs`.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
-use tokio::sync::{mpsc, oneshot, watch};
 
-use super::auth::{Authn, FailureLimiter, Permission, Role, TokenEntry, Tokens, TrustedProxies};
-use super::routes::{Body, JSON, respond};
-use crate::config::{Change, Config};
-use crate::health::Shared;
-use crate::jobs::JobContext;
-use crate::journal::{Actor, Entry, Journal};
+use super::auth::{Authn, FailureLimiter, Permission, TokenEntry, Tokens, TrustedProxies};
+use super::call::{Api, ApiError, Call};
+use super::response::{Body, JSON, respond};
+use crate::config::Config;
+use crate::journal::Entry;
 
 /// Who may call, from the current config (swapped on reload).
 pub struct AuthSettings {
@@ -43,40 +40,11 @@ impl AuthSettings {
             .collect();
         AuthSettings {
             tokens: Tokens::new(tokens),
-            proxies: TrustedProxies::parse(&config.admin.trusted_proxies)
-                .unwrap_or_else(|_| TrustedProxies::parse(&[]).expect("empty list parses")),
+            // A bad list was refused at load; none trusted is the safe side.
+            proxies: TrustedProxies::parse(&config.admin.trusted_proxies).unwrap_or_default(),
             protect_detailed: config.admin.protect_detailed,
         }
     }
-}
-
-/// A reload asked for through the API, answered with the changes.
-pub struct ReloadRequest {
-    pub actor: Actor,
-    pub request_id: String,
-    pub answer: oneshot::Sender<Result<Vec<Change>, String>>,
-}
-
-/// What the endpoints act on; set once start-up is done.
-pub struct Api {
-    pub config: watch::Receiver<Arc<Config>>,
-    pub shared: Arc<Shared>,
-    pub journal: Journal,
-    pub pool: deadpool_postgres::Pool,
-    pub jobs: BTreeMap<String, JobContext>,
-    pub reload: mpsc::Sender<ReloadRequest>,
-    pub tasks: tokio_util::task::TaskTracker,
-    pub cancel: tokio_util::sync::CancellationToken,
-}
-
-/// One call's facts, for the handler and the journal.
-pub struct Call {
-    pub request_id: String,
-    pub ip: std::net::IpAddr,
-    pub user_agent: Option<String>,
-    pub token: Option<(String, Role)>,
-    /// Refused calls from this address not journalled one by one.
-    pub suppressed: u64,
 }
 
 /// The failure limiter's key: the address, or its /64 for IPv6 (one host
@@ -117,35 +85,6 @@ impl RefusalLog {
         } else {
             entry.1 += 1;
             None
-        }
-    }
-}
-
-impl Call {
-    pub fn actor(&self) -> Actor {
-        match &self.token {
-            Some((name, role)) => Actor::token(name, role.as_str()),
-            None => Actor::from("anonymous"),
-        }
-    }
-}
-
-/// An endpoint's answer: status and JSON body, or an error.
-pub type Answer = Result<(StatusCode, serde_json::Value), ApiError>;
-
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
         }
     }
 }

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::api::{Answer, Api, ApiError, Call, ReloadRequest};
 use super::auth::Permission;
-use crate::jobs::board::JobState;
+use super::call::{Answer, Api, ApiError, Call, ReloadRequest};
+use crate::jobs::prune::PruneError;
 use crate::jobs::{JobContext, Trigger};
+use crate::state::JobState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -301,19 +302,16 @@ fn run_backup(api: &Arc<Api>, call: &Call, ctx: &JobContext) -> Answer {
 async fn run_prune(api: &Arc<Api>, call: &Call, ctx: &JobContext, dry_run: bool) -> Answer {
     let ctx = acting(ctx, call);
     let outcome = if dry_run {
-        crate::jobs::prune::run(&ctx, Trigger::Api, true)
-            .await
-            .map_err(|e| ctx.redact(&e.to_string()))
+        crate::jobs::prune::run(&ctx, Trigger::Api, true).await
     } else {
         crate::jobs::scheduler::prune_and_record(&ctx, &api.shared, Trigger::Api).await
     };
-    let outcome = outcome.map_err(|message| {
-        let status = if message.contains("journal") {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::CONFLICT
-        };
-        ApiError::new(status, "prune_refused", message)
+    let outcome = outcome.map_err(|e| {
+        ApiError::new(
+            prune_status(&e),
+            "prune_refused",
+            ctx.redact(&e.to_string()),
+        )
     })?;
     Ok((
         StatusCode::OK,
@@ -326,6 +324,18 @@ async fn run_prune(api: &Arc<Api>, call: &Call, ctx: &JobContext, dry_run: bool)
             "collected": outcome.collected,
         }),
     ))
+}
+
+/// 503 when the journal cannot record the deletions (retry once it can),
+/// 409 when the prune itself was refused (lock held, plan refused, ...).
+fn prune_status(error: &PruneError) -> StatusCode {
+    match error {
+        PruneError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
+        PruneError::Repo(_)
+        | PruneError::Locked(_)
+        | PruneError::Lock(_)
+        | PruneError::Refused(_) => StatusCode::CONFLICT,
+    }
 }
 
 async fn reload(api: &Api, call: &Call) -> Answer {
@@ -354,10 +364,10 @@ async fn reload(api: &Api, call: &Call) -> Answer {
                 json!({ "reloaded": true, "changes": changed }),
             ))
         }
-        Err(message) => Err(ApiError::new(
+        Err(e) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "reload_refused",
-            message,
+            e.to_string(),
         )),
     }
 }
@@ -389,6 +399,19 @@ async fn audit(api: &Api, q: &Query<'_>) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prune_status_is_chosen_by_variant_not_text() {
+        let journal = PruneError::Journal(crate::journal::JournalError::Closed);
+        assert_eq!(prune_status(&journal), StatusCode::SERVICE_UNAVAILABLE);
+        // A job whose name says "journal" is still a plain refusal: the old
+        // text match answered 503 here.
+        let locked = PruneError::Locked("journal-sync".into());
+        assert!(locked.to_string().contains("journal"));
+        assert_eq!(prune_status(&locked), StatusCode::CONFLICT);
+        let refused = PruneError::Refused("the journal says no".into());
+        assert_eq!(prune_status(&refused), StatusCode::CONFLICT);
+    }
 
     #[test]
     fn routes_and_methods() {

@@ -7,8 +7,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use hyper::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::routes::{Body, HEALTH_JSON, TEXT, respond};
-use crate::health::{CheckState, Phase, Shared, Status, StatusSnapshot};
+use super::response::{Body, HEALTH_JSON, TEXT, respond};
+use crate::health::{CheckState, Status};
+use crate::state::{Phase, Shared, StatusSnapshot};
 
 const HEARTBEAT: &str = crate::health::HEARTBEAT_KEY;
 

@@ -12,8 +12,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::exposition::Format;
-use super::routes::{Body, respond};
-use crate::health::{Phase, Shared, Status};
+use super::response::{Body, respond};
+use crate::health::Status;
+use crate::state::{Phase, Shared};
 
 pub struct Metrics {
     registry: Registry,
@@ -52,7 +53,7 @@ fn failed(message: String) -> Response<Body> {
     tracing::error!(%message, "/metrics");
     respond(
         StatusCode::INTERNAL_SERVER_ERROR,
-        super::routes::TEXT,
+        super::response::TEXT,
         format!("{message}\n"),
     )
 }
@@ -319,19 +320,18 @@ fn encode_jobs(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result
     let label = |name: &String| vec![("backup_job", name.clone())];
     let ts =
         |t: Option<chrono::DateTime<Utc>>| t.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
-    let counter_family =
-        |enc: &mut DescriptorEncoder,
-         name: &str,
-         help: &str,
-         value: &dyn Fn(&crate::jobs::board::JobState) -> u64| {
-            let mut metric = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (job, state) in jobs.iter() {
-                metric
-                    .encode_family(&label(job))?
-                    .encode_counter::<NoLabelSet, _, f64>(&value(state), None)?;
-            }
-            Ok::<(), std::fmt::Error>(())
-        };
+    let counter_family = |enc: &mut DescriptorEncoder,
+                          name: &str,
+                          help: &str,
+                          value: &dyn Fn(&crate::state::JobState) -> u64| {
+        let mut metric = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (job, state) in jobs.iter() {
+            metric
+                .encode_family(&label(job))?
+                .encode_counter::<NoLabelSet, _, f64>(&value(state), None)?;
+        }
+        Ok::<(), std::fmt::Error>(())
+    };
     counter_family(
         enc,
         "vigil_backup_runs",
@@ -453,8 +453,8 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
-    use crate::health::StatusSnapshot;
     use crate::health::model::tests::state;
+    use crate::state::StatusSnapshot;
 
     fn body(r: Response<Body>) -> String {
         let bytes = futures::executor::block_on(r.into_body().collect())
@@ -471,7 +471,7 @@ mod tests {
         shared.publish(StatusSnapshot {
             checks: vec![state("catalog:responseTime", Status::Warn, true, now)],
             published_at: Some(now),
-            pool: Some(crate::health::PoolStats {
+            pool: Some(crate::state::PoolStats {
                 max_size: 4,
                 size: 2,
                 available: 1,

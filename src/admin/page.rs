@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use hyper::{Response, StatusCode};
 
-use super::routes::{Body, respond};
-use crate::health::{Phase, Shared, Status, StatusSnapshot};
+use super::response::{Body, respond};
+use crate::health::Status;
+use crate::state::{Phase, Shared, StatusSnapshot};
 
 pub fn render(shared: &Shared, snapshot: &StatusSnapshot, now: DateTime<Utc>) -> Response<Body> {
     let overall = match (shared.phase(), snapshot.published_at) {

@@ -2,20 +2,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::Utc;
-use http_body_util::Full;
-use hyper::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, ALLOW, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::exposition::Format;
-use crate::health::Shared;
-
-pub type Body = Full<Bytes>;
-
-pub const HEALTH_JSON: &str = "application/health+json";
-pub const JSON: &str = "application/json";
-pub const TEXT: &str = "text/plain; charset=utf-8";
+use super::response::{Body, json_error};
+use crate::state::Shared;
 
 /// What the handlers read.
 pub struct AdminState {
@@ -25,7 +18,7 @@ pub struct AdminState {
     pub auth: arc_swap::ArcSwap<super::api::AuthSettings>,
     pub limiter: super::auth::FailureLimiter,
     /// The operator API's state, once start-up is done.
-    pub api: std::sync::OnceLock<Arc<super::api::Api>>,
+    pub api: std::sync::OnceLock<Arc<super::call::Api>>,
 }
 
 impl AdminState {
@@ -153,25 +146,6 @@ fn wants_verbose(query: Option<&str>) -> bool {
             k == "verbose" && !matches!(v, "0" | "false")
         })
     })
-}
-
-pub fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-fn json_error(status: StatusCode, message: &str) -> Response<Body> {
-    let body =
-        serde_json::json!({ "error": status.canonical_reason().unwrap_or(""), "message": message });
-    respond(status, JSON, body.to_string())
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {

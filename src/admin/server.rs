@@ -19,7 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::routes::{AdminState, Body, route};
+use super::response::Body;
+use super::routes::{AdminState, route};
 
 /// A bound but not yet serving admin listener.
 pub struct AdminServer {
@@ -28,18 +29,27 @@ pub struct AdminServer {
 }
 
 /// Binds before anything else starts, so a taken port fails start-up early.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<AdminServer> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on {addr} (`admin.listen`): {e}; is another vigil running, or is the port taken?"),
-        )
-    })?;
-    let local_addr = listener.local_addr()?;
+pub async fn bind(addr: SocketAddr) -> Result<AdminServer, BindError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| BindError { addr, source })?;
     Ok(AdminServer {
         listener,
         local_addr,
     })
+}
+
+/// The admin port could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot listen on {addr} (`admin.listen`): {source}; is another vigil running, or is the port taken?"
+)]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
 }
 
 /// How the accept loop shares the port between clients.

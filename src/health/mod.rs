@@ -1,12 +1,19 @@
-//! Health: check results, the status snapshot the admin port serves, and
-//! the background runner that keeps it fresh.
+//! Health: every check (catalog, disks, jobs, repositories, encryption,
+//! journal), the model of their results, and the background runner that
+//! runs them and publishes the status snapshot into `state`. Health reads
+//! jobs and writes state; jobs never import health.
 
-mod checks;
+mod catalog;
+mod disk;
+mod encryption;
+mod jobs;
+mod journal;
 pub(crate) mod model;
+mod process_stats;
+mod registry;
+mod repo;
 mod runner;
-mod snapshot;
 
-pub use checks::{CatalogMigrationsCheck, CatalogResponseCheck, DiskUsageCheck};
 pub use model::{Check, CheckSpec, CheckState, Observation, Status};
+pub use registry::{daemon_checks, reload_spec};
 pub use runner::{HEARTBEAT_KEY, HealthEvent, HealthRunner, RunnerHandle, apply, backoff};
-pub use snapshot::{Phase, PoolStats, ProcessStats, Shared, StatusSnapshot, aggregate};

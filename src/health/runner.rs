@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::model::{Check, CheckSpec, CheckState, Observation, Status};
-use super::snapshot::{PoolStats, ProcessStats, Shared, StatusSnapshot};
 use crate::config::Config;
 use crate::notify::Notifier;
 use crate::redact::redact_text;
+use crate::state::{PoolStats, ProcessStats, Shared, StatusSnapshot};
 
 /// A status transition, for the log and the catalog's `health_events`.
 #[derive(Clone, Debug, PartialEq)]
@@ -341,7 +341,7 @@ impl Publisher {
             log_transition(&event);
         }
         self.states.insert(HEARTBEAT_KEY.into(), state);
-        self.process = crate::process_stats::sample();
+        self.process = super::process_stats::sample();
 
         let now = Utc::now();
         let wedged: Vec<&str> = self

@@ -70,7 +70,7 @@ pub(super) async fn run(
             server_version: String::new(),
             server_version_num: 0,
             pg_dump_version: String::new(),
-            host: crate::daemon::hostname(),
+            host: crate::jobs::host::hostname(),
         },
         compression,
         encryption,

@@ -2,12 +2,10 @@
 //! and (later) the API.
 
 pub mod backup;
-pub mod board;
-pub mod checks;
 pub mod context;
-pub mod encryption_check;
 pub mod executions;
 mod files_backup;
+pub mod host;
 pub mod lock;
 pub mod mirror;
 pub mod prune;

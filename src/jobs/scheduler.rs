@@ -7,10 +7,9 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::backup::{self, BackupError, Progress};
-use super::board::Running;
 use super::{JobContext, Trigger};
-use crate::health::Shared;
 use crate::schedule::{Schedule, missed_run};
+use crate::state::{Running, Shared};
 
 /// Reads the repository's manifests into the job board (start-up, before ready).
 pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), String> {
@@ -50,7 +49,7 @@ pub async fn run_once(
         shared.jobs.update(&ctx.name, |s| {
             s.running = None;
             match &result {
-                Ok(report) => s.record_mirror(report),
+                Ok(report) => s.record_mirror(report.copied_bytes),
                 Err(super::mirror::MirrorError::Locked(_)) => {}
                 Err(e) => s.record_failure(ctx.redact(&e.to_string())),
             }
@@ -121,7 +120,7 @@ pub async fn prune_and_record(
     ctx: &JobContext,
     shared: &Shared,
     trigger: Trigger,
-) -> Result<super::prune::PruneOutcome, String> {
+) -> Result<super::prune::PruneOutcome, super::prune::PruneError> {
     let result = super::prune::run(ctx, trigger, false).await;
     // The prune's plan already lists every committed backup: what it kept is
     // what the repository now holds.
@@ -159,9 +158,8 @@ pub async fn prune_and_record(
             Ok(outcome)
         }
         Err(e) => {
-            let message = ctx.redact(&e.to_string());
-            tracing::warn!(job = %ctx.name, error = %message, "prune failed");
-            Err(message)
+            tracing::warn!(job = %ctx.name, error = %ctx.redact(&e.to_string()), "prune failed");
+            Err(e)
         }
     }
 }
@@ -280,8 +278,8 @@ fn arm_freshness(ctx: &JobContext, shared: &Shared) {
 
 /// Start-up for every configured job: mark this host's interrupted runs
 /// aborted, read each repository's manifests into the board, arm the
-/// loops. Returns the job and repository health checks, and the jobs'
-/// contexts (for the operator API).
+/// loops. Returns the jobs' contexts (for the health checks and the
+/// operator API).
 pub async fn arm_all(
     config: &crate::config::Config,
     pool: &deadpool_postgres::Pool,
@@ -289,12 +287,7 @@ pub async fn arm_all(
     tasks: &crate::tasks::Tasks,
     work: &CancellationToken,
     journal: &crate::journal::Journal,
-) -> Result<(Vec<Arc<dyn crate::health::Check>>, Vec<JobContext>), String> {
-    use super::checks::{
-        BoardCheck, CapacityCheck, FreshnessCheck, LeftoversCheck, ReachableCheck, SourceCheck,
-        WritableCheck, grade_consistency, grade_retention,
-    };
-
+) -> Result<Vec<JobContext>, String> {
     let host = shared.service_id.clone();
     match super::executions::abort_stale(pool, &host).await {
         Ok(0) => {}
@@ -322,52 +315,12 @@ pub async fn arm_all(
     }
     shared.startup_done("state");
 
-    let mut checks: Vec<Arc<dyn crate::health::Check>> = Vec::new();
     let mut repos = std::collections::BTreeSet::new();
     let armed = contexts.clone();
     for ctx in contexts {
         arm_freshness(&ctx, shared);
-        checks.push(Arc::new(FreshnessCheck {
-            job: ctx.name.clone(),
-            shared: Arc::clone(shared),
-        }));
-        checks.push(Arc::new(SourceCheck { ctx: ctx.clone() }));
-        for (measurement, grade) in [
-            ("retention", grade_retention as fn(&_) -> _),
-            ("consistency", grade_consistency),
-        ] {
-            checks.push(Arc::new(BoardCheck {
-                job: ctx.name.clone(),
-                shared: Arc::clone(shared),
-                measurement,
-                grade,
-            }));
-        }
         if repos.insert(ctx.repo.name.clone()) {
             tracing::info!(repository = %ctx.repo.name, scheme = %ctx.repo.scheme, guarantees = %ctx.repo.guarantees.describe(), "repository opened");
-            checks.push(Arc::new(ReachableCheck {
-                repo: ctx.repo.clone(),
-            }));
-            checks.push(Arc::new(WritableCheck {
-                repo: ctx.repo.clone(),
-                host: host.clone(),
-            }));
-            if ctx.repo.is_fs() {
-                checks.push(Arc::new(LeftoversCheck {
-                    repo: ctx.repo.clone(),
-                }));
-                checks.push(Arc::new(CapacityCheck {
-                    repo: ctx.repo.clone(),
-                    shared: Arc::clone(shared),
-                    jobs: config
-                        .jobs
-                        .iter()
-                        .filter(|(_, j)| j.repository == ctx.repo.name)
-                        .map(|(n, _)| n.clone())
-                        .collect(),
-                }));
-            }
-            checks.extend(super::encryption_check::for_repository(config, &ctx));
         }
         if ctx.job.retention.schedule.is_some() || ctx.job.retention.every.is_some() {
             let (ctx, shared, cancel) = (ctx.clone(), Arc::clone(shared), work.child_token());
@@ -385,5 +338,5 @@ pub async fn arm_all(
         });
     }
     shared.startup_done("schedules");
-    Ok((checks, armed))
+    Ok(armed)
 }

@@ -3,7 +3,6 @@
 //! writer thread (`writer`) owns the files. Shippers into the catalog and
 //! Loki, and the verification behind `vigil audit verify`.
 
-mod check;
 mod handle;
 pub mod record;
 pub mod segment;
@@ -16,7 +15,6 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use check::JournalWritableCheck;
 pub use handle::{Head, Journal, JournalError, JournalOptions, JournalStatus};
 pub use record::{
     Actor, ChainCheck, Entry, GENESIS, Record, VerifyError, encode_line, verify_chain,

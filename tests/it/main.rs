@@ -10,6 +10,7 @@ mod catalog;
 mod catalog_down;
 mod cli;
 mod cli_truths;
+mod daemon;
 mod disk_full;
 mod files;
 mod harness;

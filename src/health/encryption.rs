@@ -10,9 +10,9 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+use super::{Check, CheckSpec, Observation, Status};
 use crate::config::HealthConfig;
 use crate::config::identity::{can_decrypt, public_keys, read_identities};
-use crate::health::{Check, CheckSpec, Observation, Status};
 use crate::repo::{Manifest, Repository};
 
 /// Names at most this many undecryptable backups in the output.
@@ -28,7 +28,7 @@ pub struct EncryptionCheck {
 /// The check for `ctx`'s repository, when it has an identity to check.
 pub fn for_repository(
     config: &crate::config::Config,
-    ctx: &super::JobContext,
+    ctx: &crate::jobs::JobContext,
 ) -> Option<std::sync::Arc<dyn Check>> {
     let identity_file = ctx.identity_file.clone()?;
     let jobs = config

@@ -1,7 +1,6 @@
-//! The checks of this issue: catalog round trip, catalog schema version,
-//! disk utilisation of vigil's directories.
+//! The catalog's checks: `catalog:responseTime` (round trip, outage
+//! grading) and `catalog:migrations` (schema version).
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use deadpool_postgres::Pool;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::model::{Check, CheckSpec, Observation, Status};
+use super::{Check, CheckSpec, Observation, Status};
 use crate::config::HealthConfig;
 
 /// `catalog:responseTime`: a `SELECT 1` round trip through the pool, in
@@ -258,86 +257,6 @@ pub fn grade_schema(found: Option<i32>, expected: i32) -> Observation {
     }
 }
 
-/// `<name>:utilization`: used fraction of the filesystem holding a directory.
-pub struct DiskUsageCheck {
-    pub name: String,
-    pub path: PathBuf,
-}
-
-impl Check for DiskUsageCheck {
-    fn spec(&self, config: &HealthConfig) -> CheckSpec {
-        CheckSpec {
-            key: format!("{}:utilization", self.name),
-            component_id: self.name.clone(),
-            component_type: "system",
-            interval: config.disk.interval.unwrap_or(config.interval),
-            timeout: config.timeout,
-            critical: true,
-            periodic: true,
-        }
-    }
-
-    fn run<'a>(&'a self, config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
-        let path = self.path.clone();
-        async move {
-            // statvfs can block on a hung network filesystem: keep it off the async workers.
-            let usage = tokio::task::spawn_blocking(move || disk_usage(&path)).await;
-            match usage {
-                Ok(Ok(usage)) => grade_disk(usage, config.disk.warn_ratio, config.disk.fail_ratio),
-                Ok(Err(e)) => Observation::fail(e),
-                Err(e) => Observation::fail(format!("disk check panicked: {e}")),
-            }
-        }
-        .boxed()
-    }
-}
-
-/// Raw usage; graded by [`grade_disk`] with the thresholds of the moment.
-fn disk_usage(path: &std::path::Path) -> Result<Observation, String> {
-    let crate::fsinfo::Space { total, available } = crate::fsinfo::space(path).map_err(|e| {
-        format!(
-            "cannot stat {}: {e} (does the directory exist?)",
-            path.display()
-        )
-    })?;
-    let used_ratio = if total == 0 {
-        0.0
-    } else {
-        1.0 - available as f64 / total as f64
-    };
-    Ok(
-        Observation::new(Status::Pass, Some(used_ratio), Some("ratio"))
-            .with_detail("path", path.display().to_string())
-            .with_detail("availableBytes", available)
-            .with_detail("totalBytes", total),
-    )
-}
-
-pub fn grade_disk(observation: Observation, warn_ratio: f64, fail_ratio: f64) -> Observation {
-    let Some(used) = observation
-        .value
-        .filter(|_| observation.status == Status::Pass)
-    else {
-        return observation;
-    };
-    let (status, limit) = if used >= fail_ratio {
-        (Status::Fail, fail_ratio)
-    } else if used >= warn_ratio {
-        (Status::Warn, warn_ratio)
-    } else {
-        return observation;
-    };
-    Observation {
-        status,
-        ..observation
-    }
-    .with_output(format!(
-        "{:.1}% used, over the {:.0}% threshold",
-        used * 100.0,
-        limit * 100.0
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,16 +309,5 @@ mod tests {
         assert_eq!(grade_schema(Some(2), 1).status, Status::Warn);
         assert_eq!(grade_schema(Some(0), 1).status, Status::Fail);
         assert_eq!(grade_schema(None, 1).status, Status::Fail);
-    }
-
-    #[test]
-    fn disk_grades_and_real_usage() {
-        let used = |r| Observation::new(Status::Pass, Some(r), Some("ratio"));
-        assert_eq!(grade_disk(used(0.5), 0.85, 0.95).status, Status::Pass);
-        assert_eq!(grade_disk(used(0.9), 0.85, 0.95).status, Status::Warn);
-        assert_eq!(grade_disk(used(0.99), 0.85, 0.95).status, Status::Fail);
-        let real = disk_usage(std::path::Path::new("/")).unwrap();
-        assert!((0.0..=1.0).contains(&real.value.unwrap()));
-        assert!(disk_usage(std::path::Path::new("/no/such/dir")).is_err());
     }
 }

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::handle::Journal;
+use super::{Check, CheckSpec, Observation, Status};
 use crate::config::HealthConfig;
-use crate::health::{Check, CheckSpec, Observation, Status};
+use crate::journal::Journal;
 
 pub struct JournalWritableCheck {
     pub journal: Journal,

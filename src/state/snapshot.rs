@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
-use super::model::{CheckState, Status};
+use crate::health::{CheckState, Status};
 
 /// Where the daemon is in its life; `/health/ready` is 200 only in `Ready`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,8 +96,10 @@ pub struct Shared {
     /// Step reached during start-up, for `/health/ready?verbose`.
     startup_step: AtomicU8,
     /// Every job's state (runs, freshness, progress).
-    pub jobs: crate::jobs::board::JobBoard,
-    /// The audit journal's counters.
+    pub jobs: super::board::JobBoard,
+    /// The audit journal's counters: the journal defines and updates them
+    /// (it is handed this `Arc` at open), state only holds them, so the
+    /// journal never imports state.
     pub audit: Arc<crate::journal::AuditStats>,
 }
 

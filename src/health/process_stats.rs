@@ -1,7 +1,7 @@
 //! Samples this process's CPU, memory and file descriptors from
 //! /proc/self only (systemd's `ProcSubset=pid` hides the rest of /proc).
 
-use crate::health::ProcessStats;
+use crate::state::ProcessStats;
 
 /// Best effort: fields that cannot be read stay zero.
 pub fn sample() -> ProcessStats {

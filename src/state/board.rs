@@ -88,11 +88,11 @@ impl JobState {
         self.consecutive_failures = 0;
     }
 
-    /// Folds a successful mirror run in.
-    pub fn record_mirror(&mut self, report: &crate::jobs::mirror::MirrorReport) {
+    /// Folds a successful mirror run in: it copied `copied_bytes`.
+    pub fn record_mirror(&mut self, copied_bytes: u64) {
         self.runs_total += 1;
         self.last_success = Some(chrono::Utc::now());
-        self.last_stored_bytes = Some(report.copied_bytes);
+        self.last_stored_bytes = Some(copied_bytes);
         self.last_error = None;
         self.consecutive_failures = 0;
     }
