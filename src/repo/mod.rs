@@ -11,6 +11,7 @@ mod fs_create;
 pub mod lease;
 pub mod manifest;
 mod oplog;
+pub mod reach;
 mod store;
 mod temp;
 

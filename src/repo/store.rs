@@ -238,7 +238,7 @@ impl Repository {
                 free: self.fs_root.as_deref().and_then(super::free_bytes),
             };
         }
-        if crate::reach::is_unreachable(&e) {
+        if crate::repo::reach::is_unreachable(&e) {
             return RepoError::Unreachable {
                 repo: self.name.clone(),
                 action,

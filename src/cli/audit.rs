@@ -1,17 +1,54 @@
 //! `vigil audit verify` and `vigil audit show`.
 
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
+use super::args::AuditCommand;
+use super::exit::Exit;
+use super::{finish, with_config};
 use crate::config::Config;
 use crate::journal::verify::{
     Anchor, Report, SegmentInput, TableRow, check_pin, check_signatures, compare_with_local,
     signing_key_named, verify_segments, verify_table,
 };
 use crate::journal::{Record, segment};
+
+/// `vigil audit verify|keygen|show`.
+pub async fn dispatch(path: &Path, command: AuditCommand) -> ExitCode {
+    match command {
+        AuditCommand::Verify {
+            from_catalog,
+            public_key,
+            json,
+        } => {
+            with_config(path, |config| async move {
+                verify(&config, from_catalog, public_key.as_deref(), json).await
+            })
+            .await
+        }
+        AuditCommand::Keygen {
+            private_key,
+            public,
+        } => finish(keygen(&private_key, public.as_deref())),
+        AuditCommand::Show { since, event, json } => {
+            let since = match since.as_deref().map(parse_since).transpose() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("vigil audit show: --since {e}");
+                    return ExitCode::from(Exit::Usage.code());
+                }
+            };
+            with_config(path, |config| async move {
+                show(&config, since, event.as_deref(), json)
+            })
+            .await
+        }
+    }
+}
 
 /// Reads every segment of the journal directory, holding the writers'
 /// lock (shared) so no line is read half-written.
@@ -135,7 +172,7 @@ pub async fn verify(
         .transpose()?;
     let mut warnings = Vec::new();
     let anchors = manifest_anchors(config, &mut warnings).await;
-    let instance = crate::commands::instance(config);
+    let instance = super::session::instance(config);
     let (mut report, lines) = if from_catalog {
         verify_catalog_copy(config, &instance, &anchors).await?
     } else {

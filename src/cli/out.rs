@@ -31,12 +31,12 @@ pub fn write(args: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
 /// `print!` that returns [`OutputError`] instead of panicking.
 #[macro_export]
 macro_rules! out {
-    ($($arg:tt)*) => { $crate::out::write(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::cli::out::write(format_args!($($arg)*)) };
 }
 
 /// `println!` that returns [`OutputError`] instead of panicking.
 #[macro_export]
 macro_rules! outln {
-    () => { $crate::out::write(format_args!("\n")) };
-    ($($arg:tt)*) => { $crate::out::write(format_args!("{}\n", format_args!($($arg)*))) };
+    () => { $crate::cli::out::write(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::out::write(format_args!("{}\n", format_args!($($arg)*))) };
 }

@@ -1,98 +1,98 @@
-//! The job commands of the CLI: `backup`, `list`, `restore`.
+//! The job commands of the CLI: `backup`, `list`, `restore`, `prune`, `pin`.
 
 use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::exit::CommandError;
+use super::exit::CommandError;
+use super::session::{Session, journal};
+use super::{cancel_on_signal, with_config};
+use crate::config::{Config, JobKind};
+use crate::jobs::Trigger;
 use crate::jobs::backup::Progress;
 use crate::jobs::restore::RestoreRequest;
-use crate::jobs::{JobContext, Trigger};
-use crate::journal::{Actor, Entry, Journal, JournalOptions};
+use crate::journal::{Actor, Entry, Journal};
+use crate::outln;
 use crate::repo::{Manifest, Repository};
 
-/// What every CLI command that runs a job brings up, once: the audit
-/// journal and the catalog. The catalog is never waited for nor migrated
-/// here; when it cannot be used the command goes on without it.
-pub struct Session {
-    pub journal: Journal,
-    /// Closed when the catalog was down or unmigrated: every write to it
-    /// is then skipped at once, and the journal keeps the record.
-    pub catalog: deadpool_postgres::Pool,
+/// `vigil backup JOB`.
+pub async fn backup_command(path: &Path, job: String) -> ExitCode {
+    with_config(path, |c| backup_or_mirror(c, job)).await
 }
 
-impl Session {
-    pub async fn open(config: &Config) -> anyhow::Result<Session> {
-        let journal = journal(config)?;
-        let catalog = catalog(config).await?;
-        Ok(Session { journal, catalog })
-    }
-
-    /// A job context for one job of this command, acting as the CLI user.
-    pub fn context(&self, config: &Config, job: &str) -> anyhow::Result<JobContext> {
-        config.job(job)?;
-        JobContext::new(
-            config,
-            job,
-            self.catalog.clone(),
-            &instance(config),
-            self.journal.clone(),
-            Actor::cli(),
-        )
-        .map_err(anyhow::Error::msg)
-    }
-
-    /// Flushes the journal.
-    pub async fn close(self) {
-        self.journal.close().await;
-    }
+/// `vigil list [JOB] [--json]`.
+pub async fn list_command(path: &Path, job: Option<String>, json: bool) -> ExitCode {
+    with_config(
+        path,
+        |c| async move { list(&c, job.as_deref(), json).await },
+    )
+    .await
 }
 
-/// The catalog for a CLI command: one short probe (at most
-/// [`crate::catalog::PROBE_TIMEOUT`]); if it fails, or finds the schema
-/// behind, one line on stderr and a closed pool. Only `vigil migrate` and
-/// the daemon change the schema.
-pub async fn catalog(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
-    let secrets = config.secrets();
-    let redact = |e: crate::catalog::CatalogError| {
-        CommandError::redacted(&e, |text| crate::redact::redact_text(text, &secrets))
-    };
-    match crate::catalog::probe(&config.catalog, crate::catalog::PROBE_TIMEOUT).await {
-        Ok(pool) => Ok(pool),
-        Err(e) => {
-            eprintln!(
-                "vigil: {}; the catalog was not updated (this command's journal records reach it through the daemon's journal shipper)",
-                crate::redact::redact_text(&e.to_string(), &secrets)
-            );
-            let pool = crate::catalog::pool(&config.catalog).map_err(redact)?;
-            pool.close();
-            Ok(pool)
-        }
-    }
-}
-
-/// The audit journal for one CLI command (actor: the invoking user).
-/// Written under the same lock as the daemon's, so both append safely.
-pub fn journal(config: &Config) -> anyhow::Result<Journal> {
-    let options = JournalOptions::from_config(config, false);
-    Journal::open(options, Default::default()).with_context(|| {
-        format!(
-            "cannot open the audit journal in {} (`journal.dir`); run the command as vigil's user",
-            config.journal_dir().display()
-        )
+/// `vigil restore JOB …`.
+pub async fn restore_command(path: &Path, job: String, request: RestoreRequest) -> ExitCode {
+    with_config(path, |config| async move {
+        config.job(&job)?;
+        restore(&config, &job, request, cancel_on_signal()).await
     })
+    .await
 }
 
-pub fn instance(config: &Config) -> String {
-    config
-        .daemon
-        .instance
-        .clone()
-        .unwrap_or_else(crate::daemon::hostname)
+/// `vigil prune JOB|--all [--dry-run] [--json]`.
+pub async fn prune_command(
+    path: &Path,
+    job: Option<String>,
+    dry_run: bool,
+    json: bool,
+) -> ExitCode {
+    with_config(path, |config| async move {
+        if let Some(job) = &job {
+            config.job(job)?;
+        }
+        prune(&config, job.as_deref(), dry_run, json).await
+    })
+    .await
+}
+
+/// `vigil pin JOB ID` (`pinned`) or `vigil unpin JOB ID`.
+pub async fn pin_command(path: &Path, job: String, backup_id: String, pinned: bool) -> ExitCode {
+    with_config(
+        path,
+        |c| async move { pin(&c, &job, &backup_id, pinned).await },
+    )
+    .await
+}
+
+/// `vigil backup JOB`: a mirror job copies; any other backs up.
+async fn backup_or_mirror(config: Config, job: String) -> anyhow::Result<()> {
+    // A usage error is told before the catalog is waited for.
+    if config.job(&job)?.kind == JobKind::Mirror {
+        let report = mirror(&config, &job, cancel_on_signal()).await?;
+        outln!(
+            "mirror {job}: {} object(s) copied ({}), {} already there ({}), {} backup(s) completed, {} deleted",
+            report.copied,
+            human_bytes(report.copied_bytes),
+            report.skipped,
+            human_bytes(report.skipped_bytes),
+            report.backups_completed,
+            report.deleted
+        )?;
+        return Ok(());
+    }
+    let manifest = backup(&config, &job, cancel_on_signal()).await?;
+    outln!(
+        "backup {} of {} committed: {} stored ({} from the source)",
+        manifest.backup_id,
+        job,
+        human_bytes(manifest.stored_bytes()),
+        human_bytes(manifest.raw_bytes())
+    )?;
+    Ok(())
 }
 
 /// `vigil backup JOB`: one run now, through the same step and lock as the scheduler.
@@ -191,10 +191,10 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Res
         entries.extend(damaged.iter().map(
             |(job, id, why)| serde_json::json!({ "job": job, "backupId": id, "damaged": why }),
         ));
-        crate::outln!("{}", serde_json::to_string_pretty(&entries)?)?;
+        outln!("{}", serde_json::to_string_pretty(&entries)?)?;
         return Ok(());
     }
-    crate::outln!(
+    outln!(
         "{:<12} {:<22} {:<20} {:>9} {:>10} {:>10}  databases",
         "job",
         "backup",
@@ -205,7 +205,7 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Res
     )?;
     for m in &all {
         let took = (m.finished_at - m.started_at).to_std().unwrap_or_default();
-        crate::outln!(
+        outln!(
             "{:<12} {:<22} {:<20} {:>9} {:>10} {:>10}  {}{}",
             m.job,
             m.backup_id,
@@ -218,7 +218,7 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Res
         )?;
     }
     for (job, id, why) in &damaged {
-        crate::outln!("{job:<12} {id:<22} DAMAGED (not a backup): {why}")?;
+        outln!("{job:<12} {id:<22} DAMAGED (not a backup): {why}")?;
     }
     Ok(())
 }
@@ -239,7 +239,7 @@ pub async fn restore(
     let result = crate::jobs::restore::run(&ctx, &request, &cancel).await;
     session.close().await;
     let outcome = result.map_err(|e| CommandError::redacted(&e, |text| ctx.redact(text)))?;
-    crate::outln!(
+    outln!(
         "restored {} of {} ({}) into {}",
         outcome.object,
         outcome.backup_id,
@@ -298,11 +298,11 @@ pub async fn prune(
                     "damaged": o.damaged.iter().map(|(id, why)| serde_json::json!({ "backupId": id, "reason": why })).collect::<Vec<_>>() })
             })
             .collect();
-        crate::outln!("{}", serde_json::to_string_pretty(&value)?)?;
+        outln!("{}", serde_json::to_string_pretty(&value)?)?;
     } else {
         for (job, outcome) in &outcomes {
-            crate::outln!("{job}:")?;
-            crate::outln!(
+            outln!("{job}:")?;
+            outln!(
                 "  {:<22} {:<20} {:>10}  {:<7} reasons",
                 "backup",
                 "finished (UTC)",
@@ -310,7 +310,7 @@ pub async fn prune(
                 "action"
             )?;
             for d in &outcome.plan.decisions {
-                crate::outln!(
+                outln!(
                     "  {:<22} {:<20} {:>10}  {:<7} {}",
                     d.id,
                     d.finished_at.format("%Y-%m-%d %H:%M:%S"),
@@ -320,13 +320,13 @@ pub async fn prune(
                 )?;
             }
             for (id, why) in &outcome.damaged {
-                crate::outln!("  {id:<22} damaged, left alone: {why}")?;
+                outln!("  {id:<22} damaged, left alone: {why}")?;
             }
             for (id, why) in &outcome.skipped {
-                crate::outln!("  {id:<22} not deleted: {why}; the next prune plans again")?;
+                outln!("  {id:<22} not deleted: {why}; the next prune plans again")?;
             }
             if outcome.temp.files > 0 {
-                crate::outln!(
+                outln!(
                     "  {} {} temp file(s) older than temp_grace ({}) from the repository",
                     if outcome.dry_run {
                         "would collect"
@@ -338,9 +338,9 @@ pub async fn prune(
                 )?;
             }
             if let Some(why) = &outcome.plan.refused {
-                crate::outln!("  nothing deleted: {why}")?;
+                outln!("  nothing deleted: {why}")?;
             } else if outcome.dry_run {
-                crate::outln!(
+                outln!(
                     "  would free {} ({} backups); run without --dry-run to apply",
                     human_bytes(outcome.plan.freed_bytes()),
                     outcome.plan.forget().count()
@@ -348,20 +348,20 @@ pub async fn prune(
             } else {
                 let freed: u64 = outcome.deleted.iter().map(|(_, b)| b).sum();
                 if !outcome.collected.is_empty() {
-                    crate::outln!(
+                    outln!(
                         "  collected {} uncommitted leftover(s): {}",
                         outcome.collected.len(),
                         outcome.collected.join(", ")
                     )?;
                 }
                 if !outcome.young_leftovers.is_empty() {
-                    crate::outln!(
+                    outln!(
                         "  left {} uncommitted leftover(s) inside orphan_grace: {}",
                         outcome.young_leftovers.len(),
                         outcome.young_leftovers.join(", ")
                     )?;
                 }
-                crate::outln!(
+                outln!(
                     "  deleted {} backups, freed {}",
                     outcome.deleted.len(),
                     human_bytes(freed)
@@ -385,14 +385,14 @@ pub async fn pin(config: &Config, job: &str, backup_id: &str, pinned: bool) -> a
     )?;
     repo.read_manifest(job, backup_id).await?;
     if !pinned && !repo.pins(job).await?.contains(backup_id) {
-        crate::outln!("{job}/{backup_id} was not pinned")?;
+        outln!("{job}/{backup_id} was not pinned")?;
         return Ok(());
     }
     let journal = journal(config)?;
     let result = set_pin(&repo, &journal, job, backup_id, pinned).await;
     journal.close().await;
     result?;
-    crate::outln!(
+    outln!(
         "{} {job}/{backup_id}",
         if pinned { "pinned" } else { "unpinned" }
     )?;

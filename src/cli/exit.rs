@@ -1,6 +1,8 @@
 //! What a command's exit status says (DESIGN.md, "Interfaces people script
 //! against"), chosen by matching typed errors, never their text.
 
+use super::out::OutputError;
+use super::status::StatusError;
 use crate::catalog::CatalogError;
 use crate::config::{ConfigError, UnknownJob};
 use crate::jobs::backup::BackupError;
@@ -8,10 +10,8 @@ use crate::jobs::mirror::MirrorError;
 use crate::jobs::prune::PruneError;
 use crate::jobs::restore::RestoreError;
 use crate::journal::sign::KeyError;
-use crate::out::OutputError;
 use crate::pipeline::upload::PipelineError;
 use crate::repo::RepoError;
-use crate::status_cmd::StatusError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
