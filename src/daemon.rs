@@ -16,7 +16,7 @@ use crate::health::{
     CatalogMigrationsCheck, CatalogResponseCheck, Check, CheckSpec, DiskUsageCheck, HealthRunner,
     Observation, Phase, RunnerHandle, Shared, Status,
 };
-use crate::journal::{Actor, Entry, Journal, JournalOptions, JournalWritableCheck};
+use crate::journal::{Actor, Entry, Journal, JournalWritableCheck, Opener, open_journal};
 use crate::logging::Logging;
 use crate::notify::Notifier;
 use crate::redact::redact_text;
@@ -221,25 +221,14 @@ struct Started {
 }
 
 /// Opens the audit journal (local disk, before anything acts).
-fn open_journal(config: &Config, shared: &Shared) -> anyhow::Result<Journal> {
+fn start_journal(config: &Config, shared: &Shared) -> anyhow::Result<Journal> {
     std::fs::create_dir_all(&config.daemon.state_dir).with_context(|| {
         format!(
             "cannot create `daemon.state_dir` {}",
             config.daemon.state_dir.display()
         )
     })?;
-    let mut options = JournalOptions::from_config(config, true);
-    if let Some(path) = &config.journal.signing_key_file {
-        let key = crate::journal::sign::load_signing_key(path)
-            .context("`journal.signing_key_file`: checkpoints cannot be signed")?;
-        options.signer = Some(Arc::new(key));
-    }
-    let journal = Journal::open(options, Arc::clone(&shared.audit)).with_context(|| {
-        format!(
-            "cannot open the audit journal in {} (`journal.dir`)",
-            config.journal_dir().display()
-        )
-    })?;
+    let journal = open_journal(config, Opener::Daemon, Arc::clone(&shared.audit))?;
     journal.emit(Entry::now(
         "daemon.started",
         Actor::daemon(),
@@ -261,11 +250,10 @@ async fn start(
     work: &CancellationToken,
     notifier: &Notifier,
 ) -> anyhow::Result<Started> {
-    let journal = open_journal(config, shared)?;
+    let journal = start_journal(config, shared)?;
     let secrets = config.secrets();
     notifier.status("waiting for the catalog");
-    let pool = crate::catalog::pool(&config.catalog)?;
-    crate::catalog::wait_until_ready(&pool, &config.catalog, &secrets)
+    let pool = crate::catalog::connect(&config.catalog, &secrets, crate::catalog::Wait::UntilReady)
         .await
         .map_err(|e| anyhow::anyhow!(redact_text(&e.to_string(), &secrets)))?;
     shared.startup_done("catalog");

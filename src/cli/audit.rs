@@ -1,14 +1,15 @@
 //! `vigil audit verify` and `vigil audit show`.
 
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
 use super::args::AuditCommand;
-use super::exit::Exit;
+use super::error::CliError;
+use super::exit::{CommandError, Exit};
 use super::{finish, with_config};
 use crate::config::Config;
 use crate::journal::verify::{
@@ -16,6 +17,81 @@ use crate::journal::verify::{
     signing_key_named, verify_segments, verify_table,
 };
 use crate::journal::{Record, segment};
+
+/// Why the journal could not be read or did not verify (all exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot lock {}", dir.display())]
+    Lock {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot list {}", dir.display())]
+    List {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the journal in {}", dir.display())]
+    Tail {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no journal segments in {} (`journal.dir`); use --from-catalog to verify the catalog's copy",
+        dir.display()
+    )]
+    NoSegments { dir: PathBuf },
+    /// Its text is the copy error's own, as one line.
+    #[error("cannot read the journal from the catalog: {0}")]
+    FromCatalog(CopyError),
+    #[error("the audit journal failed verification")]
+    Failed,
+}
+
+/// Why the catalog's copy of the journal was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Catalog(#[from] CommandError),
+    #[error("catalog at {addr}: {}", crate::catalog::describe(source))]
+    Connect {
+        addr: String,
+        source: deadpool_postgres::PoolError,
+    },
+    /// `reason` is the journal shipper's own text.
+    #[error("{reason}")]
+    Pin { instance: String, reason: String },
+    #[error(
+        "the catalog at {addr} pins no journal for instance `{instance}` (`daemon.instance`, else the host name) and there are no local journal files: nothing to verify"
+    )]
+    NothingToVerify { addr: String, instance: String },
+    #[error("{}", crate::redact::error_chain(source))]
+    Query { source: tokio_postgres::Error },
+}
+
+/// `--since` is neither a duration nor a time.
+#[derive(Debug, thiserror::Error)]
+pub enum SinceError {
+    #[error("`{text}` is neither a duration (2h, 30m) nor an RFC 3339 time")]
+    Unparsable { text: String },
+    #[error("{source}")]
+    OutOfRange {
+        text: String,
+        source: chrono::OutOfRangeError,
+    },
+}
+
+/// How long `audit verify` waits for the catalog's copy.
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `vigil audit verify|keygen|show`.
 pub async fn dispatch(path: &Path, command: AuditCommand) -> ExitCode {
@@ -52,19 +128,26 @@ pub async fn dispatch(path: &Path, command: AuditCommand) -> ExitCode {
 
 /// Reads every segment of the journal directory, holding the writers'
 /// lock (shared) so no line is read half-written.
-fn read_segments(config: &Config) -> anyhow::Result<Vec<SegmentInput>> {
+fn read_segments(config: &Config) -> Result<Vec<SegmentInput>, AuditError> {
     let dir = config.journal_dir();
     let lock = std::fs::File::open(dir.join(segment::LOCK_FILE)).ok();
     if let Some(lock) = &lock {
-        lock.lock_shared()
-            .with_context(|| format!("cannot lock {}", dir.display()))?;
+        lock.lock_shared().map_err(|source| AuditError::Lock {
+            dir: dir.clone(),
+            source,
+        })?;
     }
     let mut out = Vec::new();
-    for (n, path) in
-        segment::list(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-    {
-        let (lines, fragment) = segment::read_from(&path, 0)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+    let segments = segment::list(&dir).map_err(|source| AuditError::List {
+        dir: dir.clone(),
+        source,
+    })?;
+    for (n, path) in segments {
+        let (lines, fragment) =
+            segment::read_from(&path, 0).map_err(|source| AuditError::Read {
+                path: path.clone(),
+                source,
+            })?;
         out.push(SegmentInput {
             name: segment::segment_name(n),
             lines,
@@ -95,25 +178,34 @@ async fn catalog_copy(
     config: &Config,
     instance: &str,
     local: Option<&str>,
-) -> Result<CatalogCopy, String> {
-    let pool = crate::catalog::pool(&config.catalog).map_err(|e| e.to_string())?;
+) -> Result<CatalogCopy, CopyError> {
+    let pool = super::session::probe(config, CATALOG_TIMEOUT).await?;
     let addr = crate::catalog::address(&config.catalog);
-    let client = tokio::time::timeout(Duration::from_secs(5), pool.get())
-        .await
-        .map_err(|_| format!("the catalog at {addr} did not answer within 5 s"))?
-        .map_err(|e| format!("catalog at {addr}: {}", crate::catalog::describe(&e)))?;
-    let pinned = crate::journal::ship::pinned(&client, instance).await?;
-    // Never "the newest journal in the catalog": that may be another host's.
-    let journal = local.map(str::to_owned).or_else(|| pinned.clone()).ok_or_else(|| {
-        format!("the catalog at {addr} pins no journal for instance `{instance}` (`daemon.instance`, else the host name) and there are no local journal files: nothing to verify")
+    let client = pool.get().await.map_err(|source| CopyError::Connect {
+        addr: addr.clone(),
+        source,
     })?;
+    let pinned = crate::journal::ship::pinned(&client, instance)
+        .await
+        .map_err(|reason| CopyError::Pin {
+            instance: instance.to_owned(),
+            reason,
+        })?;
+    // Never "the newest journal in the catalog": that may be another host's.
+    let journal = local
+        .map(str::to_owned)
+        .or_else(|| pinned.clone())
+        .ok_or_else(|| CopyError::NothingToVerify {
+            addr,
+            instance: instance.to_owned(),
+        })?;
     let rows = client
         .query(
             "SELECT seq, record FROM vigil.audit_log WHERE journal = $1::text::uuid ORDER BY seq",
             &[&journal],
         )
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|source| CopyError::Query { source })?;
     let rows = rows
         .iter()
         .map(|r| TableRow {
@@ -165,7 +257,7 @@ pub async fn verify(
     from_catalog: bool,
     public_key: Option<&Path>,
     json: bool,
-) -> anyhow::Result<()> {
+) -> Result<(), CliError> {
     // A bad key file is the caller's mistake: say so before reading anything.
     let key = public_key
         .map(crate::journal::sign::load_verifying_key)
@@ -195,7 +287,7 @@ pub async fn verify(
     report.warnings.extend(warnings);
     print_report(&report, from_catalog, json)?;
     if !report.ok() {
-        bail!("the audit journal failed verification");
+        return Err(AuditError::Failed.into());
     }
     Ok(())
 }
@@ -207,11 +299,11 @@ async fn verify_catalog_copy(
     config: &Config,
     instance: &str,
     anchors: &[Anchor],
-) -> anyhow::Result<(Report, Vec<String>)> {
+) -> Result<(Report, Vec<String>), AuditError> {
     let segments = read_segments(config).unwrap_or_default();
     let copy = catalog_copy(config, instance, journal_of(&segments).as_deref())
         .await
-        .map_err(|e| anyhow::anyhow!("cannot read the journal from the catalog: {e}"))?;
+        .map_err(AuditError::FromCatalog)?;
     let mut report = verify_table(&copy.rows, anchors);
     report.journal.get_or_insert(copy.journal);
     compare_with_local(&mut report, &copy.rows, &segments);
@@ -226,13 +318,12 @@ async fn verify_local(
     instance: &str,
     anchors: &[Anchor],
     warnings: &mut Vec<String>,
-) -> anyhow::Result<(Report, Vec<String>)> {
+) -> Result<(Report, Vec<String>), AuditError> {
     let before = read_segments(config)?;
     if before.is_empty() {
-        bail!(
-            "no journal segments in {} (`journal.dir`); use --from-catalog to verify the catalog's copy",
-            config.journal_dir().display()
-        );
+        return Err(AuditError::NoSegments {
+            dir: config.journal_dir(),
+        });
     }
     let copy = match catalog_copy(config, instance, journal_of(&before).as_deref()).await {
         Ok(copy) => Some(copy),
@@ -265,7 +356,7 @@ fn remind_of_signatures<'a>(report: &mut Report, lines: impl IntoIterator<Item =
     }
 }
 
-fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Result<()> {
+fn print_report(report: &Report, from_catalog: bool, json: bool) -> Result<(), CliError> {
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(report)?)?;
         return Ok(());
@@ -310,7 +401,7 @@ fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Resu
 
 /// `vigil audit keygen PRIVATE [--public FILE]`: a new checkpoint signing
 /// key pair; the private key is created with mode 0600.
-pub fn keygen(private: &Path, public: Option<&Path>) -> anyhow::Result<()> {
+pub fn keygen(private: &Path, public: Option<&Path>) -> Result<(), CliError> {
     let public = public.map_or_else(
         || {
             let mut name = private.as_os_str().to_owned();
@@ -330,13 +421,18 @@ pub fn keygen(private: &Path, public: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// `--since`: a duration ago (`2h`) or an RFC 3339 time.
-pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_since(text: &str) -> Result<DateTime<Utc>, SinceError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
-    let ago = humantime::parse_duration(text)
-        .map_err(|_| format!("`{text}` is neither a duration (2h, 30m) nor an RFC 3339 time"))?;
-    Ok(Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?)
+    let ago = humantime::parse_duration(text).map_err(|_| SinceError::Unparsable {
+        text: text.to_owned(),
+    })?;
+    let ago = chrono::Duration::from_std(ago).map_err(|source| SinceError::OutOfRange {
+        text: text.to_owned(),
+        source,
+    })?;
+    Ok(Utc::now() - ago)
 }
 
 /// `vigil audit show [--since] [--event] [--json]`.
@@ -345,12 +441,18 @@ pub fn show(
     since: Option<DateTime<Utc>>,
     event: Option<&str>,
     json: bool,
-) -> anyhow::Result<()> {
+) -> Result<(), CliError> {
     let dir = config.journal_dir();
-    let mut tail = crate::journal::tail::Tail::after(&dir, 0)
-        .with_context(|| format!("cannot read the journal in {}", dir.display()))?;
+    let mut tail =
+        crate::journal::tail::Tail::after(&dir, 0).map_err(|source| AuditError::Tail {
+            dir: dir.clone(),
+            source,
+        })?;
     loop {
-        let batch = tail.read(1000)?;
+        let batch = tail.read(1000).map_err(|source| AuditError::Read {
+            path: dir.clone(),
+            source,
+        })?;
         if batch.is_empty() {
             return Ok(());
         }
@@ -388,6 +490,26 @@ pub fn show(
                     record.data
                 )?;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_a_duration_or_a_time_and_names_what_it_got() {
+        let t = parse_since("2026-01-02T03:04:05Z").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-01-02T03:04:05+00:00");
+        let ago = Utc::now() - parse_since("2h").unwrap();
+        assert!((ago.num_minutes() - 120).abs() <= 1, "{ago}");
+        match parse_since("yesterday") {
+            Err(e @ SinceError::Unparsable { .. }) => assert_eq!(
+                e.to_string(),
+                "`yesterday` is neither a duration (2h, 30m) nor an RFC 3339 time"
+            ),
+            other => panic!("expected Unparsable, got {other:?}"),
         }
     }
 }

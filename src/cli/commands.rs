@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use tokio_util::sync::CancellationToken;
 
+use super::error::CliError;
 use super::exit::CommandError;
 use super::session::{Session, journal};
 use super::{cancel_on_signal, with_config};
@@ -69,7 +69,7 @@ pub async fn pin_command(path: &Path, job: String, backup_id: String, pinned: bo
 }
 
 /// `vigil backup JOB`: a mirror job copies; any other backs up.
-async fn backup_or_mirror(config: Config, job: String) -> anyhow::Result<()> {
+async fn backup_or_mirror(config: Config, job: String) -> Result<(), CliError> {
     // A usage error is told before the catalog is waited for.
     if config.job(&job)?.kind == JobKind::Mirror {
         let report = mirror(&config, &job, cancel_on_signal()).await?;
@@ -100,7 +100,7 @@ pub async fn backup(
     config: &Config,
     job: &str,
     cancel: CancellationToken,
-) -> anyhow::Result<Manifest> {
+) -> Result<Manifest, CliError> {
     let session = Session::open(config).await?;
     let ctx = session.context(config, job)?;
     let progress = Progress::default();
@@ -135,7 +135,7 @@ pub async fn backup(
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K");
     }
-    result.map_err(|e| CommandError::redacted(&e, |text| ctx.redact(text)).into())
+    Ok(result.map_err(|e| CommandError::redacted(&e, |text| ctx.redact(text)))?)
 }
 
 /// `vigil backup MIRROR-JOB`: one mirror run now, under the job's lock.
@@ -143,16 +143,16 @@ pub async fn mirror(
     config: &Config,
     job: &str,
     cancel: CancellationToken,
-) -> anyhow::Result<crate::jobs::mirror::MirrorReport> {
+) -> Result<crate::jobs::mirror::MirrorReport, CliError> {
     let session = Session::open(config).await?;
     let ctx = session.context(config, job)?;
     let result = crate::jobs::mirror::run(&ctx, Trigger::Cli, &cancel).await;
     session.close().await;
-    result.map_err(|e| CommandError::redacted(&e, |text| ctx.redact(text)).into())
+    Ok(result.map_err(|e| CommandError::redacted(&e, |text| ctx.redact(text)))?)
 }
 
 /// `vigil list [JOB] [--json]`: from the repository alone (no catalog needed).
-pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Result<()> {
+pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), CliError> {
     let jobs: Vec<&str> = match job {
         Some(name) => {
             config.job(name)?;
@@ -161,7 +161,7 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> anyhow::Res
         None => config.jobs.keys().map(String::as_str).collect(),
     };
     if jobs.is_empty() {
-        bail!("no jobs are configured");
+        return Err(CliError::NoJobs);
     }
     let mut all = Vec::new();
     let mut damaged = Vec::new();
@@ -229,7 +229,7 @@ pub async fn restore(
     job: &str,
     request: RestoreRequest,
     cancel: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), CliError> {
     // A malformed --to is a usage error, found before anything is contacted.
     if request.to_dir.is_none() {
         crate::jobs::restore::parse_target(&request.to)?;
@@ -270,7 +270,7 @@ pub async fn prune(
     job: Option<&str>,
     dry_run: bool,
     json: bool,
-) -> anyhow::Result<()> {
+) -> Result<(), CliError> {
     let names: Vec<String> = match job {
         Some(name) => vec![name.to_owned()],
         None => config.jobs.keys().cloned().collect(),
@@ -370,14 +370,19 @@ pub async fn prune(
         }
     }
     if !failed.is_empty() {
-        bail!("prune failed: {}", failed.join("; "));
+        return Err(CliError::PruneFailed { failures: failed });
     }
     Ok(())
 }
 
 /// `vigil pin JOB ID` / `vigil unpin JOB ID`: stored in the repository.
 /// Journals only what happened: a missing backup fails before any record.
-pub async fn pin(config: &Config, job: &str, backup_id: &str, pinned: bool) -> anyhow::Result<()> {
+pub async fn pin(
+    config: &Config,
+    job: &str,
+    backup_id: &str,
+    pinned: bool,
+) -> Result<(), CliError> {
     let job_config = config.job(job)?;
     let repo = Repository::open(
         &job_config.repository,
@@ -407,7 +412,7 @@ async fn set_pin(
     job: &str,
     backup_id: &str,
     pinned: bool,
-) -> anyhow::Result<()> {
+) -> Result<(), CliError> {
     let event = |name: &str, data: serde_json::Value| Entry::now(name, Actor::cli(), data);
     let data = serde_json::json!({ "job": job, "backup_id": backup_id });
     if pinned {

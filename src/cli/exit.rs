@@ -1,8 +1,6 @@
 //! What a command's exit status says (DESIGN.md, "Interfaces people script
 //! against"), chosen by matching typed errors, never their text.
 
-use super::out::OutputError;
-use super::status::StatusError;
 use crate::catalog::CatalogError;
 use crate::config::{ConfigError, UnknownJob};
 use crate::jobs::backup::BackupError;
@@ -67,8 +65,9 @@ impl CommandError {
     }
 }
 
-/// The exit status for a command's error: the first error in the chain that
-/// has one decides; anything else is a failed operation.
+/// The exit status for the daemon's start-up error (an `anyhow` chain):
+/// the first error in the chain whose type has one decides; anything else
+/// is a failed operation. The commands' own errors are [`super::error::CliError`].
 pub fn of(error: &anyhow::Error) -> Exit {
     error.chain().find_map(classify).unwrap_or(Exit::Failed)
 }
@@ -92,8 +91,6 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
         RestoreError,
         PruneError,
         MirrorError,
-        StatusError,
-        OutputError,
         KeyError
     );
     None
@@ -201,26 +198,6 @@ impl Classify for MirrorError {
     }
 }
 
-impl Classify for StatusError {
-    fn exit(&self) -> Exit {
-        match self {
-            StatusError::Unreachable { .. } | StatusError::Timeout { .. } => Exit::Unreachable,
-            StatusError::Protected { .. } => Exit::Usage,
-            StatusError::Output(e) => e.exit(),
-            StatusError::Http { .. } | StatusError::NotHealth { .. } => Exit::Failed,
-        }
-    }
-}
-
-impl Classify for OutputError {
-    fn exit(&self) -> Exit {
-        match self {
-            OutputError::Closed => Exit::StdoutClosed,
-            OutputError::Write(_) => Exit::Failed,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,11 +217,6 @@ mod tests {
         let wrapped = anyhow::Error::new(down).context("vigil backup");
         assert_eq!(of(&wrapped), Exit::Unreachable);
         assert_eq!(of(&anyhow::anyhow!("something else")), Exit::Failed);
-        let closed = anyhow::Error::new(OutputError::from(std::io::Error::from(
-            std::io::ErrorKind::BrokenPipe,
-        )));
-        assert_eq!(of(&closed), Exit::StdoutClosed);
-        assert_eq!(of(&closed).code(), 0);
     }
 
     #[test]

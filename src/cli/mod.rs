@@ -15,6 +15,7 @@ mod args;
 pub mod audit;
 pub mod commands;
 pub mod demo;
+pub mod error;
 pub mod exit;
 pub mod out;
 pub mod pgcluster;
@@ -23,7 +24,8 @@ pub mod session;
 pub mod status;
 
 use args::{Cli, Command};
-use exit::Exit;
+use error::{CliError, full_text};
+use exit::{Classify, Exit};
 
 /// Parses the command line and runs the command; the exit status follows
 /// README "Exit codes".
@@ -93,7 +95,7 @@ async fn dispatch(path: &Path, command: Command) -> ExitCode {
 async fn with_config<F, Fut>(path: &Path, command: F) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
 {
     let config = match load(path) {
         Ok(c) => c,
@@ -107,13 +109,13 @@ where
 
 /// A one-shot command's exit status, from its error's type (README "Exit
 /// codes"); a closed stdout ends it quietly.
-fn finish(result: anyhow::Result<()>) -> ExitCode {
+fn finish(result: Result<(), CliError>) -> ExitCode {
     let Err(e) = result else {
         return ExitCode::SUCCESS;
     };
-    let exit = exit::of(&e);
+    let exit = e.exit();
     if exit != Exit::StdoutClosed {
-        eprintln!("vigil: {e:#}");
+        eprintln!("vigil: {}", full_text(&e));
     }
     ExitCode::from(exit.code())
 }

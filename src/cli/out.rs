@@ -1,8 +1,10 @@
 //! The CLI's stdout. A reader that goes away (`vigil list | head -1`) is
 //! not a failure: [`OutputError::Closed`] travels up like any error and the
-//! command ends quietly (see [`crate::exit`]); `println!` would panic.
+//! command ends quietly (exit 0, see [`Exit::StdoutClosed`]); `println!` would panic.
 
 use std::io::Write;
+
+use super::exit::{Classify, Exit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -17,6 +19,15 @@ impl From<std::io::Error> for OutputError {
         match e.kind() {
             std::io::ErrorKind::BrokenPipe => OutputError::Closed,
             _ => OutputError::Write(e),
+        }
+    }
+}
+
+impl Classify for OutputError {
+    fn exit(&self) -> Exit {
+        match self {
+            OutputError::Closed => Exit::StdoutClosed,
+            OutputError::Write(_) => Exit::Failed,
         }
     }
 }

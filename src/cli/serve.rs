@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::exit::Exit;
+use super::error::CliError;
+use super::exit::{Classify, CommandError, Exit};
+use super::session::{redacted, wait_for_catalog};
 use super::{finish, init_logging, load};
 use crate::config::{self, Config};
 use crate::daemon::Daemon;
@@ -27,7 +29,7 @@ pub fn check_config(path: &Path) -> ExitCode {
         path.display()
     )
     .and_then(|()| out!("{}", config.to_redacted_toml()));
-    finish(printed.map_err(anyhow::Error::from))
+    finish(printed.map_err(CliError::from))
 }
 
 /// `vigil run`: the daemon, until a shutdown signal.
@@ -69,11 +71,11 @@ pub async fn migrate(path: &Path) -> ExitCode {
                     outcome.applied.join(", ")
                 }
             )
-            .map_err(anyhow::Error::from),
+            .map_err(CliError::from),
         ),
         Err(e) => {
             tracing::error!(error = %e, "migration failed");
-            ExitCode::from(super::exit::of(&e).code())
+            ExitCode::from(e.exit().code())
         }
     }
 }
@@ -98,16 +100,13 @@ fn refuse_exposed_secrets(
     Ok(())
 }
 
-async fn apply_migrations(config: &Config) -> anyhow::Result<crate::catalog::MigrationOutcome> {
-    let secrets = config.secrets();
-    let redacted = |e: crate::catalog::CatalogError| {
-        super::exit::CommandError::redacted(&e, |text| crate::redact::redact_text(text, &secrets))
-    };
-    let pool = crate::catalog::pool(&config.catalog).map_err(redacted)?;
-    crate::catalog::wait_until_ready(&pool, &config.catalog, &secrets)
+async fn apply_migrations(
+    config: &Config,
+) -> Result<crate::catalog::MigrationOutcome, CommandError> {
+    let pool = wait_for_catalog(config).await?;
+    crate::catalog::migrate(&pool)
         .await
-        .map_err(redacted)?;
-    Ok(crate::catalog::migrate(&pool).await.map_err(redacted)?)
+        .map_err(|e| redacted(config, &e))
 }
 
 /// Builds and runs the daemon until a shutdown signal; `banner` is printed once bound.

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use thiserror::Error;
 
-use super::exit::Exit;
+use super::exit::{Classify, Exit};
 use super::out::OutputError;
 
 #[derive(Debug, Error)]
@@ -58,6 +58,17 @@ pub async fn command(path: &Path, json: bool) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(Exit::Unhealthy.code()),
         Err(e) => super::finish(Err(e.into())),
+    }
+}
+
+impl Classify for StatusError {
+    fn exit(&self) -> Exit {
+        match self {
+            StatusError::Unreachable { .. } | StatusError::Timeout { .. } => Exit::Unreachable,
+            StatusError::Protected { .. } => Exit::Usage,
+            StatusError::Output(e) => e.exit(),
+            StatusError::Http { .. } | StatusError::NotHealth { .. } => Exit::Failed,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! Loki, and the verification behind `vigil audit verify`.
 
 mod check;
+mod open;
 pub mod record;
 pub mod segment;
 pub mod ship;
@@ -15,6 +16,7 @@ mod writer;
 mod tests;
 
 pub use check::JournalWritableCheck;
+pub use open::{OpenError, Opener, open_journal};
 pub use record::{
     Actor, ChainCheck, Entry, GENESIS, Record, VerifyError, encode_line, verify_chain,
 };
