@@ -19,6 +19,7 @@ pub mod error;
 pub mod exit;
 pub mod out;
 pub mod pgcluster;
+mod prune;
 mod serve;
 pub mod session;
 pub mod status;
