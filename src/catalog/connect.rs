@@ -34,3 +34,44 @@ pub async fn connect(
         Wait::Probe(timeout) => probe(config, timeout).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use super::*;
+
+    /// A catalog on a loopback port nobody listens on.
+    fn closed_catalog() -> CatalogConfig {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let src = format!(
+            "[catalog]\nurl = \"postgres://vigil:s3cret@127.0.0.1:{port}/vigil\"\nconnect_timeout = \"1s\"\n"
+        );
+        crate::config::parse(&src, Path::new("/etc/vigil/config.toml"), &HashMap::new())
+            .unwrap()
+            .catalog
+    }
+
+    #[tokio::test]
+    async fn a_probe_says_down_and_a_wait_says_unreachable() {
+        let config = closed_catalog();
+        let secrets = vec!["s3cret".to_owned()];
+        let probed = connect(&config, &secrets, Wait::Probe(Duration::from_secs(2))).await;
+        assert!(
+            matches!(probed, Err(CatalogError::Down { .. })),
+            "{:?}",
+            probed.err()
+        );
+        let waited = connect(&config, &secrets, Wait::UntilReady).await;
+        match waited {
+            Err(e @ CatalogError::Unreachable { .. }) => {
+                assert!(!e.to_string().contains("s3cret"), "{e}")
+            }
+            other => panic!("expected Unreachable, got {:?}", other.err()),
+        }
+    }
+}
