@@ -15,6 +15,10 @@ use crate::daemon::Daemon;
 use crate::logging::Logging;
 use crate::{out, outln};
 
+/// The log target these lines had when they were written from `main.rs`
+/// (the binary's crate root), kept so log filters and readers see no change.
+const LOG_TARGET: &str = "vigil";
+
 /// `vigil check-config`: validate, then print the effective config redacted.
 pub fn check_config(path: &Path) -> ExitCode {
     let config = match load(path) {
@@ -44,7 +48,7 @@ pub async fn daemon(path: &Path) -> ExitCode {
     if let Err(code) = refuse_exposed_secrets(
         path,
         &config,
-        |m| tracing::warn!(problem = %m, "a secret is readable by group or others"),
+        |m| tracing::warn!(target: LOG_TARGET, problem = %m, "a secret is readable by group or others"),
     ) {
         return code;
     }
@@ -74,7 +78,7 @@ pub async fn migrate(path: &Path) -> ExitCode {
             .map_err(CliError::from),
         ),
         Err(e) => {
-            tracing::error!(error = %e, "migration failed");
+            tracing::error!(target: LOG_TARGET, error = %e, "migration failed");
             ExitCode::from(e.exit().code())
         }
     }
@@ -119,7 +123,7 @@ pub(super) async fn serve(
     let daemon = match Daemon::build(path, config, Some(logging)).await {
         Ok(d) => d,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "vigil cannot start");
+            tracing::error!(target: LOG_TARGET, error = %format!("{e:#}"), "vigil cannot start");
             return ExitCode::from(super::exit::of(&e).code());
         }
     };
@@ -129,14 +133,14 @@ pub(super) async fn serve(
     let control = match crate::signals::listen() {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "cannot install signal handlers");
+            tracing::error!(target: LOG_TARGET, error = %e, "cannot install signal handlers");
             return ExitCode::FAILURE;
         }
     };
     match daemon.run(control).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "vigil failed");
+            tracing::error!(target: LOG_TARGET, error = %format!("{e:#}"), "vigil failed");
             ExitCode::FAILURE
         }
     }
