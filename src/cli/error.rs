@@ -2,7 +2,8 @@
 //! facts; the exit status is chosen by matching the variant
 //! ([`Classify`]), the text printed is the error and its sources.
 
-use super::audit::AuditError;
+use std::path::PathBuf;
+
 use super::exit::{Classify, CommandError, Exit};
 use super::out::OutputError;
 use super::status::StatusError;
@@ -46,6 +47,66 @@ pub enum CliError {
     NoJobs,
     #[error("prune failed: {}", failures.join("; "))]
     PruneFailed { failures: Vec<String> },
+}
+
+/// Why the journal could not be read or did not verify (all exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot lock {}", dir.display())]
+    Lock {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot list {}", dir.display())]
+    List {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the journal in {}", dir.display())]
+    Tail {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no journal segments in {} (`journal.dir`); use --from-catalog to verify the catalog's copy",
+        dir.display()
+    )]
+    NoSegments { dir: PathBuf },
+    /// Its text is the copy error's own, as one line.
+    #[error("cannot read the journal from the catalog: {0}")]
+    FromCatalog(CopyError),
+    #[error("the audit journal failed verification")]
+    Failed,
+}
+
+/// Why the catalog's copy of the journal was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Catalog(#[from] CommandError),
+    #[error("catalog at {addr}: {}", crate::catalog::describe(source))]
+    Connect {
+        addr: String,
+        source: deadpool_postgres::PoolError,
+    },
+    /// `reason` is the journal shipper's own text.
+    #[error("{reason}")]
+    Pin { instance: String, reason: String },
+    #[error(
+        "the catalog at {addr} pins no journal for instance `{instance}` (`daemon.instance`, else the host name) and there are no local journal files: nothing to verify"
+    )]
+    NothingToVerify { addr: String, instance: String },
+    #[error("{}", crate::redact::error_chain(source))]
+    Query { source: tokio_postgres::Error },
 }
 
 impl Classify for CliError {

@@ -3,8 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::AuditError;
-use crate::cli::error::CliError;
+use crate::cli::error::{AuditError, CliError};
 use crate::config::Config;
 
 /// `--since` is neither a duration nor a time.
