@@ -3,19 +3,20 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use super::error::CliError;
-use super::exit::CommandError;
+use super::exit::{Classify, CommandError};
 use super::session::{Session, journal};
 use super::{cancel_on_signal, with_config};
 use crate::config::{Config, JobKind};
-use crate::jobs::Trigger;
 use crate::jobs::backup::Progress;
 use crate::jobs::restore::RestoreRequest;
+use crate::jobs::{JobContext, Trigger};
 use crate::journal::{Actor, Entry, Journal};
 use crate::outln;
 use crate::repo::{Manifest, Repository};
@@ -101,41 +102,44 @@ pub async fn backup(
     job: &str,
     cancel: CancellationToken,
 ) -> Result<Manifest, CliError> {
-    let session = Session::open(config).await?;
-    let ctx = session.context(config, job)?;
-    let progress = Progress::default();
-    let bytes = std::sync::Arc::clone(&progress.source_bytes);
-    let reporter = tokio::spawn(async move {
-        let terminal = std::io::stderr().is_terminal();
-        let started = Instant::now();
-        let period = if terminal {
-            Duration::from_millis(500)
-        } else {
-            Duration::from_secs(10)
-        };
-        loop {
-            tokio::time::sleep(period).await;
-            let done = bytes.load(Ordering::Relaxed);
-            let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
-            let line = format!(
-                "{} read from the source, {}/s",
-                human_bytes(done),
-                human_bytes(rate as u64)
-            );
-            if terminal {
-                eprint!("\r\x1b[2K{line}");
-            } else {
-                eprintln!("{line}");
-            }
+    run_job(config, job, async |ctx| {
+        let progress = Progress::default();
+        let reporter = tokio::spawn(report_progress(Arc::clone(&progress.source_bytes)));
+        let result = crate::jobs::backup::run(ctx, Trigger::Cli, &progress, &cancel).await;
+        reporter.abort();
+        if std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[2K");
         }
-    });
-    let result = crate::jobs::backup::run(&ctx, Trigger::Cli, &progress, &cancel).await;
-    session.close().await;
-    reporter.abort();
-    if std::io::stderr().is_terminal() {
-        eprint!("\r\x1b[2K");
+        result
+    })
+    .await
+}
+
+/// Prints the bytes read so far and the rate: on a terminal one line
+/// rewritten twice a second, else a line every 10 s. Runs until aborted.
+async fn report_progress(bytes: Arc<AtomicU64>) {
+    let terminal = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let period = if terminal {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(10)
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let done = bytes.load(Ordering::Relaxed);
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        let line = format!(
+            "{} read from the source, {}/s",
+            human_bytes(done),
+            human_bytes(rate as u64)
+        );
+        if terminal {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
     }
-    Ok(result.map_err(|e| CommandError::redacted(&e, |text| ctx.redact(text)))?)
 }
 
 /// `vigil backup MIRROR-JOB`: one mirror run now, under the job's lock.
@@ -144,9 +148,26 @@ pub async fn mirror(
     job: &str,
     cancel: CancellationToken,
 ) -> Result<crate::jobs::mirror::MirrorReport, CliError> {
+    run_job(config, job, async |ctx| {
+        crate::jobs::mirror::run(ctx, Trigger::Cli, &cancel).await
+    })
+    .await
+}
+
+/// Runs `step` for `job` in a session of its own: the journal is flushed
+/// whether it succeeds or not, and its error is redacted with the job's
+/// secrets (keeping its exit status).
+async fn run_job<T, E>(
+    config: &Config,
+    job: &str,
+    step: impl AsyncFnOnce(&JobContext) -> Result<T, E>,
+) -> Result<T, CliError>
+where
+    E: Classify + std::fmt::Display,
+{
     let session = Session::open(config).await?;
     let ctx = session.context(config, job)?;
-    let result = crate::jobs::mirror::run(&ctx, Trigger::Cli, &cancel).await;
+    let result = step(&ctx).await;
     session.close().await;
     Ok(result.map_err(|e| CommandError::redacted(&e, |text| ctx.redact(text)))?)
 }
@@ -234,11 +255,10 @@ pub async fn restore(
     if request.to_dir.is_none() {
         crate::jobs::restore::parse_target(&request.to)?;
     }
-    let session = Session::open(config).await?;
-    let ctx = session.context(config, job)?;
-    let result = crate::jobs::restore::run(&ctx, &request, &cancel).await;
-    session.close().await;
-    let outcome = result.map_err(|e| CommandError::redacted(&e, |text| ctx.redact(text)))?;
+    let outcome = run_job(config, job, async |ctx| {
+        crate::jobs::restore::run(ctx, &request, &cancel).await
+    })
+    .await?;
     outln!(
         "restored {} of {} ({}) into {}",
         outcome.object,
