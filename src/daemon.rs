@@ -16,7 +16,7 @@ use crate::health::{
     CatalogMigrationsCheck, CatalogResponseCheck, Check, CheckSpec, DiskUsageCheck, HealthRunner,
     Observation, Phase, RunnerHandle, Shared, Status,
 };
-use crate::journal::{Actor, Entry, Journal, JournalWritableCheck, Opener, open_journal};
+use crate::journal::{Actor, Entry, Journal, JournalWritableCheck, Opener};
 use crate::logging::Logging;
 use crate::notify::Notifier;
 use crate::redact::redact_text;
@@ -221,14 +221,14 @@ struct Started {
 }
 
 /// Opens the audit journal (local disk, before anything acts).
-fn start_journal(config: &Config, shared: &Shared) -> anyhow::Result<Journal> {
+fn open_journal(config: &Config, shared: &Shared) -> anyhow::Result<Journal> {
     std::fs::create_dir_all(&config.daemon.state_dir).with_context(|| {
         format!(
             "cannot create `daemon.state_dir` {}",
             config.daemon.state_dir.display()
         )
     })?;
-    let journal = open_journal(config, Opener::Daemon, Arc::clone(&shared.audit))?;
+    let journal = crate::journal::open_journal(config, Opener::Daemon, Arc::clone(&shared.audit))?;
     journal.emit(Entry::now(
         "daemon.started",
         Actor::daemon(),
@@ -250,7 +250,7 @@ async fn start(
     work: &CancellationToken,
     notifier: &Notifier,
 ) -> anyhow::Result<Started> {
-    let journal = start_journal(config, shared)?;
+    let journal = open_journal(config, shared)?;
     let secrets = config.secrets();
     notifier.status("waiting for the catalog");
     let pool = crate::catalog::connect(&config.catalog, &secrets, crate::catalog::Wait::UntilReady)
