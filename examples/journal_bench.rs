@@ -132,9 +132,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Shipping the group-commit journal into a fresh catalog.
-    let bins = vigil::pgcluster::PgBinaries::discover()?;
+    let bins = vigil::cli::pgcluster::PgBinaries::discover()?;
     let pg = tempfile::tempdir()?;
-    let mut cluster = vigil::pgcluster::Cluster::create(&bins, &pg.path().join("pg"), "bench")?;
+    let mut cluster =
+        vigil::cli::pgcluster::Cluster::create(&bins, &pg.path().join("pg"), "bench")?;
     cluster.start()?;
     cluster.psql("postgres", "CREATE DATABASE catalog")?;
     let config: vigil::config::CatalogConfig = toml::from_str(&format!(

@@ -14,6 +14,20 @@ use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Why a new `log.level` was not applied; the text is the filter's own
+/// (the caller's log line says which change failed).
+#[derive(Debug, thiserror::Error)]
+pub enum LevelError {
+    #[error("{source}")]
+    Parse {
+        level: String,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    #[error(transparent)]
+    Reload(#[from] reload::Error),
+}
+
 /// Keeps the log machinery alive and adjustable.
 pub struct Logging {
     filter: reload::Handle<EnvFilter, Registry>,
@@ -63,10 +77,9 @@ impl Logging {
     }
 
     /// Applies a new filter directive (validated by the config already).
-    pub fn set_level(&self, level: &str) -> Result<(), String> {
-        let filter =
-            EnvFilter::try_new(with_quiet_dependencies(level)).map_err(|e| e.to_string())?;
-        self.filter.reload(filter).map_err(|e| e.to_string())
+    pub fn set_level(&self, level: &str) -> Result<(), LevelError> {
+        self.filter.reload(filter_for(level)?)?;
+        Ok(())
     }
 
     /// Reopens the log file after logrotate moved it away.
@@ -84,6 +97,14 @@ impl Logging {
     pub fn dropped_counter(&self) -> Option<ErrorCounter> {
         self.dropped.clone()
     }
+}
+
+/// The filter for `level`, with the noisy dependencies kept at warn.
+fn filter_for(level: &str) -> Result<EnvFilter, LevelError> {
+    EnvFilter::try_new(with_quiet_dependencies(level)).map_err(|source| LevelError::Parse {
+        level: level.to_owned(),
+        source,
+    })
 }
 
 fn atty_stderr() -> bool {
@@ -181,6 +202,15 @@ impl Write for ReopenableFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_level_is_a_parse_error_naming_it() {
+        assert!(filter_for("debug").is_ok());
+        match filter_for("vigil=loud") {
+            Err(LevelError::Parse { level, .. }) => assert_eq!(level, "vigil=loud"),
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
 
     #[test]
     fn reopen_follows_a_rename() {

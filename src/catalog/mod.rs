@@ -1,6 +1,7 @@
 //! The catalog database: pool, start-up wait, migrations, health events.
 //! A queryable mirror and history; never a dependency of restore.
 
+mod connect;
 mod events;
 mod migrate;
 
@@ -10,6 +11,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use thiserror::Error;
 use tokio_postgres::NoTls;
 
+pub use connect::{Wait, connect};
 pub use events::{EventRow, Transition, spawn_event_writer};
 pub use migrate::{MigrationOutcome, expected_version, migrate};
 

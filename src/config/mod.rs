@@ -3,6 +3,7 @@
 mod diff;
 mod expand;
 pub mod exposure;
+mod files;
 pub mod identity;
 mod load;
 mod secret;

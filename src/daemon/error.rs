@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::admin::BindError;
 use crate::catalog::CatalogError;
-use crate::journal::sign::KeyError;
+use crate::journal::OpenError;
 use crate::redact::error_chain;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,16 +18,9 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "`journal.signing_key_file`: checkpoints cannot be signed: {}",
-        error_chain(source)
-    )]
-    SigningKey { source: KeyError },
-    #[error("cannot open the audit journal in {} (`journal.dir`): {}", dir.display(), error_chain(source))]
-    Journal {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    /// The journal's directory or the signing key (the cause in the text).
+    #[error("{}", error_chain(.0))]
+    Journal(#[from] OpenError),
     /// The catalog refused or did not answer; `redacted` is its text with
     /// the config's secrets taken out (a URL may carry a password).
     #[error("{redacted}")]
@@ -44,6 +37,7 @@ pub enum DaemonError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::Opener;
 
     /// The messages are the ones the anyhow contexts printed (`{e:#}`):
     /// operators and tests read them.
@@ -58,10 +52,11 @@ mod tests {
             format!("{state_dir:#}"),
             "cannot create `daemon.state_dir` /var/lib/vigil: Permission denied (os error 13)"
         );
-        let journal = DaemonError::Journal {
+        let journal = DaemonError::from(OpenError::Open {
             dir: "/var/lib/vigil/journal".into(),
+            opener: Opener::Daemon,
             source: denied(),
-        };
+        });
         assert_eq!(
             journal.to_string(),
             "cannot open the audit journal in /var/lib/vigil/journal (`journal.dir`): Permission denied (os error 13)"

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::DaemonError;
 use crate::config::Config;
 use crate::health::{HealthRunner, Observation, RunnerHandle, Status, reload_spec};
-use crate::journal::{Actor, Entry, Journal, JournalOptions};
+use crate::journal::{Actor, Entry, Journal, Opener, open_journal as open_journal_as};
 use crate::notify::Notifier;
 use crate::redact::redact_text;
 use crate::state::Shared;
@@ -30,18 +30,7 @@ fn open_journal(config: &Config, shared: &Shared) -> Result<Journal, DaemonError
         path: config.daemon.state_dir.clone(),
         source,
     })?;
-    let mut options = JournalOptions::from_config(config, true);
-    if let Some(path) = &config.journal.signing_key_file {
-        let key = crate::journal::sign::load_signing_key(path)
-            .map_err(|source| DaemonError::SigningKey { source })?;
-        options.signer = Some(Arc::new(key));
-    }
-    let journal = Journal::open(options, Arc::clone(&shared.audit)).map_err(|source| {
-        DaemonError::Journal {
-            dir: config.journal_dir(),
-            source,
-        }
-    })?;
+    let journal = open_journal_as(config, Opener::Daemon, Arc::clone(&shared.audit))?;
     journal.emit(Entry::now(
         "daemon.started",
         Actor::daemon(),
@@ -68,8 +57,7 @@ async fn open_catalog(
     secrets: &[String],
 ) -> Result<deadpool_postgres::Pool, DaemonError> {
     notifier.status("waiting for the catalog");
-    let pool = crate::catalog::pool(&config.catalog).map_err(|e| catalog_error(e, secrets))?;
-    crate::catalog::wait_until_ready(&pool, &config.catalog, secrets)
+    let pool = crate::catalog::connect(&config.catalog, secrets, crate::catalog::Wait::UntilReady)
         .await
         .map_err(|e| catalog_error(e, secrets))?;
     shared.startup_done("catalog");

@@ -225,7 +225,7 @@ impl JobContext {
                 .await
                 .map_err(|e| SourceError::Connect {
                     host: crate::pipeline::pgtools::describe_host(&config),
-                    unreachable: crate::reach::is_unreachable(&e),
+                    unreachable: crate::repo::reach::is_unreachable(&e),
                     detail: crate::redact::error_chain(&e),
                 })?;
         tokio::spawn(connection);

@@ -331,7 +331,7 @@ async fn connect(
     }
     let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
         let detail = crate::redact::error_chain(&e);
-        if crate::reach::is_unreachable(&e) {
+        if crate::repo::reach::is_unreachable(&e) {
             RestoreError::TargetUnreachable {
                 host: crate::pipeline::pgtools::describe_host(&config),
                 detail,

@@ -4,6 +4,7 @@
 //! Loki, and the verification behind `vigil audit verify`.
 
 mod handle;
+mod open;
 pub mod record;
 pub mod segment;
 pub mod ship;
@@ -16,6 +17,7 @@ mod writer;
 mod tests;
 
 pub use handle::{Head, Journal, JournalError, JournalOptions, JournalStatus};
+pub use open::{OpenError, Opener, open_journal};
 pub use record::{
     Actor, ChainCheck, Entry, GENESIS, Record, VerifyError, encode_line, verify_chain,
 };

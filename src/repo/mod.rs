@@ -16,6 +16,7 @@ mod layout;
 pub mod lease;
 pub mod manifest;
 mod oplog;
+pub mod reach;
 mod store;
 mod temp;
 

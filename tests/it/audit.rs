@@ -413,7 +413,7 @@ fn the_catalog_catches_up_after_an_outage_with_every_record_once() {
         &source,
         "[journal]\ncheckpoint_interval = \"1s\"\n",
     );
-    fn count(cluster: &vigil::pgcluster::Cluster, sql: &str) -> Option<usize> {
+    fn count(cluster: &vigil::cli::pgcluster::Cluster, sql: &str) -> Option<usize> {
         cluster
             .psql("audit", sql)
             .ok()
@@ -976,7 +976,7 @@ fn signed_checkpoints_catch_forgeries_made_without_the_key() {
 
 /// The catalog's processes: the postmaster (first line of postmaster.pid)
 /// and its children.
-fn cluster_pids(cluster: &vigil::pgcluster::Cluster) -> Vec<nix::unistd::Pid> {
+fn cluster_pids(cluster: &vigil::cli::pgcluster::Cluster) -> Vec<nix::unistd::Pid> {
     let pidfile = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid")).unwrap();
     let postmaster: i32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
     let mut pids = vec![postmaster];

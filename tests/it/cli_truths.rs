@@ -436,7 +436,7 @@ fn demo_files_are_private_and_its_restore_works_from_any_directory() {
 }
 
 /// Runs a file of SQL with psql as the superuser, with `-v` variables.
-fn psql_file(cluster: &vigil::pgcluster::Cluster, file: &Path, vars: &[(&str, &str)]) {
+fn psql_file(cluster: &vigil::cli::pgcluster::Cluster, file: &Path, vars: &[(&str, &str)]) {
     let mut command = Command::new(cluster.bin("psql"));
     command
         .env("PGPASSWORD", PASSWORD)

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use vigil::pgcluster::{Cluster, PgBinaries};
+use vigil::cli::pgcluster::{Cluster, PgBinaries};
 
 pub const PASSWORD: &str = "pw-Xq7rT2-never-logged";
 pub const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");

@@ -106,7 +106,7 @@ fn endpoints_answer_as_specified() {
 }
 
 /// Seconds from `cluster.start()` until `/health` says `pass` again.
-fn recovery_time(vigil: &Vigil, cluster: &mut vigil::pgcluster::Cluster) -> Duration {
+fn recovery_time(vigil: &Vigil, cluster: &mut vigil::cli::pgcluster::Cluster) -> Duration {
     cluster.start().unwrap();
     let restarted = Instant::now();
     vigil.wait_for("/health to pass again", Duration::from_secs(10), || {

@@ -427,7 +427,7 @@ fn a_run_whose_lease_is_taken_over_stops_without_committing() {
 }
 
 /// The postmaster and every process it started, for SIGSTOP/SIGCONT.
-fn cluster_pids(cluster: &vigil::pgcluster::Cluster) -> Vec<i32> {
+fn cluster_pids(cluster: &vigil::cli::pgcluster::Cluster) -> Vec<i32> {
     let pidfile = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid")).unwrap();
     let postmaster: i32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
     let children = Command::new("pgrep")

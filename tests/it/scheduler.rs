@@ -178,7 +178,7 @@ fn backup_dirs(root: &std::path::Path) -> usize {
 /// A session holding an exclusive lock on `t`, so pg_dump waits (and sends nothing).
 pub(crate) fn hold_lock(db: &TestDb) -> Child {
     let mut child = Command::new(
-        vigil::pgcluster::PgBinaries::discover()
+        vigil::cli::pgcluster::PgBinaries::discover()
             .unwrap()
             .bin("psql"),
     )

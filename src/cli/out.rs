@@ -1,8 +1,10 @@
 //! The CLI's stdout. A reader that goes away (`vigil list | head -1`) is
 //! not a failure: [`OutputError::Closed`] travels up like any error and the
-//! command ends quietly (see [`crate::exit`]); `println!` would panic.
+//! command ends quietly (exit 0, see [`Exit::StdoutClosed`]); `println!` would panic.
 
 use std::io::Write;
+
+use super::exit::{Classify, Exit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -21,6 +23,15 @@ impl From<std::io::Error> for OutputError {
     }
 }
 
+impl Classify for OutputError {
+    fn exit(&self) -> Exit {
+        match self {
+            OutputError::Closed => Exit::StdoutClosed,
+            OutputError::Write(_) => Exit::Failed,
+        }
+    }
+}
+
 /// Writes `args` to stdout.
 pub fn write(args: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
     let mut stdout = std::io::stdout().lock();
@@ -31,12 +42,12 @@ pub fn write(args: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
 /// `print!` that returns [`OutputError`] instead of panicking.
 #[macro_export]
 macro_rules! out {
-    ($($arg:tt)*) => { $crate::out::write(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::cli::out::write(format_args!($($arg)*)) };
 }
 
 /// `println!` that returns [`OutputError`] instead of panicking.
 #[macro_export]
 macro_rules! outln {
-    () => { $crate::out::write(format_args!("\n")) };
-    ($($arg:tt)*) => { $crate::out::write(format_args!("{}\n", format_args!($($arg)*))) };
+    () => { $crate::cli::out::write(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::out::write(format_args!("{}\n", format_args!($($arg)*))) };
 }

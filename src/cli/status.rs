@@ -1,6 +1,8 @@
 //! `vigil status`: fetch the running daemon's `/health/detailed` and print it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +12,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::out::OutputError;
+use super::exit::{Classify, Exit};
+use super::out::OutputError;
 
 #[derive(Debug, Error)]
 pub enum StatusError {
@@ -41,6 +44,32 @@ pub enum StatusError {
     },
     #[error(transparent)]
     Output(#[from] OutputError),
+}
+
+/// `vigil status [--json]`: exit 0 on pass/warn, 2 on fail.
+pub async fn command(path: &Path, json: bool) -> ExitCode {
+    // From the environment only: a token on the command line shows in `ps`.
+    let token = std::env::var("VIGIL_TOKEN").ok().filter(|t| !t.is_empty());
+    let config = match super::load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match run(config.admin.listen, json, token.as_deref()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(Exit::Unhealthy.code()),
+        Err(e) => super::finish(Err(e.into())),
+    }
+}
+
+impl Classify for StatusError {
+    fn exit(&self) -> Exit {
+        match self {
+            StatusError::Unreachable { .. } | StatusError::Timeout { .. } => Exit::Unreachable,
+            StatusError::Protected { .. } => Exit::Usage,
+            StatusError::Output(e) => e.exit(),
+            StatusError::Http { .. } | StatusError::NotHealth { .. } => Exit::Failed,
+        }
+    }
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

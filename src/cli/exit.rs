@@ -8,11 +8,10 @@ use crate::jobs::backup::BackupError;
 use crate::jobs::mirror::MirrorError;
 use crate::jobs::prune::PruneError;
 use crate::jobs::restore::RestoreError;
+use crate::journal::OpenError;
 use crate::journal::sign::KeyError;
-use crate::out::OutputError;
 use crate::pipeline::upload::PipelineError;
 use crate::repo::RepoError;
-use crate::status_cmd::StatusError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -68,38 +67,6 @@ impl CommandError {
     }
 }
 
-/// The exit status for a command's error: the first error in the chain that
-/// has one decides; anything else is a failed operation.
-pub fn of(error: &anyhow::Error) -> Exit {
-    error.chain().find_map(classify).unwrap_or(Exit::Failed)
-}
-
-fn classify(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
-    macro_rules! try_types {
-        ($($t:ty),*) => {
-            $(if let Some(e) = e.downcast_ref::<$t>() {
-                return Some(e.exit());
-            })*
-        };
-    }
-    try_types!(
-        CommandError,
-        ConfigError,
-        UnknownJob,
-        CatalogError,
-        RepoError,
-        BackupError,
-        PipelineError,
-        RestoreError,
-        PruneError,
-        MirrorError,
-        StatusError,
-        OutputError,
-        KeyError
-    );
-    None
-}
-
 impl Classify for KeyError {
     fn exit(&self) -> Exit {
         match self {
@@ -115,11 +82,11 @@ impl Classify for KeyError {
 impl Classify for DaemonError {
     fn exit(&self) -> Exit {
         match self {
-            DaemonError::SigningKey { source } => source.exit(),
+            DaemonError::Journal(OpenError::SigningKey(key)) => key.exit(),
             DaemonError::Catalog { error, .. } => error.exit(),
             DaemonError::Bind(_)
             | DaemonError::StateDir { .. }
-            | DaemonError::Journal { .. }
+            | DaemonError::Journal(OpenError::Open { .. })
             | DaemonError::Jobs { .. } => Exit::Failed,
         }
     }
@@ -215,50 +182,33 @@ impl Classify for MirrorError {
     }
 }
 
-impl Classify for StatusError {
-    fn exit(&self) -> Exit {
-        match self {
-            StatusError::Unreachable { .. } | StatusError::Timeout { .. } => Exit::Unreachable,
-            StatusError::Protected { .. } => Exit::Usage,
-            StatusError::Output(e) => e.exit(),
-            StatusError::Http { .. } | StatusError::NotHealth { .. } => Exit::Failed,
-        }
-    }
-}
-
-impl Classify for OutputError {
-    fn exit(&self) -> Exit {
-        match self {
-            OutputError::Closed => Exit::StdoutClosed,
-            OutputError::Write(_) => Exit::Failed,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_first_typed_error_in_the_chain_decides() {
+    fn the_daemons_start_up_error_is_classified_by_its_variant() {
         let unknown = UnknownJob {
             job: "x".into(),
             known: "none".into(),
         };
-        assert_eq!(of(&anyhow::Error::new(unknown)), Exit::Usage);
+        assert_eq!(unknown.exit(), Exit::Usage);
         let down = CatalogError::Unreachable {
             addr: "127.0.0.1:5432".into(),
             waited: "1s".into(),
             last_error: "refused".into(),
         };
-        let wrapped = anyhow::Error::new(down).context("vigil backup");
-        assert_eq!(of(&wrapped), Exit::Unreachable);
-        assert_eq!(of(&anyhow::anyhow!("something else")), Exit::Failed);
-        let closed = anyhow::Error::new(OutputError::from(std::io::Error::from(
-            std::io::ErrorKind::BrokenPipe,
-        )));
-        assert_eq!(of(&closed), Exit::StdoutClosed);
-        assert_eq!(of(&closed).code(), 0);
+        let daemon = DaemonError::Catalog {
+            error: down,
+            redacted: "refused".into(),
+        };
+        assert_eq!(daemon.exit(), Exit::Unreachable);
+        let journal = DaemonError::from(OpenError::Open {
+            dir: "/var/lib/vigil/journal".into(),
+            opener: crate::journal::Opener::Daemon,
+            source: std::io::Error::from_raw_os_error(13),
+        });
+        assert_eq!(journal.exit(), Exit::Failed);
     }
 
     #[test]

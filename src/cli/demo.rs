@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use crate::pgcluster::{Cluster, ClusterError, PgBinaries};
+use super::pgcluster::{Cluster, ClusterError, PgBinaries};
 
 /// The cluster and the config written for it.
 pub struct DemoSetup {
@@ -18,6 +19,49 @@ impl DemoSetup {
     pub fn cluster_dir(&self) -> PathBuf {
         self.dir.join("pg")
     }
+}
+
+/// `vigil demo`: a free port, the cluster, then the daemon until Ctrl-C.
+pub async fn command(listen: SocketAddr, dir: Option<PathBuf>) -> ExitCode {
+    // A taken default port should not spoil the first run: fall back to a
+    // free one. The config gets a concrete port so `vigil status` finds it.
+    let probe = std::net::TcpListener::bind(listen).or_else(|e| {
+        eprintln!("vigil demo: {listen} is not available ({e}); using a free port instead");
+        std::net::TcpListener::bind(SocketAddr::new(listen.ip(), 0))
+    });
+    let listen = match probe.and_then(|l| l.local_addr()) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("vigil demo: cannot find a port to listen on: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let setup = match tokio::task::spawn_blocking(move || prepare(dir.as_deref(), listen)).await {
+        Ok(Ok(setup)) => setup,
+        Ok(Err(e)) => {
+            eprintln!("vigil demo: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("vigil demo: set-up panicked: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match super::load(&setup.config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(logging) = super::init_logging(&config) else {
+        return ExitCode::FAILURE;
+    };
+    let banner = |addr| banner(&setup, addr);
+    let code = super::serve::serve(setup.config_path.clone(), config, logging, Some(&banner)).await;
+    eprintln!(
+        "vigil demo: stopping the cluster and removing {}",
+        setup.cluster_dir().display()
+    );
+    drop(setup);
+    code
 }
 
 /// Creates the cluster, the `vigil` database and the config file.
@@ -62,7 +106,7 @@ pub fn prepare(dir: Option<&Path>, listen: SocketAddr) -> Result<DemoSetup, Clus
             "-h",
             "127.0.0.1",
             "-U",
-            crate::pgcluster::SUPERUSER,
+            super::pgcluster::SUPERUSER,
             "-p",
         ])
         .arg(cluster.port().to_string())
@@ -85,7 +129,7 @@ pub fn prepare(dir: Option<&Path>, listen: SocketAddr) -> Result<DemoSetup, Clus
 
     // Everything the demo writes holds a secret or points at one: owner only.
     let write = |path: &Path, text: &str| {
-        crate::pgcluster::write_private(path, text).map_err(|e| ClusterError::Io {
+        super::pgcluster::write_private(path, text).map_err(|e| ClusterError::Io {
             action: "cannot write",
             path: path.to_owned(),
             source: e,

@@ -1,11 +1,15 @@
 //! `vigil audit verify` and `vigil audit show`.
 
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use chrono::{DateTime, Utc};
+mod show;
 
+use super::args::AuditCommand;
+use super::error::{AuditError, CliError, CopyError};
+use super::exit::Exit;
+use super::{finish, with_config};
 use crate::config::Config;
 use crate::journal::verify::catalog::{check_pin, compare_with_local};
 use crate::journal::verify::{
@@ -14,21 +18,64 @@ use crate::journal::verify::{
 };
 use crate::journal::{Record, segment};
 
+/// How long `audit verify` waits for the catalog's copy.
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `vigil audit verify|keygen|show`.
+pub async fn dispatch(path: &Path, command: AuditCommand) -> ExitCode {
+    match command {
+        AuditCommand::Verify {
+            from_catalog,
+            public_key,
+            json,
+        } => {
+            with_config(path, |config| async move {
+                verify(&config, from_catalog, public_key.as_deref(), json).await
+            })
+            .await
+        }
+        AuditCommand::Keygen {
+            private_key,
+            public,
+        } => finish(keygen(&private_key, public.as_deref())),
+        AuditCommand::Show { since, event, json } => {
+            let since = match since.as_deref().map(show::parse_since).transpose() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("vigil audit show: --since {e}");
+                    return ExitCode::from(Exit::Usage.code());
+                }
+            };
+            with_config(path, |config| async move {
+                show::show(&config, since, event.as_deref(), json)
+            })
+            .await
+        }
+    }
+}
+
 /// Reads every segment of the journal directory, holding the writers'
 /// lock (shared) so no line is read half-written.
-fn read_segments(config: &Config) -> anyhow::Result<Vec<SegmentInput>> {
+fn read_segments(config: &Config) -> Result<Vec<SegmentInput>, AuditError> {
     let dir = config.journal_dir();
     let lock = std::fs::File::open(dir.join(segment::LOCK_FILE)).ok();
     if let Some(lock) = &lock {
-        lock.lock_shared()
-            .with_context(|| format!("cannot lock {}", dir.display()))?;
+        lock.lock_shared().map_err(|source| AuditError::Lock {
+            dir: dir.clone(),
+            source,
+        })?;
     }
     let mut out = Vec::new();
-    for (n, path) in
-        segment::list(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-    {
-        let (lines, fragment) = segment::read_from(&path, 0)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+    let segments = segment::list(&dir).map_err(|source| AuditError::List {
+        dir: dir.clone(),
+        source,
+    })?;
+    for (n, path) in segments {
+        let (lines, fragment) =
+            segment::read_from(&path, 0).map_err(|source| AuditError::Read {
+                path: path.clone(),
+                source,
+            })?;
         out.push(SegmentInput {
             name: segment::segment_name(n),
             lines,
@@ -59,27 +106,34 @@ async fn catalog_copy(
     config: &Config,
     instance: &str,
     local: Option<&str>,
-) -> Result<CatalogCopy, String> {
-    let pool = crate::catalog::pool(&config.catalog).map_err(|e| e.to_string())?;
+) -> Result<CatalogCopy, CopyError> {
+    let pool = super::session::probe(config, CATALOG_TIMEOUT).await?;
     let addr = crate::catalog::address(&config.catalog);
-    let client = tokio::time::timeout(Duration::from_secs(5), pool.get())
-        .await
-        .map_err(|_| format!("the catalog at {addr} did not answer within 5 s"))?
-        .map_err(|e| format!("catalog at {addr}: {}", crate::catalog::describe(&e)))?;
+    let client = pool.get().await.map_err(|source| CopyError::Connect {
+        addr: addr.clone(),
+        source,
+    })?;
     let pinned = crate::journal::ship::pinned(&client, instance)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| CopyError::Pin {
+            instance: instance.to_owned(),
+            source,
+        })?;
     // Never "the newest journal in the catalog": that may be another host's.
-    let journal = local.map(str::to_owned).or_else(|| pinned.clone()).ok_or_else(|| {
-        format!("the catalog at {addr} pins no journal for instance `{instance}` (`daemon.instance`, else the host name) and there are no local journal files: nothing to verify")
-    })?;
+    let journal = local
+        .map(str::to_owned)
+        .or_else(|| pinned.clone())
+        .ok_or_else(|| CopyError::NothingToVerify {
+            addr,
+            instance: instance.to_owned(),
+        })?;
     let rows = client
         .query(
             "SELECT seq, record FROM vigil.audit_log WHERE journal = $1::text::uuid ORDER BY seq",
             &[&journal],
         )
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|source| CopyError::Query { source })?;
     let rows = rows
         .iter()
         .map(|r| TableRow {
@@ -131,14 +185,14 @@ pub async fn verify(
     from_catalog: bool,
     public_key: Option<&Path>,
     json: bool,
-) -> anyhow::Result<()> {
+) -> Result<(), CliError> {
     // A bad key file is the caller's mistake: say so before reading anything.
     let key = public_key
         .map(crate::journal::sign::load_verifying_key)
         .transpose()?;
     let mut warnings = Vec::new();
     let anchors = manifest_anchors(config, &mut warnings).await;
-    let instance = crate::commands::instance(config);
+    let instance = super::session::instance(config);
     let (mut report, lines) = if from_catalog {
         verify_catalog_copy(config, &instance, &anchors).await?
     } else {
@@ -161,7 +215,7 @@ pub async fn verify(
     report.warnings.extend(warnings);
     print_report(&report, from_catalog, json)?;
     if !report.ok() {
-        bail!("the audit journal failed verification");
+        return Err(AuditError::Failed.into());
     }
     Ok(())
 }
@@ -173,11 +227,11 @@ async fn verify_catalog_copy(
     config: &Config,
     instance: &str,
     anchors: &[Anchor],
-) -> anyhow::Result<(Report, Vec<String>)> {
+) -> Result<(Report, Vec<String>), AuditError> {
     let segments = read_segments(config).unwrap_or_default();
     let copy = catalog_copy(config, instance, journal_of(&segments).as_deref())
         .await
-        .map_err(|e| anyhow::anyhow!("cannot read the journal from the catalog: {e}"))?;
+        .map_err(AuditError::FromCatalog)?;
     let mut report = verify_table(&copy.rows, anchors);
     report.journal.get_or_insert(copy.journal);
     compare_with_local(&mut report, &copy.rows, &segments);
@@ -192,13 +246,12 @@ async fn verify_local(
     instance: &str,
     anchors: &[Anchor],
     warnings: &mut Vec<String>,
-) -> anyhow::Result<(Report, Vec<String>)> {
+) -> Result<(Report, Vec<String>), AuditError> {
     let before = read_segments(config)?;
     if before.is_empty() {
-        bail!(
-            "no journal segments in {} (`journal.dir`); use --from-catalog to verify the catalog's copy",
-            config.journal_dir().display()
-        );
+        return Err(AuditError::NoSegments {
+            dir: config.journal_dir(),
+        });
     }
     let copy = match catalog_copy(config, instance, journal_of(&before).as_deref()).await {
         Ok(copy) => Some(copy),
@@ -231,7 +284,7 @@ fn remind_of_signatures<'a>(report: &mut Report, lines: impl IntoIterator<Item =
     }
 }
 
-fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Result<()> {
+fn print_report(report: &Report, from_catalog: bool, json: bool) -> Result<(), CliError> {
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(report)?)?;
         return Ok(());
@@ -276,7 +329,7 @@ fn print_report(report: &Report, from_catalog: bool, json: bool) -> anyhow::Resu
 
 /// `vigil audit keygen PRIVATE [--public FILE]`: a new checkpoint signing
 /// key pair; the private key is created with mode 0600.
-pub fn keygen(private: &Path, public: Option<&Path>) -> anyhow::Result<()> {
+pub fn keygen(private: &Path, public: Option<&Path>) -> Result<(), CliError> {
     let public = public.map_or_else(
         || {
             let mut name = private.as_os_str().to_owned();
@@ -293,67 +346,4 @@ pub fn keygen(private: &Path, public: Option<&Path>) -> anyhow::Result<()> {
         public.display()
     )?;
     Ok(())
-}
-
-/// `--since`: a duration ago (`2h`) or an RFC 3339 time.
-pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let ago = humantime::parse_duration(text)
-        .map_err(|_| format!("`{text}` is neither a duration (2h, 30m) nor an RFC 3339 time"))?;
-    Ok(Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?)
-}
-
-/// `vigil audit show [--since] [--event] [--json]`.
-pub fn show(
-    config: &Config,
-    since: Option<DateTime<Utc>>,
-    event: Option<&str>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let dir = config.journal_dir();
-    let mut tail = crate::journal::tail::Tail::after(&dir, 0)
-        .with_context(|| format!("cannot read the journal in {}", dir.display()))?;
-    loop {
-        let batch = tail.read(1000)?;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        for (record, line) in batch {
-            if since.is_some_and(|t| record.ts < t) {
-                continue;
-            }
-            if let Some(prefix) = event
-                && !(record.event == prefix || record.event.starts_with(&format!("{prefix}.")))
-            {
-                continue;
-            }
-            if json {
-                crate::outln!("{line}")?;
-            } else {
-                let actor = match (&record.actor.role, &record.actor.claimed) {
-                    (Some(role), _) => {
-                        format!("{}:{} ({role})", record.actor.kind, record.actor.name)
-                    }
-                    (None, Some(claimed)) => format!(
-                        "{}:{} (claims {claimed})",
-                        record.actor.kind, record.actor.name
-                    ),
-                    (None, None) if record.actor.kind == record.actor.name => {
-                        record.actor.kind.clone()
-                    }
-                    (None, None) => format!("{}:{}", record.actor.kind, record.actor.name),
-                };
-                crate::outln!(
-                    "{} {:>6} {:<24} {:<24} {}",
-                    record.ts.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                    record.seq,
-                    record.event,
-                    actor,
-                    record.data
-                )?;
-            }
-        }
-    }
 }

@@ -35,6 +35,9 @@ pub enum ClusterError {
     },
 }
 
+/// Tries before `start` gives up (a free port can be taken before use).
+const START_ATTEMPTS: u32 = 5;
+
 fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
@@ -169,22 +172,26 @@ impl Cluster {
 
     /// Starts on a free loopback port (retrying if another process takes it first).
     pub fn start(&mut self) -> Result<(), ClusterError> {
-        let mut last = None;
-        for _ in 0..5 {
-            let port = if self.port != 0 && last.is_none() {
-                self.port
-            } else {
-                free_port()?
-            };
+        // The first attempt reuses a known port; the retries take fresh ones.
+        let mut port = if self.port != 0 {
+            self.port
+        } else {
+            free_port()?
+        };
+        let mut attempt = 1;
+        loop {
             match self.start_on(port) {
                 Ok(()) => {
                     self.port = port;
                     return Ok(());
                 }
-                Err(e) => last = Some(e),
+                Err(e) if attempt == START_ATTEMPTS => return Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    port = free_port()?;
+                }
             }
         }
-        Err(last.expect("at least one attempt"))
     }
 
     fn start_on(&self, port: u16) -> Result<(), ClusterError> {

@@ -1,0 +1,153 @@
+//! The command line: every command, its arguments and their help text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config;
+
+#[derive(Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Keeps PostgreSQL databases and file trees recoverable, and says so."
+)]
+pub struct Cli {
+    /// Config file.
+    #[arg(
+        long,
+        global = true,
+        env = "VIGIL_CONFIG",
+        default_value = "/etc/vigil/config.toml"
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run,
+    /// Validate the config and print it with secrets redacted.
+    CheckConfig,
+    /// Apply the catalog migrations, print the schema version, exit.
+    Migrate,
+    /// Print the running daemon's health (from /health/detailed).
+    /// (With `admin.protect_detailed`, the environment's VIGIL_TOKEN is sent.)
+    Status {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back up a job now (same step and lock as the scheduler).
+    Backup { job: String },
+    /// List a job's backups from its repository (no catalog needed).
+    List {
+        job: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a database.
+    Restore {
+        job: String,
+        /// Backup id (default: the latest).
+        #[arg(long, conflicts_with = "latest")]
+        backup: Option<String>,
+        /// Restore the latest backup (the default).
+        #[arg(long)]
+        latest: bool,
+        /// Database of a multi-database backup.
+        #[arg(long)]
+        database: Option<String>,
+        /// Target connection string, naming the database (database backups).
+        #[arg(long, required_unless_present = "to_dir", conflicts_with = "to_dir")]
+        to: Option<String>,
+        /// Directory to restore a files backup under (empty unless --force).
+        #[arg(long)]
+        to_dir: Option<PathBuf>,
+        /// With --to-dir: write into a non-empty directory.
+        #[arg(long, requires = "to_dir")]
+        force: bool,
+        /// Create the target database first.
+        #[arg(long)]
+        create: bool,
+        /// Replace objects in a non-empty target.
+        #[arg(long)]
+        clean: bool,
+        /// Parallel pg_restore jobs (stages the dump in a temp file).
+        #[arg(long)]
+        jobs: Option<u32>,
+    },
+    /// Apply (or preview) a job's retention policy.
+    Prune {
+        /// The job (or --all).
+        #[arg(required_unless_present = "all")]
+        job: Option<String>,
+        #[arg(long, conflicts_with = "job")]
+        all: bool,
+        /// Print the plan; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pin a backup: retention never forgets it (stored in the repository).
+    Pin { job: String, backup_id: String },
+    /// Remove a pin.
+    Unpin { job: String, backup_id: String },
+    /// Check or read the audit journal.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Run vigil against a throwaway PostgreSQL cluster, in the foreground.
+    Demo {
+        /// Admin address (a taken default port falls back to a free one).
+        #[arg(long, default_value = config::DEFAULT_ADMIN_LISTEN)]
+        listen: SocketAddr,
+        /// Directory for the cluster and config (default: a new temporary one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check the chain, segments, checkpoints, the catalog's copy and the
+    /// heads in backup manifests; exit 1 naming the first bad record.
+    Verify {
+        /// Verify the catalog's copy (e.g. after losing the local journal).
+        #[arg(long)]
+        from_catalog: bool,
+        /// Check every checkpoint's signature with this ed25519 public key
+        /// (SPKI PEM); a checkpoint without one fails.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an ed25519 key pair for signing checkpoints: the private key
+    /// (PKCS#8 PEM, mode 0600) for `journal.signing_key_file`, the public
+    /// key (SPKI PEM) for `audit verify --public-key`.
+    Keygen {
+        /// Where to write the private key (never overwritten).
+        private_key: PathBuf,
+        /// Where to write the public key (default: PRIVATE_KEY.pub).
+        #[arg(long, value_name = "FILE")]
+        public: Option<PathBuf>,
+    },
+    /// Print journal records.
+    Show {
+        /// Only records newer than this: a duration ago (2h) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this event or family (`prune`, `api.request`).
+        #[arg(long)]
+        event: Option<String>,
+        /// The exact journal lines.
+        #[arg(long)]
+        json: bool,
+    },
+}

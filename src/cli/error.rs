@@ -1,0 +1,191 @@
+//! Why a CLI command failed: one typed error per way, each carrying its
+//! facts; the exit status is chosen by matching the variant
+//! ([`Classify`]), the text printed is the error and its sources.
+
+use std::path::PathBuf;
+
+use super::exit::{Classify, CommandError, Exit};
+use super::out::OutputError;
+use super::status::StatusError;
+use crate::config::UnknownJob;
+use crate::jobs::restore::RestoreError;
+use crate::journal::sign::KeyError;
+use crate::journal::{JournalError, OpenError};
+use crate::repo::RepoError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    UnknownJob(#[from] UnknownJob),
+    /// A lower layer's error, already redacted, with its exit status.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// `--to` is not a connection string (found before anything is contacted).
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    JournalOpen(#[from] OpenError),
+    /// The job's context could not be built (its repository or sources);
+    /// `reason` is the job layer's own text.
+    #[error("{reason}")]
+    JobSetup { job: String, reason: String },
+    #[error("no jobs are configured")]
+    NoJobs,
+    #[error("prune failed: {}", failures.join("; "))]
+    PruneFailed { failures: Vec<String> },
+}
+
+/// Why the journal could not be read or did not verify (all exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("cannot lock {}", dir.display())]
+    Lock {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot list {}", dir.display())]
+    List {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the journal in {}", dir.display())]
+    Tail {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no journal segments in {} (`journal.dir`); use --from-catalog to verify the catalog's copy",
+        dir.display()
+    )]
+    NoSegments { dir: PathBuf },
+    /// Its text is the copy error's own, as one line.
+    #[error("cannot read the journal from the catalog: {0}")]
+    FromCatalog(CopyError),
+    #[error("the audit journal failed verification")]
+    Failed,
+}
+
+/// Why the catalog's copy of the journal was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Catalog(#[from] CommandError),
+    #[error("catalog at {addr}: {}", crate::catalog::describe(source))]
+    Connect {
+        addr: String,
+        source: deadpool_postgres::PoolError,
+    },
+    /// The pin could not be read; the shipper's error says why.
+    #[error("{source}")]
+    Pin {
+        instance: String,
+        source: crate::journal::ship::ShipError,
+    },
+    #[error(
+        "the catalog at {addr} pins no journal for instance `{instance}` (`daemon.instance`, else the host name) and there are no local journal files: nothing to verify"
+    )]
+    NothingToVerify { addr: String, instance: String },
+    #[error("{}", crate::redact::error_chain(source))]
+    Query { source: tokio_postgres::Error },
+}
+
+impl Classify for CliError {
+    fn exit(&self) -> Exit {
+        match self {
+            CliError::UnknownJob(_) => Exit::Usage,
+            CliError::Command(e) => e.exit(),
+            CliError::Repo(e) => e.exit(),
+            CliError::Restore(e) => e.exit(),
+            CliError::Key(e) => e.exit(),
+            CliError::Status(e) => e.exit(),
+            CliError::Output(e) => e.exit(),
+            CliError::Journal(_)
+            | CliError::Audit(_)
+            | CliError::Json(_)
+            | CliError::JournalOpen(_)
+            | CliError::JobSetup { .. }
+            | CliError::NoJobs
+            | CliError::PruneFailed { .. } => Exit::Failed,
+        }
+    }
+}
+
+/// The error and each of its sources, `: `-separated: what a person sees.
+pub fn full_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+    use crate::journal::Opener;
+
+    #[test]
+    fn the_variant_decides_the_exit_status() {
+        let unknown = UnknownJob {
+            job: "x".into(),
+            known: "none".into(),
+        };
+        assert_eq!(CliError::from(unknown).exit().code(), 64);
+        let down = CommandError {
+            exit: Exit::Unreachable,
+            message: "catalog at 127.0.0.1:1 is unreachable".into(),
+        };
+        assert_eq!(CliError::from(down).exit().code(), 3);
+        let closed = OutputError::from(Error::from(ErrorKind::BrokenPipe));
+        assert_eq!(CliError::from(closed).exit(), Exit::StdoutClosed);
+        let failures = vec!["a: boom".to_owned()];
+        assert_eq!(CliError::PruneFailed { failures }.exit().code(), 1);
+        assert_eq!(CliError::from(AuditError::Failed).exit().code(), 1);
+    }
+
+    #[test]
+    fn the_printed_text_is_the_error_and_its_sources() {
+        let open = OpenError::Open {
+            dir: "/var/lib/vigil/journal".into(),
+            opener: Opener::Cli,
+            source: Error::from(ErrorKind::PermissionDenied),
+        };
+        assert_eq!(
+            full_text(&CliError::from(open)),
+            "cannot open the audit journal in /var/lib/vigil/journal (`journal.dir`); run the command as vigil's user: permission denied"
+        );
+        let failures = vec!["a: boom".to_owned(), "b: bang".to_owned()];
+        assert_eq!(
+            full_text(&CliError::PruneFailed { failures }),
+            "prune failed: a: boom; b: bang"
+        );
+    }
+}

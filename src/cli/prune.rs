@@ -1,0 +1,133 @@
+//! `vigil prune JOB|--all [--dry-run] [--json]`: plan (and apply) each
+//! job's retention, then print the plans.
+
+use super::commands::human_bytes;
+use super::error::CliError;
+use super::session::Session;
+use crate::config::Config;
+use crate::jobs::Trigger;
+use crate::jobs::prune::PruneOutcome;
+use crate::outln;
+
+/// `vigil prune JOB|--all [--dry-run] [--json]`.
+pub async fn prune(
+    config: &Config,
+    job: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    let names: Vec<String> = match job {
+        Some(name) => vec![name.to_owned()],
+        None => config.jobs.keys().cloned().collect(),
+    };
+    let mut outcomes = Vec::new();
+    let mut failed = Vec::new();
+    let session = Session::open(config).await?;
+    for name in &names {
+        let ctx = session.context(config, name)?;
+        match crate::jobs::prune::run(&ctx, Trigger::Cli, dry_run).await {
+            Ok(outcome) => outcomes.push((name.clone(), outcome)),
+            Err(e) => failed.push(format!("{name}: {}", ctx.redact(&e.to_string()))),
+        }
+    }
+    session.close().await;
+    if json {
+        print_json(&outcomes)?;
+    } else {
+        for (job, outcome) in &outcomes {
+            print_text(job, outcome)?;
+        }
+    }
+    if !failed.is_empty() {
+        return Err(CliError::PruneFailed { failures: failed });
+    }
+    Ok(())
+}
+
+/// `--json`: one object per job.
+fn print_json(outcomes: &[(String, PruneOutcome)]) -> Result<(), CliError> {
+    let value: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|(job, o)| {
+            serde_json::json!({ "job": job, "dryRun": o.dry_run, "plan": o.plan, "freedBytes": o.plan.freed_bytes(),
+                "deleted": o.deleted.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                "collected": o.collected, "youngLeftovers": o.young_leftovers,
+                "tempFiles": o.temp.files, "tempBytes": o.temp.bytes,
+                "skipped": o.skipped.iter().map(|(id, why)| serde_json::json!({ "backupId": id, "reason": why })).collect::<Vec<_>>(),
+                "damaged": o.damaged.iter().map(|(id, why)| serde_json::json!({ "backupId": id, "reason": why })).collect::<Vec<_>>() })
+        })
+        .collect();
+    outln!("{}", serde_json::to_string_pretty(&value)?)?;
+    Ok(())
+}
+
+/// One job's plan as a table, then what was done (or would be).
+fn print_text(job: &str, outcome: &PruneOutcome) -> Result<(), CliError> {
+    outln!("{job}:")?;
+    outln!(
+        "  {:<22} {:<20} {:>10}  {:<7} reasons",
+        "backup",
+        "finished (UTC)",
+        "size",
+        "action"
+    )?;
+    for d in &outcome.plan.decisions {
+        outln!(
+            "  {:<22} {:<20} {:>10}  {:<7} {}",
+            d.id,
+            d.finished_at.format("%Y-%m-%d %H:%M:%S"),
+            human_bytes(d.stored_bytes),
+            if d.keep { "keep" } else { "forget" },
+            d.reasons.join(", ")
+        )?;
+    }
+    for (id, why) in &outcome.damaged {
+        outln!("  {id:<22} damaged, left alone: {why}")?;
+    }
+    for (id, why) in &outcome.skipped {
+        outln!("  {id:<22} not deleted: {why}; the next prune plans again")?;
+    }
+    if outcome.temp.files > 0 {
+        outln!(
+            "  {} {} temp file(s) older than temp_grace ({}) from the repository",
+            if outcome.dry_run {
+                "would collect"
+            } else {
+                "collected"
+            },
+            outcome.temp.files,
+            human_bytes(outcome.temp.bytes)
+        )?;
+    }
+    if let Some(why) = &outcome.plan.refused {
+        outln!("  nothing deleted: {why}")?;
+    } else if outcome.dry_run {
+        outln!(
+            "  would free {} ({} backups); run without --dry-run to apply",
+            human_bytes(outcome.plan.freed_bytes()),
+            outcome.plan.forget().count()
+        )?;
+    } else {
+        let freed: u64 = outcome.deleted.iter().map(|(_, b)| b).sum();
+        if !outcome.collected.is_empty() {
+            outln!(
+                "  collected {} uncommitted leftover(s): {}",
+                outcome.collected.len(),
+                outcome.collected.join(", ")
+            )?;
+        }
+        if !outcome.young_leftovers.is_empty() {
+            outln!(
+                "  left {} uncommitted leftover(s) inside orphan_grace: {}",
+                outcome.young_leftovers.len(),
+                outcome.young_leftovers.join(", ")
+            )?;
+        }
+        outln!(
+            "  deleted {} backups, freed {}",
+            outcome.deleted.len(),
+            human_bytes(freed)
+        )?;
+    }
+    Ok(())
+}
