@@ -92,7 +92,7 @@ pub fn instance(config: &Config) -> String {
         .daemon
         .instance
         .clone()
-        .unwrap_or_else(crate::daemon::hostname)
+        .unwrap_or_else(crate::jobs::host::hostname)
 }
 
 /// `vigil backup JOB`: one run now, through the same step and lock as the scheduler.

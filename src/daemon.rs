@@ -44,7 +44,11 @@ impl Daemon {
         logging: Option<Arc<Logging>>,
     ) -> anyhow::Result<Daemon> {
         let admin = crate::admin::bind(config.admin.listen).await?;
-        let service_id = config.daemon.instance.clone().unwrap_or_else(hostname);
+        let service_id = config
+            .daemon
+            .instance
+            .clone()
+            .unwrap_or_else(crate::jobs::host::hostname);
         let shared = Shared::new(
             service_id,
             logging.as_ref().and_then(|l| l.dropped_counter()),
@@ -559,11 +563,4 @@ fn reload_event(path: &std::path::Path, changes: &[config::Change]) -> serde_jso
         .map(|c| serde_json::json!({ "key": c.key, "old": c.old, "new": c.new, "live": c.live }))
         .collect();
     serde_json::json!({ "path": path, "before": before, "after": after, "diff": diff })
-}
-
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "vigil".into())
 }

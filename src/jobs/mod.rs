@@ -7,7 +7,7 @@ pub mod checks;
 pub mod context;
 pub mod encryption_check;
 pub mod executions;
-mod files_backup;
+pub mod host;
 pub mod lock;
 pub mod mirror;
 pub mod prune;

@@ -1037,7 +1037,7 @@ fn a_journal_started_under_another_pin_is_logged_and_fails_verify() {
     catalog
         .psql(&format!(
             "INSERT INTO vigil.journal_pin (instance, journal) VALUES ('{}', '{earlier}')",
-            vigil::daemon::hostname().replace('\'', "''")
+            vigil::jobs::host::hostname().replace('\'', "''")
         ))
         .unwrap();
     let source = fresh_db();

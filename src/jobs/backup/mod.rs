@@ -1,25 +1,24 @@
-//! One backup run of a postgres job: lock, source facts, one object per
-//! database (plus globals for `all`), then the manifest (the commit point).
+//! One backup run, whatever its kind: the job lock, the scheduled-slot
+//! check, the execution row and journal events, then the kind's own run
+//! (`pg`: logical dumps, `files`: a tar of file trees), and on failure the
+//! removal of what it wrote. A new kind is one more file beside these.
 
-use std::process::Stdio;
+mod files;
+mod pg;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use chrono::Utc;
 use thiserror::Error;
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::executions::{self, Finish};
 use super::{JobContext, Trigger, lock};
-use crate::config::{Compression, Databases};
-use crate::pipeline::pgtools::{describe_host, find_tool, libpq_env, tool_version};
-use crate::pipeline::upload::{EncodeSpec, PipelineError, Upload, UploadLimits, upload_child};
+use crate::config::{Compression, JobKind};
+use crate::pipeline::upload::{EncodeSpec, PipelineError};
 use crate::repo::RepoError;
-use crate::repo::manifest::{
-    CompressionFacts, EncryptionFacts, FORMAT_VERSION, Manifest, ObjectEntry, SourceFacts,
-    object_name,
-};
+use crate::repo::manifest::{CompressionFacts, EncryptionFacts, Manifest};
 
 #[derive(Debug, Error)]
 pub enum BackupError {
@@ -227,108 +226,21 @@ pub async fn run_scheduled(
     result
 }
 
+/// The run of its kind, under the lock.
 async fn run_locked(
     ctx: &JobContext,
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<Manifest, BackupError> {
-    if ctx.job.kind == crate::config::JobKind::Files {
-        return super::files_backup::run(ctx, progress, cancel).await;
+    match ctx.job.kind {
+        JobKind::Files => files::run(ctx, progress, cancel).await,
+        JobKind::Postgres | JobKind::Mirror => pg::run(ctx, progress, cancel).await,
     }
-    let started_at = Utc::now();
-    let source = ctx.source_config().map_err(BackupError::Source)?;
-    let facts = source_facts(ctx).await?;
-    let pg_dump = ctx.job.pg_dump.clone().or_else(|| find_tool("pg_dump")).ok_or_else(|| {
-        BackupError::Tool("pg_dump not found: install the PostgreSQL client (apt-get install postgresql-client) or set `pg_dump`".into())
-    })?;
-    let (dump_major, dump_version) = tool_version(&pg_dump).await.map_err(BackupError::Tool)?;
-    let server_major = (facts.version_num / 10000) as u32;
-    if dump_major < server_major {
-        return Err(BackupError::Tool(format!(
-            "{} is version {dump_version}, older than the server ({}): install postgresql-client-{server_major} or point `jobs.{}.pg_dump` at a newer one",
-            pg_dump.display(),
-            facts.version,
-            ctx.name
-        )));
-    }
-
-    let backup_id = allocate_id(ctx, started_at, progress).await?;
-    let job = &ctx.job;
-    let (encode, suffix) = encode_spec(ctx);
-    let limits = ctx.repo.upload_limits(job.stall_timeout);
-    let env = libpq_env(&source, None)?;
-    let mut objects = Vec::new();
-    let run = DumpRun {
-        ctx,
-        backup_id: &backup_id,
-        env: &env,
-        encode: &encode,
-        limits,
-        progress,
-        cancel,
-    };
-
-    if matches!(job.databases, Databases::All) {
-        let pg_dumpall = pg_dump.with_file_name("pg_dumpall");
-        let mut command = Command::new(&pg_dumpall);
-        command.arg("--globals-only");
-        let name = format!("globals.sql{suffix}");
-        let spec = ObjectSpec {
-            tool: "pg_dumpall",
-            name: &name,
-            database: None,
-            format: "sql",
-        };
-        let entry = dump_object(&run, command, spec).await?;
-        objects.push(entry);
-    }
-    for database in &facts.databases {
-        let mut command = Command::new(&pg_dump);
-        // Custom format so pg_restore can select and parallelise; compression is ours.
-        command
-            .args(["--format=custom", "--compress=0", "--dbname"])
-            .arg(database);
-        let name = object_name(database, &format!(".dump{suffix}"));
-        let spec = ObjectSpec {
-            tool: "pg_dump",
-            name: &name,
-            database: Some(database),
-            format: "pg_dump-custom",
-        };
-        let entry = dump_object(&run, command, spec).await?;
-        objects.push(entry);
-    }
-
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        job: ctx.name.clone(),
-        backup_id,
-        kind: "logical".into(),
-        started_at,
-        finished_at: Utc::now(),
-        source: SourceFacts {
-            server_version: facts.version,
-            server_version_num: facts.version_num,
-            pg_dump_version: dump_version,
-            host: describe_host(&source),
-        },
-        compression: codec_facts(ctx).0,
-        encryption: codec_facts(ctx).1,
-        objects,
-        journal_head: ctx.journal_head(),
-        vigil_version: env!("CARGO_PKG_VERSION").into(),
-        files: None,
-    };
-    if cancel.is_cancelled() {
-        return Err(BackupError::Cancelled);
-    }
-    ctx.repo.commit_manifest(&manifest).await?;
-    Ok(manifest)
 }
 
 /// A fresh backup id for a run started at `started_at`, noted in
 /// `progress` so a failed run can remove what it wrote under it.
-pub(super) async fn allocate_id(
+async fn allocate_id(
     ctx: &JobContext,
     started_at: chrono::DateTime<Utc>,
     progress: &Progress,
@@ -385,7 +297,7 @@ fn zstd_job_size(multipart: bool, file_tree: bool) -> u32 {
 }
 
 /// How the job's objects are encoded, and the file-name suffix that says so.
-pub(super) fn encode_spec(ctx: &JobContext) -> (EncodeSpec, String) {
+fn encode_spec(ctx: &JobContext) -> (EncodeSpec, String) {
     let job = &ctx.job;
     let encode = EncodeSpec {
         compression: job.compression,
@@ -394,10 +306,7 @@ pub(super) fn encode_spec(ctx: &JobContext) -> (EncodeSpec, String) {
             .compression_workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
         recipients: ctx.recipients.clone(),
-        zstd_job_size: zstd_job_size(
-            ctx.repo.guarantees.multipart,
-            job.kind == crate::config::JobKind::Files,
-        ),
+        zstd_job_size: zstd_job_size(ctx.repo.guarantees.multipart, job.kind == JobKind::Files),
     };
     let suffix = format!(
         "{}{}",
@@ -412,7 +321,7 @@ pub(super) fn encode_spec(ctx: &JobContext) -> (EncodeSpec, String) {
 }
 
 /// The manifest's compression and encryption facts for this job.
-pub(super) fn codec_facts(ctx: &JobContext) -> (CompressionFacts, Option<EncryptionFacts>) {
+fn codec_facts(ctx: &JobContext) -> (CompressionFacts, Option<EncryptionFacts>) {
     let job = &ctx.job;
     let compression = CompressionFacts {
         algorithm: job.compression.as_str().into(),
@@ -427,123 +336,4 @@ pub(super) fn codec_facts(ctx: &JobContext) -> (CompressionFacts, Option<Encrypt
         recipients: ctx.recipients.iter().map(|r| r.to_string()).collect(),
     });
     (compression, encryption)
-}
-
-/// What every object of one backup run shares.
-struct DumpRun<'a> {
-    ctx: &'a JobContext,
-    backup_id: &'a str,
-    env: &'a [(String, String)],
-    encode: &'a EncodeSpec,
-    limits: UploadLimits,
-    progress: &'a Progress,
-    cancel: &'a CancellationToken,
-}
-
-/// One object: which tool, its file name, its database and format.
-struct ObjectSpec<'a> {
-    tool: &'a str,
-    name: &'a str,
-    database: Option<&'a str>,
-    format: &'a str,
-}
-
-async fn dump_object(
-    run: &DumpRun<'_>,
-    mut command: Command,
-    spec: ObjectSpec<'_>,
-) -> Result<ObjectEntry, BackupError> {
-    let DumpRun {
-        ctx,
-        backup_id,
-        env,
-        encode,
-        limits,
-        progress,
-        cancel,
-    } = *run;
-    let ObjectSpec {
-        tool,
-        name,
-        database,
-        format,
-    } = spec;
-    let label = database.unwrap_or("(globals)").to_owned();
-    let child = command
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| BackupError::Tool(format!("cannot start {tool}: {e}")))?;
-    let path = ctx.repo.object_path(&ctx.name, backup_id, name);
-    let upload = Upload {
-        tool,
-        repo: &ctx.repo,
-        path: &path,
-        encode,
-        limits,
-        progress: Arc::clone(&progress.source_bytes),
-    };
-    let outcome =
-        upload_child(child, upload, cancel)
-            .await
-            .map_err(|error| BackupError::Object {
-                database: label,
-                error,
-            })?;
-    Ok(ObjectEntry {
-        name: name.to_owned(),
-        database: database.map(str::to_owned),
-        format: format.into(),
-        stored_bytes: outcome.stored.bytes,
-        raw_bytes: outcome.raw_bytes,
-        sha256: outcome.stored.sha256,
-    })
-}
-
-struct Facts {
-    version: String,
-    version_num: i32,
-    databases: Vec<String>,
-}
-
-/// Server version and, for `all`, every connectable non-template database.
-async fn source_facts(ctx: &JobContext) -> Result<Facts, BackupError> {
-    let client = ctx.open_source().await.map_err(|e| match e {
-        super::context::SourceError::Connect {
-            host,
-            unreachable: true,
-            detail,
-        } => BackupError::SourceUnreachable {
-            host,
-            detail: ctx.redact(&detail),
-        },
-        other => BackupError::Source(ctx.redact(&other.to_string())),
-    })?;
-    let chain =
-        |e: tokio_postgres::Error| BackupError::Source(ctx.redact(&crate::redact::error_chain(&e)));
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')::int",
-            &[],
-        )
-        .await
-        .map_err(chain)?;
-    let databases = match &ctx.job.databases {
-        Databases::List(list) => list.clone(),
-        Databases::All => client
-            .query("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname", &[])
-            .await
-            .map_err(chain)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect(),
-    };
-    Ok(Facts {
-        version: row.get(0),
-        version_num: row.get(1),
-        databases,
-    })
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::JobContext;
-use super::backup::{BackupError, Progress, allocate_id, codec_facts, encode_spec};
+use super::{BackupError, Progress, allocate_id, codec_facts, encode_spec};
 use crate::files::{ArchiveOptions, ArchiveReport, archive};
+use crate::jobs::JobContext;
 use crate::pipeline::upload::{PipelineError, Upload, upload_produced};
 use crate::repo::Manifest;
 use crate::repo::manifest::{FORMAT_VERSION, FilesFacts, ObjectEntry, SourceFacts};
@@ -70,7 +70,7 @@ pub(super) async fn run(
             server_version: String::new(),
             server_version_num: 0,
             pg_dump_version: String::new(),
-            host: crate::daemon::hostname(),
+            host: crate::jobs::host::hostname(),
         },
         compression,
         encryption,
