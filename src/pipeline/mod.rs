@@ -2,5 +2,6 @@
 //! and back. Bounded channels between the stages keep memory flat.
 
 pub mod codec;
+pub mod limits;
 pub mod pgtools;
 pub mod upload;

@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{Compressor, HashingSink, Sealed, Stored};
+use super::limits::UploadLimits;
 use crate::config::Compression;
-use crate::repo::{RepoError, Repository};
+use crate::repo::{PartLimits, RepoError, Repository};
 
 /// Chunks in flight between two stages: memory is bounded by
 /// `QUEUE × CHUNK` per channel plus one upload part.
@@ -60,18 +61,6 @@ pub struct EncodeSpec {
     /// zstd's job size per worker.
     pub zstd_job_size: u32,
     pub recipients: Vec<age::x25519::Recipient>,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct UploadLimits {
-    pub stall_timeout: Duration,
-    /// First multipart part size (object stores); doubles as needed.
-    pub part_size: usize,
-    pub max_parts: u64,
-    /// Whether the service uploads each write as one part.
-    pub multipart: bool,
-    /// Parts never grow beyond this (a bandwidth cap's burst).
-    pub max_part_size: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,7 +227,7 @@ async fn upload_encoded(
     let Target { repo, path, limits } = target;
     let mut writer = repo.writer(path).await?;
     let result = {
-        let upload = upload_stage(&mut writer, out_rx, repo, path, limits, cancel);
+        let upload = upload_stage(&mut writer, out_rx, repo, path, limits.parts, cancel);
         tokio::pin!(encoded, upload);
         tokio::select! {
             done = &mut encoded => match done {
@@ -448,7 +437,7 @@ async fn upload_stage(
     mut rx: mpsc::Receiver<Bytes>,
     repo: &Repository,
     path: &str,
-    limits: UploadLimits,
+    limits: PartLimits,
     cancel: &CancellationToken,
 ) -> Result<(), PipelineError> {
     let mut sizer = PartSizer::new(limits.part_size, limits.max_parts).capped(limits.max_part_size);

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 pub use manifest::{Manifest, ObjectEntry};
-pub use store::{Deletion, Listing, Repository};
+pub use store::{Deletion, Listing, PartLimits, Repository};
 pub use temp::{TempCollected, TempUsage};
 
 pub const MANIFEST: &str = "manifest.json";

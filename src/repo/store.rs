@@ -16,6 +16,19 @@ use crate::config::RepositoryConfig;
 /// Manifests read at once while listing.
 const MANIFEST_READS: usize = 16;
 
+/// The service's part sizes for a data object's upload (the upload stream
+/// in `pipeline` adds its stall timeout).
+#[derive(Clone, Copy, Debug)]
+pub struct PartLimits {
+    /// First multipart part size (object stores); doubles as needed.
+    pub part_size: usize,
+    pub max_parts: u64,
+    /// Whether the service uploads each write as one part.
+    pub multipart: bool,
+    /// Parts never grow beyond this (a bandwidth cap's burst).
+    pub max_part_size: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct Repository {
     pub name: String,
@@ -456,14 +469,10 @@ impl Repository {
         self.scheme == "gcs"
     }
 
-    /// Upload limits for this service: fs appends every chunk; object
-    /// stores upload each write as one multipart part.
-    pub fn upload_limits(
-        &self,
-        stall_timeout: std::time::Duration,
-    ) -> crate::pipeline::upload::UploadLimits {
-        crate::pipeline::upload::UploadLimits {
-            stall_timeout,
+    /// How this service takes a data object: fs appends every chunk;
+    /// object stores upload each write as one multipart part.
+    pub fn part_limits(&self) -> PartLimits {
+        PartLimits {
             part_size: self.part_size,
             max_parts: self.max_parts,
             multipart: self.writes_are_parts(),

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BackupError, Progress, allocate_id, codec_facts, encode_spec};
 use crate::files::{ArchiveOptions, ArchiveReport, archive};
 use crate::jobs::JobContext;
+use crate::pipeline::limits::UploadLimits;
 use crate::pipeline::upload::{PipelineError, Upload, upload_produced};
 use crate::repo::Manifest;
 use crate::repo::manifest::{FORMAT_VERSION, FilesFacts, ObjectEntry, SourceFacts};
@@ -40,7 +41,7 @@ pub(super) async fn run(
         repo: &ctx.repo,
         path: &path,
         encode: &encode,
-        limits: ctx.repo.upload_limits(job.stall_timeout),
+        limits: UploadLimits::for_repo(&ctx.repo, job.stall_timeout),
         progress: Arc::clone(&progress.source_bytes),
     };
     let produce = move |sink: &mut crate::pipeline::upload::EncodingSink| {

@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use super::{BackupError, Progress, allocate_id, codec_facts, encode_spec};
 use crate::config::Databases;
 use crate::jobs::JobContext;
+use crate::pipeline::limits::UploadLimits;
 use crate::pipeline::pgtools::{describe_host, find_tool, libpq_env, tool_version};
-use crate::pipeline::upload::{EncodeSpec, Upload, UploadLimits, upload_child};
+use crate::pipeline::upload::{EncodeSpec, Upload, upload_child};
 use crate::repo::manifest::{FORMAT_VERSION, Manifest, ObjectEntry, SourceFacts, object_name};
 
 /// One logical backup: `pg_dump` per database (and `pg_dumpall --globals-only`
@@ -42,7 +43,7 @@ pub(super) async fn run(
     let backup_id = allocate_id(ctx, started_at, progress).await?;
     let job = &ctx.job;
     let (encode, suffix) = encode_spec(ctx);
-    let limits = ctx.repo.upload_limits(job.stall_timeout);
+    let limits = UploadLimits::for_repo(&ctx.repo, job.stall_timeout);
     let env = libpq_env(&source, None)?;
     let mut objects = Vec::new();
     let run = DumpRun {
