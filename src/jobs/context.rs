@@ -46,6 +46,17 @@ pub enum SourceError {
     },
 }
 
+/// Reading an encrypted repository's objects.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "repository `{repo}` is encrypted but has no `encryption.identity_file` to read it with"
+    )]
+    NoIdentityFile { repo: String },
+    #[error(transparent)]
+    Identity(#[from] crate::config::identity::IdentityError),
+}
+
 /// A job's secrets of the moment.
 struct LiveSecrets {
     source: Secret,
@@ -179,14 +190,17 @@ impl JobContext {
     }
 
     /// The job's age identities, for reading encrypted objects.
-    pub fn identities(&self) -> Result<Vec<age::x25519::Identity>, String> {
+    pub fn identities(&self) -> Result<Vec<age::x25519::Identity>, KeyError> {
         if self.recipients.is_empty() {
             return Ok(vec![]);
         }
-        let path = self.identity_file.as_ref().ok_or_else(|| {
-            format!("repository `{}` is encrypted but has no `encryption.identity_file` to read it with", self.repo.name)
-        })?;
-        crate::config::identity::read_identities(path).map_err(|e| e.to_string())
+        let path = self
+            .identity_file
+            .as_ref()
+            .ok_or_else(|| KeyError::NoIdentityFile {
+                repo: self.repo.name.clone(),
+            })?;
+        Ok(crate::config::identity::read_identities(path)?)
     }
 
     /// The source connection with the password from `password`/`password_file`.

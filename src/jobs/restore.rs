@@ -1,30 +1,19 @@
-//! Restore one database object of a backup into a PostgreSQL database.
-//!
-//! The stored bytes are hashed as they stream in; `pg_restore` runs in a
-//! single transaction and never gets the last chunk before the hash is
-//! verified, so a damaged object writes nothing. With `jobs > 1` the dump
-//! lands (verified) in a temp file first, for `pg_restore -j`.
+//! Restore one object of a backup: a database dump into a PostgreSQL
+//! database, or a files backup under a directory. This is the
+//! orchestration (which backup, target checks, journal, execution row);
+//! the stream itself (download → hash → decode → `pg_restore`) is
+//! `pipeline::download`. With `jobs > 1` the dump lands (verified) in a
+//! temp file first, for `pg_restore -j`.
 
-use std::collections::VecDeque;
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::process::Command;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::executions::{self, Finish};
 use super::{JobContext, Trigger};
-use crate::config::Compression;
-use crate::pipeline::codec::decoder;
-use crate::pipeline::pgtools::{find_tool, libpq_env};
+use crate::pipeline::download::{Download, DownloadError, Tool, staged_to_tool, stream_to_tool};
+use crate::pipeline::pgtools::{describe_host, find_tool, libpq_env};
 use crate::repo::{Manifest, ObjectEntry, RepoError};
 
 #[derive(Debug, Clone, Default)]
@@ -51,12 +40,45 @@ pub enum RestoreError {
     Repo(#[from] RepoError),
     #[error("restore refused: {0}")]
     Journal(#[from] crate::journal::JournalError),
-    #[error("{0}")]
-    Choice(String),
-    #[error("target: {0}")]
-    Target(String),
-    #[error("{0}")]
-    BadTarget(String),
+    /// `--database` does not pick one object of the backup (the manifest
+    /// says why).
+    #[error("{reason}")]
+    Choice { backup_id: String, reason: String },
+    #[error("target: this is a {kind} backup: restore it with {how}")]
+    WrongKind {
+        kind: &'static str,
+        how: &'static str,
+    },
+    #[error(
+        "target: pg_restore not found: install the PostgreSQL client (apt-get install postgresql-client)"
+    )]
+    NoPgRestore,
+    #[error("target: {source}")]
+    TargetQuery {
+        host: String,
+        database: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("target: cannot create database `{database}`: {source}")]
+    CreateDatabase {
+        host: String,
+        database: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("target: cannot connect: {detail}")]
+    TargetConnect { host: String, detail: String },
+    /// `--to-dir` cannot be used (not empty, unreadable, cannot be made).
+    #[error("target: {reason}")]
+    TargetDir { dir: PathBuf, reason: String },
+    #[error("--to is not a connection string ({source}): write postgres://USER@HOST:PORT/DBNAME")]
+    BadTarget {
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("--to must name the database (postgres://host/DBNAME)")]
+    NoDatabase,
     #[error(
         "target {host}: cannot connect: {detail} (is PostgreSQL running there, and is the address in --to right?)"
     )]
@@ -65,28 +87,37 @@ pub enum RestoreError {
         "target database `{database}` already has {tables} user table(s): refusing to restore over it (use --clean to replace its objects, or restore into a new database with --create)"
     )]
     NotEmpty { database: String, tables: i64 },
-    #[error(
-        "object {object}: SHA-256 mismatch (expected {expected}, got {actual}; {bytes} bytes read, {expected_bytes} expected): the stored object is damaged; nothing was restored"
-    )]
-    HashMismatch {
-        object: String,
-        expected: String,
-        actual: String,
-        bytes: u64,
-        expected_bytes: u64,
+    #[error(transparent)]
+    Stream(#[from] DownloadError),
+    #[error(transparent)]
+    Key(#[from] super::context::KeyError),
+    #[error("unpacking panicked: {detail}")]
+    UnpackPanicked { detail: String },
+    #[error("unpacking under {}: {source}", to.display())]
+    Unpack {
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
-    #[error("object {object}: cannot decode: {detail}")]
-    Decode { object: String, detail: String },
-    #[error("{0}")]
-    Key(String),
-    #[error("pg_restore exited with {status}: {stderr}")]
-    PgRestore { status: String, stderr: String },
-    #[error("{0}")]
-    Io(String),
+    #[error("feeding the archive: {source}")]
+    FeedArchive {
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     PassFile(#[from] crate::pipeline::pgtools::PassFileError),
     #[error("cancelled (shutdown)")]
     Cancelled,
+}
+
+impl RestoreError {
+    /// A shutdown stopped it (`executions.status` aborted).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self,
+            RestoreError::Cancelled | RestoreError::Stream(DownloadError::Cancelled)
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -117,7 +148,10 @@ pub async fn run(
     };
     let object = manifest
         .database_object(request.database.as_deref())
-        .map_err(RestoreError::Choice)?
+        .map_err(|reason| RestoreError::Choice {
+            backup_id: manifest.backup_id.clone(),
+            reason,
+        })?
         .clone();
     let execution = executions::start(
         &ctx.catalog,
@@ -140,7 +174,7 @@ pub async fn run(
             details: None,
         },
         Err(e) => Finish {
-            status: if matches!(e, RestoreError::Cancelled) {
+            status: if e.is_cancelled() {
                 "aborted"
             } else {
                 "failed"
@@ -195,23 +229,23 @@ async fn restore(
         return restore_files(ctx, manifest, object, request, cancel, announced).await;
     }
     if request.to_dir.is_some() {
-        return Err(RestoreError::Target(
-            "this is a database backup: restore it with --to postgres://HOST/DBNAME".into(),
-        ));
+        return Err(RestoreError::WrongKind {
+            kind: "database",
+            how: "--to postgres://HOST/DBNAME",
+        });
     }
     let (target, database) = parse_target(&request.to)?;
     let path = ctx
         .repo
         .object_path(&manifest.job, &manifest.backup_id, &object.name);
-    let download = Download::new(ctx, manifest, object, &path)?;
-    let pg_restore = find_tool("pg_restore")
-        .ok_or_else(|| RestoreError::Target("pg_restore not found: install the PostgreSQL client (apt-get install postgresql-client)".into()))?;
+    let download = open_download(ctx, manifest, object, &path)?;
+    let pg_restore = find_tool("pg_restore").ok_or(RestoreError::NoPgRestore)?;
 
     let started = serde_json::json!({
         "backup_id": manifest.backup_id,
         "object": object.name,
         "database": database,
-        "target": crate::pipeline::pgtools::describe_host(&target),
+        "target": describe_host(&target),
         "clean": request.clean,
         "create": request.create,
     });
@@ -231,15 +265,17 @@ async fn restore(
         None => args.push("--single-transaction".into()),
         Some(jobs) => args.push(format!("--jobs={jobs}")),
     }
-    let io = RestoreIo {
-        download,
-        pg_restore: &pg_restore,
+    let tool = Tool {
+        path: &pg_restore,
         args: &args,
         env: &env,
     };
     let result = match parallel {
-        None => stream_restore(io, cancel).await,
-        Some(_) => staged_restore(io, cancel).await,
+        None => stream_to_tool(&download, &tool, cancel).await,
+        Some(_) => {
+            let staging = ctx.state_dir.join("restore-tmp");
+            staged_to_tool(&download, &tool, &staging, &ctx.name, cancel).await
+        }
     };
     if let Err(e) = &result
         && created
@@ -259,16 +295,12 @@ async fn restore(
 
 /// `--to`: a connection string that names the database; returns it and the name.
 pub fn parse_target(to: &str) -> Result<(tokio_postgres::Config, String), RestoreError> {
-    let target: tokio_postgres::Config = to.parse().map_err(|e| {
-        RestoreError::BadTarget(format!(
-            "--to is not a connection string ({e}): write postgres://USER@HOST:PORT/DBNAME"
-        ))
-    })?;
+    let target: tokio_postgres::Config = to
+        .parse()
+        .map_err(|source| RestoreError::BadTarget { source })?;
     let database = target
         .get_dbname()
-        .ok_or_else(|| {
-            RestoreError::BadTarget("--to must name the database (postgres://host/DBNAME)".into())
-        })?
+        .ok_or(RestoreError::NoDatabase)?
         .to_owned();
     Ok((target, database))
 }
@@ -279,19 +311,22 @@ async fn prepare_target(
     database: &str,
     request: &RestoreRequest,
 ) -> Result<bool, RestoreError> {
+    let query_err = query_error(target, database);
     if request.create {
         let client = connect(target, Some("postgres")).await?;
         let exists = client
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
             .await
-            .map_err(|e| RestoreError::Target(e.to_string()))?
+            .map_err(&query_err)?
             .is_some();
         if !exists {
             client
                 .batch_execute(&format!("CREATE DATABASE {}", quote_ident(database)))
                 .await
-                .map_err(|e| {
-                    RestoreError::Target(format!("cannot create database `{database}`: {e}"))
+                .map_err(|source| RestoreError::CreateDatabase {
+                    host: describe_host(target),
+                    database: database.to_owned(),
+                    source,
                 })?;
             return Ok(true);
         }
@@ -305,7 +340,7 @@ async fn prepare_target(
             &[],
         )
         .await
-        .map_err(|e| RestoreError::Target(e.to_string()))?
+        .map_err(&query_err)?
         .get(0);
     if tables > 0 && !request.clean {
         return Err(RestoreError::NotEmpty {
@@ -314,6 +349,19 @@ async fn prepare_target(
         });
     }
     Ok(false)
+}
+
+/// A failed query on the target `database`.
+fn query_error(
+    target: &tokio_postgres::Config,
+    database: &str,
+) -> impl Fn(tokio_postgres::Error) -> RestoreError {
+    let (host, database) = (describe_host(target), database.to_owned());
+    move |source| RestoreError::TargetQuery {
+        host: host.clone(),
+        database: database.clone(),
+        source,
+    }
 }
 
 async fn connect(
@@ -333,11 +381,14 @@ async fn connect(
         let detail = crate::redact::error_chain(&e);
         if crate::reach::is_unreachable(&e) {
             RestoreError::TargetUnreachable {
-                host: crate::pipeline::pgtools::describe_host(&config),
+                host: describe_host(&config),
                 detail,
             }
         } else {
-            RestoreError::Target(format!("cannot connect: {detail}"))
+            RestoreError::TargetConnect {
+                host: describe_host(&config),
+                detail,
+            }
         }
     })?;
     tokio::spawn(connection);
@@ -355,7 +406,7 @@ async fn drop_database(
             quote_ident(database)
         ))
         .await
-        .map_err(|e| RestoreError::Target(e.to_string()))
+        .map_err(query_error(target, database))
 }
 
 fn quote_ident(name: &str) -> String {
@@ -373,14 +424,18 @@ async fn restore_files(
     announced: &mut bool,
 ) -> Result<RestoreOutcome, RestoreError> {
     use tokio::io::AsyncWriteExt;
-    let to = request.to_dir.clone().ok_or_else(|| {
-        RestoreError::Target("this is a files backup: restore it with --to-dir DIR".into())
+    let to = request.to_dir.clone().ok_or(RestoreError::WrongKind {
+        kind: "files",
+        how: "--to-dir DIR",
     })?;
-    crate::files::check_target(&to, request.force).map_err(RestoreError::Target)?;
+    crate::files::check_target(&to, request.force).map_err(|reason| RestoreError::TargetDir {
+        dir: to.clone(),
+        reason,
+    })?;
     let path = ctx
         .repo
         .object_path(&manifest.job, &manifest.backup_id, &object.name);
-    let download = Download::new(ctx, manifest, object, &path)?;
+    let download = open_download(ctx, manifest, object, &path)?;
     let started = serde_json::json!({ "backup_id": manifest.backup_id, "object": object.name, "to_dir": to, "force": request.force });
     announce(ctx, started, request.force, announced).await?;
     let (mut writer, reader) = tokio::io::duplex(1 << 20);
@@ -391,7 +446,7 @@ async fn restore_files(
         let reader = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
         crate::files::extract(reader, &target, owners)
     });
-    let held = download_decode(&download, &mut writer, cancel).await;
+    let held = download.decode_into(&mut writer, cancel).await;
     let fed = match held {
         Ok(last) => {
             let mut result = Ok(());
@@ -403,15 +458,18 @@ async fn restore_files(
         Err(e) => {
             drop(writer);
             let _ = unpack.await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     drop(writer);
-    let unpacked = unpack
-        .await
-        .map_err(|e| RestoreError::Io(format!("unpacking panicked: {e}")))?;
-    unpacked.map_err(|e| RestoreError::Io(format!("unpacking under {}: {e}", to.display())))?;
-    fed.map_err(|e| RestoreError::Io(format!("feeding the archive: {e}")))?;
+    let unpacked = unpack.await.map_err(|e| RestoreError::UnpackPanicked {
+        detail: e.to_string(),
+    })?;
+    unpacked.map_err(|source| RestoreError::Unpack {
+        to: to.clone(),
+        source,
+    })?;
+    fed.map_err(|source| RestoreError::FeedArchive { source })?;
     tracing::info!(job = %ctx.name, backup = %manifest.backup_id, to = %to.display(), "files restored");
     Ok(RestoreOutcome {
         backup_id: manifest.backup_id.clone(),
@@ -439,312 +497,19 @@ async fn announce(
     Ok(())
 }
 
-/// One stored object to download, verify and decode.
-struct Download<'a> {
+/// The object at `path`, with the keys to read it when it is encrypted.
+fn open_download<'a>(
     ctx: &'a JobContext,
-    path: &'a str,
+    manifest: &Manifest,
     object: &'a ObjectEntry,
-    compression: Compression,
-    identities: Vec<age::x25519::Identity>,
-}
-
-impl<'a> Download<'a> {
-    /// The object of `manifest` at `path`, with its codec and keys.
-    fn new(
-        ctx: &'a JobContext,
-        manifest: &Manifest,
-        object: &'a ObjectEntry,
-        path: &'a str,
-    ) -> Result<Download<'a>, RestoreError> {
-        let compression = Compression::parse(&manifest.compression.algorithm).ok_or_else(|| {
-            RestoreError::Decode {
-                object: object.name.clone(),
-                detail: format!(
-                    "unknown compression `{}` (written by a newer vigil?)",
-                    manifest.compression.algorithm
-                ),
-            }
-        })?;
-        let identities = if manifest.encryption.is_some() {
-            ctx.identities().map_err(RestoreError::Key)?
-        } else {
-            vec![]
-        };
-        Ok(Download {
-            ctx,
-            path,
-            object,
-            compression,
-            identities,
-        })
-    }
-}
-
-/// What both pg_restore modes read and run.
-struct RestoreIo<'a> {
-    download: Download<'a>,
-    pg_restore: &'a std::path::Path,
-    args: &'a [String],
-    env: &'a [(String, String)],
-}
-
-/// Download + hash → decode (blocking thread) → `sink`, holding back the
-/// last decoded chunk. Returns that chunk once the hash is verified.
-async fn download_decode<W: AsyncWrite + Unpin>(
-    io: &Download<'_>,
-    sink: &mut W,
-    cancel: &CancellationToken,
-) -> Result<Option<Bytes>, RestoreError> {
-    let Download {
-        ctx,
-        path,
-        object,
-        compression,
-        ..
-    } = *io;
-    let identities = io.identities.clone();
-    let mut stream = ctx.repo.read_stream(path).await?;
-    let (stored_tx, stored_rx) = mpsc::channel::<Bytes>(4);
-    let (plain_tx, mut plain_rx) = mpsc::channel::<Bytes>(4);
-    let decode = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let mut reader = decoder(ChannelReader::new(stored_rx), compression, &identities)
-            .map_err(|e| e.to_string())?;
-        loop {
-            let mut buf = vec![0u8; 1 << 20];
-            let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.truncate(n);
-            if plain_tx.blocking_send(Bytes::from(buf)).is_err() {
-                return Ok(());
-            }
-        }
-    });
-    let download = async {
-        let mut hasher = Sha256::new();
-        let mut bytes = 0u64;
-        let mut tx = Some(stored_tx);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            bytes += chunk.len() as u64;
-            // If the decoder gave up, keep hashing: the mismatch is the better report.
-            if let Some(sender) = &tx
-                && sender.send(chunk).await.is_err()
-            {
-                tx = None;
-            }
-        }
-        drop(tx);
-        Ok::<_, RestoreError>((hex::encode(hasher.finalize()), bytes))
+    path: &'a str,
+) -> Result<Download<'a>, RestoreError> {
+    let identities = if manifest.encryption.is_some() {
+        ctx.identities()?
+    } else {
+        vec![]
     };
-    let feed = async {
-        let mut held: Option<Bytes> = None;
-        let mut failed: Option<std::io::Error> = None;
-        while let Some(chunk) = plain_rx.recv().await {
-            if let Some(previous) = held.replace(chunk)
-                && failed.is_none()
-                && let Err(e) = sink.write_all(&previous).await
-            {
-                failed = Some(e);
-            }
-        }
-        (held, failed)
-    };
-    let joined = async { tokio::join!(download, feed) };
-    let (downloaded, (held, failed)) = tokio::select! {
-        _ = cancel.cancelled() => return Err(RestoreError::Cancelled),
-        joined = joined => joined,
-    };
-    let (actual, bytes) = downloaded?;
-    if actual != object.sha256 || bytes != object.stored_bytes {
-        return Err(RestoreError::HashMismatch {
-            object: path.to_owned(),
-            expected: object.sha256.clone(),
-            actual,
-            bytes,
-            expected_bytes: object.stored_bytes,
-        });
-    }
-    match decode.await {
-        Ok(Ok(())) => {}
-        Ok(Err(detail)) => {
-            return Err(RestoreError::Decode {
-                object: path.to_owned(),
-                detail,
-            });
-        }
-        Err(e) => {
-            return Err(RestoreError::Decode {
-                object: path.to_owned(),
-                detail: e.to_string(),
-            });
-        }
-    }
-    if let Some(e) = failed {
-        return Err(RestoreError::Io(format!("writing the dump: {e}")));
-    }
-    Ok(held)
-}
-
-async fn stream_restore(io: RestoreIo<'_>, cancel: &CancellationToken) -> Result<(), RestoreError> {
-    let (mut child, tail) = spawn_pg_restore(io.pg_restore, io.args, io.env, true)?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let held = download_decode(&io.download, &mut stdin, cancel).await;
-    let held = match held {
-        Ok(held) => held,
-        Err(e) => {
-            // pg_restore never saw the end of the archive: its transaction rolls back.
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            if matches!(e, RestoreError::Io(_)) {
-                return Err(pg_restore_error(None, &tail).unwrap_or(e));
-            }
-            return Err(e);
-        }
-    };
-    if let Some(last) = held {
-        stdin
-            .write_all(&last)
-            .await
-            .map_err(|e| RestoreError::Io(format!("writing to pg_restore: {e}")))?;
-    }
-    drop(stdin);
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| RestoreError::Io(e.to_string()))?;
-    match pg_restore_error(Some(status), &tail) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-async fn staged_restore(io: RestoreIo<'_>, cancel: &CancellationToken) -> Result<(), RestoreError> {
-    let ctx = io.download.ctx;
-    let dir = ctx.state_dir.join("restore-tmp");
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| RestoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
-    let file_path: PathBuf = dir.join(format!(
-        "{}-{}.dump",
-        ctx.name,
-        uuid::Uuid::new_v4().simple()
-    ));
-    let _cleanup = RemoveOnDrop(file_path.clone());
-    let mut file = tokio::fs::File::create(&file_path)
-        .await
-        .map_err(|e| RestoreError::Io(format!("cannot create {}: {e}", file_path.display())))?;
-    let held = download_decode(&io.download, &mut file, cancel).await?;
-    if let Some(last) = held {
-        file.write_all(&last)
-            .await
-            .map_err(|e| RestoreError::Io(e.to_string()))?;
-    }
-    file.flush()
-        .await
-        .map_err(|e| RestoreError::Io(e.to_string()))?;
-    drop(file);
-    let mut all_args = io.args.to_vec();
-    all_args.push(file_path.display().to_string());
-    let (mut child, tail) = spawn_pg_restore(io.pg_restore, &all_args, io.env, false)?;
-    let status = tokio::select! {
-        _ = cancel.cancelled() => {
-            let _ = child.start_kill();
-            return Err(RestoreError::Cancelled);
-        }
-        status = child.wait() => status.map_err(|e| RestoreError::Io(e.to_string()))?,
-    };
-    match pg_restore_error(Some(status), &tail) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-type Tail = Arc<Mutex<VecDeque<String>>>;
-
-fn spawn_pg_restore(
-    pg_restore: &std::path::Path,
-    args: &[String],
-    env: &[(String, String)],
-    stdin: bool,
-) -> Result<(tokio::process::Child, Tail), RestoreError> {
-    let mut child = Command::new(pg_restore)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| RestoreError::Io(format!("cannot start {}: {e}", pg_restore.display())))?;
-    let tail: Tail = Arc::default();
-    if let Some(stderr) = child.stderr.take() {
-        let tail = Arc::clone(&tail);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-                if t.len() == 20 {
-                    t.pop_front();
-                }
-                t.push_back(line);
-            }
-        });
-    }
-    Ok((child, tail))
-}
-
-fn pg_restore_error(status: Option<std::process::ExitStatus>, tail: &Tail) -> Option<RestoreError> {
-    if status.is_some_and(|s| s.success()) {
-        return None;
-    }
-    let stderr: Vec<String> = tail
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .cloned()
-        .collect();
-    Some(RestoreError::PgRestore {
-        status: status.map_or_else(|| "a closed input".to_owned(), |s| s.to_string()),
-        stderr: stderr.join(" | "),
-    })
-}
-
-/// `Read` over a channel of chunks (for the blocking decoder).
-struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
-    current: Bytes,
-}
-
-impl ChannelReader {
-    fn new(rx: mpsc::Receiver<Bytes>) -> Self {
-        ChannelReader {
-            rx,
-            current: Bytes::new(),
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
+    Ok(Download::new(
+        &ctx.repo, manifest, object, path, identities,
+    )?)
 }
