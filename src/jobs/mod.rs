@@ -11,6 +11,7 @@ pub mod host;
 pub mod lock;
 pub mod mirror;
 pub mod prune;
+pub mod report;
 pub mod restore;
 pub mod scheduler;
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use super::executions::{self, Finish};
+use super::report::{Event, Fact, Outcome, Reporter, Run, RunKind, Sinks, Status};
 use super::{JobContext, Trigger};
 use crate::pipeline::download::{Download, DownloadError, Tool, staged_to_tool, stream_to_tool};
 use crate::pipeline::pgtools::{describe_host, find_tool, libpq_env};
@@ -133,6 +133,17 @@ pub async fn run(
     request: &RestoreRequest,
     cancel: &CancellationToken,
 ) -> Result<RestoreOutcome, RestoreError> {
+    run_reported(ctx, request, cancel, &Sinks::new(ctx)).await
+}
+
+/// Like [`run`], its start and outcome going to `report`. A restore that
+/// cannot pick its backup or object reports nothing: it never began.
+pub async fn run_reported(
+    ctx: &JobContext,
+    request: &RestoreRequest,
+    cancel: &CancellationToken,
+    report: &dyn Reporter,
+) -> Result<RestoreOutcome, RestoreError> {
     let manifest = match &request.backup {
         Some(id) => ctx.repo.read_manifest(&ctx.name, id).await?,
         None => ctx
@@ -153,67 +164,63 @@ pub async fn run(
             reason,
         })?
         .clone();
-    let execution = executions::start(
-        &ctx.catalog,
-        &ctx.name,
-        "restore",
-        Trigger::Cli,
-        &ctx.host,
-        &ctx.repo.name,
-    )
-    .await;
+    let run = Run {
+        kind: RunKind::Restore,
+        trigger: Trigger::Cli,
+        repository: ctx.repo.name.clone(),
+        started: None,
+    };
+    report.started(&run).await;
     let mut announced = false;
     let result = restore(ctx, &manifest, &object, request, cancel, &mut announced).await;
-    let end = match &result {
-        Ok(_) => Finish {
-            status: "succeeded",
-            backup_id: Some(&manifest.backup_id),
+    let outcome = outcome(ctx, &manifest, &object, &result, announced);
+    report.finished(&run, &outcome).await;
+    result
+}
+
+/// A finished restore, as every sink records it. One refused before
+/// `restore.started` (bad target, missing key, not empty) did not fail: it
+/// never began.
+fn outcome(
+    ctx: &JobContext,
+    manifest: &Manifest,
+    object: &ObjectEntry,
+    result: &Result<RestoreOutcome, RestoreError>,
+    announced: bool,
+) -> Outcome {
+    let backup_id = Some(manifest.backup_id.clone());
+    match result {
+        Ok(o) => Outcome {
+            backup_id,
             source_bytes: Some(object.raw_bytes),
             stored_bytes: Some(object.stored_bytes),
-            error: None,
-            details: None,
+            ..Outcome::succeeded(
+                Fact::None,
+                Some(Event::emit(
+                    "restore.succeeded",
+                    serde_json::json!({ "backup_id": o.backup_id, "object": o.object, "database": o.database }),
+                )),
+            )
         },
-        Err(e) => Finish {
-            status: if e.is_cancelled() {
-                "aborted"
-            } else {
-                "failed"
-            },
-            backup_id: Some(&manifest.backup_id),
-            source_bytes: None,
-            stored_bytes: None,
-            error: None,
-            details: None,
-        },
-    };
-    let message = result.as_ref().err().map(|e| ctx.redact(&e.to_string()));
-    let (event, data) = match &result {
-        Ok(o) => (
-            "restore.succeeded",
-            serde_json::json!({ "backup_id": o.backup_id, "object": o.object, "database": o.database }),
-        ),
-        // A restore refused before `restore.started` (bad target, missing
-        // key, not empty) did not fail: it never began.
-        Err(_) => (
-            if announced {
+        Err(e) => {
+            let message = ctx.redact(&e.to_string());
+            let name = if announced {
                 "restore.failed"
             } else {
                 "restore.refused"
-            },
-            serde_json::json!({ "backup_id": manifest.backup_id, "error": message }),
-        ),
-    };
-    ctx.journal.emit(ctx.event(event, data));
-    executions::finish(
-        &ctx.catalog,
-        &execution,
-        Finish {
-            error: message.as_deref(),
-            ..end
-        },
-    )
-    .await;
-    result
+            };
+            let data = serde_json::json!({ "backup_id": manifest.backup_id, "error": message });
+            let status = if e.is_cancelled() {
+                Status::Aborted
+            } else {
+                Status::Failed
+            };
+            Outcome {
+                backup_id,
+                ..Outcome::failed(status, message, Some(Event::emit(name, data)))
+            }
+        }
+    }
 }
 
 /// `announced` becomes true once `restore.started` is journaled.

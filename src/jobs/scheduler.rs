@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backup::{self, BackupError, Progress};
 use super::board::Running;
+use super::report::Sinks;
 use super::{JobContext, Trigger};
 use crate::health::Shared;
 use crate::schedule::{Schedule, missed_run};
@@ -45,29 +46,17 @@ pub async fn run_once(
         source_bytes: Arc::clone(&progress.source_bytes),
     };
     shared.jobs.update(&ctx.name, |s| s.running = Some(running));
+    let report = Sinks::new(ctx).with_board(&shared.jobs, &ctx.name);
     if ctx.job.kind == crate::config::JobKind::Mirror {
-        let result = super::mirror::run(ctx, trigger, cancel).await;
-        shared.jobs.update(&ctx.name, |s| {
-            s.running = None;
-            match &result {
-                Ok(report) => s.record_mirror(report),
-                Err(super::mirror::MirrorError::Locked(_)) => {}
-                Err(e) => s.record_failure(ctx.redact(&e.to_string())),
-            }
-        });
+        let _ = super::mirror::run_reported(ctx, trigger, cancel, &report).await;
+        shared.jobs.update(&ctx.name, |s| s.running = None);
         return;
     }
-    let result = backup::run_scheduled(ctx, trigger, scheduled_for, &progress, cancel).await;
+    let result =
+        backup::run_scheduled(ctx, trigger, scheduled_for, &progress, cancel, &report).await;
     let prune_after =
         result.is_ok() && ctx.job.retention.after_backup && !ctx.job.retention.is_empty();
-    shared.jobs.update(&ctx.name, |s| {
-        s.running = None;
-        match &result {
-            Ok(manifest) => s.record_success(manifest),
-            Err(BackupError::Locked(_) | BackupError::AlreadyDone { .. }) => {}
-            Err(e) => s.record_failure(ctx.redact(&e.to_string())),
-        }
-    });
+    shared.jobs.update(&ctx.name, |s| s.running = None);
     // Another replica ran (or is running) this slot: its backup is in the
     // shared repository, and this replica's freshness must see it too.
     match &result {
@@ -122,7 +111,8 @@ pub async fn prune_and_record(
     shared: &Shared,
     trigger: Trigger,
 ) -> Result<super::prune::PruneOutcome, String> {
-    let result = super::prune::run(ctx, trigger, false).await;
+    let report = Sinks::new(ctx).with_board(&shared.jobs, &ctx.name);
+    let result = super::prune::run_reported(ctx, trigger, false, &report).await;
     // The prune's plan already lists every committed backup: what it kept is
     // what the repository now holds.
     let known = result.as_ref().ok().map(|o| {
@@ -134,25 +124,12 @@ pub async fn prune_and_record(
             .collect()
     });
     let consistency = super::prune::cross_check(ctx, known).await;
-    shared.jobs.update(&ctx.name, |s| {
-        match &result {
-            Ok(outcome) => {
-                let kept: Vec<_> = outcome.plan.decisions.iter().filter(|d| d.keep).collect();
-                s.backups = kept.len() as u64;
-                s.oldest = kept.iter().map(|d| d.finished_at).min();
-                s.prune.last_success = Some(Utc::now());
-                s.prune.last_error = None;
-                s.prune.deleted_total += outcome.deleted.len() as u64;
-                s.prune.freed_bytes_total += outcome.deleted.iter().map(|(_, b)| b).sum::<u64>();
-                s.damaged = outcome.damaged.clone();
-            }
-            Err(e) => s.prune.last_error = Some(ctx.redact(&e.to_string())),
-        }
-        if let Ok((missing, unknown)) = &consistency {
+    if let Ok((missing, unknown)) = &consistency {
+        shared.jobs.update(&ctx.name, |s| {
             s.prune.missing_from_repository = missing.clone();
             s.prune.unknown_to_catalog = unknown.clone();
-        }
-    });
+        });
+    }
     match result {
         Ok(outcome) => {
             tracing::info!(job = %ctx.name, deleted = outcome.deleted.len(), collected = outcome.collected.len(), "prune finished");

@@ -13,7 +13,7 @@ use chrono::Utc;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use super::executions::{self, Finish};
+use super::report::{Event, Fact, Outcome, Reporter, Run, RunKind, Sinks, Status};
 use super::{JobContext, Trigger, lock};
 use crate::config::{Compression, JobKind};
 use crate::pipeline::upload::{EncodeSpec, PipelineError};
@@ -62,15 +62,15 @@ pub enum BackupError {
 
 impl BackupError {
     /// `executions.status` for this failure.
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> Status {
         match self {
-            BackupError::Locked(_) | BackupError::AlreadyDone { .. } => "skipped",
+            BackupError::Locked(_) | BackupError::AlreadyDone { .. } => Status::Skipped,
             BackupError::Cancelled
             | BackupError::Object {
                 error: PipelineError::Cancelled,
                 ..
-            } => "aborted",
-            _ => "failed",
+            } => Status::Aborted,
+            _ => Status::Failed,
         }
     }
 }
@@ -106,26 +106,35 @@ pub async fn run(
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<Manifest, BackupError> {
-    run_scheduled(ctx, trigger, None, progress, cancel).await
+    run_scheduled(ctx, trigger, None, progress, cancel, &Sinks::new(ctx)).await
 }
 
 /// Like [`run`], for the run standing for `scheduled_for`: skipped when a
-/// replica has already backed up at or after that time.
+/// replica has already backed up at or after that time. The start and the
+/// outcome go to `report` (a skipped run reports nothing: it is another
+/// vigil's).
 pub async fn run_scheduled(
     ctx: &JobContext,
     trigger: Trigger,
     scheduled_for: Option<chrono::DateTime<Utc>>,
     progress: &Progress,
     cancel: &CancellationToken,
+    report: &dyn Reporter,
 ) -> Result<Manifest, BackupError> {
+    let run = Run {
+        kind: RunKind::Backup,
+        trigger,
+        repository: ctx.repo.name.clone(),
+        started: Some(Event::emit(
+            "backup.started",
+            serde_json::json!({ "trigger": trigger.as_str(), "repository": ctx.repo.name, "host": ctx.host }),
+        )),
+    };
     let lock = match lock::take(ctx, cancel).await {
         Ok(lock) => lock,
         Err(e) => {
             let error = BackupError::Lock(e);
-            ctx.journal.emit(ctx.event(
-                "backup.failed",
-                serde_json::json!({ "trigger": trigger.as_str(), "status": "failed", "error": ctx.redact(&error.to_string()) }),
-            ));
+            report.finished(&run, &failure(ctx, trigger, &error)).await;
             return Err(error);
         }
     };
@@ -133,44 +142,21 @@ pub async fn run_scheduled(
         tracing::info!(job = %ctx.name, "another vigil holds the job lock; run skipped");
         return Err(BackupError::Locked(ctx.name.clone()));
     };
-    if let Some(scheduled) = scheduled_for {
-        let newest = ctx
-            .repo
-            .list(&ctx.name)
-            .await
-            .map(|l| l.backups.into_iter().max_by_key(|m| m.started_at));
-        if let Ok(Some(newest)) = newest
-            && newest.started_at >= scheduled
-        {
-            lock.release().await;
-            tracing::info!(job = %ctx.name, backup = %newest.backup_id, "scheduled run already taken by another vigil; skipped");
-            return Err(BackupError::AlreadyDone {
-                scheduled: scheduled.to_rfc3339(),
-                backup_id: newest.backup_id,
-            });
-        }
+    if let Some(scheduled) = scheduled_for
+        && let Some(done) = already_done(ctx, scheduled).await
+    {
+        lock.release().await;
+        return Err(done);
     }
-    let execution = executions::start(
-        &ctx.catalog,
-        &ctx.name,
-        "backup",
-        trigger,
-        &ctx.host,
-        &ctx.repo.name,
-    )
-    .await;
+    report.started(&run).await;
     tracing::info!(job = %ctx.name, trigger = trigger.as_str(), "backup started");
-    ctx.journal.emit(ctx.event(
-        "backup.started",
-        serde_json::json!({ "trigger": trigger.as_str(), "repository": ctx.repo.name, "host": ctx.host }),
-    ));
     // The lock's token also fires when its lease is lost.
-    let run = tokio::time::timeout(
+    let locked = tokio::time::timeout(
         ctx.job.max_duration,
         run_locked(ctx, progress, &lock.cancel),
     )
     .await;
-    let result = match (run, lock.lost()) {
+    let result = match (locked, lock.lost()) {
         (Err(_), _) => Err(BackupError::TooLong(
             humantime::format_duration(ctx.job.max_duration).to_string(),
         )),
@@ -178,52 +164,71 @@ pub async fn run_scheduled(
         (Ok(result), _) => result,
     };
     let written = progress.take_backup_id();
-    match &result {
-        Ok(m) => {
-            tracing::info!(job = %ctx.name, backup = %m.backup_id, stored_bytes = m.stored_bytes(), source_bytes = m.raw_bytes(), "backup committed");
-            ctx.journal.emit(ctx.event(
-                "backup.succeeded",
-                serde_json::json!({
-                    "backup_id": m.backup_id,
-                    "trigger": trigger.as_str(),
-                    "stored_bytes": m.stored_bytes(),
-                    "source_bytes": m.raw_bytes(),
-                    "seconds": (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0,
-                }),
-            ));
-            let end = Finish {
-                status: "succeeded",
-                backup_id: Some(&m.backup_id),
-                source_bytes: Some(m.raw_bytes()),
-                stored_bytes: Some(m.stored_bytes()),
-                error: None,
-                details: m.files.as_ref().map(|f| f.report.clone()),
-            };
-            executions::finish(&ctx.catalog, &execution, end).await;
-        }
+    let outcome = match &result {
+        Ok(m) => success(ctx, trigger, m),
         Err(e) => {
-            let message = ctx.redact(&e.to_string());
-            tracing::warn!(job = %ctx.name, error = %message, "backup failed");
+            let outcome = failure(ctx, trigger, e);
             if let Some(id) = &written {
                 discard_leftovers(ctx, id).await;
             }
-            ctx.journal.emit(ctx.event(
-                "backup.failed",
-                serde_json::json!({ "trigger": trigger.as_str(), "status": e.status(), "error": message }),
-            ));
-            let end = Finish {
-                status: e.status(),
-                backup_id: None,
-                source_bytes: None,
-                stored_bytes: None,
-                error: Some(&message),
-                details: None,
-            };
-            executions::finish(&ctx.catalog, &execution, end).await;
+            outcome
         }
-    }
+    };
+    report.finished(&run, &outcome).await;
     lock.release().await;
     result
+}
+
+/// When a replica has already backed up at or after `scheduled`, the
+/// error that says so (the slot is taken).
+async fn already_done(ctx: &JobContext, scheduled: chrono::DateTime<Utc>) -> Option<BackupError> {
+    let newest = ctx
+        .repo
+        .list(&ctx.name)
+        .await
+        .map(|l| l.backups.into_iter().max_by_key(|m| m.started_at));
+    let newest = newest.ok().flatten()?;
+    if newest.started_at < scheduled {
+        return None;
+    }
+    tracing::info!(job = %ctx.name, backup = %newest.backup_id, "scheduled run already taken by another vigil; skipped");
+    Some(BackupError::AlreadyDone {
+        scheduled: scheduled.to_rfc3339(),
+        backup_id: newest.backup_id,
+    })
+}
+
+/// A committed backup, as every sink records it.
+fn success(ctx: &JobContext, trigger: Trigger, m: &Manifest) -> Outcome {
+    tracing::info!(job = %ctx.name, backup = %m.backup_id, stored_bytes = m.stored_bytes(), source_bytes = m.raw_bytes(), "backup committed");
+    let event = Event::emit(
+        "backup.succeeded",
+        serde_json::json!({
+            "backup_id": m.backup_id,
+            "trigger": trigger.as_str(),
+            "stored_bytes": m.stored_bytes(),
+            "source_bytes": m.raw_bytes(),
+            "seconds": (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0,
+        }),
+    );
+    Outcome {
+        backup_id: Some(m.backup_id.clone()),
+        source_bytes: Some(m.raw_bytes()),
+        stored_bytes: Some(m.stored_bytes()),
+        details: m.files.as_ref().map(|f| f.report.clone()),
+        ..Outcome::succeeded(Fact::Backup(Box::new(m.clone())), Some(event))
+    }
+}
+
+/// A failed (or aborted) run, as every sink records it.
+fn failure(ctx: &JobContext, trigger: Trigger, e: &BackupError) -> Outcome {
+    let message = ctx.redact(&e.to_string());
+    tracing::warn!(job = %ctx.name, error = %message, "backup failed");
+    let event = Event::emit(
+        "backup.failed",
+        serde_json::json!({ "trigger": trigger.as_str(), "status": e.status().as_str(), "error": message }),
+    );
+    Outcome::failed(e.status(), message, Some(event))
 }
 
 /// The run of its kind, under the lock.
