@@ -299,7 +299,7 @@ async fn start(
     let (job_checks, jobs) =
         crate::jobs::scheduler::arm_all(config, &pool, shared, tasks, work, &journal)
             .await
-            .map_err(|e| anyhow::anyhow!(redact_text(&e, &secrets)))?;
+            .map_err(|e| anyhow::anyhow!(redact_text(&e.to_string(), &secrets)))?;
     checks.extend(job_checks);
     checks.push(Arc::new(JournalWritableCheck {
         journal: journal.clone(),
@@ -531,7 +531,7 @@ impl Reloader {
                         match ctx.rotate(&new) {
                             Ok(()) => tracing::info!(job = %ctx.name, "secrets applied"),
                             Err(e) => {
-                                tracing::warn!(job = %ctx.name, error = %redact_text(&e, &new.secrets()), "cannot apply the new secrets; the old ones stay")
+                                tracing::warn!(job = %ctx.name, error = %redact_text(&e.to_string(), &new.secrets()), "cannot apply the new secrets; the old ones stay")
                             }
                         }
                     }

@@ -305,7 +305,9 @@ async fn run_prune(api: &Arc<Api>, call: &Call, ctx: &JobContext, dry_run: bool)
             .await
             .map_err(|e| ctx.redact(&e.to_string()))
     } else {
-        crate::jobs::scheduler::prune_and_record(&ctx, &api.shared, Trigger::Api).await
+        crate::jobs::scheduler::prune_and_record(&ctx, &api.shared, Trigger::Api)
+            .await
+            .map_err(|e| ctx.redact(&e.to_string()))
     };
     let outcome = outcome.map_err(|message| {
         let status = if message.contains("journal") {

@@ -7,10 +7,20 @@ use chrono_tz::Tz;
 use std::str::FromStr;
 use thiserror::Error;
 
+use super::executions::StepError;
 use super::report::{Event, Fact, Outcome, Reporter, Run, RunKind, Sinks, Status};
 use super::{JobContext, Trigger, lock};
 use crate::repo::{Deletion, RepoError, TempCollected};
 use crate::retention::{Candidate, JobFacts, LastRun, Plan, plan};
+
+/// The catalog and the repository could not be compared.
+#[derive(Debug, Error)]
+pub enum CrossCheckError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Catalog(#[from] StepError),
+}
 
 #[derive(Debug, Error)]
 pub enum PruneError {
@@ -82,20 +92,15 @@ async fn plan_for(
 }
 
 /// Whether the job's most recent backup run failed, from the catalog.
-pub async fn last_run_failed(ctx: &JobContext) -> Result<bool, String> {
-    let client = ctx
-        .catalog
-        .get()
-        .await
-        .map_err(|e| crate::catalog::describe(&e))?;
+pub async fn last_run_failed(ctx: &JobContext) -> Result<bool, StepError> {
+    let client = ctx.catalog.get().await.map_err(StepError::Pool)?;
     let row = client
         .query_opt(
             "SELECT status FROM vigil.executions WHERE job = $1 AND kind = 'backup' \
              AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT 1",
             &[&ctx.name],
         )
-        .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .await?;
     Ok(row.is_some_and(|r| r.get::<_, String>(0) == "failed"))
 }
 
@@ -449,19 +454,15 @@ async fn record(
 pub async fn cross_check(
     ctx: &JobContext,
     known: Option<std::collections::BTreeSet<String>>,
-) -> Result<(Vec<String>, Vec<String>), String> {
+) -> Result<(Vec<String>, Vec<String>), CrossCheckError> {
     let repository = match known {
         Some(ids) => ids,
         None => {
-            let listing = ctx.repo.list(&ctx.name).await.map_err(|e| e.to_string())?;
+            let listing = ctx.repo.list(&ctx.name).await?;
             listing.backups.into_iter().map(|m| m.backup_id).collect()
         }
     };
-    let client = ctx
-        .catalog
-        .get()
-        .await
-        .map_err(|e| crate::catalog::describe(&e))?;
+    let client = ctx.catalog.get().await.map_err(StepError::Pool)?;
     let rows = client
         .query(
             "SELECT backup_id FROM vigil.executions e WHERE job = $1 AND kind = 'backup' AND status = 'succeeded' \
@@ -470,7 +471,7 @@ pub async fn cross_check(
             &[&ctx.name],
         )
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(StepError::from)?;
     let catalog: std::collections::BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
     Ok((
         catalog.difference(&repository).cloned().collect(),

@@ -8,19 +8,22 @@ use tokio_util::sync::CancellationToken;
 
 use super::backup::{self, BackupError, Progress};
 use super::board::Running;
+use super::context::ContextError;
+use super::prune::{PruneError, PruneOutcome};
 use super::report::Sinks;
 use super::{JobContext, Trigger};
 use crate::health::Shared;
+use crate::repo::RepoError;
 use crate::schedule::{Schedule, missed_run};
 
 /// Reads the repository's manifests into the job board (start-up, before ready).
-pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), String> {
+pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), RepoError> {
     if ctx.job.kind == crate::config::JobKind::Mirror {
         // A mirror has no backups of its own; its runs fill the board.
         shared.jobs.update(&ctx.name, |s| s.restored = true);
         return Ok(());
     }
-    let listing = ctx.repo.list(&ctx.name).await.map_err(|e| e.to_string())?;
+    let listing = ctx.repo.list(&ctx.name).await?;
     for (id, why) in &listing.damaged {
         tracing::warn!(job = %ctx.name, backup = %id, error = %why, "damaged manifest: not counted as a backup");
     }
@@ -110,7 +113,7 @@ pub async fn prune_and_record(
     ctx: &JobContext,
     shared: &Shared,
     trigger: Trigger,
-) -> Result<super::prune::PruneOutcome, String> {
+) -> Result<PruneOutcome, PruneError> {
     let report = Sinks::new(ctx).with_board(&shared.jobs, &ctx.name);
     let result = super::prune::run_reported(ctx, trigger, false, &report).await;
     // The prune's plan already lists every committed backup: what it kept is
@@ -136,9 +139,8 @@ pub async fn prune_and_record(
             Ok(outcome)
         }
         Err(e) => {
-            let message = ctx.redact(&e.to_string());
-            tracing::warn!(job = %ctx.name, error = %message, "prune failed");
-            Err(message)
+            tracing::warn!(job = %ctx.name, error = %ctx.redact(&e.to_string()), "prune failed");
+            Err(e)
         }
     }
 }
@@ -266,7 +268,7 @@ pub async fn arm_all(
     tasks: &crate::tasks::Tasks,
     work: &CancellationToken,
     journal: &crate::journal::Journal,
-) -> Result<(Vec<Arc<dyn crate::health::Check>>, Vec<JobContext>), String> {
+) -> Result<(Vec<Arc<dyn crate::health::Check>>, Vec<JobContext>), ContextError> {
     use super::checks::{
         BoardCheck, CapacityCheck, FreshnessCheck, LeftoversCheck, ReachableCheck, SourceCheck,
         WritableCheck, grade_consistency, grade_retention,

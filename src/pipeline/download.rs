@@ -162,7 +162,10 @@ impl<'a> Download<'a> {
         };
         let (actual, bytes) = downloaded?;
         self.verify(actual, bytes)?;
-        let decoded = decode.await.map_err(|e| e.to_string()).and_then(|r| r);
+        let decoded = match decode.await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(panicked) => Err(panicked.to_string()),
+        };
         if let Err(detail) = decoded {
             return Err(DownloadError::Decode {
                 object: self.path.to_owned(),
@@ -195,14 +198,13 @@ fn spawn_decoder(
     plain_tx: mpsc::Sender<Bytes>,
     compression: Compression,
     identities: &[age::x25519::Identity],
-) -> tokio::task::JoinHandle<Result<(), String>> {
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
     let identities = identities.to_vec();
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let mut reader = decoder(ChannelReader::new(stored_rx), compression, &identities)
-            .map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut reader = decoder(ChannelReader::new(stored_rx), compression, &identities)?;
         loop {
             let mut buf = vec![0u8; 1 << 20];
-            let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
+            let n = reader.read(&mut buf)?;
             if n == 0 {
                 return Ok(());
             }

@@ -48,6 +48,9 @@ pub enum PipelineError {
         "object {path} would need more than {max_parts} parts (raise the repository's part_size)"
     )]
     TooManyParts { path: String, max_parts: u64 },
+    /// The child was started without a stdout pipe (a caller's mistake).
+    #[error("{tool} was started without a pipe on its output")]
+    NoOutput { tool: String },
     #[error("cancelled (shutdown)")]
     Cancelled,
 }
@@ -136,7 +139,12 @@ pub async fn upload_child(
         limits,
         progress,
     } = upload;
-    let stdout = child.stdout.take().expect("stdout is piped");
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.start_kill();
+        return Err(PipelineError::NoOutput {
+            tool: tool.to_owned(),
+        });
+    };
     widen_pipe(&stdout);
     let stderr_tail = Arc::new(std::sync::Mutex::new(VecDeque::new()));
     if let Some(stderr) = child.stderr.take() {

@@ -26,8 +26,9 @@ pub enum BackupError {
     Locked(String),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
-    #[error("{0}; nothing was committed")]
-    LeaseLost(String),
+    /// Another vigil took the job's lease over; `why` says how.
+    #[error("{why}; nothing was committed")]
+    LeaseLost { job: String, why: String },
     #[error(
         "the run scheduled for {scheduled} was already taken by another vigil (backup {backup_id}); skipped"
     )]
@@ -35,14 +36,36 @@ pub enum BackupError {
         scheduled: String,
         backup_id: String,
     },
-    #[error("cannot connect to the source: {0}")]
-    Source(String),
+    /// `detail` is redacted.
+    #[error("cannot connect to the source: {detail}")]
+    Source { job: String, detail: String },
     #[error(
         "cannot reach the source {host}: {detail} (is PostgreSQL running there, and is `source` right?)"
     )]
     SourceUnreachable { host: String, detail: String },
-    #[error("{0}")]
-    Tool(String),
+    #[error(
+        "{tool} not found: install the PostgreSQL client (apt-get install postgresql-client) or set `{tool}`"
+    )]
+    ToolMissing { tool: &'static str },
+    #[error(transparent)]
+    ToolVersion(#[from] crate::pipeline::pgtools::ToolError),
+    #[error(
+        "{} is version {version}, older than the server ({server_version}): install postgresql-client-{server_major} or point `jobs.{job}.pg_dump` at a newer one",
+        tool.display()
+    )]
+    ToolTooOld {
+        tool: std::path::PathBuf,
+        version: String,
+        server_version: String,
+        server_major: u32,
+        job: String,
+    },
+    #[error("cannot start {tool}: {source}")]
+    ToolStart {
+        tool: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("database `{database}`: {error}")]
     Object {
         database: String,
@@ -50,12 +73,21 @@ pub enum BackupError {
     },
     #[error(transparent)]
     Repo(#[from] crate::repo::RepoError),
-    #[error("run exceeded max_duration ({0})")]
-    TooLong(String),
+    #[error("run exceeded max_duration ({})", humantime::format_duration(*.max))]
+    TooLong { max: std::time::Duration },
     #[error("cancelled (shutdown)")]
     Cancelled,
+    /// The file archiver's stream failed.
     #[error("{0}")]
-    Files(String),
+    Files(PipelineError),
+    #[error(
+        "`strict = true` and {changed} file(s) changed, {vanished} vanished while read (e.g. {examples})"
+    )]
+    Strict {
+        changed: u64,
+        vanished: u64,
+        examples: String,
+    },
     #[error(transparent)]
     PassFile(#[from] crate::pipeline::pgtools::PassFileError),
 }
@@ -157,10 +189,13 @@ pub async fn run_scheduled(
     )
     .await;
     let result = match (locked, lock.lost()) {
-        (Err(_), _) => Err(BackupError::TooLong(
-            humantime::format_duration(ctx.job.max_duration).to_string(),
-        )),
-        (Ok(Err(_)), Some(why)) => Err(BackupError::LeaseLost(why)),
+        (Err(_), _) => Err(BackupError::TooLong {
+            max: ctx.job.max_duration,
+        }),
+        (Ok(Err(_)), Some(why)) => Err(BackupError::LeaseLost {
+            job: ctx.name.clone(),
+            why,
+        }),
         (Ok(result), _) => result,
     };
     let written = progress.take_backup_id();

@@ -24,20 +24,27 @@ pub(super) async fn run(
     cancel: &CancellationToken,
 ) -> Result<Manifest, BackupError> {
     let started_at = Utc::now();
-    let source = ctx.source_config().map_err(BackupError::Source)?;
-    let facts = source_facts(ctx).await?;
-    let pg_dump = ctx.job.pg_dump.clone().or_else(|| find_tool("pg_dump")).ok_or_else(|| {
-        BackupError::Tool("pg_dump not found: install the PostgreSQL client (apt-get install postgresql-client) or set `pg_dump`".into())
+    let source = ctx.source_config().map_err(|e| BackupError::Source {
+        job: ctx.name.clone(),
+        detail: ctx.redact(&e.to_string()),
     })?;
-    let (dump_major, dump_version) = tool_version(&pg_dump).await.map_err(BackupError::Tool)?;
+    let facts = source_facts(ctx).await?;
+    let pg_dump = ctx
+        .job
+        .pg_dump
+        .clone()
+        .or_else(|| find_tool("pg_dump"))
+        .ok_or(BackupError::ToolMissing { tool: "pg_dump" })?;
+    let (dump_major, dump_version) = tool_version(&pg_dump).await?;
     let server_major = (facts.version_num / 10000) as u32;
     if dump_major < server_major {
-        return Err(BackupError::Tool(format!(
-            "{} is version {dump_version}, older than the server ({}): install postgresql-client-{server_major} or point `jobs.{}.pg_dump` at a newer one",
-            pg_dump.display(),
-            facts.version,
-            ctx.name
-        )));
+        return Err(BackupError::ToolTooOld {
+            tool: pg_dump,
+            version: dump_version,
+            server_version: facts.version,
+            server_major,
+            job: ctx.name.clone(),
+        });
     }
 
     let backup_id = allocate_id(ctx, started_at, progress).await?;
@@ -161,7 +168,10 @@ async fn dump_object(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| BackupError::Tool(format!("cannot start {tool}: {e}")))?;
+        .map_err(|source| BackupError::ToolStart {
+            tool: tool.to_owned(),
+            source,
+        })?;
     let path = ctx.repo.object_path(&ctx.name, backup_id, name);
     let upload = Upload {
         tool,
@@ -205,10 +215,15 @@ async fn source_facts(ctx: &JobContext) -> Result<Facts, BackupError> {
             host,
             detail: ctx.redact(&detail),
         },
-        other => BackupError::Source(ctx.redact(&other.to_string())),
+        other => BackupError::Source {
+            job: ctx.name.clone(),
+            detail: ctx.redact(&other.to_string()),
+        },
     })?;
-    let chain =
-        |e: tokio_postgres::Error| BackupError::Source(ctx.redact(&crate::redact::error_chain(&e)));
+    let chain = |e: tokio_postgres::Error| BackupError::Source {
+        job: ctx.name.clone(),
+        detail: ctx.redact(&crate::redact::error_chain(&e)),
+    };
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int",
