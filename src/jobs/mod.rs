@@ -1,5 +1,9 @@
-//! Job runs: one step function per kind, shared by the scheduler, the CLI
-//! and (later) the API.
+//! Job runs: one step function per kind (`backup/` with one file per
+//! backup kind, `restore/`, `prune`, `mirror`), shared by the scheduler,
+//! the CLI and the API. Each run says how it went once, through
+//! [`report`] (executions table, journal, job board); the streams live
+//! below in `pipeline`, the storage in `repo`. Nothing here imports the
+//! daemon.
 
 pub mod backup;
 pub mod board;
