@@ -6,22 +6,21 @@
 //! in a single transaction (or a tar unpacker) then writes nothing from a
 //! damaged object.
 
-use std::collections::VecDeque;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::decoder;
+use super::stderr::Tail;
 use crate::config::Compression;
 use crate::repo::{Manifest, ObjectEntry, RepoError, Repository};
 
@@ -352,9 +351,6 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// The last lines the tool wrote to stderr.
-type Tail = Arc<Mutex<VecDeque<String>>>;
-
 fn spawn_tool(
     tool: &Tool<'_>,
     args: &[String],
@@ -372,20 +368,7 @@ fn spawn_tool(
             tool: tool.path.to_owned(),
             source,
         })?;
-    let tail: Tail = Arc::default();
-    if let Some(stderr) = child.stderr.take() {
-        let tail = Arc::clone(&tail);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-                if t.len() == 20 {
-                    t.pop_front();
-                }
-                t.push_back(line);
-            }
-        });
-    }
+    let tail = Tail::of(&mut child);
     Ok((child, tail))
 }
 
@@ -398,16 +381,10 @@ fn checked(tool: &Tool<'_>, status: ExitStatus, tail: &Tail) -> Result<(), Downl
 
 /// The tool failed (or, with no status, stopped reading its input).
 fn tool_error(tool: &Tool<'_>, status: Option<ExitStatus>, tail: &Tail) -> DownloadError {
-    let stderr: Vec<String> = tail
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .cloned()
-        .collect();
     DownloadError::ToolFailed {
         tool: tool.name(),
         status: status.map_or_else(|| "a closed input".to_owned(), |s| s.to_string()),
-        stderr: stderr.join(" | "),
+        stderr: tail.text(),
     }
 }
 

@@ -7,4 +7,5 @@ pub mod codec;
 pub mod download;
 pub mod limits;
 pub mod pgtools;
+mod stderr;
 pub mod upload;

@@ -4,20 +4,20 @@
 //! in-process producer (the tar archiver) encodes on its own thread, so
 //! it needs only the second channel.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{Compressor, HashingSink, Sealed, Stored};
 use super::limits::{PartSizer, UploadLimits};
+use super::stderr::Tail;
 use crate::config::Compression;
 use crate::repo::{PartLimits, RepoError, Repository};
 
@@ -104,20 +104,7 @@ pub async fn upload_child(
         });
     };
     widen_pipe(&stdout);
-    let stderr_tail = Arc::new(std::sync::Mutex::new(VecDeque::new()));
-    if let Some(stderr) = child.stderr.take() {
-        let tail = Arc::clone(&stderr_tail);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                if tail.len() == 20 {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-        });
-    }
+    let stderr_tail = Tail::of(&mut child);
 
     let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(QUEUE);
     let read = async {
@@ -137,16 +124,10 @@ pub async fn upload_child(
         if !status.success() {
             // Give the stderr reader a moment to drain the last lines.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let tail: Vec<String> = stderr_tail
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned()
-                .collect();
             return Err(PipelineError::Source {
                 tool: tool.to_owned(),
                 status: status.to_string(),
-                stderr: tail.join(" | "),
+                stderr: stderr_tail.text(),
             });
         }
         Ok(raw_bytes)
