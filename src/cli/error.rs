@@ -40,9 +40,12 @@ pub enum CliError {
     #[error(transparent)]
     JournalOpen(#[from] OpenError),
     /// The job's context could not be built (its repository or sources);
-    /// `reason` is the job layer's own text.
-    #[error("{reason}")]
-    JobSetup { job: String, reason: String },
+    /// The job's context (repository, source, keys) could not be built.
+    #[error("{source}")]
+    JobSetup {
+        job: String,
+        source: crate::jobs::context::ContextError,
+    },
     #[error("no jobs are configured")]
     NoJobs,
     #[error("prune failed: {}", failures.join("; "))]

@@ -10,6 +10,7 @@ use crate::jobs::prune::PruneError;
 use crate::jobs::restore::RestoreError;
 use crate::journal::OpenError;
 use crate::journal::sign::KeyError;
+use crate::pipeline::download::DownloadError;
 use crate::pipeline::upload::PipelineError;
 use crate::repo::RepoError;
 
@@ -156,8 +157,10 @@ impl Classify for BackupError {
 impl Classify for RestoreError {
     fn exit(&self) -> Exit {
         match self {
-            RestoreError::Repo(e) => e.exit(),
-            RestoreError::Choice(_) | RestoreError::BadTarget(_) => Exit::Usage,
+            RestoreError::Repo(e) | RestoreError::Stream(DownloadError::Repo(e)) => e.exit(),
+            RestoreError::Choice { .. }
+            | RestoreError::BadTarget { .. }
+            | RestoreError::NoDatabase => Exit::Usage,
             RestoreError::TargetUnreachable { .. } => Exit::Unreachable,
             _ => Exit::Failed,
         }
@@ -227,9 +230,6 @@ mod tests {
             error: PipelineError::Storage(e),
         };
         assert_eq!(nested.exit().code(), 3);
-        assert_eq!(
-            RestoreError::BadTarget("--to is not a connection string".into()).exit(),
-            Exit::Usage
-        );
+        assert_eq!(RestoreError::NoDatabase.exit(), Exit::Usage);
     }
 }

@@ -43,9 +43,9 @@ impl Session {
             self.journal.clone(),
             Actor::cli(),
         )
-        .map_err(|reason| CliError::JobSetup {
+        .map_err(|source| CliError::JobSetup {
             job: job.to_owned(),
-            reason,
+            source,
         })
     }
 

@@ -154,7 +154,7 @@ impl Reloader {
             match ctx.rotate(new) {
                 Ok(()) => tracing::info!(job = %ctx.name, "secrets applied"),
                 Err(e) => {
-                    tracing::warn!(job = %ctx.name, error = %redact_text(&e, &new.secrets()), "cannot apply the new secrets; the old ones stay")
+                    tracing::warn!(job = %ctx.name, error = %redact_text(&e.to_string(), &new.secrets()), "cannot apply the new secrets; the old ones stay")
                 }
             }
         }

@@ -124,7 +124,7 @@ pub(super) async fn start(
     let jobs = crate::jobs::scheduler::arm_all(config, &pool, shared, tasks, work, &journal)
         .await
         .map_err(|e| DaemonError::Jobs {
-            redacted: redact_text(&e, &secrets),
+            redacted: redact_text(&e.to_string(), &secrets),
         })?;
     spawn_shippers(config, &journal, &pool, shared, tasks, work);
     let events = crate::catalog::spawn_event_writer(

@@ -32,11 +32,24 @@ impl Trigger {
     }
 }
 
+/// Building a job's context from the config (start-up, reload).
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error(transparent)]
+    Job(#[from] crate::config::UnknownJob),
+    #[error(transparent)]
+    Repo(#[from] crate::repo::RepoError),
+}
+
 /// Connecting to a job's source.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{0}")]
-    Config(String),
+    #[error("jobs.{job}.source: {source}")]
+    Url {
+        job: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
     #[error("{host}: {detail}")]
     Connect {
         host: String,
@@ -44,6 +57,17 @@ pub enum SourceError {
         unreachable: bool,
         detail: String,
     },
+}
+
+/// Reading an encrypted repository's objects.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "repository `{repo}` is encrypted but has no `encryption.identity_file` to read it with"
+    )]
+    NoIdentityFile { repo: String },
+    #[error(transparent)]
+    Identity(#[from] crate::config::identity::IdentityError),
 }
 
 /// A job's secrets of the moment.
@@ -98,10 +122,10 @@ impl JobContext {
         host: &str,
         journal: Journal,
         actor: Actor,
-    ) -> Result<JobContext, String> {
-        let job = config.job(name).map_err(|e| e.to_string())?;
+    ) -> Result<JobContext, ContextError> {
+        let job = config.job(name)?;
         let repo_config = &config.repositories[&job.repository];
-        let repo = Repository::open(&job.repository, repo_config).map_err(|e| e.to_string())?;
+        let repo = Repository::open(&job.repository, repo_config)?;
         let encryption = repo_config.encryption.as_ref();
         let recipients = encryption
             .map(|e| {
@@ -125,10 +149,7 @@ impl JobContext {
             actor,
             request_id: None,
             mirror_to: match &job.mirror_to {
-                Some(name) => Some(
-                    Repository::open(name, &config.repositories[name])
-                        .map_err(|e| e.to_string())?,
-                ),
+                Some(name) => Some(Repository::open(name, &config.repositories[name])?),
                 None => None,
             },
         })
@@ -137,13 +158,13 @@ impl JobContext {
     /// Applies the secrets of a reloaded `config` (the source URL and
     /// password, the repositories' secret options) to this context and
     /// every clone of it. Other changed keys still wait for a restart.
-    pub fn rotate(&self, config: &Config) -> Result<(), String> {
-        let job = config.job(&self.name).map_err(|e| e.to_string())?;
-        let rekey = |repo: &Repository| -> Result<(), String> {
+    pub fn rotate(&self, config: &Config) -> Result<(), ContextError> {
+        let job = config.job(&self.name)?;
+        let rekey = |repo: &Repository| -> Result<(), ContextError> {
             let Some(new) = config.repositories.get(&repo.name) else {
                 return Ok(());
             };
-            repo.rekey(new).map_err(|e| e.to_string())
+            Ok(repo.rekey(new)?)
         };
         rekey(&self.repo)?;
         if let Some(mirror) = &self.mirror_to {
@@ -179,24 +200,30 @@ impl JobContext {
     }
 
     /// The job's age identities, for reading encrypted objects.
-    pub fn identities(&self) -> Result<Vec<age::x25519::Identity>, String> {
+    pub fn identities(&self) -> Result<Vec<age::x25519::Identity>, KeyError> {
         if self.recipients.is_empty() {
             return Ok(vec![]);
         }
-        let path = self.identity_file.as_ref().ok_or_else(|| {
-            format!("repository `{}` is encrypted but has no `encryption.identity_file` to read it with", self.repo.name)
-        })?;
-        crate::config::identity::read_identities(path).map_err(|e| e.to_string())
+        let path = self
+            .identity_file
+            .as_ref()
+            .ok_or_else(|| KeyError::NoIdentityFile {
+                repo: self.repo.name.clone(),
+            })?;
+        Ok(crate::config::identity::read_identities(path)?)
     }
 
     /// The source connection with the password from `password`/`password_file`.
-    pub fn source_config(&self) -> Result<tokio_postgres::Config, String> {
+    pub fn source_config(&self) -> Result<tokio_postgres::Config, SourceError> {
         let live = self.live.load();
-        let mut config: tokio_postgres::Config = live
-            .source
-            .expose()
-            .parse()
-            .map_err(|e| format!("jobs.{}.source: {e}", self.name))?;
+        let mut config: tokio_postgres::Config =
+            live.source
+                .expose()
+                .parse()
+                .map_err(|source| SourceError::Url {
+                    job: self.name.clone(),
+                    source,
+                })?;
         if let Some(password) = &live.password {
             config.password(password.expose());
         }
@@ -215,7 +242,7 @@ impl JobContext {
     /// Like [`connect_source`](Self::connect_source), saying whether the
     /// server could not be reached at all (rather than refusing us).
     pub async fn open_source(&self) -> Result<tokio_postgres::Client, SourceError> {
-        let mut config = self.source_config().map_err(SourceError::Config)?;
+        let mut config = self.source_config()?;
         if config.get_dbname().is_none() {
             config.dbname("postgres");
         }

@@ -2,9 +2,25 @@
 //! `catalog.query_timeout`: a down or hung catalog never holds a run up
 //! (the journal records the run either way).
 
-use deadpool_postgres::{Object, Pool};
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Pool, PoolError};
 
 use super::{JobContext, Trigger};
+
+/// One bounded catalog step of a run failed (the run goes on: the
+/// journal records it either way).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("{}", crate::catalog::describe(.0))]
+    Pool(#[source] PoolError),
+    #[error("{0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("catalog session already handed back")]
+    HandedBack,
+    #[error("no answer within {} (catalog.query_timeout)", humantime::format_duration(*.budget))]
+    Timeout { budget: Duration },
+}
 
 /// Kinds that run under the job lock (restores do not take it).
 const LOCKED_KINDS: [&str; 3] = ["backup", "prune", "mirror"];
@@ -17,15 +33,13 @@ const LOCKED_KINDS: [&str; 3] = ["backup", "prune", "mirror"];
 pub(super) struct Session(Option<Object>);
 
 impl Session {
-    pub(super) async fn open(pool: &Pool) -> Result<Session, String> {
-        let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
+    pub(super) async fn open(pool: &Pool) -> Result<Session, StepError> {
+        let client = pool.get().await.map_err(StepError::Pool)?;
         Ok(Session(Some(client)))
     }
 
-    pub(super) fn client(&self) -> Result<&Object, String> {
-        self.0
-            .as_ref()
-            .ok_or_else(|| "catalog session already handed back".to_owned())
+    pub(super) fn client(&self) -> Result<&Object, StepError> {
+        self.0.as_ref().ok_or(StepError::HandedBack)
     }
 
     /// The step finished: the connection is the caller's again (dropping it
@@ -46,15 +60,12 @@ impl Drop for Session {
 /// Runs one catalog step within the pool's timeout.
 async fn bounded<T>(
     pool: &Pool,
-    step: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
+    step: impl std::future::Future<Output = Result<T, StepError>>,
+) -> Result<T, StepError> {
     let budget = super::lock::catalog_budget(pool);
-    tokio::time::timeout(budget, step).await.map_err(|_| {
-        format!(
-            "no answer within {} (catalog.query_timeout)",
-            humantime::format_duration(budget)
-        )
-    })?
+    tokio::time::timeout(budget, step)
+        .await
+        .map_err(|_| StepError::Timeout { budget })?
 }
 
 pub struct Execution {
@@ -86,10 +97,9 @@ pub async fn start(
                  VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id",
                 &[&job, &kind, &trigger.as_str(), &host, &repository],
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         session.finish();
-        Ok::<_, String>(Execution { id: row.get(0) })
+        Ok(Execution { id: row.get(0) })
     })
     .await;
     match result {
@@ -132,7 +142,7 @@ pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>)
                 ],
             )
             .await
-            .map_err(|e| e.to_string());
+            .map_err(StepError::from);
         session.finish();
         done
     })
@@ -143,16 +153,15 @@ pub async fn finish(pool: &Pool, execution: &Option<Execution>, end: Finish<'_>)
 }
 
 /// At start-up: rows this host left `running` (a crash) become `aborted`.
-pub async fn abort_stale(pool: &Pool, host: &str) -> Result<u64, String> {
-    let client = pool.get().await.map_err(|e| crate::catalog::describe(&e))?;
-    client
+pub async fn abort_stale(pool: &Pool, host: &str) -> Result<u64, StepError> {
+    let client = pool.get().await.map_err(StepError::Pool)?;
+    Ok(client
         .execute(
             "UPDATE vigil.executions SET status = 'aborted', finished_at = now(), \
              error = 'vigil stopped while this run was in progress' WHERE host = $1 AND status = 'running'",
             &[&host],
         )
-        .await
-        .map_err(|e| e.to_string())
+        .await?)
 }
 
 /// A run left `running` by a process that died (kill -9, power loss).
@@ -184,8 +193,7 @@ pub async fn close_orphans(ctx: &JobContext) {
                  RETURNING id, kind, host, trigger, started_at",
                 &[&ctx.name, &kinds, &ORPHAN_ERROR],
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         session.finish();
         Ok(rows
             .iter()

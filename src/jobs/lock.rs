@@ -34,7 +34,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use super::JobContext;
-use super::executions::Session;
+use super::executions::{Session, StepError};
 use crate::repo::Repository;
 use crate::repo::lease::{self, Acquired, LeaseError, LeaseRecord};
 
@@ -85,7 +85,7 @@ pub async fn take(
             return Ok(None);
         }
         Err(e) => {
-            tracing::warn!(job = %ctx.name, error = %ctx.redact(&e), "catalog unreachable: the job lock is the repository lease alone");
+            tracing::warn!(job = %ctx.name, error = %ctx.redact(&e.to_string()), "catalog unreachable: the job lock is the repository lease alone");
             None
         }
     };
@@ -268,33 +268,39 @@ pub fn catalog_budget(pool: &Pool) -> Duration {
 
 /// The advisory lock without waiting; `Ok(None)` if held elsewhere, `Err`
 /// if the catalog cannot be reached in time.
-async fn try_advisory(pool: &Pool, job: &str) -> Result<Option<AdvisoryLock>, String> {
+async fn try_advisory(pool: &Pool, job: &str) -> Result<Option<AdvisoryLock>, AdvisoryError> {
     let key = lock_key(job);
     // Cut off by the timeout, the session is closed (not pooled): a late
     // grant must not stay held in an idle connection.
     let attempt = async {
-        let session = Session::open(pool)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
+        let session = Session::open(pool).await.map_err(AdvisoryError::Connect)?;
         let row = session
             .client()?
             .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
             .await
-            .map_err(|e| format!("pg_try_advisory_lock failed: {e}"))?;
+            .map_err(AdvisoryError::Query)?;
         let client = session.finish();
         if !row.get::<_, bool>(0) {
             // Not ours: the connection goes back to the pool as it drops.
             return Ok(None);
         }
-        Ok::<_, String>(Some(AdvisoryLock { client, key }))
+        Ok(Some(AdvisoryLock { client, key }))
     };
     let budget = catalog_budget(pool);
-    tokio::time::timeout(budget, attempt).await.map_err(|_| {
-        format!(
-            "no answer within {} (catalog.query_timeout)",
-            humantime::format_duration(budget)
-        )
-    })?
+    tokio::time::timeout(budget, attempt)
+        .await
+        .map_err(|_| AdvisoryError::Step(StepError::Timeout { budget }))?
+}
+
+/// The catalog's advisory lock could not be asked for (the lease decides).
+#[derive(Debug, Error)]
+enum AdvisoryError {
+    #[error("cannot connect: {0}")]
+    Connect(#[source] StepError),
+    #[error("pg_try_advisory_lock failed: {0}")]
+    Query(#[source] tokio_postgres::Error),
+    #[error(transparent)]
+    Step(#[from] StepError),
 }
 
 async fn release_advisory(advisory: Option<AdvisoryLock>) {

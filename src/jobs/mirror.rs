@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::executions::{self, Finish};
+use super::report::{Event, Fact, Outcome, Reporter, Run, RunKind, Sinks, Status};
 use super::{JobContext, Trigger, lock};
 use crate::repo::{MANIFEST, Manifest, RepoError, Repository};
 
@@ -251,8 +251,11 @@ pub enum MirrorError {
     Repo(#[from] RepoError),
     #[error("job `{0}` is running elsewhere (another vigil holds its lock); skipped")]
     Locked(String),
-    #[error("{0}")]
-    Lock(String),
+    #[error("job `{job}` has no `mirror_to`")]
+    NoDestination { job: String },
+    /// Another vigil took the lease over; `why` says how.
+    #[error("{why}")]
+    LeaseLost { job: String, why: String },
     #[error(transparent)]
     JobLock(#[from] super::lock::LockError),
     #[error("{failed} object(s) not mirrored, e.g. {first}")]
@@ -268,29 +271,41 @@ pub async fn run(
     trigger: Trigger,
     cancel: &CancellationToken,
 ) -> Result<MirrorReport, MirrorError> {
-    let Some(dest) = &ctx.mirror_to else {
-        return Err(MirrorError::Lock(format!(
-            "job `{}` has no `mirror_to`",
-            ctx.name
-        )));
-    };
-    let held = lock::take(ctx, cancel).await?;
-    let Some(held) = held else {
-        return Err(MirrorError::Locked(ctx.name.clone()));
-    };
-    let execution = executions::start(
-        &ctx.catalog,
-        &ctx.name,
-        "mirror",
+    run_reported(ctx, trigger, cancel, &Sinks::new(ctx)).await
+}
+
+/// Like [`run`], its start and outcome going to `report` (a run skipped
+/// because another vigil holds the lock reports nothing).
+pub async fn run_reported(
+    ctx: &JobContext,
+    trigger: Trigger,
+    cancel: &CancellationToken,
+    report: &dyn Reporter,
+) -> Result<MirrorReport, MirrorError> {
+    let dest_name = ctx.mirror_to.as_ref().map(|d| d.name.clone());
+    let run = Run {
+        kind: RunKind::Mirror,
         trigger,
-        &ctx.host,
-        &dest.name,
-    )
-    .await;
-    ctx.journal.emit(ctx.event(
-        "mirror.started",
-        serde_json::json!({ "from": ctx.repo.name, "to": dest.name, "trigger": trigger.as_str() }),
-    ));
+        repository: dest_name.clone().unwrap_or_default(),
+        started: Some(Event::emit(
+            "mirror.started",
+            serde_json::json!({ "from": ctx.repo.name, "to": dest_name, "trigger": trigger.as_str() }),
+        )),
+    };
+    let held = match take_lock(ctx, cancel).await {
+        Ok(held) => held,
+        Err(e @ MirrorError::Locked(_)) => return Err(e),
+        Err(e) => {
+            // Refused before it began: nothing to journal, nothing started.
+            let message = ctx.redact(&e.to_string());
+            report
+                .finished(&run, &Outcome::failed(Status::Failed, message, None))
+                .await;
+            return Err(e);
+        }
+    };
+    let (dest, held) = held;
+    report.started(&run).await;
     let started = Utc::now();
     // The lock's token also fires when its lease is lost.
     let cancel = &held.cancel;
@@ -311,35 +326,13 @@ pub async fn run(
         });
     // Stopped because another vigil took the lease over, not by a shutdown.
     let result = match (result, held.lost()) {
-        (Err(_), Some(why)) => Err(MirrorError::Lock(why)),
+        (Err(_), Some(why)) => Err(MirrorError::LeaseLost {
+            job: ctx.name.clone(),
+            why,
+        }),
         (result, _) => result,
     };
-    let details = match &result {
-        Ok(report) => serde_json::to_value(report).ok(),
-        Err(_) => None,
-    };
-    let message = result.as_ref().err().map(|e| ctx.redact(&e.to_string()));
-    let end = Finish {
-        status: match &result {
-            Ok(_) => "succeeded",
-            Err(MirrorError::Cancelled) => "aborted",
-            Err(_) => "failed",
-        },
-        backup_id: None,
-        source_bytes: None,
-        stored_bytes: result.as_ref().ok().map(|r| r.copied_bytes),
-        error: message.as_deref(),
-        details,
-    };
-    executions::finish(&ctx.catalog, &execution, end).await;
-    let (event, data) = match &result {
-        Ok(r) => (
-            "mirror.succeeded",
-            serde_json::to_value(r).unwrap_or_default(),
-        ),
-        Err(_) => ("mirror.failed", serde_json::json!({ "error": message })),
-    };
-    ctx.journal.emit(ctx.event(event, data));
+    report.finished(&run, &outcome(ctx, &result)).await;
     held.release().await;
     match &result {
         Ok(r) => {
@@ -350,6 +343,47 @@ pub async fn run(
         }
     }
     result
+}
+
+/// The destination and the job's lock; `Locked` when another vigil has it.
+async fn take_lock<'a>(
+    ctx: &'a JobContext,
+    cancel: &CancellationToken,
+) -> Result<(&'a Repository, lock::JobLock), MirrorError> {
+    let dest = ctx
+        .mirror_to
+        .as_ref()
+        .ok_or_else(|| MirrorError::NoDestination {
+            job: ctx.name.clone(),
+        })?;
+    match lock::take(ctx, cancel).await? {
+        Some(held) => Ok((dest, held)),
+        None => Err(MirrorError::Locked(ctx.name.clone())),
+    }
+}
+
+/// A finished run, as every sink records it.
+fn outcome(ctx: &JobContext, result: &Result<MirrorReport, MirrorError>) -> Outcome {
+    match result {
+        Ok(report) => {
+            let json = serde_json::to_value(report).ok();
+            let event = Event::emit("mirror.succeeded", json.clone().unwrap_or_default());
+            Outcome {
+                stored_bytes: Some(report.copied_bytes),
+                details: json,
+                ..Outcome::succeeded(Fact::Mirror(report.clone()), Some(event))
+            }
+        }
+        Err(e) => {
+            let message = ctx.redact(&e.to_string());
+            let status = match e {
+                MirrorError::Cancelled => Status::Aborted,
+                _ => Status::Failed,
+            };
+            let event = Event::emit("mirror.failed", serde_json::json!({ "error": message }));
+            Outcome::failed(status, message, Some(event))
+        }
+    }
 }
 
 #[cfg(test)]

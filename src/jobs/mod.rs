@@ -1,14 +1,18 @@
-//! Job runs: one step function per kind, shared by the scheduler, the CLI
-//! and (later) the API.
+//! Job runs: one step function per kind (`backup/` with one file per
+//! backup kind, `restore/`, `prune`, `mirror`), shared by the scheduler,
+//! the CLI and the API. Each run says how it went once, through
+//! [`report`] (executions table, journal, job board); the streams live
+//! below in `pipeline`, the storage in `repo`. Nothing here imports the
+//! daemon.
 
 pub mod backup;
 pub mod context;
 pub mod executions;
-mod files_backup;
 pub mod host;
 pub mod lock;
 pub mod mirror;
 pub mod prune;
+pub mod report;
 pub mod restore;
 pub mod scheduler;
 

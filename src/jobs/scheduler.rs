@@ -7,18 +7,22 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::backup::{self, BackupError, Progress};
+use super::context::ContextError;
+use super::prune::{PruneError, PruneOutcome};
+use super::report::Sinks;
 use super::{JobContext, Trigger};
+use crate::repo::RepoError;
 use crate::schedule::{Schedule, missed_run};
 use crate::state::{Running, Shared};
 
 /// Reads the repository's manifests into the job board (start-up, before ready).
-pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), String> {
+pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), RepoError> {
     if ctx.job.kind == crate::config::JobKind::Mirror {
         // A mirror has no backups of its own; its runs fill the board.
         shared.jobs.update(&ctx.name, |s| s.restored = true);
         return Ok(());
     }
-    let listing = ctx.repo.list(&ctx.name).await.map_err(|e| e.to_string())?;
+    let listing = ctx.repo.list(&ctx.name).await?;
     for (id, why) in &listing.damaged {
         tracing::warn!(job = %ctx.name, backup = %id, error = %why, "damaged manifest: not counted as a backup");
     }
@@ -44,29 +48,17 @@ pub async fn run_once(
         source_bytes: Arc::clone(&progress.source_bytes),
     };
     shared.jobs.update(&ctx.name, |s| s.running = Some(running));
+    let report = Sinks::new(ctx).with_board(&shared.jobs, &ctx.name);
     if ctx.job.kind == crate::config::JobKind::Mirror {
-        let result = super::mirror::run(ctx, trigger, cancel).await;
-        shared.jobs.update(&ctx.name, |s| {
-            s.running = None;
-            match &result {
-                Ok(report) => s.record_mirror(report.copied_bytes),
-                Err(super::mirror::MirrorError::Locked(_)) => {}
-                Err(e) => s.record_failure(ctx.redact(&e.to_string())),
-            }
-        });
+        let _ = super::mirror::run_reported(ctx, trigger, cancel, &report).await;
+        shared.jobs.update(&ctx.name, |s| s.running = None);
         return;
     }
-    let result = backup::run_scheduled(ctx, trigger, scheduled_for, &progress, cancel).await;
+    let result =
+        backup::run_scheduled(ctx, trigger, scheduled_for, &progress, cancel, &report).await;
     let prune_after =
         result.is_ok() && ctx.job.retention.after_backup && !ctx.job.retention.is_empty();
-    shared.jobs.update(&ctx.name, |s| {
-        s.running = None;
-        match &result {
-            Ok(manifest) => s.record_success(manifest),
-            Err(BackupError::Locked(_) | BackupError::AlreadyDone { .. }) => {}
-            Err(e) => s.record_failure(ctx.redact(&e.to_string())),
-        }
-    });
+    shared.jobs.update(&ctx.name, |s| s.running = None);
     // Another replica ran (or is running) this slot: its backup is in the
     // shared repository, and this replica's freshness must see it too.
     match &result {
@@ -120,8 +112,9 @@ pub async fn prune_and_record(
     ctx: &JobContext,
     shared: &Shared,
     trigger: Trigger,
-) -> Result<super::prune::PruneOutcome, super::prune::PruneError> {
-    let result = super::prune::run(ctx, trigger, false).await;
+) -> Result<PruneOutcome, PruneError> {
+    let report = Sinks::new(ctx).with_board(&shared.jobs, &ctx.name);
+    let result = super::prune::run_reported(ctx, trigger, false, &report).await;
     // The prune's plan already lists every committed backup: what it kept is
     // what the repository now holds.
     let known = result.as_ref().ok().map(|o| {
@@ -133,25 +126,12 @@ pub async fn prune_and_record(
             .collect()
     });
     let consistency = super::prune::cross_check(ctx, known).await;
-    shared.jobs.update(&ctx.name, |s| {
-        match &result {
-            Ok(outcome) => {
-                let kept: Vec<_> = outcome.plan.decisions.iter().filter(|d| d.keep).collect();
-                s.backups = kept.len() as u64;
-                s.oldest = kept.iter().map(|d| d.finished_at).min();
-                s.prune.last_success = Some(Utc::now());
-                s.prune.last_error = None;
-                s.prune.deleted_total += outcome.deleted.len() as u64;
-                s.prune.freed_bytes_total += outcome.deleted.iter().map(|(_, b)| b).sum::<u64>();
-                s.damaged = outcome.damaged.clone();
-            }
-            Err(e) => s.prune.last_error = Some(ctx.redact(&e.to_string())),
-        }
-        if let Ok((missing, unknown)) = &consistency {
+    if let Ok((missing, unknown)) = &consistency {
+        shared.jobs.update(&ctx.name, |s| {
             s.prune.missing_from_repository = missing.clone();
             s.prune.unknown_to_catalog = unknown.clone();
-        }
-    });
+        });
+    }
     match result {
         Ok(outcome) => {
             tracing::info!(job = %ctx.name, deleted = outcome.deleted.len(), collected = outcome.collected.len(), "prune finished");
@@ -287,7 +267,7 @@ pub async fn arm_all(
     tasks: &crate::tasks::Tasks,
     work: &CancellationToken,
     journal: &crate::journal::Journal,
-) -> Result<Vec<JobContext>, String> {
+) -> Result<Vec<JobContext>, ContextError> {
     let host = shared.service_id.clone();
     match super::executions::abort_stale(pool, &host).await {
         Ok(0) => {}

@@ -1,6 +1,11 @@
-//! Backup and restore streams: source → compress → encrypt → hash → storage,
-//! and back. Bounded channels between the stages keep memory flat.
+//! Backup and restore streams: source → compress → encrypt → hash → storage
+//! (`upload`, bounded by `limits`), and back (`download`). Bounded channels
+//! between the stages keep memory flat. Uses `repo` below it; `repo` never
+//! uses it.
 
 pub mod codec;
+pub mod download;
+pub mod limits;
 pub mod pgtools;
+mod stderr;
 pub mod upload;

@@ -43,17 +43,35 @@ pub fn parse_version(output: &str) -> Option<(u32, String)> {
     Some((major, token.to_owned()))
 }
 
+/// Asking a PostgreSQL tool its version.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("cannot run {}: {source}", tool.display())]
+    Run {
+        tool: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the version of {}: {output:?}", tool.display())]
+    Version { tool: PathBuf, output: String },
+}
+
 /// Runs `tool --version`.
-pub async fn tool_version(tool: &Path) -> Result<(u32, String), String> {
+pub async fn tool_version(tool: &Path) -> Result<(u32, String), ToolError> {
     let out = Command::new(tool)
         .arg("--version")
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
+        .map_err(|source| ToolError::Run {
+            tool: tool.to_owned(),
+            source,
+        })?;
     let text = String::from_utf8_lossy(&out.stdout);
-    parse_version(&text)
-        .ok_or_else(|| format!("cannot read the version of {}: {text:?}", tool.display()))
+    parse_version(&text).ok_or_else(|| ToolError::Version {
+        tool: tool.to_owned(),
+        output: text.into_owned(),
+    })
 }
 
 /// The libpq environment of one tool run. A password travels in a 0600

@@ -4,28 +4,27 @@
 //! in-process producer (the tar archiver) encodes on its own thread, so
 //! it needs only the second channel.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{Compressor, HashingSink, Sealed, Stored};
+use super::limits::{PartSizer, UploadLimits};
+use super::stderr::Tail;
 use crate::config::Compression;
-use crate::repo::{RepoError, Repository};
+use crate::repo::{PartLimits, RepoError, Repository};
 
 /// Chunks in flight between two stages: memory is bounded by
 /// `QUEUE × CHUNK` per channel plus one upload part.
 const QUEUE: usize = 4;
 const READ_CHUNK: usize = 256 * 1024;
-/// S3's largest part.
-const MAX_PART: usize = 5 << 30;
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -47,6 +46,9 @@ pub enum PipelineError {
         "object {path} would need more than {max_parts} parts (raise the repository's part_size)"
     )]
     TooManyParts { path: String, max_parts: u64 },
+    /// The child was started without a stdout pipe (a caller's mistake).
+    #[error("{tool} was started without a pipe on its output")]
+    NoOutput { tool: String },
     #[error("cancelled (shutdown)")]
     Cancelled,
 }
@@ -62,75 +64,10 @@ pub struct EncodeSpec {
     pub recipients: Vec<age::x25519::Recipient>,
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct UploadLimits {
-    pub stall_timeout: Duration,
-    /// First multipart part size (object stores); doubles as needed.
-    pub part_size: usize,
-    pub max_parts: u64,
-    /// Whether the service uploads each write as one part.
-    pub multipart: bool,
-    /// Parts never grow beyond this (a bandwidth cap's burst).
-    pub max_part_size: usize,
-}
-
-impl UploadLimits {
-    /// The limits of an upload into a repository with these parts.
-    pub fn new(stall_timeout: Duration, parts: crate::repo::PartLimits) -> UploadLimits {
-        UploadLimits {
-            stall_timeout,
-            part_size: parts.part_size,
-            max_parts: parts.max_parts,
-            multipart: parts.multipart,
-            max_part_size: parts.max_part_size,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadOutcome {
     pub stored: Stored,
     pub raw_bytes: u64,
-}
-
-/// Part sizes that keep an unknown-length stream under `max_parts`: the
-/// size doubles every `max_parts / 10` parts, up to S3's 5 GiB part limit.
-#[derive(Debug, Clone)]
-pub struct PartSizer {
-    base: usize,
-    max_parts: u64,
-    parts: u64,
-    cap: usize,
-}
-
-impl PartSizer {
-    pub fn new(base: usize, max_parts: u64) -> Self {
-        PartSizer {
-            base,
-            max_parts: max_parts.max(10),
-            parts: 0,
-            cap: MAX_PART,
-        }
-    }
-
-    /// Parts stay at or below `cap` (and at least the base size).
-    pub fn capped(mut self, cap: usize) -> Self {
-        self.cap = cap.clamp(self.base, MAX_PART);
-        self
-    }
-
-    /// Size of the next part, or `None` once `max_parts` are used.
-    pub fn next_part(&mut self) -> Option<usize> {
-        if self.parts >= self.max_parts {
-            return None;
-        }
-        let doublings = (self.parts / (self.max_parts / 10)).min(40) as u32;
-        self.parts += 1;
-        let size = self
-            .base
-            .saturating_mul(1usize << doublings.min(usize::BITS - 1));
-        Some(size.min(self.cap))
-    }
 }
 
 /// One object to upload from a child process.
@@ -160,22 +97,14 @@ pub async fn upload_child(
         limits,
         progress,
     } = upload;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    widen_pipe(&stdout);
-    let stderr_tail = Arc::new(std::sync::Mutex::new(VecDeque::new()));
-    if let Some(stderr) = child.stderr.take() {
-        let tail = Arc::clone(&stderr_tail);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                if tail.len() == 20 {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.start_kill();
+        return Err(PipelineError::NoOutput {
+            tool: tool.to_owned(),
         });
-    }
+    };
+    widen_pipe(&stdout);
+    let stderr_tail = Tail::of(&mut child);
 
     let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(QUEUE);
     let read = async {
@@ -195,16 +124,10 @@ pub async fn upload_child(
         if !status.success() {
             // Give the stderr reader a moment to drain the last lines.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let tail: Vec<String> = stderr_tail
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned()
-                .collect();
             return Err(PipelineError::Source {
                 tool: tool.to_owned(),
                 status: status.to_string(),
-                stderr: tail.join(" | "),
+                stderr: stderr_tail.text(),
             });
         }
         Ok(raw_bytes)
@@ -251,7 +174,7 @@ async fn upload_encoded(
     let Target { repo, path, limits } = target;
     let mut writer = repo.writer(path).await?;
     let result = {
-        let upload = upload_stage(&mut writer, out_rx, repo, path, limits, cancel);
+        let upload = upload_stage(&mut writer, out_rx, repo, path, limits.parts, cancel);
         tokio::pin!(encoded, upload);
         tokio::select! {
             done = &mut encoded => match done {
@@ -461,7 +384,7 @@ async fn upload_stage(
     mut rx: mpsc::Receiver<Bytes>,
     repo: &Repository,
     path: &str,
-    limits: UploadLimits,
+    limits: PartLimits,
     cancel: &CancellationToken,
 ) -> Result<(), PipelineError> {
     let mut sizer = PartSizer::new(limits.part_size, limits.max_parts).capped(limits.max_part_size);
@@ -515,24 +438,4 @@ async fn upload_stage(
         writer.write(part.freeze()).await.map_err(write_err)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn part_sizes_double_every_tenth_of_max_parts() {
-        let mut s = PartSizer::new(5, 100);
-        let sizes: Vec<usize> = std::iter::from_fn(|| s.next_part()).collect();
-        assert_eq!(sizes.len(), 100);
-        assert_eq!(sizes[0], 5);
-        assert_eq!(sizes[9], 5);
-        assert_eq!(sizes[10], 10);
-        assert_eq!(sizes[99], 5 << 9);
-        assert_eq!(s.next_part(), None);
-        // Capacity grows ~100x the naive base × max_parts.
-        let capacity: usize = sizes.iter().sum();
-        assert_eq!(capacity, 10 * 5 * ((1 << 10) - 1));
-    }
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::JobContext;
-use super::backup::{BackupError, Progress, allocate_id, codec_facts, encode_spec};
+use super::{BackupError, Progress, allocate_id, codec_facts, encode_spec};
 use crate::files::{ArchiveOptions, ArchiveReport, archive};
-use crate::pipeline::upload::{PipelineError, Upload, UploadLimits, upload_produced};
+use crate::jobs::JobContext;
+use crate::pipeline::limits::UploadLimits;
+use crate::pipeline::upload::{PipelineError, Upload, upload_produced};
 use crate::repo::Manifest;
 use crate::repo::manifest::{FORMAT_VERSION, FilesFacts, ObjectEntry, SourceFacts};
 
@@ -40,7 +41,7 @@ pub(super) async fn run(
         repo: &ctx.repo,
         path: &path,
         encode: &encode,
-        limits: UploadLimits::new(job.stall_timeout, ctx.repo.part_limits()),
+        limits: UploadLimits::for_repo(&ctx.repo, job.stall_timeout),
         progress: Arc::clone(&progress.source_bytes),
     };
     let produce = move |sink: &mut crate::pipeline::upload::EncodingSink| {
@@ -50,10 +51,10 @@ pub(super) async fn run(
         .await
         .map_err(|error| match error {
             PipelineError::Cancelled => BackupError::Cancelled,
-            other => BackupError::Files(other.to_string()),
+            other => BackupError::Files(other),
         })?;
     if job.strict && (report.changed_count > 0 || report.vanished_count > 0) {
-        return Err(BackupError::Files(strict_failure(&report)));
+        return Err(strict_failure(&report));
     }
     if report.changed_count + report.vanished_count > 0 {
         tracing::warn!(job = %ctx.name, changed = report.changed_count, vanished = report.vanished_count, first_changed = ?report.changed.first(), "files changed or vanished while they were read; stored as read");
@@ -97,18 +98,18 @@ pub(super) async fn run(
     Ok(manifest)
 }
 
-fn strict_failure(report: &ArchiveReport) -> String {
-    format!(
-        "`strict = true` and {} file(s) changed, {} vanished while read (e.g. {})",
-        report.changed_count,
-        report.vanished_count,
-        report
+/// `strict = true` and files changed or vanished while read.
+fn strict_failure(report: &ArchiveReport) -> BackupError {
+    BackupError::Strict {
+        changed: report.changed_count,
+        vanished: report.vanished_count,
+        examples: report
             .changed
             .iter()
             .chain(&report.vanished)
             .take(3)
             .cloned()
             .collect::<Vec<_>>()
-            .join(", ")
-    )
+            .join(", "),
+    }
 }

@@ -1,0 +1,420 @@
+//! Restore one object of a backup: a database dump into a PostgreSQL
+//! database, or a files backup under a directory. This is the
+//! orchestration (which backup, target checks, journal, execution row);
+//! the stream itself (download → hash → decode → `pg_restore`) is
+//! `pipeline::download`. With `jobs > 1` the dump lands (verified) in a
+//! temp file first, for `pg_restore -j`.
+
+mod target;
+
+use std::path::PathBuf;
+
+use target::{drop_database, prepare_target};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use super::report::{Event, Fact, Outcome, Reporter, Run, RunKind, Sinks, Status};
+use super::{JobContext, Trigger};
+use crate::pipeline::download::{Download, DownloadError, Tool, staged_to_tool, stream_to_tool};
+use crate::pipeline::pgtools::{describe_host, find_tool, libpq_env};
+use crate::repo::{Manifest, ObjectEntry, RepoError};
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    /// A backup id; `None` = the latest.
+    pub backup: Option<String>,
+    /// Which database of a multi-database backup.
+    pub database: Option<String>,
+    /// Target connection string (must name the database).
+    pub to: String,
+    pub create: bool,
+    pub clean: bool,
+    /// `pg_restore -j N` (stages the dump in a temp file).
+    pub jobs: Option<u32>,
+    /// Files backups: the directory to restore the trees under.
+    pub to_dir: Option<PathBuf>,
+    /// Files backups: write into a non-empty directory.
+    pub force: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("restore refused: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+    /// `--database` does not pick one object of the backup (the manifest
+    /// says why).
+    #[error("{reason}")]
+    Choice { backup_id: String, reason: String },
+    #[error("target: this is a {kind} backup: restore it with {how}")]
+    WrongKind {
+        kind: &'static str,
+        how: &'static str,
+    },
+    #[error(
+        "target: pg_restore not found: install the PostgreSQL client (apt-get install postgresql-client)"
+    )]
+    NoPgRestore,
+    #[error("target: {source}")]
+    TargetQuery {
+        host: String,
+        database: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("target: cannot create database `{database}`: {source}")]
+    CreateDatabase {
+        host: String,
+        database: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("target: cannot connect: {detail}")]
+    TargetConnect { host: String, detail: String },
+    /// `--to-dir` cannot be used (not empty, unreadable, cannot be made).
+    #[error("target: {source}")]
+    TargetDir {
+        dir: PathBuf,
+        source: crate::files::TargetError,
+    },
+    #[error("--to is not a connection string ({source}): write postgres://USER@HOST:PORT/DBNAME")]
+    BadTarget {
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("--to must name the database (postgres://host/DBNAME)")]
+    NoDatabase,
+    #[error(
+        "target {host}: cannot connect: {detail} (is PostgreSQL running there, and is the address in --to right?)"
+    )]
+    TargetUnreachable { host: String, detail: String },
+    #[error(
+        "target database `{database}` already has {tables} user table(s): refusing to restore over it (use --clean to replace its objects, or restore into a new database with --create)"
+    )]
+    NotEmpty { database: String, tables: i64 },
+    #[error(transparent)]
+    Stream(#[from] DownloadError),
+    #[error(transparent)]
+    Key(#[from] super::context::KeyError),
+    #[error("unpacking panicked: {detail}")]
+    UnpackPanicked { detail: String },
+    #[error("unpacking under {}: {source}", to.display())]
+    Unpack {
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("feeding the archive: {source}")]
+    FeedArchive {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    PassFile(#[from] crate::pipeline::pgtools::PassFileError),
+    #[error("cancelled (shutdown)")]
+    Cancelled,
+}
+
+impl RestoreError {
+    /// A shutdown stopped it (`executions.status` aborted).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self,
+            RestoreError::Cancelled | RestoreError::Stream(DownloadError::Cancelled)
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOutcome {
+    pub backup_id: String,
+    pub object: String,
+    pub database: String,
+    pub stored_bytes: u64,
+}
+
+pub async fn run(
+    ctx: &JobContext,
+    request: &RestoreRequest,
+    cancel: &CancellationToken,
+) -> Result<RestoreOutcome, RestoreError> {
+    run_reported(ctx, request, cancel, &Sinks::new(ctx)).await
+}
+
+/// Like [`run`], its start and outcome going to `report`. A restore that
+/// cannot pick its backup or object reports nothing: it never began.
+pub async fn run_reported(
+    ctx: &JobContext,
+    request: &RestoreRequest,
+    cancel: &CancellationToken,
+    report: &dyn Reporter,
+) -> Result<RestoreOutcome, RestoreError> {
+    let manifest = match &request.backup {
+        Some(id) => ctx.repo.read_manifest(&ctx.name, id).await?,
+        None => ctx
+            .repo
+            .list(&ctx.name)
+            .await?
+            .backups
+            .pop()
+            .ok_or_else(|| RepoError::NoBackups {
+                repo: ctx.repo.name.clone(),
+                job: ctx.name.clone(),
+            })?,
+    };
+    let object = manifest
+        .database_object(request.database.as_deref())
+        .map_err(|reason| RestoreError::Choice {
+            backup_id: manifest.backup_id.clone(),
+            reason,
+        })?
+        .clone();
+    let run = Run {
+        kind: RunKind::Restore,
+        trigger: Trigger::Cli,
+        repository: ctx.repo.name.clone(),
+        started: None,
+    };
+    report.started(&run).await;
+    let mut announced = false;
+    let result = restore(ctx, &manifest, &object, request, cancel, &mut announced).await;
+    let outcome = outcome(ctx, &manifest, &object, &result, announced);
+    report.finished(&run, &outcome).await;
+    result
+}
+
+/// A finished restore, as every sink records it. One refused before
+/// `restore.started` (bad target, missing key, not empty) did not fail: it
+/// never began.
+fn outcome(
+    ctx: &JobContext,
+    manifest: &Manifest,
+    object: &ObjectEntry,
+    result: &Result<RestoreOutcome, RestoreError>,
+    announced: bool,
+) -> Outcome {
+    let backup_id = Some(manifest.backup_id.clone());
+    match result {
+        Ok(o) => Outcome {
+            backup_id,
+            source_bytes: Some(object.raw_bytes),
+            stored_bytes: Some(object.stored_bytes),
+            ..Outcome::succeeded(
+                Fact::None,
+                Some(Event::emit(
+                    "restore.succeeded",
+                    serde_json::json!({ "backup_id": o.backup_id, "object": o.object, "database": o.database }),
+                )),
+            )
+        },
+        Err(e) => {
+            let message = ctx.redact(&e.to_string());
+            let name = if announced {
+                "restore.failed"
+            } else {
+                "restore.refused"
+            };
+            let data = serde_json::json!({ "backup_id": manifest.backup_id, "error": message });
+            let status = if e.is_cancelled() {
+                Status::Aborted
+            } else {
+                Status::Failed
+            };
+            Outcome {
+                backup_id,
+                ..Outcome::failed(status, message, Some(Event::emit(name, data)))
+            }
+        }
+    }
+}
+
+/// `announced` becomes true once `restore.started` is journaled.
+async fn restore(
+    ctx: &JobContext,
+    manifest: &Manifest,
+    object: &ObjectEntry,
+    request: &RestoreRequest,
+    cancel: &CancellationToken,
+    announced: &mut bool,
+) -> Result<RestoreOutcome, RestoreError> {
+    if manifest.kind == "files" {
+        return restore_files(ctx, manifest, object, request, cancel, announced).await;
+    }
+    if request.to_dir.is_some() {
+        return Err(RestoreError::WrongKind {
+            kind: "database",
+            how: "--to postgres://HOST/DBNAME",
+        });
+    }
+    let (target, database) = parse_target(&request.to)?;
+    let path = ctx
+        .repo
+        .object_path(&manifest.job, &manifest.backup_id, &object.name);
+    let download = open_download(ctx, manifest, object, &path)?;
+    let pg_restore = find_tool("pg_restore").ok_or(RestoreError::NoPgRestore)?;
+
+    let started = serde_json::json!({
+        "backup_id": manifest.backup_id,
+        "object": object.name,
+        "database": database,
+        "target": describe_host(&target),
+        "clean": request.clean,
+        "create": request.create,
+    });
+    announce(ctx, started, request.clean, announced).await?;
+    let created = prepare_target(&target, &database, request).await?;
+    let mut args: Vec<String> = vec![
+        "--exit-on-error".into(),
+        "--dbname".into(),
+        database.clone(),
+    ];
+    if request.clean {
+        args.extend(["--clean".into(), "--if-exists".into()]);
+    }
+    let env = libpq_env(&target, None)?;
+    let parallel = request.jobs.filter(|j| *j > 1);
+    match parallel {
+        None => args.push("--single-transaction".into()),
+        Some(jobs) => args.push(format!("--jobs={jobs}")),
+    }
+    let tool = Tool {
+        path: &pg_restore,
+        args: &args,
+        env: &env,
+    };
+    let result = match parallel {
+        None => stream_to_tool(&download, &tool, cancel).await,
+        Some(_) => {
+            let staging = ctx.state_dir.join("restore-tmp");
+            staged_to_tool(&download, &tool, &staging, &ctx.name, cancel).await
+        }
+    };
+    if let Err(e) = &result
+        && created
+    {
+        tracing::warn!(database, error = %e, "restore failed; dropping the database it created");
+        let _ = drop_database(&target, &database).await;
+    }
+    result?;
+    tracing::info!(job = %ctx.name, backup = %manifest.backup_id, database, "restore finished");
+    Ok(RestoreOutcome {
+        backup_id: manifest.backup_id.clone(),
+        object: object.name.clone(),
+        database,
+        stored_bytes: object.stored_bytes,
+    })
+}
+
+/// `--to`: a connection string that names the database; returns it and the name.
+pub fn parse_target(to: &str) -> Result<(tokio_postgres::Config, String), RestoreError> {
+    let target: tokio_postgres::Config = to
+        .parse()
+        .map_err(|source| RestoreError::BadTarget { source })?;
+    let database = target
+        .get_dbname()
+        .ok_or(RestoreError::NoDatabase)?
+        .to_owned();
+    Ok((target, database))
+}
+
+/// A files backup: the tar stream, verified by its SHA-256, unpacked under
+/// `--to-dir` (an empty directory unless `--force`).
+async fn restore_files(
+    ctx: &JobContext,
+    manifest: &Manifest,
+    object: &ObjectEntry,
+    request: &RestoreRequest,
+    cancel: &CancellationToken,
+    announced: &mut bool,
+) -> Result<RestoreOutcome, RestoreError> {
+    use tokio::io::AsyncWriteExt;
+    let to = request.to_dir.clone().ok_or(RestoreError::WrongKind {
+        kind: "files",
+        how: "--to-dir DIR",
+    })?;
+    crate::files::check_target(&to, request.force).map_err(|source| RestoreError::TargetDir {
+        dir: to.clone(),
+        source,
+    })?;
+    let path = ctx
+        .repo
+        .object_path(&manifest.job, &manifest.backup_id, &object.name);
+    let download = open_download(ctx, manifest, object, &path)?;
+    let started = serde_json::json!({ "backup_id": manifest.backup_id, "object": object.name, "to_dir": to, "force": request.force });
+    announce(ctx, started, request.force, announced).await?;
+    let (mut writer, reader) = tokio::io::duplex(1 << 20);
+    let handle = tokio::runtime::Handle::current();
+    let target = to.clone();
+    let owners = nix::unistd::geteuid().is_root();
+    let unpack = tokio::task::spawn_blocking(move || {
+        let reader = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
+        crate::files::extract(reader, &target, owners)
+    });
+    let held = download.decode_into(&mut writer, cancel).await;
+    let fed = match held {
+        Ok(last) => {
+            let mut result = Ok(());
+            if let Some(last) = last {
+                result = writer.write_all(&last).await;
+            }
+            result.and(writer.shutdown().await)
+        }
+        Err(e) => {
+            drop(writer);
+            let _ = unpack.await;
+            return Err(e.into());
+        }
+    };
+    drop(writer);
+    let unpacked = unpack.await.map_err(|e| RestoreError::UnpackPanicked {
+        detail: e.to_string(),
+    })?;
+    unpacked.map_err(|source| RestoreError::Unpack {
+        to: to.clone(),
+        source,
+    })?;
+    fed.map_err(|source| RestoreError::FeedArchive { source })?;
+    tracing::info!(job = %ctx.name, backup = %manifest.backup_id, to = %to.display(), "files restored");
+    Ok(RestoreOutcome {
+        backup_id: manifest.backup_id.clone(),
+        object: object.name.clone(),
+        database: to.display().to_string(),
+        stored_bytes: object.stored_bytes,
+    })
+}
+
+/// Journals `restore.started`; over existing data (`--clean`, `--force`)
+/// it is on disk before anything is replaced, or the restore is refused.
+async fn announce(
+    ctx: &JobContext,
+    data: serde_json::Value,
+    over_existing: bool,
+    announced: &mut bool,
+) -> Result<(), RestoreError> {
+    let started = ctx.event("restore.started", data);
+    if over_existing {
+        ctx.journal.commit(started).await?;
+    } else {
+        ctx.journal.emit(started);
+    }
+    *announced = true;
+    Ok(())
+}
+
+/// The object at `path`, with the keys to read it when it is encrypted.
+fn open_download<'a>(
+    ctx: &'a JobContext,
+    manifest: &Manifest,
+    object: &'a ObjectEntry,
+    path: &'a str,
+) -> Result<Download<'a>, RestoreError> {
+    let identities = if manifest.encryption.is_some() {
+        ctx.identities()?
+    } else {
+        vec![]
+    };
+    Ok(Download::new(
+        &ctx.repo, manifest, object, path, identities,
+    )?)
+}
