@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use vigil::retention::{Candidate, JobFacts, RetentionPolicy, plan};
+use vigil::core::retention::{Candidate, JobFacts, RetentionPolicy, plan};
 
 fn main() {
     let count: usize = std::env::args()

@@ -76,7 +76,7 @@ async fn catalog_copy(
             &[&journal],
         )
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|e| crate::core::redact::error_chain(&e))?;
     let rows = rows
         .iter()
         .map(|r| TableRow {

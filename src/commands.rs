@@ -59,14 +59,14 @@ impl Session {
 pub async fn catalog(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
     let secrets = config.secrets();
     let redact = |e: crate::catalog::CatalogError| {
-        CommandError::redacted(&e, |text| crate::redact::redact_text(text, &secrets))
+        CommandError::redacted(&e, |text| crate::core::redact::redact_text(text, &secrets))
     };
     match crate::catalog::probe(&config.catalog, crate::catalog::PROBE_TIMEOUT).await {
         Ok(pool) => Ok(pool),
         Err(e) => {
             eprintln!(
                 "vigil: {}; the catalog was not updated (this command's journal records reach it through the daemon's journal shipper)",
-                crate::redact::redact_text(&e.to_string(), &secrets)
+                crate::core::redact::redact_text(&e.to_string(), &secrets)
             );
             let pool = crate::catalog::pool(&config.catalog).map_err(redact)?;
             pool.close();

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminServer, AdminState, Api, AuthSettings, ReloadRequest};
 use crate::config::{self, Config, ProcessEnv};
+use crate::core::redact::redact_text;
 use crate::health::{
     CatalogMigrationsCheck, CatalogResponseCheck, Check, CheckSpec, DiskUsageCheck, HealthRunner,
     Observation, Phase, RunnerHandle, Shared, Status,
@@ -19,7 +20,6 @@ use crate::health::{
 use crate::journal::{Actor, Entry, Journal, JournalOptions, JournalWritableCheck};
 use crate::logging::Logging;
 use crate::notify::Notifier;
-use crate::redact::redact_text;
 use crate::signals::Control;
 use crate::tasks::Tasks;
 

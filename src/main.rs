@@ -493,7 +493,9 @@ fn init_logging(config: &Config) -> Option<Arc<Logging>> {
 async fn migrate(config: &Config) -> anyhow::Result<vigil::catalog::MigrationOutcome> {
     let secrets = config.secrets();
     let redacted = |e: vigil::catalog::CatalogError| {
-        vigil::exit::CommandError::redacted(&e, |text| vigil::redact::redact_text(text, &secrets))
+        vigil::exit::CommandError::redacted(&e, |text| {
+            vigil::core::redact::redact_text(text, &secrets)
+        })
     };
     let pool = vigil::catalog::pool(&config.catalog).map_err(redacted)?;
     vigil::catalog::wait_until_ready(&pool, &config.catalog, &secrets)

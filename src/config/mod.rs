@@ -374,7 +374,7 @@ impl Config {
         if let Some(jobs) = value.get_mut("jobs").and_then(|j| j.as_table_mut()) {
             for (name, job) in jobs.iter_mut() {
                 if let (Some(source), Some(config)) = (job.get_mut("source"), self.jobs.get(name)) {
-                    *source = toml::Value::String(crate::redact::redact_text(
+                    *source = toml::Value::String(crate::core::redact::redact_text(
                         config.source.expose(),
                         &[],
                     ));
@@ -382,7 +382,10 @@ impl Config {
             }
         }
         if let Some(url) = value.get_mut("catalog").and_then(|c| c.get_mut("url")) {
-            *url = toml::Value::String(crate::redact::redact_text(self.catalog.url.expose(), &[]));
+            *url = toml::Value::String(crate::core::redact::redact_text(
+                self.catalog.url.expose(),
+                &[],
+            ));
         }
         toml::to_string_pretty(&value).unwrap_or_default()
     }
@@ -398,14 +401,14 @@ impl Config {
         if let Some(secret) = &self.catalog.password {
             out.push(("catalog.password".into(), secret.expose().to_owned()));
         }
-        if let Some(pw) = crate::redact::url_password(self.catalog.url.expose()) {
+        if let Some(pw) = crate::core::redact::url_password(self.catalog.url.expose()) {
             out.push(("catalog.url".into(), pw));
         }
         for (name, job) in &self.jobs {
             if let Some(p) = &job.password {
                 out.push((format!("jobs.{name}.password"), p.expose().to_owned()));
             }
-            if let Some(pw) = crate::redact::url_password(job.source.expose()) {
+            if let Some(pw) = crate::core::redact::url_password(job.source.expose()) {
                 out.push((format!("jobs.{name}.source"), pw));
             }
         }

@@ -320,7 +320,7 @@ pub struct JobConfig {
     pub pg_dump: Option<PathBuf>,
     /// Which backups to keep (`[jobs.<name>.retention]`); empty keeps all.
     #[serde(default)]
-    pub retention: crate::retention::RetentionPolicy,
+    pub retention: crate::core::retention::RetentionPolicy,
 }
 
 fn no_databases() -> Databases {

@@ -187,14 +187,14 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             ("catalog.password".into(), expose(&config.catalog.password)),
             (
                 "catalog.url".into(),
-                crate::redact::url_password(config.catalog.url.expose()),
+                crate::core::redact::url_password(config.catalog.url.expose()),
             ),
         ];
         for (name, job) in &config.jobs {
             secrets.push((format!("jobs.{name}.password"), expose(&job.password)));
             secrets.push((
                 format!("jobs.{name}.source"),
-                crate::redact::url_password(job.source.expose()),
+                crate::core::redact::url_password(job.source.expose()),
             ));
         }
         for (key, value) in secrets {

@@ -315,7 +315,7 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
             );
         }
         let retention = &job.retention;
-        if let Err(e) = crate::schedule::Schedule::from_parts(
+        if let Err(e) = crate::core::schedule::Schedule::from_parts(
             retention.schedule.as_deref(),
             retention.every,
             "UTC",

@@ -14,8 +14,8 @@ use tokio_util::task::TaskTracker;
 use super::model::{Check, CheckSpec, CheckState, Observation, Status};
 use super::snapshot::{PoolStats, ProcessStats, Shared, StatusSnapshot};
 use crate::config::Config;
+use crate::core::redact::redact_text;
 use crate::notify::Notifier;
-use crate::redact::redact_text;
 
 /// A status transition, for the log and the catalog's `health_events`.
 #[derive(Clone, Debug, PartialEq)]

@@ -522,8 +522,9 @@ async fn source_facts(ctx: &JobContext) -> Result<Facts, BackupError> {
         },
         other => BackupError::Source(ctx.redact(&other.to_string())),
     })?;
-    let chain =
-        |e: tokio_postgres::Error| BackupError::Source(ctx.redact(&crate::redact::error_chain(&e)));
+    let chain = |e: tokio_postgres::Error| {
+        BackupError::Source(ctx.redact(&crate::core::redact::error_chain(&e)))
+    };
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int",

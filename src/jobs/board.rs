@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
+use crate::core::schedule::Freshness;
 use crate::repo::Manifest;
-use crate::schedule::Freshness;
 
 #[derive(Debug, Clone)]
 pub struct Running {

@@ -11,9 +11,9 @@ use futures::future::BoxFuture;
 use super::JobContext;
 use super::board::JobState;
 use crate::config::HealthConfig;
+use crate::core::schedule::Freshness;
 use crate::health::{Check, CheckSpec, Observation, Shared, Status};
 use crate::repo::Repository;
-use crate::schedule::Freshness;
 
 /// Grades whether the job is protected: its newest good backup is fresh
 /// (thresholds always set, derived from the schedule when `max_age` is
@@ -239,7 +239,7 @@ impl Check for SourceCheck {
                 let row = client
                     .query_one("SELECT version()", &[])
                     .await
-                    .map_err(|e| crate::redact::error_chain(&e))?;
+                    .map_err(|e| crate::core::redact::error_chain(&e))?;
                 Ok::<String, String>(row.get(0))
             }
             .await;

@@ -226,13 +226,13 @@ impl JobContext {
                 .map_err(|e| SourceError::Connect {
                     host: crate::pipeline::pgtools::describe_host(&config),
                     unreachable: crate::reach::is_unreachable(&e),
-                    detail: crate::redact::error_chain(&e),
+                    detail: crate::core::redact::error_chain(&e),
                 })?;
         tokio::spawn(connection);
         Ok(client)
     }
 
     pub fn redact(&self, text: &str) -> String {
-        crate::redact::redact_text(text, &self.live.load().redact)
+        crate::core::redact::redact_text(text, &self.live.load().redact)
     }
 }

@@ -9,8 +9,8 @@ use thiserror::Error;
 
 use super::executions::{self, Finish};
 use super::{JobContext, Trigger, lock};
+use crate::core::retention::{Candidate, JobFacts, LastRun, Plan, plan};
 use crate::repo::{Deletion, RepoError, TempCollected};
-use crate::retention::{Candidate, JobFacts, LastRun, Plan, plan};
 
 #[derive(Debug, Error)]
 pub enum PruneError {
@@ -95,7 +95,7 @@ pub async fn last_run_failed(ctx: &JobContext) -> Result<bool, String> {
             &[&ctx.name],
         )
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|e| crate::core::redact::error_chain(&e))?;
     Ok(row.is_some_and(|r| r.get::<_, String>(0) == "failed"))
 }
 
@@ -378,7 +378,7 @@ pub async fn cross_check(
             &[&ctx.name],
         )
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|e| crate::core::redact::error_chain(&e))?;
     let catalog: std::collections::BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
     Ok((
         catalog.difference(&repository).cloned().collect(),

@@ -330,7 +330,7 @@ async fn connect(
         config.password(pw);
     }
     let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
-        let detail = crate::redact::error_chain(&e);
+        let detail = crate::core::redact::error_chain(&e);
         if crate::reach::is_unreachable(&e) {
             RestoreError::TargetUnreachable {
                 host: crate::pipeline::pgtools::describe_host(&config),

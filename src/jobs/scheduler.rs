@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use super::backup::{self, BackupError, Progress};
 use super::board::Running;
 use super::{JobContext, Trigger};
+use crate::core::schedule::{Schedule, missed_run};
 use crate::health::Shared;
-use crate::schedule::{Schedule, missed_run};
 
 /// Reads the repository's manifests into the job board (start-up, before ready).
 pub async fn restore_state(ctx: &JobContext, shared: &Shared) -> Result<(), String> {
@@ -264,7 +264,7 @@ fn arm_freshness(ctx: &JobContext, shared: &Shared) {
     } else {
         schedule.next_after(now)
     };
-    let freshness = crate::schedule::freshness(&ctx.job, &schedule, now);
+    let freshness = crate::core::schedule::freshness(&ctx.job, &schedule, now);
     shared.jobs.update(&ctx.name, |s| {
         s.freshness = Some(freshness);
         s.first_due = first_due;

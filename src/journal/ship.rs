@@ -44,7 +44,7 @@ pub async fn pin(pool: &Pool, instance: &str, journal: &str) -> Result<String, S
             &[&instance, &journal],
         )
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|e| crate::core::redact::error_chain(&e))?;
     pinned(&client, instance)
         .await?
         .ok_or_else(|| format!("the catalog kept no journal pin for instance `{instance}`"))
@@ -61,7 +61,7 @@ pub async fn pinned(
             &[&instance],
         )
         .await
-        .map_err(|e| crate::redact::error_chain(&e))?;
+        .map_err(|e| crate::core::redact::error_chain(&e))?;
     Ok(row.map(|r| r.get::<_, String>(0)))
 }
 
