@@ -26,7 +26,7 @@ pub use storage::{
     is_secret_option, parse_rate,
 };
 pub use validate::{PLACEHOLDER_SECRET, validate};
-pub use validate_storage::{SCHEMES, parse_cron};
+pub use validate_storage::SCHEMES;
 
 /// Default admin listen address: loopback, port 9746 (unassigned by IANA
 /// and not used by the usual Prometheus exporters).

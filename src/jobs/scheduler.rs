@@ -168,7 +168,7 @@ pub async fn prune_and_record(
 
 /// The job's loop until `cancel`.
 pub async fn job_loop(ctx: JobContext, shared: Arc<Shared>, cancel: CancellationToken) {
-    let schedule = match Schedule::from_job(&ctx.job) {
+    let schedule = match ctx.job.schedule() {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(job = %ctx.name, error = %e, "job not scheduled");
@@ -253,7 +253,7 @@ fn count_between(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) ->
 /// catch-up run starts right after this: it shows as running already, so
 /// the first health round does not take it for a missed run.
 fn arm_freshness(ctx: &JobContext, shared: &Shared) {
-    let Ok(schedule) = Schedule::from_job(&ctx.job) else {
+    let Ok(schedule) = ctx.job.schedule() else {
         return;
     };
     let now = Utc::now();
@@ -264,7 +264,7 @@ fn arm_freshness(ctx: &JobContext, shared: &Shared) {
     } else {
         schedule.next_after(now)
     };
-    let freshness = crate::core::schedule::freshness(&ctx.job, &schedule, now);
+    let freshness = crate::core::schedule::freshness(&ctx.job.freshness_policy(), &schedule, now);
     shared.jobs.update(&ctx.name, |s| {
         s.freshness = Some(freshness);
         s.first_due = first_due;
