@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminServer, AdminState, Api, AuthSettings, ReloadRequest};
 use crate::config::{self, Config, ProcessEnv};
+use crate::core::health::{CheckSpec, Observation, Status};
 use crate::core::redact::redact_text;
 use crate::health::{
-    CatalogMigrationsCheck, CatalogResponseCheck, Check, CheckSpec, DiskUsageCheck, HealthRunner,
-    Observation, Phase, RunnerHandle, Shared, Status,
+    CatalogMigrationsCheck, CatalogResponseCheck, Check, DiskUsageCheck, HealthRunner, Phase,
+    RunnerHandle, Shared,
 };
 use crate::journal::{Actor, Entry, Journal, JournalOptions, JournalWritableCheck};
 use crate::logging::Logging;

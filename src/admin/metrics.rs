@@ -13,7 +13,8 @@ use prometheus_client::registry::Registry;
 
 use super::exposition::Format;
 use super::routes::{Body, respond};
-use crate::health::{Phase, Shared, Status};
+use crate::core::health::Status;
+use crate::health::{Phase, Shared};
 
 pub struct Metrics {
     registry: Registry,
@@ -453,8 +454,8 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
+    use crate::core::health::tests::state;
     use crate::health::StatusSnapshot;
-    use crate::health::model::tests::state;
 
     fn body(r: Response<Body>) -> String {
         let bytes = futures::executor::block_on(r.into_body().collect())

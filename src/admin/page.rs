@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use hyper::{Response, StatusCode};
 
 use super::routes::{Body, respond};
-use crate::health::{Phase, Shared, Status, StatusSnapshot};
+use crate::core::health::Status;
+use crate::health::{Phase, Shared, StatusSnapshot};
 
 pub fn render(shared: &Shared, snapshot: &StatusSnapshot, now: DateTime<Utc>) -> Response<Body> {
     let overall = match (shared.phase(), snapshot.published_at) {

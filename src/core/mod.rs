@@ -3,6 +3,7 @@
 //! std::net) and nothing of ours outside `core/`, so each piece can be
 //! tested with plain values and read without knowing the daemon.
 
+pub mod health;
 pub mod redact;
 pub mod retention;
 pub mod schedule;

@@ -1,12 +1,12 @@
 //! Health: check results, the status snapshot the admin port serves, and
 //! the background runner that keeps it fresh.
 
+mod check;
 mod checks;
-pub(crate) mod model;
 mod runner;
 mod snapshot;
 
+pub use check::Check;
 pub use checks::{CatalogMigrationsCheck, CatalogResponseCheck, DiskUsageCheck};
-pub use model::{Check, CheckSpec, CheckState, Observation, Status};
 pub use runner::{HEARTBEAT_KEY, HealthEvent, HealthRunner, RunnerHandle, apply, backoff};
-pub use snapshot::{Phase, PoolStats, ProcessStats, Shared, StatusSnapshot, aggregate};
+pub use snapshot::{Phase, PoolStats, ProcessStats, Shared, StatusSnapshot};

@@ -11,9 +11,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::model::{Check, CheckSpec, CheckState, Observation, Status};
+use super::Check;
 use super::snapshot::{PoolStats, ProcessStats, Shared, StatusSnapshot};
 use crate::config::Config;
+use crate::core::health::{CheckSpec, CheckState, Observation, Status};
 use crate::core::redact::redact_text;
 use crate::notify::Notifier;
 

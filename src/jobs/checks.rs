@@ -11,8 +11,9 @@ use futures::future::BoxFuture;
 use super::JobContext;
 use super::board::JobState;
 use crate::config::HealthConfig;
+use crate::core::health::{CheckSpec, Observation, Status};
 use crate::core::schedule::Freshness;
-use crate::health::{Check, CheckSpec, Observation, Shared, Status};
+use crate::health::{Check, Shared};
 use crate::repo::Repository;
 
 /// Grades whether the job is protected: its newest good backup is fresh

@@ -12,7 +12,8 @@ use futures::future::BoxFuture;
 
 use crate::config::HealthConfig;
 use crate::config::identity::{can_decrypt, public_keys, read_identities};
-use crate::health::{Check, CheckSpec, Observation, Status};
+use crate::core::health::{CheckSpec, Observation, Status};
+use crate::health::Check;
 use crate::repo::{Manifest, Repository};
 
 /// Names at most this many undecryptable backups in the output.

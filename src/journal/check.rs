@@ -8,7 +8,8 @@ use futures::future::BoxFuture;
 
 use super::writer::Journal;
 use crate::config::HealthConfig;
-use crate::health::{Check, CheckSpec, Observation, Status};
+use crate::core::health::{CheckSpec, Observation, Status};
+use crate::health::Check;
 
 pub struct JournalWritableCheck {
     pub journal: Journal,
