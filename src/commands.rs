@@ -8,12 +8,13 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::core::manifest::Manifest;
 use crate::exit::CommandError;
 use crate::jobs::backup::Progress;
 use crate::jobs::restore::RestoreRequest;
 use crate::jobs::{JobContext, Trigger};
 use crate::journal::{Actor, Entry, Journal, JournalOptions};
-use crate::repo::{Manifest, Repository};
+use crate::repo::Repository;
 
 /// What every CLI command that runs a job brings up, once: the audit
 /// journal and the catalog. The catalog is never waited for nor migrated

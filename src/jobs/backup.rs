@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 use super::executions::{self, Finish};
 use super::{JobContext, Trigger, lock};
 use crate::config::{Compression, Databases};
-use crate::pipeline::pgtools::{describe_host, find_tool, libpq_env, tool_version};
-use crate::pipeline::upload::{EncodeSpec, PipelineError, Upload, UploadLimits, upload_child};
-use crate::repo::RepoError;
-use crate::repo::manifest::{
+use crate::core::manifest::{
     CompressionFacts, EncryptionFacts, FORMAT_VERSION, Manifest, ObjectEntry, SourceFacts,
     object_name,
 };
+use crate::pipeline::pgtools::{describe_host, find_tool, libpq_env, tool_version};
+use crate::pipeline::upload::{EncodeSpec, PipelineError, Upload, UploadLimits, upload_child};
+use crate::repo::RepoError;
 
 #[derive(Debug, Error)]
 pub enum BackupError {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
+use crate::core::manifest::Manifest;
 use crate::core::schedule::Freshness;
-use crate::repo::Manifest;
 
 #[derive(Debug, Clone)]
 pub struct Running {
@@ -155,7 +155,7 @@ impl JobBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::manifest::tests::sample;
+    use crate::core::manifest::tests::sample;
 
     #[test]
     fn success_failure_and_restore() {

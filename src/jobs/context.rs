@@ -168,10 +168,10 @@ impl JobContext {
     }
 
     /// The journal head for a manifest.
-    pub fn journal_head(&self) -> Option<crate::repo::manifest::JournalHead> {
+    pub fn journal_head(&self) -> Option<crate::core::manifest::JournalHead> {
         self.journal
             .head()
-            .map(|h| crate::repo::manifest::JournalHead {
+            .map(|h| crate::core::manifest::JournalHead {
                 journal: self.journal.id().to_owned(),
                 seq: h.seq,
                 hash: h.hash,

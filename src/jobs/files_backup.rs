@@ -8,10 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::JobContext;
 use super::backup::{BackupError, Progress, allocate_id, codec_facts, encode_spec};
+use crate::core::manifest::Manifest;
+use crate::core::manifest::{FORMAT_VERSION, FilesFacts, ObjectEntry, SourceFacts};
 use crate::files::{ArchiveOptions, ArchiveReport, archive};
 use crate::pipeline::upload::{PipelineError, Upload, upload_produced};
-use crate::repo::Manifest;
-use crate::repo::manifest::{FORMAT_VERSION, FilesFacts, ObjectEntry, SourceFacts};
 
 /// The object's name: `files.tar` plus the codec's extensions.
 pub fn object_name(suffix: &str) -> String {

@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 use super::executions::{self, Finish};
 use super::{JobContext, Trigger};
 use crate::config::Compression;
+use crate::core::manifest::{Manifest, ObjectEntry};
 use crate::pipeline::codec::decoder;
 use crate::pipeline::pgtools::{find_tool, libpq_env};
-use crate::repo::{Manifest, ObjectEntry, RepoError};
+use crate::repo::RepoError;
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreRequest {
@@ -51,8 +52,8 @@ pub enum RestoreError {
     Repo(#[from] RepoError),
     #[error("restore refused: {0}")]
     Journal(#[from] crate::journal::JournalError),
-    #[error("{0}")]
-    Choice(String),
+    #[error(transparent)]
+    Choice(#[from] crate::core::manifest::ObjectChoiceError),
     #[error("target: {0}")]
     Target(String),
     #[error("{0}")]

@@ -9,7 +9,6 @@
 
 mod fs_create;
 pub mod lease;
-pub mod manifest;
 mod oplog;
 mod store;
 mod temp;
@@ -19,7 +18,6 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
-pub use manifest::{Manifest, ObjectEntry};
 pub use store::{Deletion, Listing, Repository};
 pub use temp::{TempCollected, TempUsage};
 

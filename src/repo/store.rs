@@ -10,8 +10,9 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use opendal::{ErrorKind, Operator};
 
-use super::{FS_TMP_DIR, MANIFEST, Manifest, RepoError, fs_tmp_dir};
+use super::{FS_TMP_DIR, MANIFEST, RepoError, fs_tmp_dir};
 use crate::config::RepositoryConfig;
+use crate::core::manifest::Manifest;
 
 /// Manifests read at once while listing.
 const MANIFEST_READS: usize = 16;
@@ -338,7 +339,7 @@ impl Repository {
             }
             Err(e) => return Err(self.storage_err("cannot read", &path, e)),
         };
-        let bad = |e: super::manifest::ManifestError| RepoError::BadManifest {
+        let bad = |e: crate::core::manifest::ManifestError| RepoError::BadManifest {
             repo: self.name.clone(),
             path: path.clone(),
             detail: e.to_string(),
@@ -803,7 +804,7 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::manifest::tests::sample;
+    use crate::core::manifest::tests::sample;
 
     fn fs_repo(root: &std::path::Path) -> Repository {
         let config: RepositoryConfig = toml::from_str(&format!(

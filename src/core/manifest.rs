@@ -122,6 +122,26 @@ pub enum ManifestError {
     },
 }
 
+/// Why a restore request names no single object of a backup.
+#[derive(Debug, Error, PartialEq)]
+pub enum ObjectChoiceError {
+    #[error("backup {backup_id} is a files backup: restore it with --to-dir, without --database")]
+    FilesBackup { backup_id: String },
+    #[error("backup {backup_id} has no objects")]
+    NoObjects { backup_id: String },
+    #[error("backup {backup_id} has no database `{database}` (it has: {})", available.join(", "))]
+    NoSuchDatabase {
+        backup_id: String,
+        database: String,
+        available: Vec<String>,
+    },
+    #[error("backup {backup_id} holds several databases ({}): choose one with --database", available.join(", "))]
+    SeveralDatabases {
+        backup_id: String,
+        available: Vec<String>,
+    },
+}
+
 impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
@@ -206,16 +226,21 @@ impl Manifest {
     }
 
     /// The object holding `database`, or the only database object.
-    pub fn database_object(&self, database: Option<&str>) -> Result<&ObjectEntry, String> {
+    pub fn database_object(
+        &self,
+        database: Option<&str>,
+    ) -> Result<&ObjectEntry, ObjectChoiceError> {
+        let backup_id = || self.backup_id.clone();
         if self.kind == "files" {
             // One tar object; `--database` means nothing here.
             return match (database, self.objects.first()) {
                 (None, Some(object)) => Ok(object),
-                (Some(_), _) => Err(format!(
-                    "backup {} is a files backup: restore it with --to-dir, without --database",
-                    self.backup_id
-                )),
-                (None, None) => Err(format!("backup {} has no objects", self.backup_id)),
+                (Some(_), _) => Err(ObjectChoiceError::FilesBackup {
+                    backup_id: backup_id(),
+                }),
+                (None, None) => Err(ObjectChoiceError::NoObjects {
+                    backup_id: backup_id(),
+                }),
             };
         }
         let dbs: Vec<&ObjectEntry> = self
@@ -227,19 +252,16 @@ impl Manifest {
             Some(name) => dbs
                 .into_iter()
                 .find(|o| o.database.as_deref() == Some(name))
-                .ok_or_else(|| {
-                    format!(
-                        "backup {} has no database `{name}` (it has: {})",
-                        self.backup_id,
-                        self.database_names().join(", ")
-                    )
+                .ok_or_else(|| ObjectChoiceError::NoSuchDatabase {
+                    backup_id: backup_id(),
+                    database: name.to_owned(),
+                    available: self.database_names(),
                 }),
             None if dbs.len() == 1 => Ok(dbs[0]),
-            None => Err(format!(
-                "backup {} holds several databases ({}): choose one with --database",
-                self.backup_id,
-                self.database_names().join(", ")
-            )),
+            None => Err(ObjectChoiceError::SeveralDatabases {
+                backup_id: backup_id(),
+                available: self.database_names(),
+            }),
         }
     }
 
@@ -400,9 +422,17 @@ pub(crate) mod tests {
             database: Some("b".into()),
             ..m.objects[0].clone()
         });
-        assert!(m.database_object(None).unwrap_err().contains("--database"));
+        let several = m.database_object(None).unwrap_err();
+        assert!(matches!(
+            several,
+            ObjectChoiceError::SeveralDatabases { .. }
+        ));
+        assert!(several.to_string().contains("--database"), "{several}");
         assert_eq!(m.database_object(Some("b")).unwrap().name, "b.dump.zst");
-        assert!(m.database_object(Some("c")).is_err());
+        assert_eq!(
+            m.database_object(Some("c")).unwrap_err().to_string(),
+            format!("backup {} has no database `c` (it has: orders, b)", m.backup_id)
+        );
     }
 
     #[test]
