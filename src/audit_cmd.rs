@@ -7,11 +7,12 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::core::journal_record::Record;
+use crate::journal::segment;
 use crate::journal::verify::{
     Anchor, Report, SegmentInput, TableRow, check_pin, check_signatures, compare_with_local,
     signing_key_named, verify_segments, verify_table,
 };
-use crate::journal::{Record, segment};
 
 /// Reads every segment of the journal directory, holding the writers'
 /// lock (shared) so no line is read half-written.

@@ -8,12 +8,13 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::core::journal_record::Entry;
 use crate::core::manifest::Manifest;
 use crate::exit::CommandError;
 use crate::jobs::backup::Progress;
 use crate::jobs::restore::RestoreRequest;
 use crate::jobs::{JobContext, Trigger};
-use crate::journal::{Actor, Entry, Journal, JournalOptions};
+use crate::journal::{Journal, JournalOptions};
 use crate::repo::Repository;
 
 /// What every CLI command that runs a job brings up, once: the audit
@@ -42,7 +43,7 @@ impl Session {
             self.catalog.clone(),
             &instance(config),
             self.journal.clone(),
-            Actor::cli(),
+            crate::journal::cli_actor(),
         )
         .map_err(anyhow::Error::msg)
     }
@@ -409,7 +410,9 @@ async fn set_pin(
     backup_id: &str,
     pinned: bool,
 ) -> anyhow::Result<()> {
-    let event = |name: &str, data: serde_json::Value| Entry::now(name, Actor::cli(), data);
+    let event = |name: &str, data: serde_json::Value| {
+        Entry::at(chrono::Utc::now(), name, crate::journal::cli_actor(), data)
+    };
     let data = serde_json::json!({ "job": job, "backup_id": backup_id });
     if pinned {
         repo.set_pin(job, backup_id, true).await?;

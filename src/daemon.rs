@@ -13,12 +13,13 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{AdminServer, AdminState, Api, AuthSettings, ReloadRequest};
 use crate::config::{self, Config, ProcessEnv};
 use crate::core::health::{CheckSpec, Observation, Status};
+use crate::core::journal_record::{Actor, Entry};
 use crate::core::redact::redact_text;
 use crate::health::{
     CatalogMigrationsCheck, CatalogResponseCheck, Check, DiskUsageCheck, HealthRunner, Phase,
     RunnerHandle, Shared,
 };
-use crate::journal::{Actor, Entry, Journal, JournalOptions, JournalWritableCheck};
+use crate::journal::{Journal, JournalOptions, JournalWritableCheck};
 use crate::logging::Logging;
 use crate::notify::Notifier;
 use crate::signals::Control;
@@ -161,7 +162,8 @@ impl Daemon {
             }
         }
         let current = Arc::clone(&reloader.config.borrow());
-        journal.emit(Entry::now(
+        journal.emit(Entry::at(
+            chrono::Utc::now(),
             "daemon.stopping",
             Actor::daemon(),
             serde_json::json!({ "pid": std::process::id() }),
@@ -241,7 +243,8 @@ fn open_journal(config: &Config, shared: &Shared) -> anyhow::Result<Journal> {
             config.journal_dir().display()
         )
     })?;
-    journal.emit(Entry::now(
+    journal.emit(Entry::at(
+        chrono::Utc::now(),
         "daemon.started",
         Actor::daemon(),
         serde_json::json!({
@@ -460,7 +463,8 @@ impl Reloader {
         let loaded = match loaded {
             Ok(new) => {
                 let changes = config::diff(&old, &new);
-                let entry = Entry::now(
+                let entry = Entry::at(
+                    chrono::Utc::now(),
                     "config.reloaded",
                     actor.clone(),
                     reload_event(&self.path, &changes),
@@ -474,7 +478,8 @@ impl Reloader {
             Err(e) => {
                 let message = redact_text(&e, &old.secrets());
                 self.journal.emit(
-                    Entry::now(
+                    Entry::at(
+                        chrono::Utc::now(),
                         "config.reload_refused",
                         actor,
                         serde_json::json!({ "path": self.path, "error": message }),

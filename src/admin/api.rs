@@ -14,9 +14,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::auth::{Authn, FailureLimiter, Permission, Role, TokenEntry, Tokens, TrustedProxies};
 use super::routes::{Body, JSON, respond};
 use crate::config::{Change, Config};
+use crate::core::journal_record::{Actor, Entry};
 use crate::health::Shared;
 use crate::jobs::JobContext;
-use crate::journal::{Actor, Entry, Journal};
+use crate::journal::Journal;
 
 /// Who may call, from the current config (swapped on reload).
 pub struct AuthSettings {
@@ -415,7 +416,8 @@ fn finish(
     let status = response.status().as_u16();
     tracing::info!(request_id = %call.request_id, ip = %call.ip, token = call.token.as_ref().map(|t| t.0.as_str()), %method, path, status, outcome, "api request");
     if let Some(api) = api {
-        let entry = Entry::now(
+        let entry = Entry::at(
+            chrono::Utc::now(),
             "api.request",
             call.actor(),
             serde_json::json!({

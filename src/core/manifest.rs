@@ -431,7 +431,10 @@ pub(crate) mod tests {
         assert_eq!(m.database_object(Some("b")).unwrap().name, "b.dump.zst");
         assert_eq!(
             m.database_object(Some("c")).unwrap_err().to_string(),
-            format!("backup {} has no database `c` (it has: orders, b)", m.backup_id)
+            format!(
+                "backup {} has no database `c` (it has: orders, b)",
+                m.backup_id
+            )
         );
     }
 

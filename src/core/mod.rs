@@ -4,6 +4,7 @@
 //! tested with plain values and read without knowing the daemon.
 
 pub mod health;
+pub mod journal_record;
 pub mod manifest;
 pub mod redact;
 pub mod retention;

@@ -9,7 +9,8 @@ use arc_swap::ArcSwap;
 use deadpool_postgres::Pool;
 
 use crate::config::{Config, JobConfig, Secret};
-use crate::journal::{Actor, Entry, Journal};
+use crate::core::journal_record::{Actor, Entry};
+use crate::journal::Journal;
 use crate::repo::Repository;
 
 /// Why a run started (`executions.trigger`).
@@ -164,7 +165,8 @@ impl JobContext {
         if let Some(map) = data.as_object_mut() {
             map.insert("job".into(), self.name.clone().into());
         }
-        Entry::now(event, self.actor.clone(), data).with_request_id(self.request_id.clone())
+        Entry::at(chrono::Utc::now(), event, self.actor.clone(), data)
+            .with_request_id(self.request_id.clone())
     }
 
     /// The journal head for a manifest.

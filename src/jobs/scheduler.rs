@@ -312,7 +312,7 @@ pub async fn arm_all(
             pool.clone(),
             &host,
             journal.clone(),
-            crate::journal::Actor::scheduler(),
+            crate::core::journal_record::Actor::scheduler(),
         )?;
         if let Err(e) = restore_state(&ctx, shared).await {
             // Not fatal: freshness says "not read yet" and the loop retries.

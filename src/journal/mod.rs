@@ -2,8 +2,8 @@
 //! `<state_dir>/journal`, one writer thread, shippers into the catalog and
 //! Loki, and the verification behind `vigil audit verify`.
 
+mod actor;
 mod check;
-pub mod record;
 pub mod segment;
 pub mod ship;
 pub mod sign;
@@ -14,8 +14,6 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use actor::cli_actor;
 pub use check::JournalWritableCheck;
-pub use record::{
-    Actor, ChainCheck, Entry, GENESIS, Record, VerifyError, encode_line, verify_chain,
-};
 pub use writer::{AuditStats, Head, Journal, JournalError, JournalOptions, JournalStatus};

@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
-use super::record::Record;
 use super::tail::{Tail, segment_first_seqs};
 use super::writer::Journal;
+use crate::core::journal_record::Record;
 
 const BATCH: usize = 500;
 const IDLE_POLL: Duration = Duration::from_secs(1);

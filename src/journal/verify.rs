@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::record::{ChainCheck, Record};
 use super::segment::{Fragment, Line};
+use crate::core::journal_record::{ChainCheck, Record};
 
 /// One segment as read from disk.
 pub struct SegmentInput {

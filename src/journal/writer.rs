@@ -21,8 +21,8 @@ use serde_json::json;
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 
-use super::record::{Actor, Entry, Record, encode_line};
 use super::segment::{self, Fragment, LOCK_FILE, segment_name};
+use crate::core::journal_record::{Actor, Entry, Record, encode_line};
 
 /// After a failed write, try again this often.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
@@ -86,7 +86,7 @@ impl JournalOptions {
             actor: if daemon {
                 Actor::daemon()
             } else {
-                Actor::cli()
+                super::cli_actor()
             },
             signer: None,
         }
@@ -494,7 +494,7 @@ impl Writer {
     }
 
     fn system_entry(&self, event: &str, data: serde_json::Value) -> Entry {
-        Entry::now(event, self.opts.actor.clone(), data)
+        Entry::at(chrono::Utc::now(), event, self.opts.actor.clone(), data)
     }
 
     /// One record, one `write`.
