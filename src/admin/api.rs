@@ -11,9 +11,10 @@ use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::auth::{Authn, FailureLimiter, Permission, Role, TokenEntry, Tokens, TrustedProxies};
+use super::auth::FailureLimiter;
 use super::routes::{Body, JSON, respond};
 use crate::config::{Change, Config};
+use crate::core::auth::{Authn, Permission, Role, TokenEntry, Tokens, TrustedProxies};
 use crate::core::journal_record::{Actor, Entry};
 use crate::health::Shared;
 use crate::jobs::JobContext;
@@ -34,7 +35,7 @@ impl AuthSettings {
             .tokens
             .iter()
             .filter_map(|t| {
-                let hash = super::auth::parse_sha256_hex(t.token_sha256.as_deref()?).ok()?;
+                let hash = crate::core::auth::parse_sha256_hex(t.token_sha256.as_deref()?).ok()?;
                 Some(TokenEntry {
                     name: t.name.clone(),
                     role: t.role,

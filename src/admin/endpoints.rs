@@ -6,7 +6,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::api::{Answer, Api, ApiError, Call, ReloadRequest};
-use super::auth::Permission;
+use crate::core::auth::Permission;
 use crate::jobs::board::JobState;
 use crate::jobs::{JobContext, Trigger};
 
@@ -414,7 +414,7 @@ mod tests {
 
     #[test]
     fn every_endpoint_maps_to_a_permission_of_the_table() {
-        use super::super::auth::Role;
+        use crate::core::auth::Role;
         let reload = Endpoint::Reload.permission();
         assert!(Role::Admin.allows(reload) && !Role::Operator.allows(reload));
         let backup = Endpoint::RunBackup("x".into()).permission();

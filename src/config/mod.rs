@@ -194,7 +194,7 @@ impl Default for AdminConfig {
 pub struct TokenConfig {
     /// Who holds it; journalled with every call made with it.
     pub name: String,
-    pub role: crate::admin::auth::Role,
+    pub role: crate::core::auth::Role,
     /// Lowercase hex SHA-256 of the token (`printf %s TOKEN | sha256sum`).
     /// Filled from `token_file` at load. Printed redacted: a digest of a
     /// short token can be brute-forced offline.

@@ -27,15 +27,15 @@ fn validate_admin_api(config: &Config, problem: &mut dyn FnMut(String, String)) 
                 "needs `token_sha256` (hex SHA-256 of the token) or `token_file`".into(),
             ),
             (Some(hash), _) => {
-                if let Err(e) = crate::admin::auth::parse_sha256_hex(hash) {
-                    problem(format!("{key}.token_sha256"), e);
+                if let Err(e) = crate::core::auth::parse_sha256_hex(hash) {
+                    problem(format!("{key}.token_sha256"), e.to_string());
                 }
             }
             _ => {}
         }
     }
-    if let Err(e) = crate::admin::auth::TrustedProxies::parse(&config.admin.trusted_proxies) {
-        problem("admin.trusted_proxies".into(), e);
+    if let Err(e) = crate::core::auth::TrustedProxies::parse(&config.admin.trusted_proxies) {
+        problem("admin.trusted_proxies".into(), e.to_string());
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Cron times are computed by croner in the job's own zone for every
 //! occurrence, so a "02:30 Europe/Berlin" job stays at 02:30 local across
-//! DST changes. (tokio-cron-scheduler 0.15 freezes the zone's UTC offset
+//! DST changes. (tokio_cron_scheduler 0.15 freezes the zone's UTC offset
 //! when a job is created, which shifts such a job by an hour after a DST
 //! change; that is why vigil drives its jobs with croner directly.)
 
