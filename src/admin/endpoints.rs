@@ -68,7 +68,7 @@ pub async fn serve(api: &Arc<Api>, call: &Call, endpoint: Endpoint, query: &str)
             let jobs: Vec<Value> = api
                 .jobs
                 .values()
-                .map(|ctx| job_summary(ctx, board.get(&ctx.name)))
+                .map(|ctx| job_summary(ctx, board.get(ctx.name.as_str())))
                 .collect();
             Ok((StatusCode::OK, json!({ "jobs": jobs })))
         }
@@ -194,7 +194,7 @@ async fn backups(ctx: &JobContext) -> Answer {
                 "source_bytes": m.raw_bytes(),
                 "objects": m.objects.iter().map(|o| &o.name).collect::<Vec<_>>(),
                 "encrypted": m.encryption.is_some(),
-                "pinned": pins.contains(&m.backup_id),
+                "pinned": pins.contains(m.backup_id.as_str()),
                 "journal_head": m.journal_head,
             })
         })

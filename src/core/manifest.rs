@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::ids::{BackupId, JobName};
+
 /// Bumped on incompatible changes; readers refuse newer formats.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -17,8 +19,8 @@ pub const MAX_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     pub format_version: u32,
-    pub job: String,
-    pub backup_id: String,
+    pub job: JobName,
+    pub backup_id: BackupId,
     /// `logical` (pg_dump) or `files` (a tar stream).
     pub kind: String,
     pub started_at: DateTime<Utc>,
@@ -126,18 +128,18 @@ pub enum ManifestError {
 #[derive(Debug, Error, PartialEq)]
 pub enum ObjectChoiceError {
     #[error("backup {backup_id} is a files backup: restore it with --to-dir, without --database")]
-    FilesBackup { backup_id: String },
+    FilesBackup { backup_id: BackupId },
     #[error("backup {backup_id} has no objects")]
-    NoObjects { backup_id: String },
+    NoObjects { backup_id: BackupId },
     #[error("backup {backup_id} has no database `{database}` (it has: {})", available.join(", "))]
     NoSuchDatabase {
-        backup_id: String,
+        backup_id: BackupId,
         database: String,
         available: Vec<String>,
     },
     #[error("backup {backup_id} holds several databases ({}): choose one with --database", available.join(", "))]
     SeveralDatabases {
-        backup_id: String,
+        backup_id: BackupId,
         available: Vec<String>,
     },
 }
@@ -330,6 +332,16 @@ pub(crate) mod tests {
     fn round_trips() {
         let m = sample();
         assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    }
+
+    /// The id newtypes are invisible on disk: `job` and `backupId` stay
+    /// plain JSON strings, so manifests written before them still read.
+    #[test]
+    fn ids_are_plain_strings_in_the_json() {
+        let m = sample();
+        let json: serde_json::Value = serde_json::from_slice(&m.encode()).unwrap();
+        assert_eq!(json["job"], serde_json::json!(m.job.as_str()));
+        assert_eq!(json["backupId"], serde_json::json!(m.backup_id.as_str()));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod health;
+pub mod ids;
 pub mod journal_record;
 pub mod manifest;
 pub mod redact;

@@ -147,7 +147,7 @@ pub async fn run_scheduled(
             tracing::info!(job = %ctx.name, backup = %newest.backup_id, "scheduled run already taken by another vigil; skipped");
             return Err(BackupError::AlreadyDone {
                 scheduled: scheduled.to_rfc3339(),
-                backup_id: newest.backup_id,
+                backup_id: newest.backup_id.into(),
             });
         }
     }
@@ -301,7 +301,7 @@ async fn run_locked(
 
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
-        job: ctx.name.clone(),
+        job: ctx.name.as_str().into(),
         backup_id,
         kind: "logical".into(),
         started_at,
@@ -332,10 +332,10 @@ pub(super) async fn allocate_id(
     ctx: &JobContext,
     started_at: chrono::DateTime<Utc>,
     progress: &Progress,
-) -> Result<String, BackupError> {
+) -> Result<crate::core::ids::BackupId, BackupError> {
     let mut attempt = 0;
     loop {
-        let id = crate::repo::backup_id(started_at, attempt);
+        let id = crate::core::ids::BackupId::at(started_at, attempt);
         if !ctx.repo.backup_exists(&ctx.name, &id).await? {
             progress.set_backup_id(&id);
             return Ok(id);

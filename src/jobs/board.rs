@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
+use crate::core::ids::JobName;
 use crate::core::manifest::Manifest;
 use crate::core::schedule::Freshness;
 
@@ -131,12 +132,12 @@ impl JobState {
 /// Copy-on-write map of job states: readers load a pointer.
 #[derive(Default)]
 pub struct JobBoard {
-    state: ArcSwap<BTreeMap<String, JobState>>,
+    state: ArcSwap<BTreeMap<JobName, JobState>>,
     writer: Mutex<()>,
 }
 
 impl JobBoard {
-    pub fn snapshot(&self) -> Arc<BTreeMap<String, JobState>> {
+    pub fn snapshot(&self) -> Arc<BTreeMap<JobName, JobState>> {
         self.state.load_full()
     }
 
@@ -147,7 +148,7 @@ impl JobBoard {
     pub fn update(&self, job: &str, change: impl FnOnce(&mut JobState)) {
         let _serialised = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = (**self.state.load()).clone();
-        change(next.entry(job.to_owned()).or_default());
+        change(next.entry(JobName::from(job)).or_default());
         self.state.store(Arc::new(next));
     }
 }

@@ -421,7 +421,7 @@ impl Check for CapacityCheck {
         let largest = self
             .jobs
             .iter()
-            .filter_map(|j| board.get(j).and_then(|s| s.last_stored_bytes))
+            .filter_map(|j| board.get(j.as_str()).and_then(|s| s.last_stored_bytes))
             .max();
         async move {
             match self.repo.free_bytes().await {

@@ -61,7 +61,7 @@ pub(super) async fn run(
     let (compression, encryption) = codec_facts(ctx);
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
-        job: ctx.name.clone(),
+        job: ctx.name.as_str().into(),
         backup_id,
         kind: "files".into(),
         started_at,

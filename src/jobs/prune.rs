@@ -71,10 +71,10 @@ async fn plan_for(
         .backups
         .iter()
         .map(|m| Candidate {
-            id: m.backup_id.clone(),
+            id: m.backup_id.to_string(),
             finished_at: m.finished_at,
             stored_bytes: m.stored_bytes(),
-            pinned: pins.contains(&m.backup_id),
+            pinned: pins.contains(m.backup_id.as_str()),
         })
         .collect();
     let tz = Tz::from_str(&ctx.job.timezone).unwrap_or(Tz::UTC);
@@ -362,7 +362,11 @@ pub async fn cross_check(
         Some(ids) => ids,
         None => {
             let listing = ctx.repo.list(&ctx.name).await.map_err(|e| e.to_string())?;
-            listing.backups.into_iter().map(|m| m.backup_id).collect()
+            listing
+                .backups
+                .into_iter()
+                .map(|m| m.backup_id.into())
+                .collect()
         }
     };
     let client = ctx

@@ -251,7 +251,7 @@ async fn restore(
     result?;
     tracing::info!(job = %ctx.name, backup = %manifest.backup_id, database, "restore finished");
     Ok(RestoreOutcome {
-        backup_id: manifest.backup_id.clone(),
+        backup_id: manifest.backup_id.to_string(),
         object: object.name.clone(),
         database,
         stored_bytes: object.stored_bytes,
@@ -415,7 +415,7 @@ async fn restore_files(
     fed.map_err(|e| RestoreError::Io(format!("feeding the archive: {e}")))?;
     tracing::info!(job = %ctx.name, backup = %manifest.backup_id, to = %to.display(), "files restored");
     Ok(RestoreOutcome {
-        backup_id: manifest.backup_id.clone(),
+        backup_id: manifest.backup_id.to_string(),
         object: object.name.clone(),
         database: to.display().to_string(),
         stored_bytes: object.stored_bytes,

@@ -290,7 +290,7 @@ impl Repository {
                 true => Ok(()),
                 false => Err(RepoError::AlreadyCommitted {
                     repo: self.name.clone(),
-                    backup_id: manifest.backup_id.clone(),
+                    backup_id: manifest.backup_id.to_string(),
                 }),
             };
         }
@@ -301,7 +301,7 @@ impl Repository {
                 Ok(true) => {
                     return Err(RepoError::AlreadyCommitted {
                         repo: self.name.clone(),
-                        backup_id: manifest.backup_id.clone(),
+                        backup_id: manifest.backup_id.to_string(),
                     });
                 }
                 Ok(false) => {}
@@ -318,7 +318,7 @@ impl Repository {
             Err(e) if e.kind() == ErrorKind::ConditionNotMatch => {
                 return Err(RepoError::AlreadyCommitted {
                     repo: self.name.clone(),
-                    backup_id: manifest.backup_id.clone(),
+                    backup_id: manifest.backup_id.to_string(),
                 });
             }
             Err(e) => return Err(self.storage_err("cannot write", &path, e)),
