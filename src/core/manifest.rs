@@ -99,14 +99,14 @@ pub struct JournalHead {
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ManifestError {
-    #[error("manifest is not valid JSON for format v{FORMAT_VERSION}: {0}")]
-    Parse(String),
+    #[error("manifest is not valid JSON for format v{FORMAT_VERSION}: {detail}")]
+    Parse { detail: String },
     #[error(
         "manifest format v{found} is newer than this vigil reads (v{FORMAT_VERSION}): upgrade vigil"
     )]
     TooNew { found: u32 },
     #[error("manifest is inconsistent: {0}")]
-    Invalid(String),
+    Invalid(Inconsistency),
     #[error("manifest says {field} {found:?} but lies under {expected:?}")]
     Misplaced {
         field: &'static str,
@@ -144,6 +144,19 @@ pub enum ObjectChoiceError {
     },
 }
 
+/// What a well-formed manifest may not say.
+#[derive(Debug, Error, PartialEq)]
+pub enum Inconsistency {
+    #[error("no objects")]
+    NoObjects,
+    #[error("finishedAt is before startedAt")]
+    FinishedBeforeStarted,
+    #[error("object {object} has a malformed sha256")]
+    MalformedSha256 { object: String },
+    #[error("object name {name:?} is not a plain file name")]
+    NotAFileName { name: String },
+}
+
 impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
@@ -157,33 +170,40 @@ impl Manifest {
         struct Version {
             format_version: u32,
         }
-        let version: Version =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        let version: Version = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse {
+            detail: e.to_string(),
+        })?;
         if version.format_version > FORMAT_VERSION {
             return Err(ManifestError::TooNew {
                 found: version.format_version,
             });
         }
         let manifest: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse {
+                detail: e.to_string(),
+            })?;
         manifest.check()?;
         Ok(manifest)
     }
 
     fn check(&self) -> Result<(), ManifestError> {
-        let invalid = |m: String| Err(ManifestError::Invalid(m));
+        let invalid = |why| Err(ManifestError::Invalid(why));
         if self.objects.is_empty() {
-            return invalid("no objects".into());
+            return invalid(Inconsistency::NoObjects);
         }
         if self.finished_at < self.started_at {
-            return invalid("finishedAt is before startedAt".into());
+            return invalid(Inconsistency::FinishedBeforeStarted);
         }
         for o in &self.objects {
             if o.sha256.len() != 64 || !o.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return invalid(format!("object {} has a malformed sha256", o.name));
+                return invalid(Inconsistency::MalformedSha256 {
+                    object: o.name.clone(),
+                });
             }
             if o.name.is_empty() || o.name.contains('/') || o.name == "manifest.json" {
-                return invalid(format!("object name {:?} is not a plain file name", o.name));
+                return invalid(Inconsistency::NotAFileName {
+                    name: o.name.clone(),
+                });
             }
         }
         Ok(())
@@ -356,23 +376,33 @@ pub(crate) mod tests {
         );
         let mut m = sample();
         m.objects[0].sha256 = "xyz".into();
-        assert!(matches!(
-            Manifest::decode(&m.encode()),
-            Err(ManifestError::Invalid(_))
-        ));
+        let malformed = Manifest::decode(&m.encode()).unwrap_err();
+        assert_eq!(
+            malformed,
+            ManifestError::Invalid(Inconsistency::MalformedSha256 {
+                object: m.objects[0].name.clone()
+            })
+        );
+        assert_eq!(
+            malformed.to_string(),
+            format!(
+                "manifest is inconsistent: object {} has a malformed sha256",
+                m.objects[0].name
+            )
+        );
         let mut m = sample();
         m.objects[0].name = "../etc/passwd".into();
         assert!(matches!(
             Manifest::decode(&m.encode()),
-            Err(ManifestError::Invalid(_))
+            Err(ManifestError::Invalid(Inconsistency::NotAFileName { .. }))
         ));
         assert!(matches!(
             Manifest::decode(b"{\"formatVersion\": 1}"),
-            Err(ManifestError::Parse(_))
+            Err(ManifestError::Parse { .. })
         ));
         assert!(matches!(
             Manifest::decode(b"garbage"),
-            Err(ManifestError::Parse(_))
+            Err(ManifestError::Parse { .. })
         ));
     }
 
