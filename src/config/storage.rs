@@ -419,4 +419,24 @@ mod tests {
         job.schedule = Some("0 30 2 * * *".into());
         assert!(matches!(job.schedule(), Err(ScheduleError::Conflicting)));
     }
+
+    /// config.toml.example's job as shipped: its schedule builds and its
+    /// freshness comes from the schedule (no `max_age` set).
+    #[test]
+    fn the_example_job_schedules_with_shipped_defaults() {
+        let example: toml::Table =
+            toml::from_str(include_str!("../../config.toml.example")).unwrap();
+        let job: JobConfig = example["jobs"]["orders"].clone().try_into().unwrap();
+        assert_eq!(job.max_age, None);
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        let f = crate::core::schedule::freshness(
+            &job.freshness_policy(),
+            &job.schedule().unwrap(),
+            now,
+        );
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!((f.warn_after, f.fail_after), (h(36), h(60)));
+    }
 }
