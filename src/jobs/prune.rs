@@ -71,7 +71,7 @@ async fn plan_for(
         .backups
         .iter()
         .map(|m| Candidate {
-            id: m.backup_id.to_string(),
+            id: m.backup_id.clone(),
             finished_at: m.finished_at,
             stored_bytes: m.stored_bytes(),
             pinned: pins.contains(m.backup_id.as_str()),
@@ -205,7 +205,7 @@ async fn apply(
         match ctx.repo.delete_planned(&ctx.name, &d.id, planned).await {
             Ok(Deletion::Skipped(why)) => {
                 tracing::warn!(job = %ctx.name, backup = %d.id, reason = %why, "not pruned: the backup changed since the plan; the next prune plans again");
-                skipped.push((d.id.clone(), why));
+                skipped.push((d.id.to_string(), why));
             }
             Ok(Deletion::Deleted) => {
                 tracing::info!(job = %ctx.name, backup = %d.id, freed_bytes = d.stored_bytes, "backup pruned");
@@ -217,7 +217,7 @@ async fn apply(
                     "forgotten by the retention policy",
                 )
                 .await;
-                deleted.push((d.id.clone(), d.stored_bytes));
+                deleted.push((d.id.to_string(), d.stored_bytes));
             }
             Err(e) => {
                 failure = Some(e);

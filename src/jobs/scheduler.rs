@@ -130,7 +130,7 @@ pub async fn prune_and_record(
             .decisions
             .iter()
             .filter(|d| d.keep)
-            .map(|d| d.id.clone())
+            .map(|d| d.id.to_string())
             .collect()
     });
     let consistency = super::prune::cross_check(ctx, known).await;
