@@ -45,8 +45,8 @@ impl AuthSettings {
             .collect();
         AuthSettings {
             tokens: Tokens::new(tokens),
-            proxies: TrustedProxies::parse(&config.admin.trusted_proxies)
-                .unwrap_or_else(|_| TrustedProxies::parse(&[]).expect("empty list parses")),
+            // Validation refused a bad list at load; trusting no proxy is the safe fallback.
+            proxies: TrustedProxies::parse(&config.admin.trusted_proxies).unwrap_or_default(),
             protect_detailed: config.admin.protect_detailed,
         }
     }
