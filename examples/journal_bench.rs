@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vigil::journal::{Actor, Entry, Journal, JournalOptions, ship, tail::Tail};
+use vigil::core::journal_record::{Actor, Entry};
+use vigil::journal::{Journal, JournalOptions, ship, tail::Tail};
 
 fn options(dir: &std::path::Path) -> JournalOptions {
     JournalOptions {
@@ -25,7 +26,8 @@ fn options(dir: &std::path::Path) -> JournalOptions {
 
 /// A typical event: an API call's metadata.
 fn event(i: usize) -> Entry {
-    Entry::now(
+    Entry::at(
+        chrono::Utc::now(),
         "api.request",
         Actor::token("grafana", "viewer"),
         serde_json::json!({

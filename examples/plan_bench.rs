@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use vigil::retention::{Candidate, JobFacts, RetentionPolicy, plan};
+use vigil::core::retention::{Candidate, JobFacts, RetentionPolicy, plan};
 
 fn main() {
     let count: usize = std::env::args()
@@ -18,7 +18,7 @@ fn main() {
         .map(|i| {
             let t = newest - chrono::Duration::hours(i as i64);
             Candidate {
-                id: t.format("%Y%m%dT%H%M%SZ").to_string(),
+                id: t.format("%Y%m%dT%H%M%SZ").to_string().into(),
                 finished_at: t,
                 stored_bytes: 1 << 20,
                 pinned: i % 5000 == 0,

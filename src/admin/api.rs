@@ -9,11 +9,12 @@ use std::time::Instant;
 use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 
-use super::auth::{Authn, FailureLimiter, Permission, TokenEntry, Tokens, TrustedProxies};
+use super::auth::FailureLimiter;
 use super::call::{Api, ApiError, Call};
 use super::response::{Body, JSON, respond};
 use crate::config::Config;
-use crate::journal::Entry;
+use crate::core::auth::{Authn, Permission, TokenEntry, Tokens, TrustedProxies};
+use crate::core::journal_record::Entry;
 
 /// Who may call, from the current config (swapped on reload).
 pub struct AuthSettings {
@@ -30,7 +31,7 @@ impl AuthSettings {
             .tokens
             .iter()
             .filter_map(|t| {
-                let hash = super::auth::parse_sha256_hex(t.token_sha256.as_deref()?).ok()?;
+                let hash = crate::core::auth::parse_sha256_hex(t.token_sha256.as_deref()?).ok()?;
                 Some(TokenEntry {
                     name: t.name.clone(),
                     role: t.role,
@@ -354,7 +355,8 @@ fn finish(
     let status = response.status().as_u16();
     tracing::info!(request_id = %call.request_id, ip = %call.ip, token = call.token.as_ref().map(|t| t.0.as_str()), %method, path, status, outcome, "api request");
     if let Some(api) = api {
-        let entry = Entry::now(
+        let entry = Entry::at(
+            chrono::Utc::now(),
             "api.request",
             call.actor(),
             serde_json::json!({

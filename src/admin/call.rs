@@ -10,10 +10,11 @@ use std::sync::Arc;
 use hyper::StatusCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::auth::Role;
 use crate::config::{Change, Config};
+use crate::core::auth::Role;
+use crate::core::journal_record::Actor;
 use crate::jobs::JobContext;
-use crate::journal::{Actor, Journal, JournalError};
+use crate::journal::{Journal, JournalError};
 use crate::state::Shared;
 
 /// A reload asked for through the API, answered with the changes.

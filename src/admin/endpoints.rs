@@ -5,8 +5,8 @@ use std::sync::Arc;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::auth::Permission;
 use super::call::{Answer, Api, ApiError, Call, ReloadRequest};
+use crate::core::auth::Permission;
 use crate::jobs::prune::PruneError;
 use crate::jobs::{JobContext, Trigger};
 use crate::state::JobState;
@@ -69,7 +69,7 @@ pub async fn serve(api: &Arc<Api>, call: &Call, endpoint: Endpoint, query: &str)
             let jobs: Vec<Value> = api
                 .jobs
                 .values()
-                .map(|ctx| job_summary(ctx, board.get(&ctx.name)))
+                .map(|ctx| job_summary(ctx, board.get(ctx.name.as_str())))
                 .collect();
             Ok((StatusCode::OK, json!({ "jobs": jobs })))
         }
@@ -195,7 +195,7 @@ async fn backups(ctx: &JobContext) -> Answer {
                 "source_bytes": m.raw_bytes(),
                 "objects": m.objects.iter().map(|o| &o.name).collect::<Vec<_>>(),
                 "encrypted": m.encryption.is_some(),
-                "pinned": pins.contains(&m.backup_id),
+                "pinned": pins.contains(m.backup_id.as_str()),
                 "journal_head": m.journal_head,
             })
         })
@@ -437,7 +437,7 @@ mod tests {
 
     #[test]
     fn every_endpoint_maps_to_a_permission_of_the_table() {
-        use super::super::auth::Role;
+        use crate::core::auth::Role;
         let reload = Endpoint::Reload.permission();
         assert!(Role::Admin.allows(reload) && !Role::Operator.allows(reload));
         let backup = Endpoint::RunBackup("x".into()).permission();

@@ -8,7 +8,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::response::{Body, HEALTH_JSON, TEXT, respond};
-use crate::health::{CheckState, Status};
+use crate::core::health::{CheckState, Status};
 use crate::state::{Phase, Shared, StatusSnapshot};
 
 const HEARTBEAT: &str = crate::health::HEARTBEAT_KEY;
@@ -236,7 +236,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
-    use crate::health::model::tests::state;
+    use crate::core::health::tests::state;
 
     fn shared_with(checks: Vec<CheckState>, phase: Phase) -> Arc<Shared> {
         let shared = Shared::new("test".into(), None);

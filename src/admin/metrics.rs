@@ -13,7 +13,8 @@ use prometheus_client::registry::Registry;
 
 use super::exposition::Format;
 use super::response::{Body, respond};
-use crate::health::Status;
+use crate::core::health::Status;
+use crate::core::ids::JobName;
 use crate::state::{Phase, Shared};
 
 pub struct Metrics {
@@ -317,7 +318,7 @@ fn encode_audit(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Resul
 /// Per-job series, labelled `backup_job`, present for every configured job.
 fn encode_jobs(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::Result {
     let jobs = shared.jobs.snapshot();
-    let label = |name: &String| vec![("backup_job", name.clone())];
+    let label = |name: &JobName| vec![("backup_job", name.to_string())];
     let ts =
         |t: Option<chrono::DateTime<Utc>>| t.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
     let counter_family = |enc: &mut DescriptorEncoder,
@@ -453,7 +454,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
-    use crate::health::model::tests::state;
+    use crate::core::health::tests::state;
     use crate::state::StatusSnapshot;
 
     fn body(r: Response<Body>) -> String {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use hyper::{Response, StatusCode};
 
 use super::response::{Body, respond};
-use crate::health::Status;
+use crate::core::health::Status;
 use crate::state::{Phase, Shared, StatusSnapshot};
 
 pub fn render(shared: &Shared, snapshot: &StatusSnapshot, now: DateTime<Utc>) -> Response<Body> {

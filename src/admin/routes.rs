@@ -42,13 +42,15 @@ impl AdminState {
             return DetailsAccess::Open;
         }
         match super::api::authenticate(&settings.tokens, req.headers()) {
-            super::auth::Authn::Valid(t)
-                if t.role.allows(super::auth::Permission::ReadDetailed) =>
+            crate::core::auth::Authn::Valid(t)
+                if t.role.allows(crate::core::auth::Permission::ReadDetailed) =>
             {
                 DetailsAccess::Open
             }
-            super::auth::Authn::Valid(_) | super::auth::Authn::Missing => DetailsAccess::Refused,
-            super::auth::Authn::Malformed | super::auth::Authn::Invalid => {
+            crate::core::auth::Authn::Valid(_) | crate::core::auth::Authn::Missing => {
+                DetailsAccess::Refused
+            }
+            crate::core::auth::Authn::Malformed | crate::core::auth::Authn::Invalid => {
                 let (_, ip, _) = super::api::call_facts(&settings, req.headers(), peer);
                 let key = super::api::limiter_key(ip);
                 match self.limiter.wrong_token(key, std::time::Instant::now()) {

@@ -16,7 +16,7 @@ pub use events::{EventRow, Transition, spawn_event_writer};
 pub use migrate::{MigrationOutcome, expected_version, migrate};
 
 use crate::config::CatalogConfig;
-use crate::redact::redact_text;
+use crate::core::redact::redact_text;
 
 #[derive(Debug, Error)]
 pub enum CatalogError {
@@ -137,7 +137,7 @@ pub fn describe(error: &PoolError) -> String {
 pub fn describe_postgres(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => crate::redact::error_chain(error),
+        None => crate::core::redact::error_chain(error),
     }
 }
 

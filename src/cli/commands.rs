@@ -14,12 +14,14 @@ use super::exit::{Classify, CommandError};
 use super::session::{Session, journal};
 use super::{cancel_on_signal, with_config};
 use crate::config::{Config, JobKind};
+use crate::core::journal_record::Entry;
+use crate::core::manifest::Manifest;
 use crate::jobs::backup::Progress;
 use crate::jobs::restore::RestoreRequest;
 use crate::jobs::{JobContext, Trigger};
-use crate::journal::{Actor, Entry, Journal};
+use crate::journal::Journal;
 use crate::outln;
-use crate::repo::{Manifest, Repository};
+use crate::repo::Repository;
 
 /// `vigil backup JOB`.
 pub async fn backup_command(path: &Path, job: String) -> ExitCode {
@@ -322,7 +324,9 @@ async fn set_pin(
     backup_id: &str,
     pinned: bool,
 ) -> Result<(), CliError> {
-    let event = |name: &str, data: serde_json::Value| Entry::now(name, Actor::cli(), data);
+    let event = |name: &str, data: serde_json::Value| {
+        Entry::at(chrono::Utc::now(), name, crate::journal::cli_actor(), data)
+    };
     let data = serde_json::json!({ "job": job, "backup_id": backup_id });
     if pinned {
         repo.set_pin(job, backup_id, true).await?;

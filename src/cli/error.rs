@@ -111,7 +111,7 @@ pub enum CopyError {
         "the catalog at {addr} pins no journal for instance `{instance}` (`daemon.instance`, else the host name) and there are no local journal files: nothing to verify"
     )]
     NothingToVerify { addr: String, instance: String },
-    #[error("{}", crate::redact::error_chain(source))]
+    #[error("{}", crate::core::redact::error_chain(source))]
     Query { source: tokio_postgres::Error },
 }
 

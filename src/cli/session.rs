@@ -11,9 +11,9 @@ use super::error::CliError;
 use super::exit::CommandError;
 use crate::catalog::{CatalogError, Wait};
 use crate::config::Config;
+use crate::core::redact::redact_text;
 use crate::jobs::JobContext;
-use crate::journal::{Actor, Journal, Opener, open_journal};
-use crate::redact::redact_text;
+use crate::journal::{Journal, Opener, open_journal};
 
 /// What every CLI command that runs a job brings up, once: the audit
 /// journal and the catalog. The catalog is never waited for nor migrated
@@ -41,7 +41,7 @@ impl Session {
             self.catalog.clone(),
             &instance(config),
             self.journal.clone(),
-            Actor::cli(),
+            crate::journal::cli_actor(),
         )
         .map_err(|source| CliError::JobSetup {
             job: job.to_owned(),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{Config, REDACTED};
-use crate::redact::redact_text;
+use crate::core::redact::redact_text;
 
 /// One changed key, values already safe to log.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -142,7 +142,7 @@ fn resolve_token_file(
             problem(format!("{} is empty: put the token in it", path.display()))
         }
         Ok(text) => {
-            token.token_sha256 = Some(hex::encode(crate::admin::auth::hash_token(text.trim())))
+            token.token_sha256 = Some(hex::encode(crate::core::auth::hash_token(text.trim())))
         }
         Err(e) => problem(format!(
             "cannot read {}: {e} (check the path and that vigil's user may read it)",

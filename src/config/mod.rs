@@ -27,7 +27,7 @@ pub use storage::{
     is_secret_option, parse_rate,
 };
 pub use validate::{PLACEHOLDER_SECRET, validate};
-pub use validate_storage::{SCHEMES, parse_cron};
+pub use validate_storage::SCHEMES;
 
 /// Default admin listen address: loopback, port 9746 (unassigned by IANA
 /// and not used by the usual Prometheus exporters).
@@ -195,7 +195,7 @@ impl Default for AdminConfig {
 pub struct TokenConfig {
     /// Who holds it; journalled with every call made with it.
     pub name: String,
-    pub role: crate::admin::auth::Role,
+    pub role: crate::core::auth::Role,
     /// Lowercase hex SHA-256 of the token (`printf %s TOKEN | sha256sum`).
     /// Filled from `token_file` at load. Printed redacted: a digest of a
     /// short token can be brute-forced offline.
@@ -375,7 +375,7 @@ impl Config {
         if let Some(jobs) = value.get_mut("jobs").and_then(|j| j.as_table_mut()) {
             for (name, job) in jobs.iter_mut() {
                 if let (Some(source), Some(config)) = (job.get_mut("source"), self.jobs.get(name)) {
-                    *source = toml::Value::String(crate::redact::redact_text(
+                    *source = toml::Value::String(crate::core::redact::redact_text(
                         config.source.expose(),
                         &[],
                     ));
@@ -383,7 +383,10 @@ impl Config {
             }
         }
         if let Some(url) = value.get_mut("catalog").and_then(|c| c.get_mut("url")) {
-            *url = toml::Value::String(crate::redact::redact_text(self.catalog.url.expose(), &[]));
+            *url = toml::Value::String(crate::core::redact::redact_text(
+                self.catalog.url.expose(),
+                &[],
+            ));
         }
         toml::to_string_pretty(&value).unwrap_or_default()
     }
@@ -399,14 +402,14 @@ impl Config {
         if let Some(secret) = &self.catalog.password {
             out.push(("catalog.password".into(), secret.expose().to_owned()));
         }
-        if let Some(pw) = crate::redact::url_password(self.catalog.url.expose()) {
+        if let Some(pw) = crate::core::redact::url_password(self.catalog.url.expose()) {
             out.push(("catalog.url".into(), pw));
         }
         for (name, job) in &self.jobs {
             if let Some(p) = &job.password {
                 out.push((format!("jobs.{name}.password"), p.expose().to_owned()));
             }
-            if let Some(pw) = crate::redact::url_password(job.source.expose()) {
+            if let Some(pw) = crate::core::redact::url_password(job.source.expose()) {
                 out.push((format!("jobs.{name}.source"), pw));
             }
         }

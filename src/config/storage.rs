@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::{REDACTED, Secret};
+use crate::core::schedule::{FreshnessPolicy, Schedule, ScheduleError};
 
 /// A storage repository: any opendal service plus a prefix.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -320,7 +321,7 @@ pub struct JobConfig {
     pub pg_dump: Option<PathBuf>,
     /// Which backups to keep (`[jobs.<name>.retention]`); empty keeps all.
     #[serde(default)]
-    pub retention: crate::retention::RetentionPolicy,
+    pub retention: crate::core::retention::RetentionPolicy,
 }
 
 fn no_databases() -> Databases {
@@ -348,6 +349,21 @@ impl JobConfig {
         self.compression_level
             .unwrap_or(self.compression.default_level())
     }
+
+    /// When the job runs: its `schedule` (cron, in `timezone`) or `every`.
+    pub fn schedule(&self) -> Result<Schedule, ScheduleError> {
+        Schedule::required(self.schedule.as_deref(), self.every, &self.timezone)
+    }
+
+    /// The settings the job's freshness thresholds derive from.
+    pub fn freshness_policy(&self) -> FreshnessPolicy {
+        FreshnessPolicy {
+            max_duration: self.max_duration,
+            max_age: self.max_age,
+            max_age_fail: self.max_age_fail,
+            fail_after_failures: self.fail_after_failures,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -369,5 +385,58 @@ mod tests {
         for k in ["access_key_id", "bucket", "endpoint", "root", "region"] {
             assert!(!is_secret_option(k), "{k}");
         }
+    }
+
+    /// A job with only the required keys: the shipped defaults (UTC, a day
+    /// of `max_duration`, two failures) reach the core's freshness.
+    #[test]
+    fn a_default_job_schedules_and_derives_freshness() {
+        let job: JobConfig = toml::from_str(
+            "kind = \"postgres\"\nsource = \"postgres://x@h/db\"\ndatabases = [\"db\"]\nrepository = \"r\"\nschedule = \"0 30 2 * * *\"\n",
+        )
+        .unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        let schedule = job.schedule().unwrap();
+        assert_eq!(
+            schedule.next_after(now).map(|t| t.to_rfc3339()),
+            Some("2026-11-24T02:30:00+00:00".to_string())
+        );
+        let f = crate::core::schedule::freshness(&job.freshness_policy(), &schedule, now);
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!((f.warn_after, f.fail_after, f.grace), (h(36), h(60), h(12)));
+        assert_eq!(f.fail_after_failures, 2);
+    }
+
+    #[test]
+    fn a_job_with_both_schedule_and_every_is_refused() {
+        let mut job: JobConfig = toml::from_str(
+            "kind = \"postgres\"\nsource = \"postgres://x@h/db\"\ndatabases = [\"db\"]\nrepository = \"r\"\nevery = \"1h\"\n",
+        )
+        .unwrap();
+        assert!(job.schedule().is_ok());
+        job.schedule = Some("0 30 2 * * *".into());
+        assert!(matches!(job.schedule(), Err(ScheduleError::Conflicting)));
+    }
+
+    /// config.toml.example's job as shipped: its schedule builds and its
+    /// freshness comes from the schedule (no `max_age` set).
+    #[test]
+    fn the_example_job_schedules_with_shipped_defaults() {
+        let example: toml::Table =
+            toml::from_str(include_str!("../../config.toml.example")).unwrap();
+        let job: JobConfig = example["jobs"]["orders"].clone().try_into().unwrap();
+        assert_eq!(job.max_age, None);
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        let f = crate::core::schedule::freshness(
+            &job.freshness_policy(),
+            &job.schedule().unwrap(),
+            now,
+        );
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!((f.warn_after, f.fail_after), (h(36), h(60)));
     }
 }

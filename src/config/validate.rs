@@ -27,15 +27,15 @@ fn validate_admin_api(config: &Config, problem: &mut dyn FnMut(String, String)) 
                 "needs `token_sha256` (hex SHA-256 of the token) or `token_file`".into(),
             ),
             (Some(hash), _) => {
-                if let Err(e) = crate::admin::auth::parse_sha256_hex(hash) {
-                    problem(format!("{key}.token_sha256"), e);
+                if let Err(e) = crate::core::auth::parse_sha256_hex(hash) {
+                    problem(format!("{key}.token_sha256"), e.to_string());
                 }
             }
             _ => {}
         }
     }
-    if let Err(e) = crate::admin::auth::TrustedProxies::parse(&config.admin.trusted_proxies) {
-        problem("admin.trusted_proxies".into(), e);
+    if let Err(e) = crate::core::auth::TrustedProxies::parse(&config.admin.trusted_proxies) {
+        problem("admin.trusted_proxies".into(), e.to_string());
     }
 }
 
@@ -187,14 +187,14 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
             ("catalog.password".into(), expose(&config.catalog.password)),
             (
                 "catalog.url".into(),
-                crate::redact::url_password(config.catalog.url.expose()),
+                crate::core::redact::url_password(config.catalog.url.expose()),
             ),
         ];
         for (name, job) in &config.jobs {
             secrets.push((format!("jobs.{name}.password"), expose(&job.password)));
             secrets.push((
                 format!("jobs.{name}.source"),
-                crate::redact::url_password(job.source.expose()),
+                crate::core::redact::url_password(job.source.expose()),
             ));
         }
         for (key, value) in secrets {

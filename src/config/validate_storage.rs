@@ -3,6 +3,7 @@
 use std::str::FromStr;
 
 use super::{Compression, Config, Databases, JobKind};
+use crate::core::schedule::parse_cron;
 
 /// opendal services compiled into this build.
 pub const SCHEMES: [&str; 6] = ["fs", "s3", "gcs", "azblob", "sftp", "ftp"];
@@ -315,12 +316,12 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
             );
         }
         let retention = &job.retention;
-        if let Err(e) = crate::schedule::Schedule::from_parts(
+        if let Err(e) = crate::core::schedule::Schedule::from_parts(
             retention.schedule.as_deref(),
             retention.every,
             "UTC",
         ) {
-            problem(key("retention.schedule"), e);
+            problem(key("retention.schedule"), e.to_string());
         }
         if let Some(bin) = &job.pg_dump
             && !bin.is_file()
@@ -328,15 +329,6 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
             problem(key("pg_dump"), format!("{} does not exist", bin.display()));
         }
     }
-}
-
-/// Cron with a required seconds field, as the scheduler reads it.
-pub fn parse_cron(pattern: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .build()
-        .parse(pattern)
-        .map_err(|e| e.to_string())
 }
 
 /// Names appear in paths, metric labels and check keys.

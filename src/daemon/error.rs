@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use crate::admin::BindError;
 use crate::catalog::CatalogError;
+use crate::core::redact::error_chain;
 use crate::journal::OpenError;
-use crate::redact::error_chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

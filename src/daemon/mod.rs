@@ -24,7 +24,7 @@ use self::signals::Control;
 use self::start::{Started, start};
 use crate::admin::{AdminServer, AdminState, Api, ReloadRequest};
 use crate::config::Config;
-use crate::journal::{Actor, Entry};
+use crate::core::journal_record::{Actor, Entry};
 use crate::logging::Logging;
 use crate::notify::Notifier;
 use crate::state::{Phase, Shared};
@@ -160,7 +160,8 @@ impl Daemon {
         };
         serve_until_shutdown(&mut reloader, &mut control, reload_rx, &logging).await;
         let current = Arc::clone(&reloader.config.borrow());
-        journal.emit(Entry::now(
+        journal.emit(Entry::at(
+            chrono::Utc::now(),
             "daemon.stopping",
             Actor::daemon(),
             serde_json::json!({ "pid": std::process::id() }),

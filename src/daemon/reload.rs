@@ -10,11 +10,13 @@ use tokio::sync::watch;
 
 use crate::admin::{AdminState, AuthSettings, ReloadError};
 use crate::config::{self, Config, ProcessEnv};
-use crate::health::{Observation, RunnerHandle, Status, reload_spec};
-use crate::journal::{Actor, Entry, Journal};
+use crate::core::health::{Observation, Status};
+use crate::core::journal_record::{Actor, Entry};
+use crate::core::redact::redact_text;
+use crate::health::{RunnerHandle, reload_spec};
+use crate::journal::Journal;
 use crate::logging::Logging;
 use crate::notify::Notifier;
-use crate::redact::redact_text;
 use crate::state::Shared;
 
 pub(super) struct Reloader {
@@ -72,16 +74,21 @@ impl Reloader {
         match config::load(&self.path, &ProcessEnv) {
             Ok(new) => {
                 let changes = config::diff(&old, &new);
-                let entry =
-                    Entry::now("config.reloaded", actor, reload_event(&self.path, &changes))
-                        .with_request_id(request_id);
+                let entry = Entry::at(
+                    chrono::Utc::now(),
+                    "config.reloaded",
+                    actor,
+                    reload_event(&self.path, &changes),
+                )
+                .with_request_id(request_id);
                 self.journal.commit(entry).await?;
                 Ok((new, changes))
             }
             Err(e) => {
                 let redacted = redact_text(&e.to_string(), &old.secrets());
                 self.journal.emit(
-                    Entry::now(
+                    Entry::at(
+                        chrono::Utc::now(),
                         "config.reload_refused",
                         actor,
                         serde_json::json!({ "path": self.path, "error": redacted }),

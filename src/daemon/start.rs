@@ -9,10 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::DaemonError;
 use crate::config::Config;
-use crate::health::{HealthRunner, Observation, RunnerHandle, Status, reload_spec};
-use crate::journal::{Actor, Entry, Journal, Opener, open_journal as open_journal_as};
+use crate::core::health::{Observation, Status};
+use crate::core::journal_record::{Actor, Entry};
+use crate::core::redact::redact_text;
+use crate::health::{HealthRunner, RunnerHandle, reload_spec};
+use crate::journal::{Journal, Opener, open_journal as open_journal_as};
 use crate::notify::Notifier;
-use crate::redact::redact_text;
 use crate::state::Shared;
 use crate::tasks::Tasks;
 
@@ -31,7 +33,8 @@ fn open_journal(config: &Config, shared: &Shared) -> Result<Journal, DaemonError
         source,
     })?;
     let journal = open_journal_as(config, Opener::Daemon, Arc::clone(&shared.audit))?;
-    journal.emit(Entry::now(
+    journal.emit(Entry::at(
+        chrono::Utc::now(),
         "daemon.started",
         Actor::daemon(),
         serde_json::json!({

@@ -10,8 +10,9 @@ use deadpool_postgres::Pool;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{Check, CheckSpec, Observation, Status};
+use super::Check;
 use crate::config::HealthConfig;
+use crate::core::health::{CheckSpec, Observation, Status};
 
 /// `catalog:responseTime`: a `SELECT 1` round trip through the pool, in
 /// ms. The catalog is a mirror that nothing waits for, so an outage warns

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{Check, CheckSpec, Observation, Status};
+use super::Check;
 use crate::config::HealthConfig;
+use crate::core::health::{CheckSpec, Observation, Status};
 
 /// The filesystem under a watched directory could not be measured.
 #[derive(Debug, thiserror::Error)]

@@ -10,10 +10,12 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{Check, CheckSpec, Observation, Status};
+use super::Check;
 use crate::config::HealthConfig;
 use crate::config::identity::{can_decrypt, public_keys, read_identities};
-use crate::repo::{Manifest, Repository};
+use crate::core::health::{CheckSpec, Observation, Status};
+use crate::core::manifest::Manifest;
+use crate::repo::Repository;
 
 /// Names at most this many undecryptable backups in the output.
 const NAMED: usize = 5;
@@ -125,7 +127,7 @@ mod tests {
             "compression": {"algorithm": "zstd", "level": 3}, "encryption": null, "objects": [], "vigilVersion": "0"
         }))
         .unwrap();
-        m.encryption = recipients.map(|r| crate::repo::manifest::EncryptionFacts {
+        m.encryption = recipients.map(|r| crate::core::manifest::EncryptionFacts {
             scheme: "age".into(),
             recipients: r.iter().map(|s| s.to_string()).collect(),
         });

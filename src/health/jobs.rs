@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{Check, CheckSpec, Observation, Status};
+use super::Check;
 use crate::config::HealthConfig;
+use crate::core::health::{CheckSpec, Observation, Status};
+use crate::core::schedule::Freshness;
 use crate::jobs::JobContext;
-use crate::schedule::Freshness;
 use crate::state::{JobState, Shared};
 
 /// Grades whether the job is protected: its newest good backup is fresh
@@ -238,7 +239,7 @@ impl Check for SourceCheck {
                 let row = client
                     .query_one("SELECT version()", &[])
                     .await
-                    .map_err(|e| crate::redact::error_chain(&e))?;
+                    .map_err(|e| crate::core::redact::error_chain(&e))?;
                 Ok::<String, String>(row.get(0))
             }
             .await;

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{Check, CheckSpec, Observation, Status};
+use super::Check;
 use crate::config::HealthConfig;
+use crate::core::health::{CheckSpec, Observation, Status};
 use crate::journal::Journal;
 
 pub struct JournalWritableCheck {

@@ -4,16 +4,16 @@
 //! jobs and writes state; jobs never import health.
 
 mod catalog;
+mod check;
 mod disk;
 mod encryption;
 mod jobs;
 mod journal;
-pub(crate) mod model;
 mod process_stats;
 mod registry;
 mod repo;
 mod runner;
 
-pub use model::{Check, CheckSpec, CheckState, Observation, Status};
+pub use check::Check;
 pub use registry::{daemon_checks, reload_spec};
 pub use runner::{HEARTBEAT_KEY, HealthEvent, HealthRunner, RunnerHandle, apply, backoff};

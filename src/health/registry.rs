@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
+use super::Check;
 use super::catalog::{CatalogMigrationsCheck, CatalogResponseCheck};
 use super::disk::DiskUsageCheck;
 use super::jobs::{BoardCheck, FreshnessCheck, SourceCheck, grade_consistency, grade_retention};
 use super::journal::JournalWritableCheck;
 use super::repo::{CapacityCheck, LeftoversCheck, ReachableCheck, WritableCheck};
-use super::{Check, CheckSpec};
 use crate::config::Config;
+use crate::core::health::CheckSpec;
 use crate::jobs::JobContext;
 use crate::journal::Journal;
 use crate::state::Shared;

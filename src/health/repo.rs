@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+use super::Check;
 use super::jobs::short;
-use super::{Check, CheckSpec, Observation, Status};
 use crate::config::HealthConfig;
+use crate::core::health::{CheckSpec, Observation, Status};
 use crate::repo::Repository;
 use crate::state::Shared;
 
@@ -176,7 +177,7 @@ impl Check for CapacityCheck {
         let largest = self
             .jobs
             .iter()
-            .filter_map(|j| board.get(j).and_then(|s| s.last_stored_bytes))
+            .filter_map(|j| board.get(j.as_str()).and_then(|s| s.last_stored_bytes))
             .max();
         async move {
             match self.repo.free_bytes().await {

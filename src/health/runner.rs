@@ -11,10 +11,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::model::{Check, CheckSpec, CheckState, Observation, Status};
+use super::Check;
 use crate::config::Config;
+use crate::core::health::{CheckSpec, CheckState, Observation, Status};
+use crate::core::redact::redact_text;
 use crate::notify::Notifier;
-use crate::redact::redact_text;
 use crate::state::{PoolStats, ProcessStats, Shared, StatusSnapshot};
 
 /// A status transition, for the log and the catalog's `health_events`.

@@ -9,7 +9,8 @@ use arc_swap::ArcSwap;
 use deadpool_postgres::Pool;
 
 use crate::config::{Config, JobConfig, Secret};
-use crate::journal::{Actor, Entry, Journal};
+use crate::core::journal_record::{Actor, Entry};
+use crate::journal::Journal;
 use crate::repo::Repository;
 
 /// Why a run started (`executions.trigger`).
@@ -185,14 +186,15 @@ impl JobContext {
         if let Some(map) = data.as_object_mut() {
             map.insert("job".into(), self.name.clone().into());
         }
-        Entry::now(event, self.actor.clone(), data).with_request_id(self.request_id.clone())
+        Entry::at(chrono::Utc::now(), event, self.actor.clone(), data)
+            .with_request_id(self.request_id.clone())
     }
 
     /// The journal head for a manifest.
-    pub fn journal_head(&self) -> Option<crate::repo::manifest::JournalHead> {
+    pub fn journal_head(&self) -> Option<crate::core::manifest::JournalHead> {
         self.journal
             .head()
-            .map(|h| crate::repo::manifest::JournalHead {
+            .map(|h| crate::core::manifest::JournalHead {
                 journal: self.journal.id().to_owned(),
                 seq: h.seq,
                 hash: h.hash,
@@ -253,13 +255,13 @@ impl JobContext {
                 .map_err(|e| SourceError::Connect {
                     host: crate::pipeline::pgtools::describe_host(&config),
                     unreachable: crate::repo::reach::is_unreachable(&e),
-                    detail: crate::redact::error_chain(&e),
+                    detail: crate::core::redact::error_chain(&e),
                 })?;
         tokio::spawn(connection);
         Ok(client)
     }
 
     pub fn redact(&self, text: &str) -> String {
-        crate::redact::redact_text(text, &self.live.load().redact)
+        crate::core::redact::redact_text(text, &self.live.load().redact)
     }
 }

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::{Event, Fact, Outcome, Reporter, Run, RunKind, Sinks, Status};
 use super::{JobContext, Trigger, lock};
-use crate::repo::{MANIFEST, Manifest, RepoError, Repository};
+use crate::core::manifest::Manifest;
+use crate::repo::{MANIFEST, RepoError, Repository};
 
 /// What one mirror run did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use thiserror::Error;
 use super::executions::StepError;
 use super::report::{Event, Fact, Outcome, Reporter, Run, RunKind, Sinks, Status};
 use super::{JobContext, Trigger, lock};
+use crate::core::retention::{Candidate, JobFacts, LastRun, Plan, plan};
 use crate::repo::{Deletion, RepoError, TempCollected};
-use crate::retention::{Candidate, JobFacts, LastRun, Plan, plan};
 
 /// The catalog and the repository could not be compared.
 #[derive(Debug, Error)]
@@ -84,7 +84,7 @@ async fn plan_for(
             id: m.backup_id.clone(),
             finished_at: m.finished_at,
             stored_bytes: m.stored_bytes(),
-            pinned: pins.contains(&m.backup_id),
+            pinned: pins.contains(m.backup_id.as_str()),
         })
         .collect();
     let tz = Tz::from_str(&ctx.job.timezone).unwrap_or(Tz::UTC);
@@ -342,7 +342,7 @@ async fn delete_forgotten(
         match ctx.repo.delete_planned(&ctx.name, &d.id, planned).await? {
             Deletion::Skipped(why) => {
                 tracing::warn!(job = %ctx.name, backup = %d.id, reason = %why, "not pruned: the backup changed since the plan; the next prune plans again");
-                done.skipped.push((d.id.clone(), why));
+                done.skipped.push((d.id.to_string(), why));
             }
             Deletion::Deleted => {
                 tracing::info!(job = %ctx.name, backup = %d.id, freed_bytes = d.stored_bytes, "backup pruned");
@@ -354,7 +354,7 @@ async fn delete_forgotten(
                     "forgotten by the retention policy",
                 )
                 .await;
-                done.deleted.push((d.id.clone(), d.stored_bytes));
+                done.deleted.push((d.id.to_string(), d.stored_bytes));
             }
         }
     }
@@ -459,7 +459,11 @@ pub async fn cross_check(
         Some(ids) => ids,
         None => {
             let listing = ctx.repo.list(&ctx.name).await?;
-            listing.backups.into_iter().map(|m| m.backup_id).collect()
+            listing
+                .backups
+                .into_iter()
+                .map(|m| m.backup_id.into())
+                .collect()
         }
     };
     let client = ctx.catalog.get().await.map_err(StepError::Pool)?;

@@ -12,7 +12,7 @@ use super::executions::{self, Execution, Finish};
 use super::mirror::MirrorReport;
 use super::prune::PruneOutcome;
 use super::{JobContext, Trigger};
-use crate::repo::Manifest;
+use crate::core::manifest::Manifest;
 use crate::state::{JobBoard, JobState};
 
 /// What kind of run (`executions.kind`).
@@ -410,7 +410,7 @@ mod tests {
     use crate::jobs::backup::{BackupError, Progress};
     use crate::jobs::restore::{RestoreError, RestoreRequest};
     use crate::jobs::{backup, mirror, prune, restore};
-    use crate::journal::{Actor, Journal, JournalOptions};
+    use crate::journal::{Journal, JournalOptions};
 
     /// `tree` (files), `offsite` (mirror of its repository), `orders`
     /// (postgres, its source on a closed port); the catalog's pool closed.
@@ -464,7 +464,7 @@ mod tests {
                 pool,
                 "test-host",
                 self.journal.clone(),
-                Actor::cli(),
+                crate::journal::cli_actor(),
             )
             .unwrap()
         }
@@ -688,7 +688,7 @@ mod tests {
         let state = board.get("tree").unwrap();
         assert_eq!((state.runs_total, state.failures_total), (1, 1));
         assert_eq!(state.prune.last_error.as_deref(), Some("boom"));
-        let manifest = crate::repo::manifest::tests::sample();
+        let manifest = crate::core::manifest::tests::sample();
         let outcome = Outcome::succeeded(Fact::Backup(Box::new(manifest.clone())), None);
         sink.fold(RunKind::Backup, &outcome);
         let state = board.get("tree").unwrap();

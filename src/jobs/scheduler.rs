@@ -11,8 +11,8 @@ use super::context::ContextError;
 use super::prune::{PruneError, PruneOutcome};
 use super::report::Sinks;
 use super::{JobContext, Trigger};
+use crate::core::schedule::{Schedule, missed_run};
 use crate::repo::RepoError;
-use crate::schedule::{Schedule, missed_run};
 use crate::state::{Running, Shared};
 
 /// Reads the repository's manifests into the job board (start-up, before ready).
@@ -122,7 +122,7 @@ pub async fn prune_and_record(
             .decisions
             .iter()
             .filter(|d| d.keep)
-            .map(|d| d.id.clone())
+            .map(|d| d.id.to_string())
             .collect()
     });
     let consistency = super::prune::cross_check(ctx, known).await;
@@ -146,7 +146,7 @@ pub async fn prune_and_record(
 
 /// The job's loop until `cancel`.
 pub async fn job_loop(ctx: JobContext, shared: Arc<Shared>, cancel: CancellationToken) {
-    let schedule = match Schedule::from_job(&ctx.job) {
+    let schedule = match ctx.job.schedule() {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(job = %ctx.name, error = %e, "job not scheduled");
@@ -231,7 +231,7 @@ fn count_between(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) ->
 /// catch-up run starts right after this: it shows as running already, so
 /// the first health round does not take it for a missed run.
 fn arm_freshness(ctx: &JobContext, shared: &Shared) {
-    let Ok(schedule) = Schedule::from_job(&ctx.job) else {
+    let Ok(schedule) = ctx.job.schedule() else {
         return;
     };
     let now = Utc::now();
@@ -242,7 +242,7 @@ fn arm_freshness(ctx: &JobContext, shared: &Shared) {
     } else {
         schedule.next_after(now)
     };
-    let freshness = crate::schedule::freshness(&ctx.job, &schedule, now);
+    let freshness = crate::core::schedule::freshness(&ctx.job.freshness_policy(), &schedule, now);
     shared.jobs.update(&ctx.name, |s| {
         s.freshness = Some(freshness);
         s.first_due = first_due;
@@ -285,7 +285,7 @@ pub async fn arm_all(
             pool.clone(),
             &host,
             journal.clone(),
-            crate::journal::Actor::scheduler(),
+            crate::core::journal_record::Actor::scheduler(),
         )?;
         if let Err(e) = restore_state(&ctx, shared).await {
             // Not fatal: freshness says "not read yet" and the loop retries.

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 
-use super::record::{Actor, Entry};
 use super::writer::{self, AuditStats, Command, Pending};
+use crate::core::journal_record::{Actor, Entry};
 
 /// The last record written: what anchors point at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +61,7 @@ impl JournalOptions {
             actor: if daemon {
                 Actor::daemon()
             } else {
-                Actor::cli()
+                crate::journal::cli_actor()
             },
             signer: None,
         }

@@ -3,9 +3,9 @@
 //! writer thread (`writer`) owns the files. Shippers into the catalog and
 //! Loki, and the verification behind `vigil audit verify`.
 
+mod actor;
 mod handle;
 mod open;
-pub mod record;
 pub mod segment;
 pub mod ship;
 pub mod sign;
@@ -16,9 +16,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use actor::cli_actor;
 pub use handle::{Head, Journal, JournalError, JournalOptions, JournalStatus};
 pub use open::{OpenError, Opener, open_journal};
-pub use record::{
-    Actor, ChainCheck, Entry, GENESIS, Record, VerifyError, encode_line, verify_chain,
-};
 pub use writer::AuditStats;

@@ -12,8 +12,8 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use super::handle::Journal;
-use super::record::Record;
 use super::tail::{Tail, segment_first_seqs};
+use crate::core::journal_record::Record;
 
 const BATCH: usize = 500;
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -29,7 +29,7 @@ pub enum ShipError {
     #[error("{}", crate::catalog::describe(.0))]
     Connect(#[source] PoolError),
     /// A statement on the catalog failed (the server's cause included).
-    #[error("{}", crate::redact::error_chain(.0))]
+    #[error("{}", crate::core::redact::error_chain(.0))]
     Query(#[source] tokio_postgres::Error),
     /// The pin insert went through, yet no pin row reads back.
     #[error("the catalog kept no journal pin for instance `{instance}`")]

@@ -17,7 +17,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde_json::json;
 use thiserror::Error;
 
-use super::record::{GENESIS, Record};
+use crate::core::journal_record::{GENESIS, Record};
 
 /// The `alg` written beside each signature.
 const ALGORITHM: &str = "ed25519";
@@ -186,7 +186,7 @@ mod tests {
             seq: 8,
             ts: chrono::Utc::now(),
             event: "journal.checkpoint".into(),
-            actor: super::super::Actor::daemon(),
+            actor: crate::core::journal_record::Actor::daemon(),
             request_id: None,
             data,
             prev: "ab".repeat(32),

@@ -5,8 +5,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::record::Record;
 use super::segment::{self, segment_name};
+use crate::core::journal_record::Record;
 
 pub struct Tail {
     dir: PathBuf,

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::handle::{Journal, JournalOptions};
-use super::record::{Actor, Entry};
 use super::segment::{self, segment_name};
 use super::verify::{Anchor, SegmentInput, TableRow, verify_segments};
+use crate::core::journal_record::{Actor, Entry};
 
 fn options(dir: &Path) -> JournalOptions {
     JournalOptions {
@@ -23,7 +23,8 @@ fn options(dir: &Path) -> JournalOptions {
 }
 
 fn event(i: usize) -> Entry {
-    Entry::now(
+    Entry::at(
+        chrono::Utc::now(),
         "backup.succeeded",
         Actor::scheduler(),
         serde_json::json!({ "job": "orders", "n": i }),
@@ -106,7 +107,7 @@ async fn a_torn_tail_is_kept_and_recorded_in_a_new_segment() {
     );
     let segments = read_all(dir.path());
     assert_eq!(segments.len(), 2);
-    let second: Vec<super::Record> = segments[1]
+    let second: Vec<crate::core::journal_record::Record> = segments[1]
         .lines
         .iter()
         .map(|l| serde_json::from_str(&l.text).unwrap())
@@ -354,7 +355,7 @@ async fn an_empty_segment_left_by_a_crash_is_reused() {
 
 /// What a forger with write access does: re-chains every record after an
 /// edit, fixing each checkpoint's `head` so the chain holds on its own.
-fn rehash(records: &mut [super::Record]) {
+fn rehash(records: &mut [crate::core::journal_record::Record]) {
     let mut prev: Option<(u64, String)> = None;
     for r in records.iter_mut() {
         if let Some((seq, hash)) = &prev {
@@ -400,7 +401,7 @@ async fn signed_checkpoints_catch_a_rehashed_journal_without_the_key() {
     );
 
     // Rewrite the event before the checkpoints and re-chain everything.
-    let mut records: Vec<super::Record> =
+    let mut records: Vec<crate::core::journal_record::Record> =
         texts().map(|t| serde_json::from_str(t).unwrap()).collect();
     let edited = records
         .iter()
@@ -408,7 +409,10 @@ async fn signed_checkpoints_catch_a_rehashed_journal_without_the_key() {
         .unwrap();
     records[edited].data["job"] = serde_json::json!("forged");
     rehash(&mut records);
-    let forged: Vec<u8> = records.iter().flat_map(super::encode_line).collect();
+    let forged: Vec<u8> = records
+        .iter()
+        .flat_map(crate::core::journal_record::encode_line)
+        .collect();
     std::fs::write(dir.path().join(segment_name(1)), forged).unwrap();
     let segments = read_all(dir.path());
     let mut report = verify_segments(&segments, None, &[]);
@@ -442,16 +446,24 @@ fn with_a_key_a_daemon_run_without_checkpoints_fails() {
     let t0 = chrono::Utc::now() - chrono::Duration::hours(5);
     let at = |h: i64, event: &str| Entry {
         ts: t0 + chrono::Duration::hours(h),
-        ..Entry::now(event, Actor::daemon(), serde_json::json!({}))
+        ..Entry::at(
+            chrono::Utc::now(),
+            event,
+            Actor::daemon(),
+            serde_json::json!({}),
+        )
     };
     let chain = |entries: Vec<Entry>| -> Vec<String> {
-        let mut prev: Option<super::Record> = None;
+        let mut prev: Option<crate::core::journal_record::Record> = None;
         entries
             .into_iter()
             .map(|e| {
-                let r =
-                    super::Record::next("j", prev.as_ref().map(|p| (p.seq, p.hash.as_str())), e);
-                let line = String::from_utf8(super::encode_line(&r)).unwrap();
+                let r = crate::core::journal_record::Record::next(
+                    "j",
+                    prev.as_ref().map(|p| (p.seq, p.hash.as_str())),
+                    e,
+                );
+                let line = String::from_utf8(crate::core::journal_record::encode_line(&r)).unwrap();
                 prev = Some(r);
                 line.trim_end().to_owned()
             })

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::record::{ChainCheck, Record};
 use super::segment::{Fragment, Line};
+use crate::core::journal_record::{ChainCheck, Record};
 
 pub mod catalog;
 

@@ -20,8 +20,8 @@ use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
 use super::handle::{Head, JournalError, JournalOptions, JournalStatus};
-use super::record::{Entry, Record, encode_line};
 use super::segment::{self, LOCK_FILE, segment_name};
+use crate::core::journal_record::{Entry, Record, encode_line};
 
 mod disk;
 
@@ -166,7 +166,7 @@ impl Writer {
     }
 
     fn system_entry(&self, event: &str, data: serde_json::Value) -> Entry {
-        Entry::now(event, self.opts.actor.clone(), data)
+        Entry::at(chrono::Utc::now(), event, self.opts.actor.clone(), data)
     }
 
     /// One record, one `write`.

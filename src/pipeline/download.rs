@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::codec::decoder;
 use super::stderr::Tail;
 use crate::config::Compression;
-use crate::repo::{Manifest, ObjectEntry, RepoError, Repository};
+use crate::core::manifest::{Manifest, ObjectEntry};
+use crate::repo::{RepoError, Repository};
 
 #[derive(Debug, Error)]
 pub enum DownloadError {

@@ -5,7 +5,8 @@
 use opendal::ErrorKind;
 
 use super::store::Repository;
-use super::{MANIFEST, Manifest, RepoError};
+use super::{MANIFEST, RepoError};
+use crate::core::manifest::Manifest;
 
 /// What [`Repository::delete_planned`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +30,7 @@ impl Repository {
                 true => Ok(()),
                 false => Err(RepoError::AlreadyCommitted {
                     repo: self.name.clone(),
-                    backup_id: manifest.backup_id.clone(),
+                    backup_id: manifest.backup_id.to_string(),
                 }),
             };
         }
@@ -40,7 +41,7 @@ impl Repository {
                 Ok(true) => {
                     return Err(RepoError::AlreadyCommitted {
                         repo: self.name.clone(),
-                        backup_id: manifest.backup_id.clone(),
+                        backup_id: manifest.backup_id.to_string(),
                     });
                 }
                 Ok(false) => {}
@@ -57,7 +58,7 @@ impl Repository {
             Err(e) if e.kind() == ErrorKind::ConditionNotMatch => {
                 return Err(RepoError::AlreadyCommitted {
                     repo: self.name.clone(),
-                    backup_id: manifest.backup_id.clone(),
+                    backup_id: manifest.backup_id.to_string(),
                 });
             }
             Err(e) => return Err(self.storage_err("cannot write", &path, e)),
@@ -78,7 +79,7 @@ impl Repository {
             }
             Err(e) => return Err(self.storage_err("cannot read", &path, e)),
         };
-        let bad = |e: super::manifest::ManifestError| RepoError::BadManifest {
+        let bad = |e: crate::core::manifest::ManifestError| RepoError::BadManifest {
             repo: self.name.clone(),
             path: path.clone(),
             detail: e.to_string(),

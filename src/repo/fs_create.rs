@@ -79,7 +79,7 @@ fn fs_link_new(
 
 #[cfg(test)]
 mod tests {
-    use crate::repo::manifest::tests::sample;
+    use crate::core::manifest::tests::sample;
     use crate::repo::{RepoError, Repository};
 
     #[tokio::test]

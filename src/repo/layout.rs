@@ -6,7 +6,8 @@ use futures::StreamExt;
 use opendal::ErrorKind;
 
 use super::store::Repository;
-use super::{FS_TMP_DIR, Manifest, RepoError};
+use super::{FS_TMP_DIR, RepoError};
+use crate::core::manifest::Manifest;
 
 /// Manifests read at once while listing.
 const MANIFEST_READS: usize = 16;

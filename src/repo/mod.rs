@@ -14,7 +14,6 @@ mod copy;
 mod fs_create;
 mod layout;
 pub mod lease;
-pub mod manifest;
 mod oplog;
 pub mod reach;
 mod store;
@@ -22,12 +21,10 @@ mod temp;
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 pub use commit::Deletion;
 pub use layout::Listing;
-pub use manifest::{Manifest, ObjectEntry};
 pub use store::{PartLimits, Repository};
 pub use temp::{TempCollected, TempUsage};
 
@@ -91,17 +88,6 @@ pub enum RepoError {
     NoBackups { repo: String, job: String },
 }
 
-/// A backup id reads as its start time in UTC; `-N` keeps it unique when
-/// two start in the same second. Never parsed for ordering.
-pub fn backup_id(started: DateTime<Utc>, attempt: u32) -> String {
-    let base = started.format("%Y%m%dT%H%M%SZ").to_string();
-    if attempt == 0 {
-        base
-    } else {
-        format!("{base}-{attempt}")
-    }
-}
-
 /// Whether an error (or one of its sources) is ENOSPC or EDQUOT.
 pub fn is_out_of_space(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
@@ -119,18 +105,4 @@ pub fn is_out_of_space(e: &(dyn std::error::Error + 'static)) -> bool {
 /// Where an fs repository keeps temp files (same filesystem as its root).
 pub fn fs_tmp_dir(root: &str) -> PathBuf {
     PathBuf::from(root).join(FS_TMP_DIR)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_read_as_start_times() {
-        let t = DateTime::parse_from_rfc3339("2026-11-23T07:32:44.9Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(backup_id(t, 0), "20261123T073244Z");
-        assert_eq!(backup_id(t, 2), "20261123T073244Z-2");
-    }
 }

@@ -341,8 +341,9 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::manifest::tests::sample;
-    use crate::repo::{Deletion, MANIFEST, Manifest};
+    use crate::core::manifest::Manifest;
+    use crate::core::manifest::tests::sample;
+    use crate::repo::{Deletion, MANIFEST};
 
     fn fs_repo(root: &std::path::Path) -> Repository {
         let config: RepositoryConfig = toml::from_str(&format!(

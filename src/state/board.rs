@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
-use crate::repo::Manifest;
-use crate::schedule::Freshness;
+use crate::core::ids::JobName;
+use crate::core::manifest::Manifest;
+use crate::core::schedule::Freshness;
 
 #[derive(Debug, Clone)]
 pub struct Running {
@@ -131,12 +132,12 @@ impl JobState {
 /// Copy-on-write map of job states: readers load a pointer.
 #[derive(Default)]
 pub struct JobBoard {
-    state: ArcSwap<BTreeMap<String, JobState>>,
+    state: ArcSwap<BTreeMap<JobName, JobState>>,
     writer: Mutex<()>,
 }
 
 impl JobBoard {
-    pub fn snapshot(&self) -> Arc<BTreeMap<String, JobState>> {
+    pub fn snapshot(&self) -> Arc<BTreeMap<JobName, JobState>> {
         self.state.load_full()
     }
 
@@ -147,7 +148,7 @@ impl JobBoard {
     pub fn update(&self, job: &str, change: impl FnOnce(&mut JobState)) {
         let _serialised = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = (**self.state.load()).clone();
-        change(next.entry(job.to_owned()).or_default());
+        change(next.entry(JobName::from(job)).or_default());
         self.state.store(Arc::new(next));
     }
 }
@@ -155,7 +156,7 @@ impl JobBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::manifest::tests::sample;
+    use crate::core::manifest::tests::sample;
 
     #[test]
     fn success_failure_and_restore() {

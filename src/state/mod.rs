@@ -7,4 +7,4 @@ pub mod board;
 mod snapshot;
 
 pub use board::{JobBoard, JobState, PruneState, Running};
-pub use snapshot::{Phase, PoolStats, ProcessStats, Shared, StatusSnapshot, aggregate};
+pub use snapshot::{Phase, PoolStats, ProcessStats, Shared, StatusSnapshot};

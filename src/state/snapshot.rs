@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
-use crate::health::{CheckState, Status};
+use crate::core::health::{CheckState, Status, aggregate};
 
 /// Where the daemon is in its life; `/health/ready` is 200 only in `Ready`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,17 +68,6 @@ impl StatusSnapshot {
     pub fn overall(&self, now: DateTime<Utc>) -> Status {
         aggregate(&self.checks, now)
     }
-}
-
-/// The overall status: the worst effective status of the critical checks
-/// (pass when there are none).
-pub fn aggregate(checks: &[CheckState], now: DateTime<Utc>) -> Status {
-    checks
-        .iter()
-        .filter(|c| c.spec.critical)
-        .map(|c| c.status_at(now))
-        .max()
-        .unwrap_or(Status::Pass)
 }
 
 /// State shared between the daemon's parts and the admin handlers.
@@ -205,30 +194,6 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::model::tests::state;
-
-    #[test]
-    fn overall_is_worst_critical() {
-        let now = Utc::now();
-        let checks = vec![
-            state("a:x", Status::Pass, true, now),
-            state("b:x", Status::Warn, true, now),
-            state("c:x", Status::Fail, false, now),
-        ];
-        assert_eq!(aggregate(&checks, now), Status::Warn);
-        assert_eq!(aggregate(&checks[..1], now), Status::Pass);
-        assert_eq!(aggregate(&[], now), Status::Pass);
-    }
-
-    #[test]
-    fn stale_critical_check_fails_overall() {
-        let t0 = Utc::now();
-        let checks = vec![state("a:x", Status::Pass, true, t0)];
-        assert_eq!(
-            aggregate(&checks, t0 + chrono::Duration::seconds(60)),
-            Status::Fail
-        );
-    }
 
     #[test]
     fn startup_steps_latch_in_order() {

@@ -715,7 +715,7 @@ fn protect_detailed_puts_the_details_behind_a_viewer_token() {
 }
 
 /// The journal's lines as records, oldest first (one segment in these tests).
-fn journal_records(vigil: &Vigil) -> Vec<vigil::journal::Record> {
+fn journal_records(vigil: &Vigil) -> Vec<vigil::core::journal_record::Record> {
     journal_text(vigil)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -724,7 +724,7 @@ fn journal_records(vigil: &Vigil) -> Vec<vigil::journal::Record> {
 
 /// What a forger with write access does: re-chains every record from the
 /// first, fixing each checkpoint's `head`, so the chain holds on its own.
-fn rechain(records: &mut [vigil::journal::Record]) {
+fn rechain(records: &mut [vigil::core::journal_record::Record]) {
     let mut prev: Option<(u64, String)> = None;
     for r in records.iter_mut() {
         if let Some((seq, hash)) = &prev {
@@ -739,7 +739,7 @@ fn rechain(records: &mut [vigil::journal::Record]) {
 }
 
 /// Replaces the journal files with `records` in one segment.
-fn write_journal(vigil: &Vigil, records: &[vigil::journal::Record]) {
+fn write_journal(vigil: &Vigil, records: &[vigil::core::journal_record::Record]) {
     let dir = journal_dir(vigil);
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -749,7 +749,7 @@ fn write_journal(vigil: &Vigil, records: &[vigil::journal::Record]) {
     }
     let bytes: Vec<u8> = records
         .iter()
-        .flat_map(vigil::journal::encode_line)
+        .flat_map(vigil::core::journal_record::encode_line)
         .collect();
     std::fs::write(dir.join("journal-000001.jsonl"), bytes).unwrap();
 }
@@ -833,16 +833,17 @@ fn a_swapped_or_rewritten_journal_fails_verify_with_the_shipped_defaults() {
 
     // Local files wiped, and another instance's journal is newer in the
     // catalog: --from-catalog verifies this instance's pinned journal.
-    let other = vigil::journal::Record::next(
+    let other = vigil::core::journal_record::Record::next(
         "0badbeef-0000-4000-8000-000000000002",
         None,
-        vigil::journal::Entry::now(
+        vigil::core::journal_record::Entry::at(
+            chrono::Utc::now(),
             "daemon.started",
-            vigil::journal::Actor::daemon(),
+            vigil::core::journal_record::Actor::daemon(),
             serde_json::json!({}),
         ),
     );
-    let line = String::from_utf8(vigil::journal::encode_line(&other)).unwrap();
+    let line = String::from_utf8(vigil::core::journal_record::encode_line(&other)).unwrap();
     catalog
         .psql(&format!(
             "INSERT INTO vigil.audit_log (journal, seq, ts, actor, action, hash, prev_hash, record) \
@@ -867,7 +868,7 @@ fn a_swapped_or_rewritten_journal_fails_verify_with_the_shipped_defaults() {
     rechain(&mut rows);
     let mut sql = String::from("ALTER TABLE vigil.audit_log DISABLE TRIGGER USER;");
     for r in &rows[2..] {
-        let line = String::from_utf8(vigil::journal::encode_line(r)).unwrap();
+        let line = String::from_utf8(vigil::core::journal_record::encode_line(r)).unwrap();
         sql.push_str(&format!(
             "UPDATE vigil.audit_log SET record = '{}', hash = '{}', prev_hash = '{}' WHERE journal = '{id}' AND seq = {};",
             line.trim_end().replace('\'', "''"),
@@ -951,12 +952,13 @@ fn signed_checkpoints_catch_forgeries_made_without_the_key() {
     // missing signature gives it away.
     let original = journal_records(&vigil);
     let last = original.last().unwrap();
-    let forged_checkpoint = vigil::journal::Record::next(
+    let forged_checkpoint = vigil::core::journal_record::Record::next(
         &last.journal,
         Some((last.seq, &last.hash)),
-        vigil::journal::Entry::now(
+        vigil::core::journal_record::Entry::at(
+            chrono::Utc::now(),
             "journal.checkpoint",
-            vigil::journal::Actor::daemon(),
+            vigil::core::journal_record::Actor::daemon(),
             serde_json::json!({
                 "head": { "seq": last.seq, "hash": last.hash },
                 "interval_s": 1,

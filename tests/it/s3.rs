@@ -277,7 +277,7 @@ async fn manifest_is_create_only_on_s3() {
 
     // A fresh id still commits: the refusal is the existing key, not the write.
     let mut other = committed.clone();
-    other.backup_id = format!("{}-9", committed.backup_id);
+    other.backup_id = format!("{}-9", committed.backup_id).into();
     repo.commit_manifest(&other).await.unwrap();
     let listing = repo.list("orders").await.unwrap();
     let ids: Vec<&str> = listing

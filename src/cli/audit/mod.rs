@@ -11,12 +11,13 @@ use super::error::{AuditError, CliError, CopyError};
 use super::exit::Exit;
 use super::{finish, with_config};
 use crate::config::Config;
+use crate::core::journal_record::Record;
+use crate::journal::segment;
 use crate::journal::verify::catalog::{check_pin, compare_with_local};
 use crate::journal::verify::{
     Anchor, Report, SegmentInput, TableRow, check_signatures, signing_key_named, verify_segments,
     verify_table,
 };
-use crate::journal::{Record, segment};
 
 /// How long `audit verify` waits for the catalog's copy.
 const CATALOG_TIMEOUT: Duration = Duration::from_secs(5);

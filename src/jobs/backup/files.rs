@@ -7,12 +7,11 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::{BackupError, Progress, allocate_id, codec_facts, encode_spec};
+use crate::core::manifest::{FORMAT_VERSION, FilesFacts, Manifest, ObjectEntry, SourceFacts};
 use crate::files::{ArchiveOptions, ArchiveReport, archive};
 use crate::jobs::JobContext;
 use crate::pipeline::limits::UploadLimits;
 use crate::pipeline::upload::{PipelineError, Upload, upload_produced};
-use crate::repo::Manifest;
-use crate::repo::manifest::{FORMAT_VERSION, FilesFacts, ObjectEntry, SourceFacts};
 
 /// The object's name: `files.tar` plus the codec's extensions.
 pub fn object_name(suffix: &str) -> String {
@@ -62,7 +61,7 @@ pub(super) async fn run(
     let (compression, encryption) = codec_facts(ctx);
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
-        job: ctx.name.clone(),
+        job: ctx.name.as_str().into(),
         backup_id,
         kind: "files".into(),
         started_at,

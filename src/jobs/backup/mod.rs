@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::report::{Event, Fact, Outcome, Reporter, Run, RunKind, Sinks, Status};
 use super::{JobContext, Trigger, lock};
 use crate::config::{Compression, JobKind};
+use crate::core::manifest::{CompressionFacts, EncryptionFacts, Manifest};
 use crate::pipeline::upload::{EncodeSpec, PipelineError};
 use crate::repo::RepoError;
-use crate::repo::manifest::{CompressionFacts, EncryptionFacts, Manifest};
 
 #[derive(Debug, Error)]
 pub enum BackupError {
@@ -229,7 +229,7 @@ async fn already_done(ctx: &JobContext, scheduled: chrono::DateTime<Utc>) -> Opt
     tracing::info!(job = %ctx.name, backup = %newest.backup_id, "scheduled run already taken by another vigil; skipped");
     Some(BackupError::AlreadyDone {
         scheduled: scheduled.to_rfc3339(),
-        backup_id: newest.backup_id,
+        backup_id: newest.backup_id.into(),
     })
 }
 
@@ -247,7 +247,7 @@ fn success(ctx: &JobContext, trigger: Trigger, m: &Manifest) -> Outcome {
         }),
     );
     Outcome {
-        backup_id: Some(m.backup_id.clone()),
+        backup_id: Some(m.backup_id.to_string()),
         source_bytes: Some(m.raw_bytes()),
         stored_bytes: Some(m.stored_bytes()),
         details: m.files.as_ref().map(|f| f.report.clone()),
@@ -284,10 +284,10 @@ async fn allocate_id(
     ctx: &JobContext,
     started_at: chrono::DateTime<Utc>,
     progress: &Progress,
-) -> Result<String, BackupError> {
+) -> Result<crate::core::ids::BackupId, BackupError> {
     let mut attempt = 0;
     loop {
-        let id = crate::repo::backup_id(started_at, attempt);
+        let id = crate::core::ids::BackupId::at(started_at, attempt);
         if !ctx.repo.backup_exists(&ctx.name, &id).await? {
             progress.set_backup_id(&id);
             return Ok(id);

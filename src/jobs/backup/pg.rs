@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BackupError, Progress, allocate_id, codec_facts, encode_spec};
 use crate::config::Databases;
+use crate::core::manifest::{FORMAT_VERSION, Manifest, ObjectEntry, SourceFacts, object_name};
 use crate::jobs::JobContext;
 use crate::pipeline::limits::UploadLimits;
 use crate::pipeline::pgtools::{describe_host, find_tool, libpq_env, tool_version};
 use crate::pipeline::upload::{EncodeSpec, Upload, upload_child};
-use crate::repo::manifest::{FORMAT_VERSION, Manifest, ObjectEntry, SourceFacts, object_name};
 
 /// One logical backup: `pg_dump` per database (and `pg_dumpall --globals-only`
 /// for `all`), each object streamed to the repository, then the manifest.
@@ -96,7 +96,7 @@ pub(super) async fn run(
 
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
-        job: ctx.name.clone(),
+        job: ctx.name.clone().into(),
         backup_id,
         kind: "logical".into(),
         started_at,
@@ -222,7 +222,7 @@ async fn source_facts(ctx: &JobContext) -> Result<Facts, BackupError> {
     })?;
     let chain = |e: tokio_postgres::Error| BackupError::Source {
         job: ctx.name.clone(),
-        detail: ctx.redact(&crate::redact::error_chain(&e)),
+        detail: ctx.redact(&crate::core::redact::error_chain(&e)),
     };
     let row = client
         .query_one(

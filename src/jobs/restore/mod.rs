@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::{Event, Fact, Outcome, Reporter, Run, RunKind, Sinks, Status};
 use super::{JobContext, Trigger};
+use crate::core::manifest::{Manifest, ObjectEntry};
 use crate::pipeline::download::{Download, DownloadError, Tool, staged_to_tool, stream_to_tool};
 use crate::pipeline::pgtools::{describe_host, find_tool, libpq_env};
-use crate::repo::{Manifest, ObjectEntry, RepoError};
+use crate::repo::RepoError;
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreRequest {
@@ -45,8 +46,11 @@ pub enum RestoreError {
     Journal(#[from] crate::journal::JournalError),
     /// `--database` does not pick one object of the backup (the manifest
     /// says why).
-    #[error("{reason}")]
-    Choice { backup_id: String, reason: String },
+    #[error("{source}")]
+    Choice {
+        backup_id: String,
+        source: crate::core::manifest::ObjectChoiceError,
+    },
     #[error("target: this is a {kind} backup: restore it with {how}")]
     WrongKind {
         kind: &'static str,
@@ -165,9 +169,9 @@ pub async fn run_reported(
     };
     let object = manifest
         .database_object(request.database.as_deref())
-        .map_err(|reason| RestoreError::Choice {
-            backup_id: manifest.backup_id.clone(),
-            reason,
+        .map_err(|source| RestoreError::Choice {
+            backup_id: manifest.backup_id.to_string(),
+            source,
         })?
         .clone();
     let run = Run {
@@ -194,7 +198,7 @@ fn outcome(
     result: &Result<RestoreOutcome, RestoreError>,
     announced: bool,
 ) -> Outcome {
-    let backup_id = Some(manifest.backup_id.clone());
+    let backup_id = Some(manifest.backup_id.to_string());
     match result {
         Ok(o) => Outcome {
             backup_id,
@@ -299,7 +303,7 @@ async fn restore(
     result?;
     tracing::info!(job = %ctx.name, backup = %manifest.backup_id, database, "restore finished");
     Ok(RestoreOutcome {
-        backup_id: manifest.backup_id.clone(),
+        backup_id: manifest.backup_id.to_string(),
         object: object.name.clone(),
         database,
         stored_bytes: object.stored_bytes,
@@ -377,7 +381,7 @@ async fn restore_files(
     fed.map_err(|source| RestoreError::FeedArchive { source })?;
     tracing::info!(job = %ctx.name, backup = %manifest.backup_id, to = %to.display(), "files restored");
     Ok(RestoreOutcome {
-        backup_id: manifest.backup_id.clone(),
+        backup_id: manifest.backup_id.to_string(),
         object: object.name.clone(),
         database: to.display().to_string(),
         stored_bytes: object.stored_bytes,

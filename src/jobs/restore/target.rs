@@ -77,7 +77,7 @@ async fn connect(
         config.password(pw);
     }
     let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
-        let detail = crate::redact::error_chain(&e);
+        let detail = crate::core::redact::error_chain(&e);
         if crate::repo::reach::is_unreachable(&e) {
             RestoreError::TargetUnreachable {
                 host: describe_host(&config),

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use super::super::record::Record;
 use super::{Report, SegmentInput, TableRow};
+use crate::core::journal_record::Record;
 
 /// The table must hold exactly the file's lines, and nothing beyond them.
 pub(super) fn check_table(

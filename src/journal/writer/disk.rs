@@ -10,9 +10,9 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::super::handle::Head;
-use super::super::record::Record;
 use super::super::segment::{self, Fragment, segment_name};
 use super::{Writer, parse_line, with_path};
+use crate::core::journal_record::Record;
 
 impl Writer {
     /// Finds the head on disk; starts a segment if there is none, or if the

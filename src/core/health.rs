@@ -1,9 +1,10 @@
-//! Plain data for one health check: what it is, what it last saw.
+//! The health model: what a check is, what it last saw, and how the
+//! results add up to one status. Plain data; the checks themselves (I/O)
+//! live in `health/`.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use serde::Serialize;
 
 /// A check's verdict; ordered so the worst is the maximum.
@@ -133,15 +134,15 @@ impl CheckState {
     }
 }
 
-/// A health check the runner can execute.
-pub trait Check: Send + Sync {
-    fn spec(&self, config: &crate::config::HealthConfig) -> CheckSpec;
-    fn run<'a>(&'a self, config: &'a crate::config::HealthConfig) -> BoxFuture<'a, Observation>;
-    /// Whether a failing check waits longer between runs; a check whose
-    /// recovery must show within one interval says no.
-    fn backs_off(&self) -> bool {
-        true
-    }
+/// The overall status: the worst effective status of the critical checks
+/// (pass when there are none).
+pub fn aggregate(checks: &[CheckState], now: DateTime<Utc>) -> Status {
+    checks
+        .iter()
+        .filter(|c| c.spec.critical)
+        .map(|c| c.status_at(now))
+        .max()
+        .unwrap_or(Status::Pass)
 }
 
 #[cfg(test)]
@@ -197,5 +198,28 @@ pub(crate) mod tests {
         let mut s = state("config:reload", Status::Warn, true, t0);
         s.spec.periodic = false;
         assert_eq!(s.effective(t0 + chrono::Duration::days(30)).0, Status::Warn);
+    }
+
+    #[test]
+    fn overall_is_worst_critical() {
+        let now = Utc::now();
+        let checks = vec![
+            state("a:x", Status::Pass, true, now),
+            state("b:x", Status::Warn, true, now),
+            state("c:x", Status::Fail, false, now),
+        ];
+        assert_eq!(aggregate(&checks, now), Status::Warn);
+        assert_eq!(aggregate(&checks[..1], now), Status::Pass);
+        assert_eq!(aggregate(&[], now), Status::Pass);
+    }
+
+    #[test]
+    fn stale_critical_check_fails_overall() {
+        let t0 = Utc::now();
+        let checks = vec![state("a:x", Status::Pass, true, t0)];
+        assert_eq!(
+            aggregate(&checks, t0 + chrono::Duration::seconds(60)),
+            Status::Fail
+        );
     }
 }

@@ -14,6 +14,8 @@ use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::ids::BackupId;
+
 /// `[jobs.<name>.retention]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +96,7 @@ impl RetentionPolicy {
 /// One committed backup as the planner sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
-    pub id: String,
+    pub id: BackupId,
     /// The manifest's finish time: the only thing backups are ordered by.
     pub finished_at: DateTime<Utc>,
     pub stored_bytes: u64,
@@ -103,7 +105,7 @@ pub struct Candidate {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {
-    pub id: String,
+    pub id: BackupId,
     pub finished_at: DateTime<Utc>,
     pub stored_bytes: u64,
     pub keep: bool,
@@ -283,7 +285,7 @@ fn history_refusal(policy: &RetentionPolicy, last_run: LastRun) -> Option<String
 }
 
 /// Reasons per id, for tests and the CLI.
-pub fn reasons_by_id(plan: &Plan) -> BTreeMap<String, Vec<String>> {
+pub fn reasons_by_id(plan: &Plan) -> BTreeMap<BackupId, Vec<String>> {
     plan.decisions
         .iter()
         .map(|d| (d.id.clone(), d.reasons.clone()))
@@ -306,7 +308,7 @@ mod tests {
             .map(|i| {
                 let t = at("2026-11-23T02:30:00Z") - chrono::Duration::days(i);
                 Candidate {
-                    id: t.format("%Y%m%dT%H%M%SZ").to_string(),
+                    id: t.format("%Y%m%dT%H%M%SZ").to_string().into(),
                     finished_at: t,
                     stored_bytes: 100,
                     pinned: false,
@@ -576,7 +578,7 @@ mod tests {
                     .into_iter()
                     .enumerate()
                     .map(|(i, (offset, pinned, bytes))| Candidate {
-                        id: format!("b{i:03}"),
+                        id: format!("b{i:03}").into(),
                         finished_at: at("2025-01-01T00:00:00Z") + chrono::Duration::seconds(offset),
                         stored_bytes: bytes,
                         pinned: pinned && i % 7 == 0,

@@ -1,4 +1,5 @@
-//! One journal record and the chain rules. Pure: no clock, no I/O.
+//! One journal record and the chain rules. Pure: no clock (callers pass
+//! the time), no I/O.
 //!
 //! A record's `hash` is the SHA-256 (lowercase hex) of its canonical
 //! serialisation without `hash`: JSON with object keys sorted and no
@@ -60,20 +61,6 @@ impl Actor {
         Actor::from("daemon")
     }
 
-    /// The user running a CLI command: the real uid's login name (from the
-    /// password database), since the environment is the caller's to set.
-    pub fn cli() -> Actor {
-        let uid = nix::unistd::getuid();
-        let name = nix::unistd::User::from_uid(uid)
-            .ok()
-            .flatten()
-            .map_or_else(|| format!("uid {uid}"), |user| user.name);
-        let claimed = ["SUDO_USER", "USER", "LOGNAME"]
-            .iter()
-            .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
-        Actor::cli_as(name, claimed)
-    }
-
     /// A CLI actor for `name`, keeping `claimed` only when it says something else.
     pub fn cli_as(name: String, claimed: Option<String>) -> Actor {
         Actor {
@@ -122,10 +109,10 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// An event happening now.
-    pub fn now(event: &str, actor: Actor, data: serde_json::Value) -> Entry {
+    /// An event that happened at `ts` (the caller reads the clock).
+    pub fn at(ts: DateTime<Utc>, event: &str, actor: Actor, data: serde_json::Value) -> Entry {
         Entry {
-            ts: Utc::now(),
+            ts,
             event: event.into(),
             actor,
             request_id: None,

@@ -38,7 +38,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The password in a `postgres://user:password@host` URL, if there is one.
+/// The password in a libpq URL (`scheme://user:password@host`), if there is one.
 pub fn url_password(url: &str) -> Option<String> {
     let (_, rest) = url.split_once("://")?;
     let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];

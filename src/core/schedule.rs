@@ -3,7 +3,7 @@
 //!
 //! Cron times are computed by croner in the job's own zone for every
 //! occurrence, so a "02:30 Europe/Berlin" job stays at 02:30 local across
-//! DST changes. (tokio-cron-scheduler 0.15 freezes the zone's UTC offset
+//! DST changes. (tokio_cron_scheduler 0.15 freezes the zone's UTC offset
 //! when a job is created, which shifts such a job by an hour after a DST
 //! change; that is why vigil drives its jobs with croner directly.)
 
@@ -12,8 +12,29 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use thiserror::Error;
 
-use crate::config::{JobConfig, parse_cron};
+/// Why a schedule cannot be built. The texts are what `vigil check`
+/// prints after the offending key.
+#[derive(Debug, Error)]
+pub enum ScheduleError {
+    #[error(transparent)]
+    Cron(#[from] croner::errors::CronError),
+    #[error(transparent)]
+    TimeZone(#[from] chrono_tz::ParseError),
+    #[error("set either `schedule` or `every`, not both (and `every` above 0s)")]
+    Conflicting,
+    #[error("a job needs exactly one of `schedule` and `every`")]
+    Missing,
+}
+
+/// Cron with a required seconds field, as the scheduler reads it.
+pub fn parse_cron(pattern: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(pattern)
+}
 
 #[derive(Debug, Clone)]
 pub enum Schedule {
@@ -26,9 +47,13 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    pub fn from_job(job: &JobConfig) -> Result<Schedule, String> {
-        Schedule::from_parts(job.schedule.as_deref(), job.every, &job.timezone)?
-            .ok_or_else(|| "a job needs exactly one of `schedule` and `every`".into())
+    /// A job's schedule: exactly one of `cron` and `every` must be set.
+    pub fn required(
+        cron: Option<&str>,
+        every: Option<Duration>,
+        timezone: &str,
+    ) -> Result<Schedule, ScheduleError> {
+        Schedule::from_parts(cron, every, timezone)?.ok_or(ScheduleError::Missing)
     }
 
     /// `None` when neither is set.
@@ -36,15 +61,15 @@ impl Schedule {
         cron: Option<&str>,
         every: Option<Duration>,
         timezone: &str,
-    ) -> Result<Option<Schedule>, String> {
+    ) -> Result<Option<Schedule>, ScheduleError> {
         match (cron, every) {
             (Some(cron), None) => Ok(Some(Schedule::Cron {
                 cron: Box::new(parse_cron(cron)?),
-                tz: Tz::from_str(timezone).map_err(|e| e.to_string())?,
+                tz: Tz::from_str(timezone)?,
             })),
             (None, Some(every)) if !every.is_zero() => Ok(Some(Schedule::Every(every))),
             (None, None) => Ok(None),
-            _ => Err("set either `schedule` or `every`, not both (and `every` above 0s)".into()),
+            _ => Err(ScheduleError::Conflicting),
         }
     }
 
@@ -124,24 +149,34 @@ impl Schedule {
     }
 }
 
+/// The job settings freshness derives from, as plain values (config
+/// builds this from a job; core never reads config).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FreshnessPolicy {
+    pub max_duration: Duration,
+    pub max_age: Option<Duration>,
+    pub max_age_fail: Option<Duration>,
+    pub fail_after_failures: u32,
+}
+
 /// The job's freshness thresholds at `now`. With `gap` the schedule's
 /// longest wait between runs and `grace = min(max_duration, gap / 2)`:
 /// without `max_age`, warn once one run is missed (`gap + grace`) and fail
 /// once two are (`2 × gap + grace`); with `max_age`, warn after it and fail
 /// after `max_age_fail` (default twice `max_age`).
-pub fn freshness(job: &JobConfig, schedule: &Schedule, now: DateTime<Utc>) -> Freshness {
+pub fn freshness(policy: &FreshnessPolicy, schedule: &Schedule, now: DateTime<Utc>) -> Freshness {
     // A schedule with no future run: the run length alone bounds the grace.
-    let gap = schedule.longest_gap(now).unwrap_or(job.max_duration);
-    let grace = job.max_duration.min(gap / 2);
-    let (warn_after, fail_after) = match job.max_age {
-        Some(warn) => (warn, job.max_age_fail.unwrap_or(warn * 2)),
+    let gap = schedule.longest_gap(now).unwrap_or(policy.max_duration);
+    let grace = policy.max_duration.min(gap / 2);
+    let (warn_after, fail_after) = match policy.max_age {
+        Some(warn) => (warn, policy.max_age_fail.unwrap_or(warn * 2)),
         None => (gap + grace, gap * 2 + grace),
     };
     Freshness {
         warn_after,
         fail_after,
         grace,
-        fail_after_failures: job.fail_after_failures,
+        fail_after_failures: policy.fail_after_failures,
     }
 }
 
@@ -163,17 +198,18 @@ pub fn missed_run(
 mod tests {
     use super::*;
 
-    fn job(schedule: Option<&str>, every: Option<u64>, tz: &str) -> JobConfig {
-        let src = format!(
-            "kind = \"postgres\"\nsource = \"postgres://x@h/db\"\ndatabases = [\"db\"]\nrepository = \"r\"\ntimezone = \"{tz}\"\n{}{}",
-            schedule
-                .map(|s| format!("schedule = \"{s}\"\n"))
-                .unwrap_or_default(),
-            every
-                .map(|s| format!("every = \"{s}s\"\n"))
-                .unwrap_or_default(),
-        );
-        toml::from_str(&src).unwrap()
+    fn schedule(cron: Option<&str>, every: Option<u64>, tz: &str) -> Schedule {
+        Schedule::required(cron, every.map(Duration::from_secs), tz).unwrap()
+    }
+
+    /// The config defaults: `max_duration` a day, two failures fail.
+    fn policy() -> FreshnessPolicy {
+        FreshnessPolicy {
+            max_duration: Duration::from_secs(86_400),
+            max_age: None,
+            max_age_fail: None,
+            fail_after_failures: 2,
+        }
     }
 
     fn utc(s: &str) -> DateTime<Utc> {
@@ -182,7 +218,7 @@ mod tests {
 
     #[test]
     fn cron_keeps_local_time_across_dst() {
-        let s = Schedule::from_job(&job(Some("0 30 2 * * *"), None, "Europe/Berlin")).unwrap();
+        let s = schedule(Some("0 30 2 * * *"), None, "Europe/Berlin");
         // Summer (UTC+2): 02:30 local is 00:30Z.
         assert_eq!(
             s.next_after(utc("2026-10-23T12:00:00Z")),
@@ -207,7 +243,7 @@ mod tests {
 
     #[test]
     fn every_is_epoch_aligned() {
-        let s = Schedule::from_job(&job(None, Some(3600), "UTC")).unwrap();
+        let s = schedule(None, Some(3600), "UTC");
         assert_eq!(
             s.next_after(utc("2026-11-23T07:32:44Z")),
             Some(utc("2026-11-23T08:00:00Z"))
@@ -224,7 +260,7 @@ mod tests {
 
     #[test]
     fn missed_runs_are_caught_up_once() {
-        let s = Schedule::from_job(&job(Some("0 0 3 * * *"), None, "UTC")).unwrap();
+        let s = schedule(Some("0 0 3 * * *"), None, "UTC");
         let now = utc("2026-11-23T09:00:00Z");
         assert_eq!(missed_run(&s, None, now), Some(utc("2026-11-23T03:00:00Z")));
         assert_eq!(
@@ -237,30 +273,52 @@ mod tests {
     #[test]
     fn freshness_derives_from_the_longest_gap() {
         let now = utc("2026-11-23T09:00:00Z");
-        let daily = job(Some("0 30 2 * * *"), None, "UTC");
-        let f = freshness(&daily, &Schedule::from_job(&daily).unwrap(), now);
+        let daily = schedule(Some("0 30 2 * * *"), None, "UTC");
+        let f = freshness(&policy(), &daily, now);
         let h = |n: u64| Duration::from_secs(n * 3600);
         // max_duration defaults to a day; the grace is capped at half a gap.
         assert_eq!((f.warn_after, f.fail_after, f.grace), (h(36), h(60), h(12)));
         assert_eq!(f.fail_after_failures, 2);
 
-        let weekdays = job(Some("0 0 3 * * Mon-Fri"), None, "UTC");
-        let s = Schedule::from_job(&weekdays).unwrap();
-        assert_eq!(s.longest_gap(now), Some(h(72)));
+        let weekdays = schedule(Some("0 0 3 * * Mon-Fri"), None, "UTC");
+        assert_eq!(weekdays.longest_gap(now), Some(h(72)));
         // The grace is capped by max_duration (a day).
-        assert_eq!(freshness(&weekdays, &s, now).warn_after, h(72 + 24));
+        assert_eq!(freshness(&policy(), &weekdays, now).warn_after, h(72 + 24));
 
-        let mut every = job(None, Some(60), "UTC");
-        every.max_duration = Duration::from_secs(10);
-        let f = freshness(&every, &Schedule::from_job(&every).unwrap(), now);
+        let short = FreshnessPolicy {
+            max_duration: Duration::from_secs(10),
+            ..policy()
+        };
+        let f = freshness(&short, &schedule(None, Some(60), "UTC"), now);
         assert_eq!(
             (f.warn_after, f.fail_after),
             (Duration::from_secs(70), Duration::from_secs(130))
         );
 
-        let mut explicit = daily.clone();
-        explicit.max_age = Some(h(26));
-        let f = freshness(&explicit, &Schedule::from_job(&explicit).unwrap(), now);
+        let explicit = FreshnessPolicy {
+            max_age: Some(h(26)),
+            ..policy()
+        };
+        let f = freshness(&explicit, &daily, now);
         assert_eq!((f.warn_after, f.fail_after), (h(26), h(52)));
+    }
+
+    #[test]
+    fn bad_parts_are_typed_errors() {
+        let conflicting =
+            Schedule::from_parts(Some("0 0 3 * * *"), Some(Duration::from_secs(60)), "UTC");
+        assert!(matches!(conflicting, Err(ScheduleError::Conflicting)));
+        assert!(matches!(
+            Schedule::required(None, None, "UTC"),
+            Err(ScheduleError::Missing)
+        ));
+        assert!(matches!(
+            Schedule::from_parts(Some("0 0 3 * *"), None, "UTC"),
+            Err(ScheduleError::Cron(_))
+        ));
+        assert!(matches!(
+            Schedule::from_parts(Some("0 0 3 * * *"), None, "Mars/Olympus"),
+            Err(ScheduleError::TimeZone(_))
+        ));
     }
 }

@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::ids::{BackupId, JobName};
+
 /// Bumped on incompatible changes; readers refuse newer formats.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -17,8 +19,8 @@ pub const MAX_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     pub format_version: u32,
-    pub job: String,
-    pub backup_id: String,
+    pub job: JobName,
+    pub backup_id: BackupId,
     /// `logical` (pg_dump) or `files` (a tar stream).
     pub kind: String,
     pub started_at: DateTime<Utc>,
@@ -97,14 +99,14 @@ pub struct JournalHead {
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ManifestError {
-    #[error("manifest is not valid JSON for format v{FORMAT_VERSION}: {0}")]
-    Parse(String),
+    #[error("manifest is not valid JSON for format v{FORMAT_VERSION}: {detail}")]
+    Parse { detail: String },
     #[error(
         "manifest format v{found} is newer than this vigil reads (v{FORMAT_VERSION}): upgrade vigil"
     )]
     TooNew { found: u32 },
     #[error("manifest is inconsistent: {0}")]
-    Invalid(String),
+    Invalid(Inconsistency),
     #[error("manifest says {field} {found:?} but lies under {expected:?}")]
     Misplaced {
         field: &'static str,
@@ -122,6 +124,39 @@ pub enum ManifestError {
     },
 }
 
+/// Why a restore request names no single object of a backup.
+#[derive(Debug, Error, PartialEq)]
+pub enum ObjectChoiceError {
+    #[error("backup {backup_id} is a files backup: restore it with --to-dir, without --database")]
+    FilesBackup { backup_id: BackupId },
+    #[error("backup {backup_id} has no objects")]
+    NoObjects { backup_id: BackupId },
+    #[error("backup {backup_id} has no database `{database}` (it has: {})", available.join(", "))]
+    NoSuchDatabase {
+        backup_id: BackupId,
+        database: String,
+        available: Vec<String>,
+    },
+    #[error("backup {backup_id} holds several databases ({}): choose one with --database", available.join(", "))]
+    SeveralDatabases {
+        backup_id: BackupId,
+        available: Vec<String>,
+    },
+}
+
+/// What a well-formed manifest may not say.
+#[derive(Debug, Error, PartialEq)]
+pub enum Inconsistency {
+    #[error("no objects")]
+    NoObjects,
+    #[error("finishedAt is before startedAt")]
+    FinishedBeforeStarted,
+    #[error("object {object} has a malformed sha256")]
+    MalformedSha256 { object: String },
+    #[error("object name {name:?} is not a plain file name")]
+    NotAFileName { name: String },
+}
+
 impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
@@ -135,33 +170,40 @@ impl Manifest {
         struct Version {
             format_version: u32,
         }
-        let version: Version =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        let version: Version = serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse {
+            detail: e.to_string(),
+        })?;
         if version.format_version > FORMAT_VERSION {
             return Err(ManifestError::TooNew {
                 found: version.format_version,
             });
         }
         let manifest: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Parse {
+                detail: e.to_string(),
+            })?;
         manifest.check()?;
         Ok(manifest)
     }
 
     fn check(&self) -> Result<(), ManifestError> {
-        let invalid = |m: String| Err(ManifestError::Invalid(m));
+        let invalid = |why| Err(ManifestError::Invalid(why));
         if self.objects.is_empty() {
-            return invalid("no objects".into());
+            return invalid(Inconsistency::NoObjects);
         }
         if self.finished_at < self.started_at {
-            return invalid("finishedAt is before startedAt".into());
+            return invalid(Inconsistency::FinishedBeforeStarted);
         }
         for o in &self.objects {
             if o.sha256.len() != 64 || !o.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return invalid(format!("object {} has a malformed sha256", o.name));
+                return invalid(Inconsistency::MalformedSha256 {
+                    object: o.name.clone(),
+                });
             }
             if o.name.is_empty() || o.name.contains('/') || o.name == "manifest.json" {
-                return invalid(format!("object name {:?} is not a plain file name", o.name));
+                return invalid(Inconsistency::NotAFileName {
+                    name: o.name.clone(),
+                });
             }
         }
         Ok(())
@@ -206,16 +248,21 @@ impl Manifest {
     }
 
     /// The object holding `database`, or the only database object.
-    pub fn database_object(&self, database: Option<&str>) -> Result<&ObjectEntry, String> {
+    pub fn database_object(
+        &self,
+        database: Option<&str>,
+    ) -> Result<&ObjectEntry, ObjectChoiceError> {
+        let backup_id = || self.backup_id.clone();
         if self.kind == "files" {
             // One tar object; `--database` means nothing here.
             return match (database, self.objects.first()) {
                 (None, Some(object)) => Ok(object),
-                (Some(_), _) => Err(format!(
-                    "backup {} is a files backup: restore it with --to-dir, without --database",
-                    self.backup_id
-                )),
-                (None, None) => Err(format!("backup {} has no objects", self.backup_id)),
+                (Some(_), _) => Err(ObjectChoiceError::FilesBackup {
+                    backup_id: backup_id(),
+                }),
+                (None, None) => Err(ObjectChoiceError::NoObjects {
+                    backup_id: backup_id(),
+                }),
             };
         }
         let dbs: Vec<&ObjectEntry> = self
@@ -227,19 +274,16 @@ impl Manifest {
             Some(name) => dbs
                 .into_iter()
                 .find(|o| o.database.as_deref() == Some(name))
-                .ok_or_else(|| {
-                    format!(
-                        "backup {} has no database `{name}` (it has: {})",
-                        self.backup_id,
-                        self.database_names().join(", ")
-                    )
+                .ok_or_else(|| ObjectChoiceError::NoSuchDatabase {
+                    backup_id: backup_id(),
+                    database: name.to_owned(),
+                    available: self.database_names(),
                 }),
             None if dbs.len() == 1 => Ok(dbs[0]),
-            None => Err(format!(
-                "backup {} holds several databases ({}): choose one with --database",
-                self.backup_id,
-                self.database_names().join(", ")
-            )),
+            None => Err(ObjectChoiceError::SeveralDatabases {
+                backup_id: backup_id(),
+                available: self.database_names(),
+            }),
         }
     }
 
@@ -310,6 +354,16 @@ pub(crate) mod tests {
         assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
     }
 
+    /// The id newtypes are invisible on disk: `job` and `backupId` stay
+    /// plain JSON strings, so manifests written before them still read.
+    #[test]
+    fn ids_are_plain_strings_in_the_json() {
+        let m = sample();
+        let json: serde_json::Value = serde_json::from_slice(&m.encode()).unwrap();
+        assert_eq!(json["job"], serde_json::json!(m.job.as_str()));
+        assert_eq!(json["backupId"], serde_json::json!(m.backup_id.as_str()));
+    }
+
     #[test]
     fn refuses_newer_formats_and_inconsistencies() {
         let mut m = sample();
@@ -322,23 +376,33 @@ pub(crate) mod tests {
         );
         let mut m = sample();
         m.objects[0].sha256 = "xyz".into();
-        assert!(matches!(
-            Manifest::decode(&m.encode()),
-            Err(ManifestError::Invalid(_))
-        ));
+        let malformed = Manifest::decode(&m.encode()).unwrap_err();
+        assert_eq!(
+            malformed,
+            ManifestError::Invalid(Inconsistency::MalformedSha256 {
+                object: m.objects[0].name.clone()
+            })
+        );
+        assert_eq!(
+            malformed.to_string(),
+            format!(
+                "manifest is inconsistent: object {} has a malformed sha256",
+                m.objects[0].name
+            )
+        );
         let mut m = sample();
         m.objects[0].name = "../etc/passwd".into();
         assert!(matches!(
             Manifest::decode(&m.encode()),
-            Err(ManifestError::Invalid(_))
+            Err(ManifestError::Invalid(Inconsistency::NotAFileName { .. }))
         ));
         assert!(matches!(
             Manifest::decode(b"{\"formatVersion\": 1}"),
-            Err(ManifestError::Parse(_))
+            Err(ManifestError::Parse { .. })
         ));
         assert!(matches!(
             Manifest::decode(b"garbage"),
-            Err(ManifestError::Parse(_))
+            Err(ManifestError::Parse { .. })
         ));
     }
 
@@ -400,9 +464,20 @@ pub(crate) mod tests {
             database: Some("b".into()),
             ..m.objects[0].clone()
         });
-        assert!(m.database_object(None).unwrap_err().contains("--database"));
+        let several = m.database_object(None).unwrap_err();
+        assert!(matches!(
+            several,
+            ObjectChoiceError::SeveralDatabases { .. }
+        ));
+        assert!(several.to_string().contains("--database"), "{several}");
         assert_eq!(m.database_object(Some("b")).unwrap().name, "b.dump.zst");
-        assert!(m.database_object(Some("c")).is_err());
+        assert_eq!(
+            m.database_object(Some("c")).unwrap_err().to_string(),
+            format!(
+                "backup {} has no database `c` (it has: orders, b)",
+                m.backup_id
+            )
+        );
     }
 
     #[test]

@@ -1,0 +1,15 @@
+//! The pure core: the decisions and data shapes every floor above shares.
+//! No I/O (no runtime, sockets, files, processes, clock reads or storage
+//! clients) and nothing of ours outside `core/`, so each piece can be
+//! tested with plain values and read without knowing the daemon. The
+//! floors above (config, then repo/journal/catalog/files, pipeline, ...)
+//! import from here, never the other way round.
+
+pub mod auth;
+pub mod health;
+pub mod ids;
+pub mod journal_record;
+pub mod manifest;
+pub mod redact;
+pub mod retention;
+pub mod schedule;
