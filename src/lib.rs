@@ -16,6 +16,7 @@ pub mod logging;
 pub mod notify;
 pub mod out;
 pub mod pgcluster;
+pub mod pgconn;
 pub mod pipeline;
 pub mod process_stats;
 pub mod reach;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use thiserror::Error;
-use tokio_postgres::NoTls;
 
 pub use events::spawn_event_writer;
 pub use migrate::{MigrationOutcome, expected_version, migrate};
@@ -59,7 +58,11 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Builds the pool (connections are opened lazily).
 pub fn pool(config: &CatalogConfig) -> Result<Pool, CatalogError> {
-    let mut pg = pg_config(config)?;
+    let info = crate::config::conninfo::parse(config.url.expose())
+        .map_err(|e| CatalogError::Pool(format!("`catalog.url`: {e}")))?;
+    let tls = crate::pgconn::connector(&info.tls)
+        .map_err(|e| CatalogError::Pool(format!("`catalog.url`: {e}")))?;
+    let mut pg = info.pg;
     if let Some(password) = &config.password {
         pg.password(password.expose());
     }
@@ -69,7 +72,7 @@ pub fn pool(config: &CatalogConfig) -> Result<Pool, CatalogError> {
     pg.connect_timeout(config.query_timeout);
     let manager = Manager::from_config(
         pg,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -85,11 +88,9 @@ pub fn pool(config: &CatalogConfig) -> Result<Pool, CatalogError> {
 }
 
 fn pg_config(config: &CatalogConfig) -> Result<tokio_postgres::Config, CatalogError> {
-    config
-        .url
-        .expose()
-        .parse()
-        .map_err(|e: tokio_postgres::Error| CatalogError::Pool(format!("`catalog.url`: {e}")))
+    crate::config::conninfo::parse(config.url.expose())
+        .map(|info| info.pg)
+        .map_err(|e| CatalogError::Pool(format!("`catalog.url`: {e}")))
 }
 
 /// `host:port` of the catalog (every host of a multi-host URL), for messages.

@@ -190,20 +190,17 @@ impl JobContext {
     }
 
     /// The source connection with the password from `password`/`password_file`.
-    pub fn source_config(&self) -> Result<tokio_postgres::Config, String> {
+    pub fn source_config(&self) -> Result<crate::config::conninfo::ConnInfo, String> {
         let live = self.live.load();
-        let mut config: tokio_postgres::Config = live
-            .source
-            .expose()
-            .parse()
+        let mut info = crate::config::conninfo::parse(live.source.expose())
             .map_err(|e| format!("jobs.{}.source: {e}", self.name))?;
         if let Some(password) = &live.password {
-            config.password(password.expose());
+            info.pg.password(password.expose());
         }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(std::time::Duration::from_secs(10));
+        if info.pg.get_connect_timeout().is_none() {
+            info.pg.connect_timeout(std::time::Duration::from_secs(10));
         }
-        Ok(config)
+        Ok(info)
     }
 
     /// A session on the source (its `postgres` database unless the URL
@@ -215,21 +212,17 @@ impl JobContext {
     /// Like [`connect_source`](Self::connect_source), saying whether the
     /// server could not be reached at all (rather than refusing us).
     pub async fn open_source(&self) -> Result<tokio_postgres::Client, SourceError> {
-        let mut config = self.source_config().map_err(SourceError::Config)?;
-        if config.get_dbname().is_none() {
-            config.dbname("postgres");
+        let mut info = self.source_config().map_err(SourceError::Config)?;
+        if info.pg.get_dbname().is_none() {
+            info.pg.dbname("postgres");
         }
-        let (client, connection) =
-            config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|e| SourceError::Connect {
-                    host: crate::pipeline::pgtools::describe_host(&config),
-                    unreachable: crate::reach::is_unreachable(&e),
-                    detail: crate::redact::error_chain(&e),
-                })?;
-        tokio::spawn(connection);
-        Ok(client)
+        crate::pgconn::connect(&info)
+            .await
+            .map_err(|e| SourceError::Connect {
+                host: crate::pipeline::pgtools::describe_host(&info.pg),
+                unreachable: e.is_unreachable(),
+                detail: e.detail(),
+            })
     }
 
     pub fn redact(&self, text: &str) -> String {

@@ -211,7 +211,7 @@ async fn restore(
         "backup_id": manifest.backup_id,
         "object": object.name,
         "database": database,
-        "target": crate::pipeline::pgtools::describe_host(&target),
+        "target": crate::pipeline::pgtools::describe_host(&target.pg),
         "clean": request.clean,
         "create": request.create,
     });
@@ -258,13 +258,14 @@ async fn restore(
 }
 
 /// `--to`: a connection string that names the database; returns it and the name.
-pub fn parse_target(to: &str) -> Result<(tokio_postgres::Config, String), RestoreError> {
-    let target: tokio_postgres::Config = to.parse().map_err(|e| {
+pub fn parse_target(to: &str) -> Result<(crate::config::conninfo::ConnInfo, String), RestoreError> {
+    let target = crate::config::conninfo::parse(to).map_err(|e| {
         RestoreError::BadTarget(format!(
             "--to is not a connection string ({e}): write postgres://USER@HOST:PORT/DBNAME"
         ))
     })?;
     let database = target
+        .pg
         .get_dbname()
         .ok_or_else(|| {
             RestoreError::BadTarget("--to must name the database (postgres://host/DBNAME)".into())
@@ -275,7 +276,7 @@ pub fn parse_target(to: &str) -> Result<(tokio_postgres::Config, String), Restor
 
 /// Checks (or creates) the target; returns whether this restore created it.
 async fn prepare_target(
-    target: &tokio_postgres::Config,
+    target: &crate::config::conninfo::ConnInfo,
     database: &str,
     request: &RestoreRequest,
 ) -> Result<bool, RestoreError> {
@@ -317,35 +318,33 @@ async fn prepare_target(
 }
 
 async fn connect(
-    target: &tokio_postgres::Config,
+    target: &crate::config::conninfo::ConnInfo,
     dbname: Option<&str>,
 ) -> Result<tokio_postgres::Client, RestoreError> {
-    let mut config = target.clone();
+    let mut info = target.clone();
     if let Some(db) = dbname {
-        config.dbname(db);
+        info.pg.dbname(db);
     }
-    if config.get_password().is_none()
+    if info.pg.get_password().is_none()
         && let Ok(pw) = std::env::var("PGPASSWORD")
     {
-        config.password(pw);
+        info.pg.password(pw);
     }
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
-        let detail = crate::redact::error_chain(&e);
-        if crate::reach::is_unreachable(&e) {
+    crate::pgconn::connect(&info).await.map_err(|e| {
+        let detail = e.detail();
+        if e.is_unreachable() {
             RestoreError::TargetUnreachable {
-                host: crate::pipeline::pgtools::describe_host(&config),
+                host: crate::pipeline::pgtools::describe_host(&info.pg),
                 detail,
             }
         } else {
             RestoreError::Target(format!("cannot connect: {detail}"))
         }
-    })?;
-    tokio::spawn(connection);
-    Ok(client)
+    })
 }
 
 async fn drop_database(
-    target: &tokio_postgres::Config,
+    target: &crate::config::conninfo::ConnInfo,
     database: &str,
 ) -> Result<(), RestoreError> {
     let client = connect(target, Some("postgres")).await?;

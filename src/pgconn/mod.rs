@@ -1,0 +1,197 @@
+//! Connections to PostgreSQL with libpq's TLS semantics: one place that
+//! turns a connection string into a tokio-postgres session (catalog,
+//! sources, restore targets) and into the environment of libpq tools.
+
+mod tls;
+
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_postgres::config::Host;
+use tokio_postgres::error::SqlState;
+
+use crate::config::conninfo::{ConnInfo, RootCert, SslMode, TlsParams};
+pub use tls::{HandshakeError, MakeRustls, TlsSetupError, connector};
+
+/// One row, one column: whether this session is encrypted.
+pub const SESSION_ENCRYPTED_SQL: &str =
+    "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)";
+
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Setup(#[from] TlsSetupError),
+    #[error(transparent)]
+    Handshake(HandshakeError),
+    #[error("server does not support SSL but sslmode={}", mode.as_str())]
+    ServerWithoutTls { mode: SslMode },
+    /// A clear-text session refused by pg_hba.conf: most often a server
+    /// that accepts only `hostssl`.
+    #[error(
+        "{message} (sslmode={}: if the server accepts only TLS connections, use sslmode=require or stricter)",
+        mode.as_str()
+    )]
+    ClearTextRefused { mode: SslMode, message: String },
+    #[error(transparent)]
+    Postgres(tokio_postgres::Error),
+}
+
+impl ConnectError {
+    /// Refused, timed out or no route: the server was not reached at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Postgres(e) if crate::reach::is_unreachable(e))
+    }
+
+    /// What went wrong, with the causes of a PostgreSQL error.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Postgres(e) => crate::redact::error_chain(e),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Opens a session (its connection task runs until the client is dropped).
+pub async fn connect(info: &ConnInfo) -> Result<tokio_postgres::Client, ConnectError> {
+    let tls = connector(&info.tls)?;
+    match info.pg.connect(tls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        Err(e) => Err(classify(info, e).await),
+    }
+}
+
+/// The failure in libpq's words where TLS explains it.
+async fn classify(info: &ConnInfo, error: tokio_postgres::Error) -> ConnectError {
+    if let Some(db) = error.as_db_error() {
+        let clear_text = info.pg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable;
+        if clear_text && *db.code() == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            return ConnectError::ClearTextRefused {
+                mode: info.tls.mode,
+                message: db.message().to_owned(),
+            };
+        }
+        return ConnectError::Postgres(error);
+    }
+    if is_handshake(&error) {
+        return match error.into_source().map(|e| e.downcast::<HandshakeError>()) {
+            Some(Ok(handshake)) => ConnectError::Handshake(*handshake),
+            // Not reached: is_handshake saw a HandshakeError.
+            other => ConnectError::Handshake(HandshakeError::Io {
+                host: String::new(),
+                source: std::io::Error::other(format!("{:?}", other.map(|r| r.err()))),
+            }),
+        };
+    }
+    // tokio-postgres says "server does not support TLS" in an untyped
+    // error: ask the server ourselves whether it speaks TLS.
+    if info.pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require
+        && server_offers_tls(&info.pg).await == Some(false)
+    {
+        return ConnectError::ServerWithoutTls {
+            mode: info.tls.mode,
+        };
+    }
+    ConnectError::Postgres(error)
+}
+
+fn is_handshake(error: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(error).is_some_and(|s| s.is::<HandshakeError>())
+}
+
+/// Sends PostgreSQL's SSLRequest to the first TCP host: `Some(true)` when
+/// it answers 'S', `None` when it cannot be asked.
+async fn server_offers_tls(pg: &tokio_postgres::Config) -> Option<bool> {
+    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let Some(Host::Tcp(host)) = pg.get_hosts().first() else {
+        return None;
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let wait = pg
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(Duration::from_secs(10));
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .ok()?;
+        stream.write_all(&SSL_REQUEST).await.ok()?;
+        let mut answer = [0u8];
+        stream.read_exact(&mut answer).await.ok()?;
+        Some(answer[0] == b'S')
+    };
+    tokio::time::timeout(wait, ask).await.ok().flatten()
+}
+
+/// Whether the session `client` is on is encrypted (from `pg_stat_ssl`).
+pub async fn is_encrypted(client: &tokio_postgres::Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(client.query_one(SESSION_ENCRYPTED_SQL, &[]).await?.get(0))
+}
+
+/// libpq's variables for the TLS settings, so that pg_dump, pg_restore and
+/// psql check what vigil checks (never the password: that goes through
+/// PGPASSFILE).
+pub fn libpq_tls_env(tls: &TlsParams) -> Vec<(String, String)> {
+    let mut env = vec![("PGSSLMODE".to_owned(), tls.mode.as_str().to_owned())];
+    if let Some(root) = &tls.root_cert {
+        let value = match root {
+            RootCert::File(path) => path.display().to_string(),
+            // libpq 16 and later read the platform store for this word.
+            RootCert::System => "system".to_owned(),
+        };
+        env.push(("PGSSLROOTCERT".to_owned(), value));
+    }
+    if let Some(cert) = &tls.cert {
+        env.push(("PGSSLCERT".to_owned(), cert.display().to_string()));
+    }
+    if let Some(key) = &tls.key {
+        env.push(("PGSSLKEY".to_owned(), key.display().to_string()));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::conninfo::parse;
+
+    #[test]
+    fn tools_get_every_tls_setting() {
+        let info = parse(
+            "postgres://u:pw@db/x?sslmode=verify-full&sslrootcert=/ca.pem&sslcert=/c.pem&sslkey=/k.pem",
+        )
+        .unwrap();
+        assert_eq!(
+            libpq_tls_env(&info.tls),
+            [
+                ("PGSSLMODE", "verify-full"),
+                ("PGSSLROOTCERT", "/ca.pem"),
+                ("PGSSLCERT", "/c.pem"),
+                ("PGSSLKEY", "/k.pem"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        let default = parse("host=db").unwrap();
+        assert_eq!(
+            libpq_tls_env(&default.tls),
+            [("PGSSLMODE".to_owned(), "prefer".to_owned())]
+        );
+    }
+
+    #[test]
+    fn verify_modes_need_a_root() {
+        let info = parse("host=db sslmode=verify-full sslrootcert=/nonexistent/ca.pem").unwrap();
+        assert!(matches!(
+            connector(&info.tls),
+            Err(TlsSetupError::Read {
+                key: "sslrootcert",
+                ..
+            })
+        ));
+        let require = parse("host=db sslmode=require").unwrap();
+        assert!(connector(&require.tls).is_ok());
+    }
+}
