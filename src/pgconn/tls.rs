@@ -91,7 +91,11 @@ impl HandshakeError {
                 ..
             })) => Self::WrongHost {
                 host,
-                presented: presented.join(", "),
+                presented: presented
+                    .iter()
+                    .map(|name| plain_name(name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             },
             Some(rustls::Error::InvalidCertificate(CertificateError::NotValidForName)) => {
                 Self::WrongHost {
@@ -114,6 +118,20 @@ impl HandshakeError {
             },
         }
     }
+}
+
+/// webpki describes a certificate's names as `DnsName("db")` and
+/// `IpAddress(10.0.0.1)`: a person wants the names.
+fn plain_name(presented: &str) -> &str {
+    presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|rest| rest.strip_suffix("\")"))
+        .or_else(|| {
+            presented
+                .strip_prefix("IpAddress(")
+                .and_then(|rest| rest.strip_suffix(')'))
+        })
+        .unwrap_or(presented)
 }
 
 /// A `MakeTlsConnect` for tokio-postgres and deadpool.
@@ -404,5 +422,17 @@ impl ServerCertVerifier for EncryptOnly {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_name;
+
+    #[test]
+    fn certificate_names_read_plainly() {
+        assert_eq!(plain_name("DnsName(\"db.internal\")"), "db.internal");
+        assert_eq!(plain_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(plain_name("DirectoryName"), "DirectoryName");
     }
 }
