@@ -360,7 +360,7 @@ fn a_wrong_ca_and_a_wrong_host_name_are_refused_in_libpq_words() {
         "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=verify-ca sslrootcert={other_ca}",
         server.port()
     );
-    let err = connect(&wrong_ca).err().expect("refused");
+    let err = connect(&wrong_ca).expect_err("refused");
     assert_eq!(
         err.to_string(),
         format!("certificate signed by an unknown authority (sslrootcert {other_ca})")
@@ -371,7 +371,7 @@ fn a_wrong_ca_and_a_wrong_host_name_are_refused_in_libpq_words() {
         server.port(),
         server.file("ca.crt")
     );
-    let err = connect(&wrong_host).err().expect("refused");
+    let err = connect(&wrong_host).expect_err("refused");
     assert_eq!(
         err.to_string(),
         "certificate for localhost, 127.0.0.1 not valid for host db.internal"
@@ -464,8 +464,7 @@ fn clear_text_is_refused_by_a_hostssl_server_and_require_by_a_plain_one() {
         "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=disable",
         server.port()
     ))
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(
         matches!(err, ConnectError::ClearTextRefused { .. }),
         "{err:?}"
@@ -482,8 +481,7 @@ fn clear_text_is_refused_by_a_hostssl_server_and_require_by_a_plain_one() {
         "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require",
         plain.port()
     ))
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert_eq!(
         err.to_string(),
         "server does not support SSL but sslmode=require"
