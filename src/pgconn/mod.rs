@@ -22,8 +22,9 @@ pub const SESSION_ENCRYPTED_SQL: &str =
 pub enum ConnectError {
     #[error(transparent)]
     Setup(#[from] TlsSetupError),
-    #[error(transparent)]
-    Handshake(HandshakeError),
+    /// The TLS handshake failed; [`ConnectError::handshake`] says how.
+    #[error("{}", handshake_text(.0))]
+    Handshake(tokio_postgres::Error),
     #[error("server does not support SSL but sslmode={}", mode.as_str())]
     ServerWithoutTls { mode: SslMode },
     /// A clear-text session refused by pg_hba.conf: most often a server
@@ -38,6 +39,13 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    pub fn handshake(&self) -> Option<&HandshakeError> {
+        match self {
+            Self::Handshake(e) => handshake_of(e),
+            _ => None,
+        }
+    }
+
     /// Refused, timed out or no route: the server was not reached at all.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Self::Postgres(e) if crate::reach::is_unreachable(e))
@@ -76,15 +84,8 @@ async fn classify(info: &ConnInfo, error: tokio_postgres::Error) -> ConnectError
         }
         return ConnectError::Postgres(error);
     }
-    if is_handshake(&error) {
-        return match error.into_source().map(|e| e.downcast::<HandshakeError>()) {
-            Some(Ok(handshake)) => ConnectError::Handshake(*handshake),
-            // Not reached: is_handshake saw a HandshakeError.
-            other => ConnectError::Handshake(HandshakeError::Io {
-                host: String::new(),
-                source: std::io::Error::other(format!("{:?}", other.map(|r| r.err()))),
-            }),
-        };
+    if handshake_of(&error).is_some() {
+        return ConnectError::Handshake(error);
     }
     // tokio-postgres says "server does not support TLS" in an untyped
     // error: ask the server ourselves whether it speaks TLS.
@@ -98,8 +99,14 @@ async fn classify(info: &ConnInfo, error: tokio_postgres::Error) -> ConnectError
     ConnectError::Postgres(error)
 }
 
-fn is_handshake(error: &tokio_postgres::Error) -> bool {
-    std::error::Error::source(error).is_some_and(|s| s.is::<HandshakeError>())
+/// The handshake failure our connector reported, under tokio-postgres's wrapper.
+fn handshake_of(error: &tokio_postgres::Error) -> Option<&HandshakeError> {
+    std::error::Error::source(error).and_then(|s| s.downcast_ref::<HandshakeError>())
+}
+
+/// libpq's words for a handshake failure, without tokio-postgres's prefix.
+fn handshake_text(error: &tokio_postgres::Error) -> String {
+    handshake_of(error).map_or_else(|| error.to_string(), ToString::to_string)
 }
 
 /// Sends PostgreSQL's SSLRequest to the first TCP host: `Some(true)` when
@@ -179,6 +186,19 @@ mod tests {
             libpq_tls_env(&default.tls),
             [("PGSSLMODE".to_owned(), "prefer".to_owned())]
         );
+    }
+
+    #[test]
+    fn passwords_stay_redacted_beside_tls_parameters() {
+        for text in [
+            "postgres://u:s3cret-pw@db/x?sslmode=verify-full&sslrootcert=/ca.pem",
+            "host=db password=s3cret-pw sslmode=verify-full sslkey=/k.pem",
+            "postgres://u@db/x?sslmode=require&password=s3cret-pw&sslcert=/c.pem",
+        ] {
+            let redacted = crate::redact::redact_text(text, &[]);
+            assert!(!redacted.contains("s3cret-pw"), "{redacted}");
+            assert!(redacted.contains("sslmode="), "{redacted}");
+        }
     }
 
     #[test]

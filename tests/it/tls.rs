@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use vigil::config::conninfo::parse;
 use vigil::pgcluster::Cluster;
-use vigil::pgconn::ConnectError;
+use vigil::pgconn::{ConnectError, HandshakeError};
 
 use crate::harness::*;
 
@@ -361,6 +361,13 @@ fn a_wrong_ca_and_a_wrong_host_name_are_refused_in_libpq_words() {
         server.port()
     );
     let err = connect(&wrong_ca).expect_err("refused");
+    assert!(
+        matches!(
+            err.handshake(),
+            Some(HandshakeError::UnknownAuthority { .. })
+        ),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         format!("certificate signed by an unknown authority (sslrootcert {other_ca})")
@@ -372,6 +379,10 @@ fn a_wrong_ca_and_a_wrong_host_name_are_refused_in_libpq_words() {
         server.file("ca.crt")
     );
     let err = connect(&wrong_host).expect_err("refused");
+    assert!(
+        matches!(err.handshake(), Some(HandshakeError::WrongHost { .. })),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         "certificate for localhost, 127.0.0.1 not valid for host db.internal"
