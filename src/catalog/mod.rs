@@ -141,20 +141,22 @@ pub fn describe_postgres(error: &tokio_postgres::Error) -> String {
 }
 
 /// Whether retrying cannot help: the server rejected the password, the
-/// role or the database (connection refused or a timeout is worth retrying).
+/// role or the database, or vigil rejected the server's certificate
+/// (connection refused or a timeout is worth retrying).
 pub fn is_permanent(error: &PoolError) -> bool {
     use tokio_postgres::error::SqlState;
     let PoolError::Backend(e) = error else {
         return false;
     };
-    e.code().is_some_and(|code| {
-        [
-            SqlState::INVALID_PASSWORD,
-            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
-            SqlState::INVALID_CATALOG_NAME,
-        ]
-        .contains(code)
-    })
+    crate::pgconn::is_certificate_refusal(e)
+        || e.code().is_some_and(|code| {
+            [
+                SqlState::INVALID_PASSWORD,
+                SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                SqlState::INVALID_CATALOG_NAME,
+            ]
+            .contains(code)
+        })
 }
 
 /// Why one attempt to reach the catalog failed.

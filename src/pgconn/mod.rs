@@ -104,6 +104,19 @@ fn handshake_of(error: &tokio_postgres::Error) -> Option<&HandshakeError> {
     std::error::Error::source(error).and_then(|s| s.downcast_ref::<HandshakeError>())
 }
 
+/// The server's certificate was refused (unknown CA, wrong name, expired):
+/// retrying cannot help, unlike a handshake cut short by the network.
+pub fn is_certificate_refusal(error: &tokio_postgres::Error) -> bool {
+    matches!(
+        handshake_of(error),
+        Some(
+            HandshakeError::WrongHost { .. }
+                | HandshakeError::UnknownAuthority { .. }
+                | HandshakeError::Certificate { .. }
+        )
+    )
+}
+
 /// libpq's words for a handshake failure, without tokio-postgres's prefix.
 fn handshake_text(error: &tokio_postgres::Error) -> String {
     handshake_of(error).map_or_else(|| error.to_string(), ToString::to_string)

@@ -628,3 +628,30 @@ fn the_example_config_backs_up_over_tls_with_sslmode_require() {
     all_sessions_encrypted(server, &source);
     all_sessions_encrypted(server, &catalog);
 }
+
+/// A certificate vigil refuses will not become valid by waiting: the
+/// daemon's start-up wait (`catalog.connect_timeout`, 20 s here) ends at once.
+#[test]
+fn a_refused_catalog_certificate_is_not_retried() {
+    let server = tls_server();
+    let catalog = server.database("badcat");
+    let other_ca = server.file("other-ca.crt");
+    let url = server.url(
+        &catalog,
+        &format!("sslmode=verify-full&sslrootcert={other_ca}"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), &url, "")).unwrap();
+    let started = std::time::Instant::now();
+    let (code, out, err) = vigil_cli(&config, &["migrate"], &ENV);
+    let took = started.elapsed();
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains(&format!(
+            "certificate signed by an unknown authority (sslrootcert {other_ca})"
+        )) && err.contains("this is not retried"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(10), "waited {took:?}: {err}");
+}
