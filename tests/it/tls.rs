@@ -486,8 +486,28 @@ fn clear_text_is_refused_by_a_hostssl_server_and_require_by_a_plain_one() {
         "{text}"
     );
 
-    // The shared cluster has no TLS at all.
+    // prefer (libpq's default) takes TLS when the server offers it, and
+    // require encrypts without checking the certificate (no root given).
+    let base = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        server.port()
+    );
+    connect(&base).unwrap();
+    connect(&format!("{base} sslmode=require")).unwrap();
+
+    // The shared cluster has no TLS at all: prefer goes on in clear text.
     let plain = shared_cluster();
+    let mut info = parse(&format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        plain.port()
+    ))
+    .unwrap();
+    info.pg.password(PASSWORD);
+    let encrypted = runtime().block_on(async {
+        let client = vigil::pgconn::connect(&info).await.unwrap();
+        vigil::pgconn::is_encrypted(&client).await.unwrap()
+    });
+    assert!(!encrypted);
     let err = connect(&format!(
         "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require",
         plain.port()
