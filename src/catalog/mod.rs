@@ -168,19 +168,30 @@ enum Failure {
 }
 
 /// One attempt: a connection and a round trip.
-async fn ping(pool: &Pool) -> Result<(), Failure> {
-    let client = pool.get().await.map_err(|e| {
-        if is_permanent(&e) {
-            Failure::Refused(describe(&e))
-        } else {
-            Failure::Unanswered(describe(&e))
-        }
-    })?;
+async fn ping(pool: &Pool, config: &CatalogConfig) -> Result<(), Failure> {
+    let client = match pool.get().await {
+        Ok(client) => client,
+        Err(e) if is_permanent(&e) => return Err(Failure::Refused(describe(&e))),
+        Err(e) => return Err(unanswered(config, &e).await),
+    };
     client
         .simple_query("SELECT 1")
         .await
         .map_err(|e| Failure::Unanswered(describe_postgres(&e)))?;
     Ok(())
+}
+
+/// A failure worth retrying, unless the server has no TLS and the URL
+/// requires it (which waiting cannot change).
+async fn unanswered(config: &CatalogConfig, error: &PoolError) -> Failure {
+    let info = crate::config::conninfo::parse(config.url.expose()).ok();
+    match info {
+        Some(info) => match crate::pgconn::server_without_tls(&info).await {
+            Some(no_tls) => Failure::Refused(no_tls.to_string()),
+            None => Failure::Unanswered(describe(error)),
+        },
+        None => Failure::Unanswered(describe(error)),
+    }
 }
 
 /// Waits until the catalog answers, up to `connect_timeout`, backing off
@@ -195,7 +206,7 @@ pub async fn wait_until_ready(
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1u32;
     loop {
-        let error = match ping(pool).await {
+        let error = match ping(pool, config).await {
             Ok(()) => {
                 tracing::info!(
                     attempt,
@@ -236,7 +247,7 @@ pub async fn probe(config: &CatalogConfig, timeout: Duration) -> Result<Pool, Ca
     let pool = pool(config)?;
     let addr = || address(config);
     let checked = tokio::time::timeout(timeout, async {
-        ping(&pool).await.map_err(|failure| match failure {
+        ping(&pool, config).await.map_err(|failure| match failure {
             Failure::Refused(message) => CatalogError::Refused {
                 addr: addr(),
                 message,

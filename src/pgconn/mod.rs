@@ -87,16 +87,21 @@ async fn classify(info: &ConnInfo, error: tokio_postgres::Error) -> ConnectError
     if handshake_of(&error).is_some() {
         return ConnectError::Handshake(error);
     }
-    // tokio-postgres says "server does not support TLS" in an untyped
-    // error: ask the server ourselves whether it speaks TLS.
-    if info.pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require
-        && server_offers_tls(&info.pg).await == Some(false)
-    {
-        return ConnectError::ServerWithoutTls {
+    server_without_tls(info)
+        .await
+        .unwrap_or(ConnectError::Postgres(error))
+}
+
+/// tokio-postgres says "server does not support TLS" in an untyped error:
+/// after a failure, ask the server ourselves whether it speaks TLS when
+/// the mode requires it.
+pub async fn server_without_tls(info: &ConnInfo) -> Option<ConnectError> {
+    let required = info.pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require;
+    (required && server_offers_tls(&info.pg).await == Some(false)).then_some(
+        ConnectError::ServerWithoutTls {
             mode: info.tls.mode,
-        };
-    }
-    ConnectError::Postgres(error)
+        },
+    )
 }
 
 /// The handshake failure our connector reported, under tokio-postgres's wrapper.

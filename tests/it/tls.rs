@@ -675,3 +675,24 @@ fn a_refused_catalog_certificate_is_not_retried() {
     );
     assert!(took < Duration::from_secs(10), "waited {took:?}: {err}");
 }
+
+/// `sslmode=require` against a server without TLS: libpq's words, at once
+/// (waiting for the catalog cannot give the server TLS).
+#[test]
+fn a_catalog_without_tls_under_require_is_named_and_not_retried() {
+    let catalog = fresh_catalog();
+    let url = format!("{}?sslmode=require", catalog.url());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), &url, "")).unwrap();
+    let started = std::time::Instant::now();
+    let (code, out, err) = vigil_cli(&config, &["migrate"], &ENV);
+    let took = started.elapsed();
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("server does not support SSL but sslmode=require")
+            && err.contains("this is not retried"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(10), "waited {took:?}: {err}");
+}
