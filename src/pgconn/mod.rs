@@ -164,8 +164,9 @@ pub fn libpq_tls_env(tls: &TlsParams) -> Vec<(String, String)> {
     if let Some(root) = &tls.root_cert {
         let value = match root {
             RootCert::File(path) => path.display().to_string(),
-            // libpq 16 and later read the platform store for this word.
-            RootCert::System => "system".to_owned(),
+            // libpq 15 takes `system` for a file name: give it the bundle.
+            RootCert::System => system_bundle(std::env::var_os("SSL_CERT_FILE"), &SYSTEM_BUNDLES)
+                .map_or_else(|| "system".to_owned(), |path| path.display().to_string()),
         };
         env.push(("PGSSLROOTCERT".to_owned(), value));
     }
@@ -176,6 +177,26 @@ pub fn libpq_tls_env(tls: &TlsParams) -> Vec<(String, String)> {
         env.push(("PGSSLKEY".to_owned(), key.display().to_string()));
     }
     env
+}
+
+/// Where distributions keep the platform's CA bundle (Debian, RHEL, Alpine).
+const SYSTEM_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The platform's CA bundle as one file: `SSL_CERT_FILE`, else the first of
+/// `candidates` that exists (libpq 16 and later know `system` themselves).
+fn system_bundle(
+    ssl_cert_file: Option<std::ffi::OsString>,
+    candidates: &[&str],
+) -> Option<std::path::PathBuf> {
+    ssl_cert_file
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(candidates.iter().map(std::path::PathBuf::from))
+        .find(|path| path.is_file())
 }
 
 #[cfg(test)]
@@ -217,6 +238,19 @@ mod tests {
             assert!(!redacted.contains("s3cret-pw"), "{redacted}");
             assert!(redacted.contains("sslmode="), "{redacted}");
         }
+    }
+
+    #[test]
+    fn system_roots_reach_older_tools_as_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, "").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let candidates = [missing.to_str().unwrap(), bundle.to_str().unwrap()];
+        assert_eq!(system_bundle(None, &candidates), Some(bundle.clone()));
+        assert_eq!(system_bundle(None, &candidates[..1]), None);
+        let chosen = Some(bundle.clone().into_os_string());
+        assert_eq!(system_bundle(chosen, &candidates[..1]), Some(bundle));
     }
 
     #[test]

@@ -696,3 +696,28 @@ fn a_catalog_without_tls_under_require_is_named_and_not_retried() {
     );
     assert!(took < Duration::from_secs(10), "waited {took:?}: {err}");
 }
+
+/// `sslrootcert=system`: the platform's store (here `SSL_CERT_FILE`, which
+/// both rustls-native-certs and vigil's tool environment read) checks the
+/// server for vigil's own session and for pg_dump 15, whose libpq does not
+/// know the word `system`.
+#[test]
+fn system_roots_serve_vigil_and_pg_dump() {
+    let server = tls_server();
+    let source = server.database("sys");
+    let dir = tempfile::tempdir().unwrap();
+    let extra = job_config(
+        &dir.path().join("repo"),
+        &server.url(&source, "sslmode=verify-full&sslrootcert=system"),
+        &source,
+    );
+    let catalog = fresh_catalog();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), &catalog.url(), &extra)).unwrap();
+    let ca = server.file("ca.crt");
+    let mut env = ENV.to_vec();
+    env.push(("SSL_CERT_FILE", &ca));
+    let (code, out, err) = vigil_cli(&config, &["backup", "orders"], &env);
+    assert_eq!(code, 0, "backup with system roots:\n{out}\n{err}");
+    all_sessions_encrypted(server, &source);
+}
