@@ -372,6 +372,15 @@ fn a_wrong_ca_and_a_wrong_host_name_are_refused_in_libpq_words() {
         err.to_string(),
         format!("certificate signed by an unknown authority (sslrootcert {other_ca})")
     );
+    // require with a root certificate checks the chain, as libpq does.
+    let err = connect(&wrong_ca.replace("verify-ca", "require")).expect_err("refused");
+    assert!(
+        matches!(
+            err.handshake(),
+            Some(HandshakeError::UnknownAuthority { .. })
+        ),
+        "{err:?}"
+    );
     // The certificate names localhost and 127.0.0.1; reach it as db.internal.
     let wrong_host = format!(
         "host=db.internal hostaddr=127.0.0.1 port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
