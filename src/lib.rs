@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod journal;
 pub mod logging;
 pub mod notify;
+pub mod pgconn;
 pub mod pipeline;
 pub mod repo;
 pub mod state;

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use thiserror::Error;
-use tokio_postgres::NoTls;
 
 pub use connect::{Wait, connect};
 pub use events::{EventRow, Transition, spawn_event_writer};
@@ -61,7 +60,11 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Builds the pool (connections are opened lazily).
 pub fn pool(config: &CatalogConfig) -> Result<Pool, CatalogError> {
-    let mut pg = pg_config(config)?;
+    let info = crate::config::conninfo::parse(config.url.expose())
+        .map_err(|e| CatalogError::Pool(format!("`catalog.url`: {e}")))?;
+    let tls = crate::pgconn::connector(&info.tls)
+        .map_err(|e| CatalogError::Pool(format!("`catalog.url`: {e}")))?;
+    let mut pg = info.pg;
     if let Some(password) = &config.password {
         pg.password(password.expose());
     }
@@ -71,7 +74,7 @@ pub fn pool(config: &CatalogConfig) -> Result<Pool, CatalogError> {
     pg.connect_timeout(config.query_timeout);
     let manager = Manager::from_config(
         pg,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -87,11 +90,9 @@ pub fn pool(config: &CatalogConfig) -> Result<Pool, CatalogError> {
 }
 
 fn pg_config(config: &CatalogConfig) -> Result<tokio_postgres::Config, CatalogError> {
-    config
-        .url
-        .expose()
-        .parse()
-        .map_err(|e: tokio_postgres::Error| CatalogError::Pool(format!("`catalog.url`: {e}")))
+    crate::config::conninfo::parse(config.url.expose())
+        .map(|info| info.pg)
+        .map_err(|e| CatalogError::Pool(format!("`catalog.url`: {e}")))
 }
 
 /// `host:port` of the catalog (every host of a multi-host URL), for messages.
@@ -142,20 +143,22 @@ pub fn describe_postgres(error: &tokio_postgres::Error) -> String {
 }
 
 /// Whether retrying cannot help: the server rejected the password, the
-/// role or the database (connection refused or a timeout is worth retrying).
+/// role or the database, or vigil rejected the server's certificate
+/// (connection refused or a timeout is worth retrying).
 pub fn is_permanent(error: &PoolError) -> bool {
     use tokio_postgres::error::SqlState;
     let PoolError::Backend(e) = error else {
         return false;
     };
-    e.code().is_some_and(|code| {
-        [
-            SqlState::INVALID_PASSWORD,
-            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
-            SqlState::INVALID_CATALOG_NAME,
-        ]
-        .contains(code)
-    })
+    crate::pgconn::is_certificate_refusal(e)
+        || e.code().is_some_and(|code| {
+            [
+                SqlState::INVALID_PASSWORD,
+                SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                SqlState::INVALID_CATALOG_NAME,
+            ]
+            .contains(code)
+        })
 }
 
 /// Why one attempt to reach the catalog failed.
@@ -167,19 +170,30 @@ enum Failure {
 }
 
 /// One attempt: a connection and a round trip.
-async fn ping(pool: &Pool) -> Result<(), Failure> {
-    let client = pool.get().await.map_err(|e| {
-        if is_permanent(&e) {
-            Failure::Refused(describe(&e))
-        } else {
-            Failure::Unanswered(describe(&e))
-        }
-    })?;
+async fn ping(pool: &Pool, config: &CatalogConfig) -> Result<(), Failure> {
+    let client = match pool.get().await {
+        Ok(client) => client,
+        Err(e) if is_permanent(&e) => return Err(Failure::Refused(describe(&e))),
+        Err(e) => return Err(unanswered(config, &e).await),
+    };
     client
         .simple_query("SELECT 1")
         .await
         .map_err(|e| Failure::Unanswered(describe_postgres(&e)))?;
     Ok(())
+}
+
+/// A failure worth retrying, unless the server has no TLS and the URL
+/// requires it (which waiting cannot change).
+async fn unanswered(config: &CatalogConfig, error: &PoolError) -> Failure {
+    let info = crate::config::conninfo::parse(config.url.expose()).ok();
+    match info {
+        Some(info) => match crate::pgconn::server_without_tls(&info).await {
+            Some(no_tls) => Failure::Refused(no_tls.to_string()),
+            None => Failure::Unanswered(describe(error)),
+        },
+        None => Failure::Unanswered(describe(error)),
+    }
 }
 
 /// Waits until the catalog answers, up to `connect_timeout`, backing off
@@ -194,7 +208,7 @@ pub async fn wait_until_ready(
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1u32;
     loop {
-        let error = match ping(pool).await {
+        let error = match ping(pool, config).await {
             Ok(()) => {
                 tracing::info!(
                     attempt,
@@ -235,7 +249,7 @@ pub async fn probe(config: &CatalogConfig, timeout: Duration) -> Result<Pool, Ca
     let pool = pool(config)?;
     let addr = || address(config);
     let checked = tokio::time::timeout(timeout, async {
-        ping(&pool).await.map_err(|failure| match failure {
+        ping(&pool, config).await.map_err(|failure| match failure {
             Failure::Refused(message) => CatalogError::Refused {
                 addr: addr(),
                 message,

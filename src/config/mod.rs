@@ -1,5 +1,6 @@
 //! The TOML config: schema, defaults, loading and validation.
 
+pub mod conninfo;
 mod diff;
 mod expand;
 pub mod exposure;

@@ -101,23 +101,18 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     if config.catalog.pool_size == 0 {
         problem("catalog.pool_size", "must be at least 1".into());
     }
-    if let Err(e) = config
-        .catalog
-        .url
-        .expose()
-        .parse::<tokio_postgres::Config>()
-    {
-        problem(
+    match super::conninfo::parse(config.catalog.url.expose()) {
+        Err(e) => problem(
             "catalog.url",
             format!(
                 "is not a valid PostgreSQL connection string: {e} (e.g. postgres://vigil@db:5432/vigil)"
             ),
-        );
-    } else if requires_tls(config.catalog.url.expose()) {
-        problem(
-            "catalog.url",
-            "sslmode=require/verify-* is not supported yet: reach the catalog over loopback, a unix socket or a TLS tunnel".into(),
-        );
+        ),
+        Ok(info) => {
+            for tls in info.tls.file_problems() {
+                problem("catalog.url", tls.to_string());
+            }
+        }
     }
     for (key, value) in [
         ("health.heartbeat", config.health.heartbeat),
@@ -219,16 +214,6 @@ fn is_valid_level(level: &str) -> bool {
         return LEVELS.contains(&level.trim().to_ascii_lowercase().as_str());
     }
     tracing_subscriber::EnvFilter::try_new(level).is_ok()
-}
-
-fn requires_tls(url: &str) -> bool {
-    [
-        "sslmode=require",
-        "sslmode=verify-ca",
-        "sslmode=verify-full",
-    ]
-    .iter()
-    .any(|needle| url.contains(needle))
 }
 
 #[cfg(test)]

@@ -192,7 +192,8 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
         }
         match job.kind {
             JobKind::Postgres => {
-                if let Err(e) = job.source.expose().parse::<tokio_postgres::Config>() {
+                let parsed = super::conninfo::parse(job.source.expose());
+                if let Err(e) = &parsed {
                     problem(
                         key("source"),
                         format!("is not a valid PostgreSQL connection string: {e}"),
@@ -203,6 +204,9 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
                         "is required for kind = \"postgres\" (e.g. postgres://backup@db/orders)"
                             .into(),
                     );
+                }
+                for tls in parsed.iter().flat_map(|info| info.tls.file_problems()) {
+                    problem(key("source"), tls.to_string());
                 }
                 if let Databases::List(list) = &job.databases
                     && list.is_empty()

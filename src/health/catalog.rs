@@ -117,8 +117,8 @@ impl Check for CatalogResponseCheck {
                     .get()
                     .await
                     .map_err(|e| crate::catalog::describe(&e))?;
-                client
-                    .simple_query("SELECT 1")
+                // The round trip also says whether the session is encrypted.
+                crate::pgconn::is_encrypted(&client)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -126,7 +126,7 @@ impl Check for CatalogResponseCheck {
             let status = self.pool.status();
             let now = Utc::now();
             let observation = match result {
-                Ok(_) => {
+                Ok(encrypted) => {
                     self.outage(false, now);
                     let ms = started.elapsed().as_secs_f64() * 1000.0;
                     grade_latency(
@@ -134,6 +134,7 @@ impl Check for CatalogResponseCheck {
                         config.catalog.warn_after,
                         config.catalog.fail_after,
                     )
+                    .with_detail("encrypted", encrypted)
                 }
                 Err(e) => {
                     let since = self.outage(true, now).unwrap_or(now);

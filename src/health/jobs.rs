@@ -235,21 +235,26 @@ impl Check for SourceCheck {
         async move {
             let started = Instant::now();
             let result = async {
-                let client = self.ctx.connect_source().await?;
+                let client = self.ctx.open_source().await.map_err(|e| e.to_string())?;
+                let sql = format!(
+                    "SELECT version(), ({})",
+                    crate::pgconn::SESSION_ENCRYPTED_SQL
+                );
                 let row = client
-                    .query_one("SELECT version()", &[])
+                    .query_one(&sql, &[])
                     .await
                     .map_err(|e| crate::core::redact::error_chain(&e))?;
-                Ok::<String, String>(row.get(0))
+                Ok::<(String, bool), String>((row.get(0), row.get(1)))
             }
             .await;
             match result {
-                Ok(version) => Observation::new(
+                Ok((version, encrypted)) => Observation::new(
                     Status::Pass,
                     Some(started.elapsed().as_secs_f64() * 1000.0),
                     Some("ms"),
                 )
-                .with_detail("serverVersion", version),
+                .with_detail("serverVersion", version)
+                .with_detail("encrypted", encrypted),
                 Err(e) => Observation::fail(format!("source unreachable: {e}")),
             }
         }

@@ -49,7 +49,7 @@ pub enum SourceError {
     Url {
         job: String,
         #[source]
-        source: tokio_postgres::Error,
+        source: crate::config::conninfo::ConnInfoError,
     },
     #[error("{host}: {detail}")]
     Connect {
@@ -216,49 +216,39 @@ impl JobContext {
     }
 
     /// The source connection with the password from `password`/`password_file`.
-    pub fn source_config(&self) -> Result<tokio_postgres::Config, SourceError> {
+    pub fn source_config(&self) -> Result<crate::config::conninfo::ConnInfo, SourceError> {
         let live = self.live.load();
-        let mut config: tokio_postgres::Config =
-            live.source
-                .expose()
-                .parse()
-                .map_err(|source| SourceError::Url {
-                    job: self.name.clone(),
-                    source,
-                })?;
+        let mut info = crate::config::conninfo::parse(live.source.expose()).map_err(|source| {
+            SourceError::Url {
+                job: self.name.clone(),
+                source,
+            }
+        })?;
         if let Some(password) = &live.password {
-            config.password(password.expose());
+            info.pg.password(password.expose());
         }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(std::time::Duration::from_secs(10));
+        if info.pg.get_connect_timeout().is_none() {
+            info.pg.connect_timeout(std::time::Duration::from_secs(10));
         }
-        Ok(config)
+        Ok(info)
     }
 
     /// A session on the source (its `postgres` database unless the URL
-    /// names one); the connection task ends when the client is dropped.
-    pub async fn connect_source(&self) -> Result<tokio_postgres::Client, String> {
-        self.open_source().await.map_err(|e| e.to_string())
-    }
-
-    /// Like [`connect_source`](Self::connect_source), saying whether the
-    /// server could not be reached at all (rather than refusing us).
+    /// names one), saying whether the server could not be reached at all
+    /// (rather than refusing us); the connection task ends when the client
+    /// is dropped.
     pub async fn open_source(&self) -> Result<tokio_postgres::Client, SourceError> {
-        let mut config = self.source_config()?;
-        if config.get_dbname().is_none() {
-            config.dbname("postgres");
+        let mut info = self.source_config()?;
+        if info.pg.get_dbname().is_none() {
+            info.pg.dbname("postgres");
         }
-        let (client, connection) =
-            config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|e| SourceError::Connect {
-                    host: crate::pipeline::pgtools::describe_host(&config),
-                    unreachable: crate::repo::reach::is_unreachable(&e),
-                    detail: crate::core::redact::error_chain(&e),
-                })?;
-        tokio::spawn(connection);
-        Ok(client)
+        crate::pgconn::connect(&info)
+            .await
+            .map_err(|e| SourceError::Connect {
+                host: crate::pipeline::pgtools::describe_host(&info.pg),
+                unreachable: e.is_unreachable(),
+                detail: e.detail(),
+            })
     }
 
     pub fn redact(&self, text: &str) -> String {

@@ -113,11 +113,13 @@ pub struct PassFileError {
 /// libpq environment for a connection string; the password (given, or
 /// from the string) goes to a private password file.
 pub fn libpq_env(
-    config: &tokio_postgres::Config,
+    info: &crate::config::conninfo::ConnInfo,
     password: Option<&str>,
 ) -> Result<LibpqEnv, PassFileError> {
     use std::io::Write;
+    let config = &info.pg;
     let mut env = connection_env(config);
+    env.extend(crate::pgconn::libpq_tls_env(&info.tls));
     let password = password.map(str::to_owned).or_else(|| {
         config
             .get_password()
@@ -148,7 +150,7 @@ pub fn libpq_env(
     })
 }
 
-/// Host, port, user, application, TLS mode and timeout, without secrets.
+/// Host, port, user, application and timeout, without secrets.
 fn connection_env(config: &tokio_postgres::Config) -> Vec<(String, String)> {
     let mut env = Vec::new();
     let hosts: Vec<String> = config
@@ -174,12 +176,6 @@ fn connection_env(config: &tokio_postgres::Config) -> Vec<(String, String)> {
     } else {
         env.push(("PGAPPNAME".into(), "vigil".into()));
     }
-    let sslmode = match config.get_ssl_mode() {
-        tokio_postgres::config::SslMode::Disable => "disable",
-        tokio_postgres::config::SslMode::Require => "require",
-        _ => "prefer",
-    };
-    env.push(("PGSSLMODE".into(), sslmode.into()));
     if let Some(timeout) = config.get_connect_timeout() {
         env.push((
             "PGCONNECT_TIMEOUT".into(),
@@ -222,10 +218,11 @@ mod tests {
 
     #[test]
     fn passwords_go_to_the_environment() {
-        let config: tokio_postgres::Config = "postgres://backup:s3cret@db.internal:6432/orders"
-            .parse()
-            .unwrap();
-        let env = libpq_env(&config, None).unwrap();
+        let info =
+            crate::config::conninfo::parse("postgres://backup:s3cret@db.internal:6432/orders")
+                .unwrap();
+        let config = &info.pg;
+        let env = libpq_env(&info, None).unwrap();
         let get = |k: &str| {
             env.iter()
                 .find(|(key, _)| key == k)
@@ -245,12 +242,12 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         drop(env);
         assert!(!passfile.exists(), "removed after the run");
-        let env = libpq_env(&config, Some(r"a:b\c")).unwrap();
+        let env = libpq_env(&info, Some(r"a:b\c")).unwrap();
         let passfile = env.iter().find(|(k, _)| k == "PGPASSFILE").unwrap();
         assert_eq!(
             std::fs::read_to_string(&passfile.1).unwrap(),
             "*:*:*:*:a\\:b\\\\c\n"
         );
-        assert_eq!(describe_host(&config), "db.internal:6432");
+        assert_eq!(describe_host(config), "db.internal:6432");
     }
 }

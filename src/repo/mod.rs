@@ -15,7 +15,7 @@ mod fs_create;
 mod layout;
 pub mod lease;
 mod oplog;
-pub mod reach;
+
 mod store;
 mod temp;
 

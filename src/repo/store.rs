@@ -203,7 +203,7 @@ impl Repository {
                 free: self.fs_root.as_deref().and_then(crate::fsinfo::available),
             };
         }
-        if crate::repo::reach::is_unreachable(&e) {
+        if crate::core::reach::is_unreachable(&e) {
             return RepoError::Unreachable {
                 repo: self.name.clone(),
                 action,

@@ -28,4 +28,5 @@ mod scheduler;
 mod secret_scan;
 mod secrets;
 mod signals;
+mod tls;
 mod truth;

@@ -105,7 +105,7 @@ pub(super) async fn run(
             server_version: facts.version,
             server_version_num: facts.version_num,
             pg_dump_version: dump_version,
-            host: describe_host(&source),
+            host: describe_host(&source.pg),
         },
         compression: codec_facts(ctx).0,
         encryption: codec_facts(ctx).1,

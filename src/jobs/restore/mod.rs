@@ -85,7 +85,7 @@ pub enum RestoreError {
     #[error("--to is not a connection string ({source}): write postgres://USER@HOST:PORT/DBNAME")]
     BadTarget {
         #[source]
-        source: tokio_postgres::Error,
+        source: crate::config::conninfo::ConnInfoError,
     },
     #[error("--to must name the database (postgres://host/DBNAME)")]
     NoDatabase,
@@ -262,7 +262,7 @@ async fn restore(
         "backup_id": manifest.backup_id,
         "object": object.name,
         "database": database,
-        "target": describe_host(&target),
+        "target": describe_host(&target.pg),
         "clean": request.clean,
         "create": request.create,
     });
@@ -311,11 +311,11 @@ async fn restore(
 }
 
 /// `--to`: a connection string that names the database; returns it and the name.
-pub fn parse_target(to: &str) -> Result<(tokio_postgres::Config, String), RestoreError> {
-    let target: tokio_postgres::Config = to
-        .parse()
-        .map_err(|source| RestoreError::BadTarget { source })?;
+pub fn parse_target(to: &str) -> Result<(crate::config::conninfo::ConnInfo, String), RestoreError> {
+    let target =
+        crate::config::conninfo::parse(to).map_err(|source| RestoreError::BadTarget { source })?;
     let database = target
+        .pg
         .get_dbname()
         .ok_or(RestoreError::NoDatabase)?
         .to_owned();

@@ -2,11 +2,12 @@
 //! created), and dropped again when a restore that created it fails.
 
 use super::{RestoreError, RestoreRequest};
+use crate::config::conninfo::ConnInfo;
 use crate::pipeline::pgtools::describe_host;
 
 /// Checks (or creates) the target; returns whether this restore created it.
 pub(super) async fn prepare_target(
-    target: &tokio_postgres::Config,
+    target: &ConnInfo,
     database: &str,
     request: &RestoreRequest,
 ) -> Result<bool, RestoreError> {
@@ -23,7 +24,7 @@ pub(super) async fn prepare_target(
                 .batch_execute(&format!("CREATE DATABASE {}", quote_ident(database)))
                 .await
                 .map_err(|source| RestoreError::CreateDatabase {
-                    host: describe_host(target),
+                    host: describe_host(&target.pg),
                     database: database.to_owned(),
                     source,
                 })?;
@@ -52,10 +53,10 @@ pub(super) async fn prepare_target(
 
 /// A failed query on the target `database`.
 fn query_error(
-    target: &tokio_postgres::Config,
+    target: &ConnInfo,
     database: &str,
 ) -> impl Fn(tokio_postgres::Error) -> RestoreError {
-    let (host, database) = (describe_host(target), database.to_owned());
+    let (host, database) = (describe_host(&target.pg), database.to_owned());
     move |source| RestoreError::TargetQuery {
         host: host.clone(),
         database: database.clone(),
@@ -64,40 +65,30 @@ fn query_error(
 }
 
 async fn connect(
-    target: &tokio_postgres::Config,
+    target: &ConnInfo,
     dbname: Option<&str>,
 ) -> Result<tokio_postgres::Client, RestoreError> {
-    let mut config = target.clone();
+    let mut info = target.clone();
     if let Some(db) = dbname {
-        config.dbname(db);
+        info.pg.dbname(db);
     }
-    if config.get_password().is_none()
+    if info.pg.get_password().is_none()
         && let Ok(pw) = std::env::var("PGPASSWORD")
     {
-        config.password(pw);
+        info.pg.password(pw);
     }
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
-        let detail = crate::core::redact::error_chain(&e);
-        if crate::repo::reach::is_unreachable(&e) {
-            RestoreError::TargetUnreachable {
-                host: describe_host(&config),
-                detail,
-            }
+    crate::pgconn::connect(&info).await.map_err(|e| {
+        let host = describe_host(&info.pg);
+        let detail = e.detail();
+        if e.is_unreachable() {
+            RestoreError::TargetUnreachable { host, detail }
         } else {
-            RestoreError::TargetConnect {
-                host: describe_host(&config),
-                detail,
-            }
+            RestoreError::TargetConnect { host, detail }
         }
-    })?;
-    tokio::spawn(connection);
-    Ok(client)
+    })
 }
 
-pub(super) async fn drop_database(
-    target: &tokio_postgres::Config,
-    database: &str,
-) -> Result<(), RestoreError> {
+pub(super) async fn drop_database(target: &ConnInfo, database: &str) -> Result<(), RestoreError> {
     let client = connect(target, Some("postgres")).await?;
     client
         .batch_execute(&format!(
