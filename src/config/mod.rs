@@ -33,6 +33,10 @@ pub use validate_storage::SCHEMES;
 /// Default admin listen address: loopback, port 9746 (unassigned by IANA
 /// and not used by the usual Prometheus exporters).
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9746";
+/// [`DEFAULT_ADMIN_LISTEN`] as an address (a test checks they agree).
+const DEFAULT_ADMIN_ADDR: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9746),
+);
 
 /// The whole config file. Later sections (`repositories`, `jobs`) hang here.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -178,7 +182,7 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
-            listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default address"),
+            listen: DEFAULT_ADMIN_ADDR,
             tokens: Vec::new(),
             trusted_proxies: Vec::new(),
             protect_detailed: false,
@@ -424,5 +428,16 @@ impl Config {
         }
         out.retain(|(_, s)| !s.is_empty());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_admin_address_is_the_documented_one() {
+        assert_eq!(
+            super::DEFAULT_ADMIN_ADDR.to_string(),
+            super::DEFAULT_ADMIN_LISTEN
+        );
     }
 }
