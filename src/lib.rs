@@ -1,20 +1,28 @@
 //! vigil: keeps PostgreSQL databases and file trees recoverable, and says so.
+//!
+//! The modules are floors, listed top-down; each uses only those below it
+//! (README, "Architecture"; `tests/layers.py` checks it).
 
-pub mod admin;
-pub mod catalog;
+// Commands, then the daemon they start.
 pub mod cli;
-pub mod config;
-pub mod core;
 pub mod daemon;
-pub mod files;
-pub mod fsinfo;
+// The admin port, health, the job runs and what the daemon knows in memory.
+pub mod admin;
 pub mod health;
 pub mod jobs;
+pub mod state;
+// Streams, storage, the audit journal, the catalog, connections.
+pub mod catalog;
+pub mod files;
 pub mod journal;
-pub mod logging;
-pub mod notify;
 pub mod pgconn;
 pub mod pipeline;
 pub mod repo;
-pub mod state;
+// Leaves several floors use.
+pub mod fsinfo;
+pub mod logging;
+pub mod notify;
 pub mod tasks;
+// The config, and the pure core beneath everything.
+pub mod config;
+pub mod core;

@@ -1,4 +1,6 @@
-//! The TOML config: schema, defaults, loading and validation.
+//! The TOML config: schema, defaults, loading and validation (with the
+//! file and line of each problem), secrets from `*_file`, connection
+//! strings' TLS parameters, reload diffs. Imports only `core`.
 
 pub mod conninfo;
 mod diff;

@@ -1,7 +1,8 @@
 //! Health: every check (catalog, disks, jobs, repositories, encryption,
-//! journal), the model of their results, and the background runner that
-//! runs them and publishes the status snapshot into `state`. Health reads
-//! jobs and writes state; jobs never import health.
+//! journal) and the background runner that runs them and publishes the
+//! status snapshot into `state`; the model of their results is
+//! `core::health`. Health reads jobs and writes state; jobs never import
+//! health.
 
 mod catalog;
 mod check;
