@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod exit;
+pub mod failpoint;
 pub mod files;
 pub mod health;
 pub mod jobs;

@@ -81,6 +81,10 @@ pub enum RepoError {
     },
     #[error("repository `{repo}`: job `{job}` has no backups yet")]
     NoBackups { repo: String, job: String },
+    /// A failpoint armed to fail this step (test builds only).
+    #[cfg(feature = "failpoints")]
+    #[error(transparent)]
+    Injected(#[from] crate::failpoint::Injected),
 }
 
 /// A backup id reads as its start time in UTC; `-N` keeps it unique when

@@ -11,6 +11,9 @@ mod catalog_down;
 mod cli;
 mod cli_truths;
 mod disk_full;
+// Needs the failpoints compiled in: `cargo test --features failpoints`.
+#[cfg(feature = "failpoints")]
+mod failpoints;
 mod files;
 mod harness;
 mod health;
