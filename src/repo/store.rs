@@ -36,6 +36,8 @@ pub struct Repository {
     pub lease_ttl: std::time::Duration,
     /// fs: temp files older than this belong to no live run.
     pub temp_grace: std::time::Duration,
+    /// The service's `endpoint` option (userinfo masked), named in errors.
+    endpoint: Option<String>,
 }
 
 /// What a repository's service guarantees, from opendal's capability
@@ -189,7 +191,28 @@ impl Repository {
             writable_interval: config.writable_interval,
             lease_ttl: config.lease_ttl,
             temp_grace: config.temp_grace,
+            endpoint: config
+                .options
+                .get("endpoint")
+                .map(|e| crate::redact::redact_text(e, &[])),
         })
+    }
+
+    /// "repository `name`", with ` at <endpoint>` where it has one.
+    pub fn location(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("repository `{}` at {endpoint}", self.name),
+            None => format!("repository `{}`", self.name),
+        }
+    }
+
+    /// An opendal error's text, with the endpoint it came from: opendal's
+    /// own text names the service and path but not every service's host.
+    fn error_detail(&self, e: &opendal::Error) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("at {endpoint}: {e}"),
+            None => e.to_string(),
+        }
     }
 
     /// The service's operator (with the credentials of the moment).
@@ -243,7 +266,7 @@ impl Repository {
                 repo: self.name.clone(),
                 action,
                 path: path.to_owned(),
-                detail: e.to_string(),
+                detail: self.error_detail(&e),
             };
         }
         RepoError::Storage {
@@ -251,7 +274,7 @@ impl Repository {
             action,
             path: path.to_owned(),
             retryable: e.is_temporary(),
-            detail: e.to_string(),
+            detail: self.error_detail(&e),
         }
     }
 
