@@ -29,5 +29,6 @@ mod s3;
 mod scheduler;
 mod secret_scan;
 mod secrets;
+mod server_kill;
 mod signals;
 mod truth;
