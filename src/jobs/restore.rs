@@ -83,6 +83,19 @@ pub enum RestoreError {
     PgRestore { status: String, stderr: String },
     #[error("{0}")]
     Io(String),
+    #[error("writing the dump: {0}")]
+    Write(std::io::Error),
+    /// ENOSPC/EDQUOT staging a dump for `--jobs`: retrying cannot help.
+    #[error(
+        "cannot stage the dump in {}: it needs {needed} bytes, {} (free space under daemon.state_dir, or restore without --jobs, which streams)",
+        path.display(),
+        free.map_or_else(|| "free space unknown".to_owned(), |f| format!("{f} bytes free"))
+    )]
+    StateDirFull {
+        path: PathBuf,
+        needed: u64,
+        free: Option<u64>,
+    },
     #[error(transparent)]
     PassFile(#[from] crate::pipeline::pgtools::PassFileError),
     #[error("cancelled (shutdown)")]
@@ -583,7 +596,7 @@ async fn download_decode<W: AsyncWrite + Unpin>(
         }
     }
     if let Some(e) = failed {
-        return Err(RestoreError::Io(format!("writing the dump: {e}")));
+        return Err(RestoreError::Write(e));
     }
     Ok(held)
 }
@@ -598,7 +611,7 @@ async fn stream_restore(io: RestoreIo<'_>, cancel: &CancellationToken) -> Result
             // pg_restore never saw the end of the archive: its transaction rolls back.
             let _ = child.start_kill();
             let _ = child.wait().await;
-            if matches!(e, RestoreError::Io(_)) {
+            if matches!(e, RestoreError::Io(_) | RestoreError::Write(_)) {
                 return Err(pg_restore_error(None, &tail).unwrap_or(e));
             }
             return Err(e);
@@ -632,19 +645,33 @@ async fn staged_restore(io: RestoreIo<'_>, cancel: &CancellationToken) -> Result
         ctx.name,
         uuid::Uuid::new_v4().simple()
     ));
-    let _cleanup = RemoveOnDrop(file_path.clone());
-    let mut file = tokio::fs::File::create(&file_path)
-        .await
-        .map_err(|e| RestoreError::Io(format!("cannot create {}: {e}", file_path.display())))?;
-    let held = download_decode(&io.download, &mut file, cancel).await?;
-    if let Some(last) = held {
-        file.write_all(&last)
-            .await
-            .map_err(|e| RestoreError::Io(e.to_string()))?;
+    let needed = io.download.object.raw_bytes;
+    let full = |path: &std::path::Path| RestoreError::StateDirFull {
+        path: path.to_owned(),
+        needed,
+        free: crate::repo::free_bytes(&dir),
+    };
+    // Fail before downloading anything when the dump cannot fit.
+    if crate::repo::free_bytes(&dir).is_some_and(|free| free < needed) {
+        return Err(full(&dir));
     }
-    file.flush()
-        .await
-        .map_err(|e| RestoreError::Io(e.to_string()))?;
+    let _cleanup = RemoveOnDrop(file_path.clone());
+    let staging = |e: std::io::Error| {
+        if crate::repo::is_out_of_space(&e) {
+            full(&file_path)
+        } else {
+            RestoreError::Io(format!("writing {}: {e}", file_path.display()))
+        }
+    };
+    let mut file = tokio::fs::File::create(&file_path).await.map_err(staging)?;
+    let held = match download_decode(&io.download, &mut file, cancel).await {
+        Err(RestoreError::Write(e)) => return Err(staging(e)),
+        other => other?,
+    };
+    if let Some(last) = held {
+        file.write_all(&last).await.map_err(staging)?;
+    }
+    file.flush().await.map_err(staging)?;
     drop(file);
     let mut all_args = io.args.to_vec();
     all_args.push(file_path.display().to_string());
