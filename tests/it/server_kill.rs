@@ -338,10 +338,12 @@ fn killed_mid_upload(mut server: Server) {
             assert_eq!(vigil.get("/health").status, 503);
         }
         server.start();
+        // moto keeps objects in memory: a restarted S3 server is empty.
+        let before = if server.root().is_some() { round } else { 0 };
         let listed = list_manifests(&vigil.config_path, "orders", &env);
         assert_eq!(
             listed.len(),
-            round,
+            before,
             "a partial backup is listed: {listed:#?}"
         );
         start_backup(&vigil);
@@ -350,7 +352,7 @@ fn killed_mid_upload(mut server: Server) {
         });
         assert_eq!(freshness(&vigil)["status"], "pass");
         let listed = list_manifests(&vigil.config_path, "orders", &env);
-        assert_eq!(listed.len(), round + 1, "{listed:#?}");
+        assert_eq!(listed.len(), before + 1, "{listed:#?}");
         println!(
             "server kill ({kind}): round {round}: the run failed {:.1} s after the kill naming {endpoint}; nothing partial listed; the next run succeeded",
             failed_after.as_secs_f64()
