@@ -19,6 +19,7 @@ pub mod pgconn;
 pub mod pipeline;
 pub mod repo;
 // Leaves several floors use.
+pub mod failpoint;
 pub mod fsinfo;
 pub mod logging;
 pub mod notify;

@@ -17,7 +17,7 @@ import sys
 FLOORS = [
     ["core"],
     ["config"],
-    ["fsinfo", "logging", "notify", "tasks"],
+    ["failpoint", "fsinfo", "logging", "notify", "tasks"],
     ["pgconn"],
     ["catalog", "files"],
     ["repo", "journal"],

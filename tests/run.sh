@@ -48,4 +48,5 @@ if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then
     exit 1
 fi
 
-exec cargo test --locked "$@"
+# The fault tests need the failpoints compiled in (tests/it/failpoints.rs).
+exec cargo test --locked --features failpoints "$@"

@@ -221,7 +221,8 @@ async fn renew_loop(
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!(
-                "renewing lease {path} took longer than {}",
+                "renewing lease {path} on {} took longer than {}",
+                repo.location(),
                 humantime::format_duration(tick)
             ),
         };

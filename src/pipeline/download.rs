@@ -53,6 +53,17 @@ pub enum DownloadError {
         #[source]
         source: std::io::Error,
     },
+    /// ENOSPC/EDQUOT staging a dump for `--jobs`: retrying cannot help.
+    #[error(
+        "cannot stage the dump in {}: it needs {needed} bytes, {} (free space under daemon.state_dir, or restore without --jobs, which streams)",
+        path.display(),
+        free.map_or_else(|| "free space unknown".to_owned(), |f| format!("{f} bytes free"))
+    )]
+    StateDirFull {
+        path: PathBuf,
+        needed: u64,
+        free: Option<u64>,
+    },
     #[error("cannot create {}: {source}", path.display())]
     Stage {
         path: PathBuf,
@@ -314,14 +325,42 @@ pub async fn staged_to_tool(
         .await
         .map_err(stage(staging_dir))?;
     let file_path = staging_dir.join(format!("{label}-{}.dump", uuid::Uuid::new_v4().simple()));
+    let needed = download.object.raw_bytes;
+    let full = |path: &Path| DownloadError::StateDirFull {
+        path: path.to_owned(),
+        needed,
+        free: crate::fsinfo::available(staging_dir),
+    };
+    // Fail before downloading anything when the dump cannot fit.
+    if crate::fsinfo::available(staging_dir).is_some_and(|free| free < needed) {
+        return Err(full(staging_dir));
+    }
     let _cleanup = RemoveOnDrop(file_path.clone());
+    let write_err = |source: std::io::Error| {
+        if crate::repo::is_out_of_space(&source) {
+            full(&file_path)
+        } else {
+            DownloadError::StageWrite {
+                path: file_path.clone(),
+                source,
+            }
+        }
+    };
     let mut file = tokio::fs::File::create(&file_path)
         .await
-        .map_err(stage(&file_path))?;
-    let held = download.decode_into(&mut file, cancel).await?;
-    let write_err = |source| DownloadError::StageWrite {
-        path: file_path.clone(),
-        source,
+        .map_err(|source| {
+            if crate::repo::is_out_of_space(&source) {
+                full(&file_path)
+            } else {
+                DownloadError::Stage {
+                    path: file_path.clone(),
+                    source,
+                }
+            }
+        })?;
+    let held = match download.decode_into(&mut file, cancel).await {
+        Err(DownloadError::Feed { source }) => return Err(write_err(source)),
+        other => other?,
     };
     if let Some(last) = held {
         file.write_all(&last).await.map_err(write_err)?;

@@ -51,6 +51,10 @@ pub enum PipelineError {
     NoOutput { tool: String },
     #[error("cancelled (shutdown)")]
     Cancelled,
+    /// A failpoint armed to fail this step (test builds only).
+    #[cfg(feature = "failpoints")]
+    #[error(transparent)]
+    Injected(#[from] crate::failpoint::Injected),
 }
 
 /// How one object is encoded and uploaded.
@@ -200,6 +204,7 @@ async fn upload_encoded(
                 .close()
                 .await
                 .map_err(|e| repo_error(repo, "cannot finish", path, e))?;
+            crate::failpoint!("backup.after_data_commit");
             Ok(UploadOutcome { stored, raw_bytes })
         }
         Err(e) => {
@@ -437,5 +442,6 @@ async fn upload_stage(
         }
         writer.write(part.freeze()).await.map_err(write_err)?;
     }
+    crate::failpoint!("backup.before_data_commit");
     Ok(())
 }

@@ -21,13 +21,17 @@ impl Repository {
     /// also the directory entry is made durable.
     pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<(), RepoError> {
         let path = self.object_path(&manifest.job, &manifest.backup_id, MANIFEST);
+        crate::failpoint!("backup.before_manifest");
         if let Some(root) = &self.fs_root {
             // link(2): truly create-only, and the directory is fsynced.
             return match self
                 .fs_create_new(root, &path, manifest.encode().to_vec())
                 .await?
             {
-                true => Ok(()),
+                true => {
+                    crate::failpoint!("backup.after_manifest");
+                    Ok(())
+                }
                 false => Err(RepoError::AlreadyCommitted {
                     repo: self.name.clone(),
                     backup_id: manifest.backup_id.to_string(),
@@ -63,6 +67,7 @@ impl Repository {
             }
             Err(e) => return Err(self.storage_err("cannot write", &path, e)),
         }
+        crate::failpoint!("backup.after_manifest");
         Ok(())
     }
 
@@ -124,6 +129,7 @@ impl Repository {
             .delete(&manifest)
             .await
             .map_err(|e| self.storage_err("cannot delete", &manifest, e))?;
+        crate::failpoint!("prune.between_manifest_and_data");
         self.delete_leftovers(job, backup_id).await
     }
 

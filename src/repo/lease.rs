@@ -94,6 +94,16 @@ impl LeaseRecord {
         self.is_stale(now) || self.holder_died_here()
     }
 
+    /// Held by this very process, yet not by any of its live runs: an
+    /// earlier run's lease whose release failed (the service was down).
+    fn left_by_this_process(&self) -> bool {
+        let here = this_machine();
+        !here.is_empty()
+            && self.machine == here
+            && self.pid == std::process::id()
+            && !holds(&self.token)
+    }
+
     fn holder_died_here(&self) -> bool {
         let here = this_machine();
         !here.is_empty()
@@ -123,6 +133,28 @@ impl LeaseRecord {
         // A plain struct of strings, numbers and times always serialises.
         serde_json::to_vec_pretty(self).unwrap_or_default()
     }
+}
+
+/// The tokens of the leases this process holds now.
+static HELD: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn hold(token: &str) {
+    if let Ok(mut held) = HELD.lock() {
+        held.insert(token.to_owned());
+    }
+}
+
+fn unhold(token: &str) {
+    if let Ok(mut held) = HELD.lock() {
+        held.remove(token);
+    }
+}
+
+/// Whether a live run of this process holds `token` (when unsure: yes,
+/// so the lease is waited for rather than taken from a live run).
+fn holds(token: &str) -> bool {
+    HELD.lock().map_or(true, |held| held.contains(token))
 }
 
 /// This kernel's boot id and our pid namespace; empty where unknown (then
@@ -187,6 +219,20 @@ pub async fn acquire(
     path: &str,
     ours: &LeaseRecord,
 ) -> Result<Acquired, LeaseError> {
+    // Held before it is created: no other run of ours sees it unheld.
+    hold(&ours.token);
+    let acquired = try_acquire(repo, path, ours).await;
+    if !matches!(acquired, Ok(Acquired::Held(_))) {
+        unhold(&ours.token);
+    }
+    acquired
+}
+
+async fn try_acquire(
+    repo: &Repository,
+    path: &str,
+    ours: &LeaseRecord,
+) -> Result<Acquired, LeaseError> {
     // A few rounds: a holder may release between our create and our read.
     for _ in 0..3 {
         if create_only(repo, path, &ours.encode()).await? {
@@ -199,7 +245,9 @@ pub async fn acquire(
         if current.token == ours.token {
             return Ok(Acquired::Held(current));
         }
-        if !current.is_abandoned(Utc::now()) {
+        // Takeover claims are never checked this way: a claim is no
+        // lease, its token is never held.
+        if !current.is_abandoned(Utc::now()) && !current.left_by_this_process() {
             return Ok(Acquired::Busy(current));
         }
         tracing::warn!(path, holder = %current.describe(), "taking over the lease of a holder that is gone");
@@ -304,6 +352,9 @@ pub async fn renew(
 /// Deletes our lease if it is still ours and live; otherwise leaves it
 /// (someone may have taken it over).
 pub async fn release(repo: &Repository, path: &str, ours: &LeaseRecord) -> Result<(), LeaseError> {
+    // Released or not, no run of ours holds it any more: if the delete
+    // fails, our next run takes it over instead of waiting for its expiry.
+    unhold(&ours.token);
     if !ours.is_live(Utc::now()) {
         return Ok(());
     }
@@ -475,6 +526,34 @@ mod tests {
         assert!(matches!(
             acquire(&repo, &elsewhere_path, &ours).await.unwrap(),
             Acquired::Busy(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn our_own_lease_that_failed_to_release_is_taken_over_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fs_repo(dir.path());
+        let path = lease_path(&repo, "orders", "run");
+        let Acquired::Held(first) = acquire(
+            &repo,
+            &path,
+            &LeaseRecord::new("here", Duration::from_secs(600)),
+        )
+        .await
+        .unwrap() else {
+            panic!("the first acquire must hold");
+        };
+        // A second run of ours while the first holds it: busy.
+        let second = LeaseRecord::new("here", Duration::from_secs(600));
+        assert!(matches!(
+            acquire(&repo, &path, &second).await.unwrap(),
+            Acquired::Busy(_)
+        ));
+        // The first run ends but its delete never reached the service.
+        unhold(&first.token);
+        assert!(matches!(
+            acquire(&repo, &path, &second).await.unwrap(),
+            Acquired::Held(_)
         ));
     }
 

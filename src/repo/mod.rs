@@ -86,6 +86,10 @@ pub enum RepoError {
     },
     #[error("repository `{repo}`: job `{job}` has no backups yet")]
     NoBackups { repo: String, job: String },
+    /// A failpoint armed to fail this step (test builds only).
+    #[cfg(feature = "failpoints")]
+    #[error(transparent)]
+    Injected(#[from] crate::failpoint::Injected),
 }
 
 /// Whether an error (or one of its sources) is ENOSPC or EDQUOT.

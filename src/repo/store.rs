@@ -38,6 +38,8 @@ pub struct Repository {
     pub lease_ttl: std::time::Duration,
     /// fs: temp files older than this belong to no live run.
     pub temp_grace: std::time::Duration,
+    /// The service's `endpoint` option (userinfo masked), named in errors.
+    endpoint: Option<String>,
 }
 
 /// A service's upload parts, for the upload pipeline's limits.
@@ -177,7 +179,28 @@ impl Repository {
             writable_interval: config.writable_interval,
             lease_ttl: config.lease_ttl,
             temp_grace: config.temp_grace,
+            endpoint: config
+                .options
+                .get("endpoint")
+                .map(|e| crate::core::redact::redact_text(e, &[])),
         })
+    }
+
+    /// "repository `name`", with ` at <endpoint>` where it has one.
+    pub fn location(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("repository `{}` at {endpoint}", self.name),
+            None => format!("repository `{}`", self.name),
+        }
+    }
+
+    /// An opendal error's text, with the endpoint it came from: opendal's
+    /// own text names the service and path but not every service's host.
+    fn error_detail(&self, e: &opendal::Error) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("at {endpoint}: {e}"),
+            None => e.to_string(),
+        }
     }
 
     /// The service's operator (with the credentials of the moment).
@@ -208,7 +231,7 @@ impl Repository {
                 repo: self.name.clone(),
                 action,
                 path: path.to_owned(),
-                detail: e.to_string(),
+                detail: self.error_detail(&e),
             };
         }
         RepoError::Storage {
@@ -216,7 +239,7 @@ impl Repository {
             action,
             path: path.to_owned(),
             retryable: e.is_temporary(),
-            detail: e.to_string(),
+            detail: self.error_detail(&e),
         }
     }
 

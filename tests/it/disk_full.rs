@@ -98,3 +98,98 @@ fn a_full_repository_fails_the_backup_naming_the_space_left() {
         "{check:#}"
     );
 }
+
+/// `daemon.state_dir` on a 32 MiB tmpfs, filled (the journal elsewhere, on
+/// the shipped default of `<state_dir>/journal` moved by `journal.dir`):
+/// `restore --jobs`, which stages the dump in `<state_dir>/restore-tmp`,
+/// fails at once naming the path and the bytes free, leaves no staged file
+/// and no half-restored database, and works once space returns.
+#[test]
+fn a_full_state_dir_fails_a_staged_restore_at_once_and_loses_nothing() {
+    let source = fresh_db();
+    // About 9 MB raw (pg_dump runs with --compress=0).
+    source
+        .psql("CREATE TABLE t AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 120000) g")
+        .unwrap();
+    let catalog = fresh_catalog();
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount("32m");
+    let state = fs.0.path().join("state");
+    let extra = format!(
+        "[journal]\ndir = \"{}\"\n\
+         [repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n\
+         [jobs.orders]\nkind = \"postgres\"\nsource = \"{}\"\npassword = \"${{TEST_PGPASSWORD}}\"\n\
+         databases = [\"{}\"]\nrepository = \"local\"\nevery = \"1h\"\n",
+        dir.path().join("journal").display(),
+        dir.path().join("repo").display(),
+        source.url(),
+        source.name
+    );
+    let text = config_text(dir.path(), &catalog.url(), &extra).replace(
+        &format!("state_dir = \"{}\"", dir.path().join("state").display()),
+        &format!("state_dir = \"{}\"", state.display()),
+    );
+    assert!(text.contains(&state.display().to_string()));
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    // PGPASSWORD: the restore target's.
+    let env = [("TEST_PGPASSWORD", PASSWORD), ("PGPASSWORD", PASSWORD)];
+    let (code, _, stderr) = vigil_cli(&config, &["backup", "orders"], &env);
+    assert_eq!(code, 0, "{stderr}");
+    let listed = list_manifests(&config, "orders", &env);
+
+    // Fill the state dir but for about 1 MiB.
+    std::fs::create_dir_all(&state).unwrap();
+    let filler = state.join("filler");
+    let free = |p: &std::path::Path| {
+        let s = nix::sys::statvfs::statvfs(p).unwrap();
+        s.blocks_available() as u64 * s.fragment_size() as u64
+    };
+    std::fs::write(&filler, vec![0u8; (free(&state) - (1 << 20)) as usize]).unwrap();
+    let cluster = shared_cluster();
+    let target = format!("{}_restored", source.name);
+    let url = format!("postgres://postgres@127.0.0.1:{}/{target}", cluster.port());
+    let args = [
+        "restore", "orders", "--latest", "--to", &url, "--create", "--jobs", "2",
+    ];
+    let started = Instant::now();
+    let (code, stdout, stderr) = vigil_cli(&config, &args, &env);
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let restore_tmp = state.join("restore-tmp");
+    assert!(
+        stderr.contains(&format!(
+            "cannot stage the dump in {}",
+            restore_tmp.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bytes free"), "{stderr}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // Nothing staged is left, no half-restored database, the backup intact.
+    assert_eq!(std::fs::read_dir(&restore_tmp).unwrap().count(), 0);
+    assert!(
+        shared_psql(
+            "postgres",
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{target}'")
+        )
+        .unwrap()
+        .trim()
+        .is_empty(),
+        "the failed restore left database {target}"
+    );
+    assert_eq!(list_manifests(&config, "orders", &env), listed);
+
+    // Space returns: the same restore goes through.
+    std::fs::remove_file(&filler).unwrap();
+    let (code, stdout, stderr) = vigil_cli(&config, &args, &env);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(std::fs::read_dir(&restore_tmp).unwrap().count(), 0);
+    let rows = shared_psql(&target, "SELECT count(*) FROM t").unwrap();
+    assert_eq!(rows.trim(), "120000");
+    let _ = shared_psql("postgres", &format!("DROP DATABASE \"{target}\""));
+    println!(
+        "disk full (state dir): staged restore failed after {took:?} naming {} and the bytes free; nothing left; restored once space returned",
+        restore_tmp.display()
+    );
+}

@@ -12,6 +12,9 @@ mod cli;
 mod cli_truths;
 mod daemon;
 mod disk_full;
+// Needs the failpoints compiled in: `cargo test --features failpoints`.
+#[cfg(feature = "failpoints")]
+mod failpoints;
 mod files;
 mod harness;
 mod health;
@@ -27,6 +30,7 @@ mod s3;
 mod scheduler;
 mod secret_scan;
 mod secrets;
+mod server_kill;
 mod signals;
 mod tls;
 mod truth;

@@ -26,7 +26,7 @@ impl Lcg {
 
 /// Every listed backup's objects exist and match their SHA-256 (each
 /// backup hashed once: `checked` remembers them).
-fn check_listed(
+pub fn check_listed(
     config: &std::path::Path,
     repo: &std::path::Path,
     checked: &mut std::collections::BTreeSet<String>,
