@@ -14,4 +14,4 @@ mod server;
 
 pub use api::{Api, AuthSettings, ReloadRequest};
 pub use routes::{AdminState, route};
-pub use server::{AdminServer, ConnectionLimits, bind};
+pub use server::{AdminServer, ConnectionLimits, bind, handle};
