@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::journal::signing::unsigned_checkpoint_warning;
 use crate::journal::verify::{
     Anchor, Report, SegmentInput, TableRow, check_pin, check_signatures, compare_with_local,
     signing_key_named, verify_segments, verify_table,
@@ -153,7 +154,12 @@ pub async fn verify(
                 "journal files"
             },
         ),
-        None => remind_of_signatures(&mut report, lines.iter().map(String::as_str)),
+        None => {
+            remind_of_signatures(&mut report, lines.iter().map(String::as_str));
+            report.warnings.extend(unsigned_checkpoint_warning(
+                lines.iter().map(String::as_str),
+            ));
+        }
     }
     report.warnings.extend(warnings);
     print_report(&report, from_catalog, json)?;

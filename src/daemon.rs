@@ -234,6 +234,12 @@ fn open_journal(config: &Config, shared: &Shared) -> anyhow::Result<Journal> {
             .context("`journal.signing_key_file`: checkpoints cannot be signed")?;
         options.signer = Some(Arc::new(key));
     }
+    // Read before the writer opens: whether this start stops the signing.
+    let stops_signing = match options.signer {
+        Some(_) => None,
+        None => crate::journal::sign::signed_head(&config.journal_dir())
+            .context("cannot read the audit journal (`journal.dir`)")?,
+    };
     let journal = Journal::open(options, Arc::clone(&shared.audit)).with_context(|| {
         format!(
             "cannot open the audit journal in {} (`journal.dir`)",
@@ -249,6 +255,9 @@ fn open_journal(config: &Config, shared: &Shared) -> anyhow::Result<Journal> {
             "instance": shared.service_id,
         }),
     ));
+    if let Some((seq, public_key)) = stops_signing {
+        journal.emit(crate::journal::sign::signing_stopped(seq, &public_key));
+    }
     Ok(journal)
 }
 

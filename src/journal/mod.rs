@@ -7,6 +7,7 @@ pub mod record;
 pub mod segment;
 pub mod ship;
 pub mod sign;
+pub mod signing;
 pub mod tail;
 pub mod verify;
 mod writer;

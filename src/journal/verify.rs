@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::record::{ChainCheck, Record};
 use super::segment::{Fragment, Line};
+use super::signing::{Signing, Unsigned, dropped_signing, stopped_signing};
 
 /// One segment as read from disk.
 pub struct SegmentInput {
@@ -513,7 +514,9 @@ pub fn compare_with_local(report: &mut Report, rows: &[TableRow], segments: &[Se
 /// that `key` verifies, and a daemon run (from `daemon.started` to
 /// `daemon.stopping`) must not go longer than twice `interval` plus a
 /// minute without one: removing every checkpoint would otherwise leave
-/// nothing to check. `source` names where the lines came from.
+/// nothing to check. After a `journal.signing_stopped` record, unsigned
+/// checkpoints are a warning until a signed one appears again. `source`
+/// names where the lines came from.
 pub fn check_signatures<'a>(
     report: &mut Report,
     lines: impl IntoIterator<Item = &'a str>,
@@ -524,6 +527,8 @@ pub fn check_signatures<'a>(
     let allowed = 2 * interval.as_secs() as i64 + 60;
     // In a daemon run: its start or its last signed checkpoint.
     let mut signed_since: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut signing = Signing::default();
+    let mut warned = false;
     for line in lines {
         let Ok(record) = serde_json::from_str::<Record>(line) else {
             continue;
@@ -542,10 +547,31 @@ pub fn check_signatures<'a>(
                 return;
             }
         }
-        match record.event.as_str() {
-            "daemon.started" => signed_since = Some(record.ts),
-            "daemon.stopping" => signed_since = None,
-            "journal.checkpoint" => {
+        match (record.event.as_str(), signing.see(&record)) {
+            ("daemon.started", _) if !signing.stopped() => signed_since = Some(record.ts),
+            ("daemon.stopping", _) | (super::sign::SIGNING_STOPPED, _) => signed_since = None,
+            (
+                _,
+                Some(Unsigned::Stopped {
+                    last_signed,
+                    stopped_at,
+                }),
+            ) if !warned => {
+                report
+                    .warnings
+                    .push(stopped_signing(record.seq, last_signed, stopped_at));
+                warned = true;
+            }
+            (_, Some(Unsigned::Stopped { .. })) => {}
+            (_, Some(Unsigned::Dropped { last_signed })) => {
+                report.problem(
+                    Some(record.seq),
+                    source,
+                    dropped_signing(record.seq, last_signed),
+                );
+                return;
+            }
+            ("journal.checkpoint", _) => {
                 if let Some(what) = super::sign::check_checkpoint(&record, key) {
                     report.problem(Some(record.seq), source, what);
                     return;
