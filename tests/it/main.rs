@@ -12,6 +12,7 @@ mod cli;
 mod cli_truths;
 mod disk_full;
 mod files;
+mod fuzz_regressions;
 mod harness;
 mod health;
 mod hostile;
