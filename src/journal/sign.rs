@@ -170,7 +170,8 @@ pub fn check_checkpoint(record: &Record, key: &VerifyingKey) -> Option<String> {
         Err(_) => Some(format!(
             "the checkpoint's signature over (journal {}, seq {seq}, hash {}) does not verify with the given public key: the journal was rewritten or the checkpoint forged (or signed by another key)",
             record.journal,
-            &hash[..hash.len().min(12)]
+            // The hash is the record's word, not necessarily hex: cut on a char.
+            hash.get(..12).unwrap_or(&hash)
         )),
     }
 }

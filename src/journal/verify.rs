@@ -434,8 +434,9 @@ fn check_anchors(report: &mut Report, anchors: &[Anchor], hash_at: impl Fn(u64) 
     }
 }
 
+/// A hash's first 12 characters; one read from a manifest may be anything.
 fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+    hash.get(..12).unwrap_or(hash)
 }
 
 /// The catalog's pin of this instance's journal id must name the journal

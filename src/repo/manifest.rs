@@ -197,12 +197,18 @@ impl Manifest {
         Ok(())
     }
 
+    /// Saturating: the sizes are the manifest's word, and a damaged one
+    /// must not panic (or wrap) whoever lists it.
     pub fn stored_bytes(&self) -> u64 {
-        self.objects.iter().map(|o| o.stored_bytes).sum()
+        self.objects
+            .iter()
+            .fold(0u64, |sum, o| sum.saturating_add(o.stored_bytes))
     }
 
     pub fn raw_bytes(&self) -> u64 {
-        self.objects.iter().map(|o| o.raw_bytes).sum()
+        self.objects
+            .iter()
+            .fold(0u64, |sum, o| sum.saturating_add(o.raw_bytes))
     }
 
     /// The object holding `database`, or the only database object.
@@ -308,6 +314,18 @@ pub(crate) mod tests {
     fn round_trips() {
         let m = sample();
         assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn sizes_past_u64_saturate_instead_of_panicking() {
+        let mut m = sample();
+        let mut big = m.objects[0].clone();
+        big.name = "big.dump.zst".into();
+        big.stored_bytes = u64::MAX;
+        big.raw_bytes = u64::MAX;
+        m.objects.push(big);
+        assert_eq!(m.stored_bytes(), u64::MAX);
+        assert_eq!(m.raw_bytes(), u64::MAX);
     }
 
     #[test]
