@@ -7,6 +7,7 @@
 # Environment (all optional):
 #   FUZZ_SECONDS=60        time per target
 #   FUZZ_SANITIZER=none    none (fastest) or address
+#   FUZZ_RELEASE=1         optimised binaries (a much longer build)
 #   BENCH_OUT=FILE         also write the Markdown table to FILE
 #
 # Runs on the stable toolchain: cargo-fuzz needs nightly flags, which
@@ -22,6 +23,13 @@ cd "$repo/fuzz"
 
 seconds=${FUZZ_SECONDS:-60}
 sanitizer=${FUZZ_SANITIZER:-none}
+# --dev (no optimisation, still instrumented, overflow checks on) builds
+# far sooner than cargo-fuzz's default optimised build, which had not
+# finished after 37 min on a loaded 2-core VM; FUZZ_RELEASE=1 for that one.
+profile=--dev
+if [ -n "${FUZZ_RELEASE:-}" ]; then
+    profile=""
+fi
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
@@ -36,7 +44,7 @@ command -v cargo-fuzz >/dev/null 2>&1 || {
 export RUSTC_BOOTSTRAP=1
 
 log "building ${targets[*]} (sanitizer: $sanitizer)"
-cargo fuzz build -s "$sanitizer" >&2
+cargo fuzz build $profile -s "$sanitizer" >&2
 
 table="| target | seconds | executions | exec/s | crashes | corpus | notes |
 |---|---|---|---|---|---|---|"
@@ -46,8 +54,9 @@ for target in "${targets[@]}"; do
     before=$(find "artifacts/$target" -type f | wc -l)
     log "running $target for ${seconds} s"
     out=$(mktemp)
-    # The seeds directory is read only; new inputs go to corpus/<target>.
-    cargo fuzz run -s "$sanitizer" "$target" "corpus/$target" "seeds/$target" -- \
+    mkdir -p "regressions/$target"
+    # Seeds and past crashers are read only; new inputs go to corpus/<target>.
+    cargo fuzz run $profile -s "$sanitizer" "$target" "corpus/$target" "seeds/$target" "regressions/$target" -- \
         -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 \
         >"$out" 2>&1 || true
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out" | tail -n 1)
