@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use super::exposition::Format;
 use super::response::{Body, respond};
+use super::server::{Refusal, RefusedConnections};
 use crate::core::health::Status;
 use crate::core::ids::JobName;
 use crate::state::{Phase, Shared};
@@ -22,9 +23,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, refused: Arc<RefusedConnections>) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(SnapshotCollector { shared }));
+        registry.register_collector(Box::new(RefusedCollector { refused }));
         Metrics { registry }
     }
 
@@ -57,6 +59,30 @@ fn failed(message: String) -> Response<Body> {
         super::response::TEXT,
         format!("{message}\n"),
     )
+}
+
+/// `vigil_admin_connections_refused_total{reason}`, from the accept loop's counters.
+#[derive(Debug)]
+struct RefusedCollector {
+    refused: Arc<RefusedConnections>,
+}
+
+impl Collector for RefusedCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let mut metric = enc.encode_descriptor(
+            "vigil_admin_connections_refused",
+            "Admin connections closed unserved (past the limits, and not a probe request), by reason: per_client (the address held max_connections_per_client), pool (max_connections taken).",
+            None,
+            MetricType::Counter,
+        )?;
+        for why in Refusal::ALL {
+            let labels: Labels = vec![("reason", why.as_str().to_owned())];
+            metric
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, f64>(&self.refused.count(why), None)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -492,7 +518,7 @@ mod tests {
 
     #[test]
     fn classic_text_names_every_family_by_its_samples() {
-        let metrics = Metrics::new(busy_shared());
+        let metrics = Metrics::new(busy_shared(), Default::default());
         let r = metrics.render(Format::Classic);
         assert_eq!(
             r.headers()["content-type"],
@@ -546,7 +572,7 @@ mod tests {
             ..Default::default()
         });
         shared.set_phase(Phase::Ready);
-        let metrics = Metrics::new(Arc::clone(&shared));
+        let metrics = Metrics::new(Arc::clone(&shared), Default::default());
         let text = body(metrics.render(Format::OpenMetrics));
         assert!(text.contains("vigil_build_info{version=\""), "{text}");
         assert!(

@@ -20,4 +20,4 @@ mod server;
 pub use api::AuthSettings;
 pub use call::{Api, ReloadError, ReloadRequest};
 pub use routes::{AdminState, route};
-pub use server::{AdminServer, BindError, ConnectionLimits, bind};
+pub use server::{AdminServer, BindError, ConnectionLimits, bind, handle};

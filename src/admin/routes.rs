@@ -14,6 +14,8 @@ use crate::state::Shared;
 pub struct AdminState {
     pub shared: Arc<Shared>,
     pub metrics: super::metrics::Metrics,
+    /// Connections the accept loop closed unserved, for `/metrics`.
+    pub refused: Arc<super::server::RefusedConnections>,
     /// Tokens, trusted proxies, `protect_detailed`: swapped on reload.
     pub auth: arc_swap::ArcSwap<super::api::AuthSettings>,
     pub limiter: super::auth::FailureLimiter,
@@ -23,10 +25,12 @@ pub struct AdminState {
 
 impl AdminState {
     pub fn new(shared: Arc<Shared>, config: &crate::config::Config) -> Self {
-        let metrics = super::metrics::Metrics::new(Arc::clone(&shared));
+        let refused = Arc::new(super::server::RefusedConnections::default());
+        let metrics = super::metrics::Metrics::new(Arc::clone(&shared), Arc::clone(&refused));
         AdminState {
             shared,
             metrics,
+            refused,
             auth: arc_swap::ArcSwap::from_pointee(super::api::AuthSettings::from_config(config)),
             limiter: super::auth::FailureLimiter::new(config.admin.auth_failures_per_minute),
             api: std::sync::OnceLock::new(),

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -106,6 +107,7 @@ impl AdminServer {
         drain: Duration,
     ) {
         let gate = Gate::new(&limits);
+        let refused = Arc::clone(&state.refused);
         let graceful = GracefulShutdown::new();
         let mut general = http1::Builder::new();
         general
@@ -140,13 +142,17 @@ impl AdminServer {
                         drop(slot);
                     });
                 }
-                Admission::ProbeLane(permit) => {
+                Admission::ProbeLane(permit, why) => {
                     let builder = probe.clone();
+                    let refused = Arc::clone(&refused);
                     tokio::spawn(async move {
-                        if matches!(
+                        let is_probe = matches!(
                             tokio::time::timeout(PROBE_WAIT, wait_for_probe(&stream)).await,
                             Ok(Ok(true))
-                        ) && let Err(e) = builder
+                        );
+                        if !is_probe {
+                            refused.note(why);
+                        } else if let Err(e) = builder
                             .serve_connection(TokioIo::new(stream), service)
                             .await
                         {
@@ -156,7 +162,10 @@ impl AdminServer {
                     });
                 }
                 // Dropping the socket closes it before anything is read.
-                Admission::Refused => drop(stream),
+                Admission::Refused(why) => {
+                    refused.note(why);
+                    drop(stream);
+                }
             }
         }
         drop(self.listener);
@@ -240,14 +249,60 @@ fn classify_request_line(head: &[u8]) -> Verdict {
     }
 }
 
+/// Why a connection got no general slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its address held `max_connections_per_client` already.
+    PerClient,
+    /// All `max_connections` were taken.
+    Pool,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 2] = [Refusal::PerClient, Refusal::Pool];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::PerClient => "per_client",
+            Refusal::Pool => "pool",
+        }
+    }
+}
+
+/// Connections closed unserved (past the limits and not a probe), by
+/// [`Refusal`]: `vigil_admin_connections_refused_total`.
+#[derive(Debug, Default)]
+pub struct RefusedConnections {
+    per_client: AtomicU64,
+    pool: AtomicU64,
+}
+
+impl RefusedConnections {
+    fn counter(&self, why: Refusal) -> &AtomicU64 {
+        match why {
+            Refusal::PerClient => &self.per_client,
+            Refusal::Pool => &self.pool,
+        }
+    }
+
+    fn note(&self, why: Refusal) {
+        self.counter(why).fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self, why: Refusal) -> u64 {
+        self.counter(why).load(Ordering::Relaxed)
+    }
+}
+
 /// Where an accepted connection goes.
 enum Admission {
     /// A general slot (held until the connection ends).
     General(ClientSlot),
     /// Past a limit: served only if its first request is a probe.
-    ProbeLane(OwnedSemaphorePermit),
+    ProbeLane(OwnedSemaphorePermit, Refusal),
     /// Past every limit: closed at once.
-    Refused,
+    Refused(Refusal),
 }
 
 /// The connection slots: a general pool with a share per client address,
@@ -271,17 +326,21 @@ impl Gate {
     }
 
     fn admit(&self, ip: IpAddr) -> Admission {
-        if let Some(client) = Clients::take(&self.clients, ip)
-            && let Ok(permit) = Arc::clone(&self.general).try_acquire_owned()
-        {
-            return Admission::General(ClientSlot {
-                _permit: permit,
-                _client: client,
-            });
-        }
+        let why = match Clients::take(&self.clients, ip) {
+            None => Refusal::PerClient,
+            Some(client) => match Arc::clone(&self.general).try_acquire_owned() {
+                Ok(permit) => {
+                    return Admission::General(ClientSlot {
+                        _permit: permit,
+                        _client: client,
+                    });
+                }
+                Err(_) => Refusal::Pool,
+            },
+        };
         match Arc::clone(&self.probe_lane).try_acquire_owned() {
-            Ok(permit) => Admission::ProbeLane(permit),
-            Err(_) => Admission::Refused,
+            Ok(permit) => Admission::ProbeLane(permit, why),
+            Err(_) => Admission::Refused(why),
         }
     }
 }
@@ -336,7 +395,9 @@ impl Drop for ClientShare {
     }
 }
 
-async fn handle(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// One request to its response, as the accept loop serves it; needs no
+/// socket, so the fuzz targets drive it with bodies built in memory.
+pub async fn handle<B>(state: &AdminState, req: Request<B>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
     if req.uri().path().starts_with("/api/") {
         let settings = state.auth.load_full();
@@ -415,8 +476,8 @@ mod tests {
         assert!(matches!(first, Admission::General(_)));
         // The pool (1) is full: b waits in the lane (4 places).
         let lane: Vec<_> = (0..4).map(|_| gate.admit(b)).collect();
-        assert!(lane.iter().all(|x| matches!(x, Admission::ProbeLane(_))));
-        assert!(matches!(gate.admit(b), Admission::Refused));
+        assert!(lane.iter().all(|x| matches!(x, Admission::ProbeLane(..))));
+        assert!(matches!(gate.admit(b), Admission::Refused(Refusal::Pool)));
         drop(first);
         drop(lane);
         assert!(matches!(gate.admit(b), Admission::General(_)));
@@ -428,7 +489,7 @@ mod tests {
         let a: IpAddr = [10, 0, 0, 1].into();
         let held = gate.admit(a);
         assert!(matches!(held, Admission::General(_)));
-        assert!(matches!(gate.admit(a), Admission::ProbeLane(_)));
+        assert!(matches!(gate.admit(a), Admission::ProbeLane(..)));
         drop(held);
         assert!(matches!(gate.admit(a), Admission::General(_)));
         // The temporary connection above has ended: the address is forgotten.

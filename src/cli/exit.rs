@@ -87,7 +87,7 @@ impl Classify for DaemonError {
             DaemonError::Catalog { error, .. } => error.exit(),
             DaemonError::Bind(_)
             | DaemonError::StateDir { .. }
-            | DaemonError::Journal(OpenError::Open { .. })
+            | DaemonError::Journal(OpenError::Open { .. } | OpenError::Read { .. })
             | DaemonError::Jobs { .. } => Exit::Failed,
         }
     }

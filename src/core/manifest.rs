@@ -239,12 +239,18 @@ impl Manifest {
         Ok(())
     }
 
+    /// Saturating: the sizes are the manifest's word, and a damaged one
+    /// must not panic (or wrap) whoever lists it.
     pub fn stored_bytes(&self) -> u64 {
-        self.objects.iter().map(|o| o.stored_bytes).sum()
+        self.objects
+            .iter()
+            .fold(0u64, |sum, o| sum.saturating_add(o.stored_bytes))
     }
 
     pub fn raw_bytes(&self) -> u64 {
-        self.objects.iter().map(|o| o.raw_bytes).sum()
+        self.objects
+            .iter()
+            .fold(0u64, |sum, o| sum.saturating_add(o.raw_bytes))
     }
 
     /// The object holding `database`, or the only database object.
@@ -362,6 +368,18 @@ pub(crate) mod tests {
         let json: serde_json::Value = serde_json::from_slice(&m.encode()).unwrap();
         assert_eq!(json["job"], serde_json::json!(m.job.as_str()));
         assert_eq!(json["backupId"], serde_json::json!(m.backup_id.as_str()));
+    }
+
+    #[test]
+    fn sizes_past_u64_saturate_instead_of_panicking() {
+        let mut m = sample();
+        let mut big = m.objects[0].clone();
+        big.name = "big.dump.zst".into();
+        big.stored_bytes = u64::MAX;
+        big.raw_bytes = u64::MAX;
+        m.objects.push(big);
+        assert_eq!(m.stored_bytes(), u64::MAX);
+        assert_eq!(m.raw_bytes(), u64::MAX);
     }
 
     #[test]

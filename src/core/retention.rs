@@ -129,7 +129,9 @@ impl Plan {
     }
 
     pub fn freed_bytes(&self) -> u64 {
-        self.forget().map(|d| d.stored_bytes).sum()
+        // Saturating: sizes come from manifests, which may be damaged.
+        self.forget()
+            .fold(0u64, |sum, d| sum.saturating_add(d.stored_bytes))
     }
 }
 

@@ -9,6 +9,7 @@ mod open;
 pub mod segment;
 pub mod ship;
 pub mod sign;
+pub mod signing;
 pub mod tail;
 pub mod verify;
 mod writer;

@@ -27,6 +27,13 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    /// Reading the newest checkpoint (does this start stop the signing?).
+    #[error("cannot read the audit journal in {} (`journal.dir`)", dir.display())]
+    Read {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A CLI command usually fails here for running as another user.
@@ -49,11 +56,26 @@ pub fn open_journal(
         let key = load_signing_key(path).map_err(OpenError::SigningKey)?;
         options.signer = Some(Arc::new(key));
     }
-    Journal::open(options, stats).map_err(|source| OpenError::Open {
+    // Read before the writer opens: whether this start stops the signing
+    // (a daemon without the key on a journal whose newest checkpoint is signed).
+    let stops_signing = match (&options.signer, daemon) {
+        (None, true) => {
+            super::sign::signed_head(&config.journal_dir()).map_err(|source| OpenError::Read {
+                dir: config.journal_dir(),
+                source,
+            })?
+        }
+        _ => None,
+    };
+    let journal = Journal::open(options, stats).map_err(|source| OpenError::Open {
         dir: config.journal_dir(),
         opener,
         source,
-    })
+    })?;
+    if let Some((seq, public_key)) = stops_signing {
+        journal.emit(super::sign::signing_stopped(seq, &public_key));
+    }
+    Ok(journal)
 }
 
 #[cfg(test)]

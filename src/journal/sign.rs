@@ -7,6 +7,7 @@
 //! key SPKI (`BEGIN PUBLIC KEY`), as `vigil audit keygen` and
 //! `openssl genpkey -algorithm ed25519` / `openssl pkey -pubout` write them.
 
+use crate::core::journal_record::{Actor, Entry};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -170,9 +171,66 @@ pub fn check_checkpoint(record: &Record, key: &VerifyingKey) -> Option<String> {
         Err(_) => Some(format!(
             "the checkpoint's signature over (journal {}, seq {seq}, hash {}) does not verify with the given public key: the journal was rewritten or the checkpoint forged (or signed by another key)",
             record.journal,
-            &hash[..hash.len().min(12)]
+            // The hash is the record's word, not necessarily hex: cut on a char.
+            hash.get(..12).unwrap_or(&hash)
         )),
     }
+}
+
+/// The event the daemon writes when it starts without a signing key on a
+/// journal whose newest checkpoint is signed.
+pub const SIGNING_STOPPED: &str = "journal.signing_stopped";
+
+/// Whether `record` is a checkpoint that carries a signature (valid or not).
+pub fn is_signed(record: &Record) -> bool {
+    record.data.get("signature").is_some_and(|s| !s.is_null())
+}
+
+/// The newest signed checkpoint in the journal under `dir`, as `(seq,
+/// public key hex)`, when nothing since says signing stopped: no unsigned
+/// checkpoint and no [`SIGNING_STOPPED`] after it. Reads segments newest
+/// first and stops at the first checkpoint or stop record.
+pub fn signed_head(dir: &Path) -> std::io::Result<Option<(u64, String)>> {
+    for (_, path) in super::segment::list(dir)?.iter().rev() {
+        let (lines, _) = super::segment::read_from(path, 0)?;
+        let newest = lines
+            .iter()
+            .rev()
+            .filter(|l| {
+                l.text.contains("\"journal.checkpoint\"") || l.text.contains(SIGNING_STOPPED)
+            })
+            .filter_map(|l| serde_json::from_str::<Record>(&l.text).ok())
+            .find(|r| r.event == "journal.checkpoint" || r.event == SIGNING_STOPPED);
+        if let Some(record) = newest {
+            let key = record
+                .data
+                .get("signature")
+                .and_then(|s| s.get("public_key"))
+                .and_then(|k| k.as_str());
+            return Ok(match (record.event.as_str(), key) {
+                ("journal.checkpoint", Some(key)) => Some((record.seq, key.to_owned())),
+                _ => None,
+            });
+        }
+    }
+    Ok(None)
+}
+
+/// The record of a daemon start without the key on a signed journal
+/// (logged as a warning too): `audit verify` then reports unsigned
+/// checkpoints as a stop, not a forgery.
+pub fn signing_stopped(last_signed: u64, public_key: &str) -> Entry {
+    tracing::warn!(last_signed_checkpoint = last_signed, %public_key, "the journal's checkpoints were signed and `journal.signing_key_file` is not set: checkpoints from now on are unsigned; recorded as `journal.signing_stopped`");
+    Entry::at(
+        chrono::Utc::now(),
+        SIGNING_STOPPED,
+        Actor::daemon(),
+        json!({
+            "last_signed_checkpoint": last_signed,
+            "public_key": public_key,
+            "reason": "the daemon started without `journal.signing_key_file`",
+        }),
+    )
 }
 
 #[cfg(test)]

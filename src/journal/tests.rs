@@ -501,3 +501,27 @@ fn with_a_key_a_daemon_run_without_checkpoints_fails() {
             .contains("without a signed checkpoint")
     );
 }
+
+/// A manifest's recorded hash is its word: one that is not hex (here a
+/// multi-byte character across the 12th byte) is reported, not a panic.
+#[tokio::test]
+async fn an_anchor_hash_that_is_not_hex_is_reported_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = small_journal(dir.path(), 2).await;
+    let id = journal.id().to_owned();
+    let head = journal.head().unwrap();
+    journal.close().await;
+    let anchor = Anchor {
+        source: "backup orders/20261123T070000Z".into(),
+        journal: id,
+        seq: head.seq,
+        hash: "aaaaaaaaaaa\u{e9}".into(),
+    };
+    let report = verify_segments(&read_all(dir.path()), None, &[anchor]);
+    assert!(!report.ok());
+    assert!(
+        report.problems[0].what.contains("recorded as aaaaaaaaaaa"),
+        "{:?}",
+        report.problems
+    );
+}

@@ -11,6 +11,7 @@ use super::segment::{Fragment, Line};
 use crate::core::journal_record::{ChainCheck, Record};
 
 pub mod catalog;
+use super::signing::{Signing, Unsigned, dropped_signing, stopped_signing};
 
 /// One segment as read from disk.
 pub struct SegmentInput {
@@ -366,15 +367,18 @@ fn check_anchors(report: &mut Report, anchors: &[Anchor], hash_at: impl Fn(u64) 
     }
 }
 
+/// A hash's first 12 characters; one read from a manifest may be anything.
 fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+    hash.get(..12).unwrap_or(hash)
 }
 
 /// `--public-key`: every checkpoint among `lines` must carry a signature
 /// that `key` verifies, and a daemon run (from `daemon.started` to
 /// `daemon.stopping`) must not go longer than twice `interval` plus a
 /// minute without one: removing every checkpoint would otherwise leave
-/// nothing to check. `source` names where the lines came from.
+/// nothing to check. After a `journal.signing_stopped` record, unsigned
+/// checkpoints are a warning until a signed one appears again. `source`
+/// names where the lines came from.
 pub fn check_signatures<'a>(
     report: &mut Report,
     lines: impl IntoIterator<Item = &'a str>,
@@ -385,6 +389,8 @@ pub fn check_signatures<'a>(
     let allowed = 2 * interval.as_secs() as i64 + 60;
     // In a daemon run: its start or its last signed checkpoint.
     let mut signed_since: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut signing = Signing::default();
+    let mut warned = false;
     for line in lines {
         let Ok(record) = serde_json::from_str::<Record>(line) else {
             continue;
@@ -403,10 +409,31 @@ pub fn check_signatures<'a>(
                 return;
             }
         }
-        match record.event.as_str() {
-            "daemon.started" => signed_since = Some(record.ts),
-            "daemon.stopping" => signed_since = None,
-            "journal.checkpoint" => {
+        match (record.event.as_str(), signing.see(&record)) {
+            ("daemon.started", _) if !signing.stopped() => signed_since = Some(record.ts),
+            ("daemon.stopping", _) | (super::sign::SIGNING_STOPPED, _) => signed_since = None,
+            (
+                _,
+                Some(Unsigned::Stopped {
+                    last_signed,
+                    stopped_at,
+                }),
+            ) if !warned => {
+                report
+                    .warnings
+                    .push(stopped_signing(record.seq, last_signed, stopped_at));
+                warned = true;
+            }
+            (_, Some(Unsigned::Stopped { .. })) => {}
+            (_, Some(Unsigned::Dropped { last_signed })) => {
+                report.problem(
+                    Some(record.seq),
+                    source,
+                    dropped_signing(record.seq, last_signed),
+                );
+                return;
+            }
+            ("journal.checkpoint", _) => {
                 if let Some(what) = super::sign::check_checkpoint(&record, key) {
                     report.problem(Some(record.seq), source, what);
                     return;

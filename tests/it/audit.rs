@@ -1054,3 +1054,101 @@ fn a_journal_started_under_another_pin_is_logged_and_fails_verify() {
     assert!(out.contains(earlier) && out.contains(&id), "{out}");
     assert_eq!(vigil.get("/health/ready").status, 200, "the daemon goes on");
 }
+
+/// A signed journal whose checkpoints stop being signed: caught (a
+/// failure with `--public-key`, a warning without) unless a daemon start
+/// without the key recorded `journal.signing_stopped`, which verify then
+/// reports as a warning naming where signing stopped.
+#[test]
+fn a_signed_journal_that_stops_being_signed_is_caught_unless_the_stop_is_recorded() {
+    let keys = tempfile::tempdir().unwrap();
+    let private = keys.path().join("journal.key");
+    let nowhere = keys.path().join("none.toml");
+    let (code, out, err) = vigil_cli(
+        &nowhere,
+        &["audit", "keygen", private.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let public = keys.path().join("journal.key.pub");
+    let public_arg = public.to_str().unwrap();
+    let catalog = fresh_catalog();
+    let source = fresh_db();
+    let signing = format!(
+        "[journal]\ncheckpoint_interval = \"1s\"\nsigning_key_file = \"{}\"\n",
+        private.display()
+    );
+    let mut vigil = start(&catalog.url(), &source, &signing);
+    std::thread::sleep(Duration::from_millis(2500));
+    backup_and_stop(&mut vigil);
+    let original = journal_records(&vigil);
+
+    // The tail re-hashed without the key: the newest checkpoint loses its
+    // signature (a forger cannot make one), the chain is re-computed.
+    let mut forged = original.clone();
+    let last_checkpoint = forged
+        .iter()
+        .rposition(|r| r.event == "journal.checkpoint")
+        .unwrap();
+    let previous_signed = forged[..last_checkpoint]
+        .iter()
+        .rev()
+        .find(|r| r.event == "journal.checkpoint")
+        .unwrap()
+        .seq;
+    let stripped = forged[last_checkpoint].seq;
+    forged[last_checkpoint]
+        .data
+        .as_object_mut()
+        .unwrap()
+        .remove("signature");
+    rechain(&mut forged);
+    write_journal(&vigil, &forged);
+    let named = format!(
+        "checkpoint seq {stripped} carries no signature although checkpoint seq {previous_signed}"
+    );
+    let (code, out) = verify_with(&vigil, &["--public-key", public_arg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&named), "{out}");
+    let (_, out) = verify(&vigil);
+    assert!(
+        out.contains(&format!("warning: {named}")),
+        "without the key it warns: {out}"
+    );
+
+    // The real journal back; the daemon restarted on it without the key.
+    write_journal(&vigil, &original);
+    let config = std::fs::read_to_string(&vigil.config_path).unwrap();
+    let unsigned = config.replace(
+        &format!("signing_key_file = \"{}\"\n", private.display()),
+        "",
+    );
+    assert_ne!(unsigned, config);
+    let mut restarted = Vigil::start_text(
+        tempfile::tempdir().unwrap(),
+        &unsigned,
+        VigilOptions::default(),
+    );
+    restarted.wait_ready();
+    std::thread::sleep(Duration::from_millis(2500));
+    restarted.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(restarted.wait_exit(Duration::from_secs(30)).success());
+    let stops = records(&restarted, "journal.signing_stopped");
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    let last_signed = original
+        .iter()
+        .rev()
+        .find(|r| r.event == "journal.checkpoint")
+        .unwrap()
+        .seq;
+    assert_eq!(stops[0]["data"]["last_signed_checkpoint"], last_signed);
+    let (code, out) = verify_with(&restarted, &["--public-key", public_arg]);
+    assert_eq!(code, 0, "a recorded stop is not a forgery: {out}");
+    assert!(
+        out.contains("signing stopped at seq") && out.contains(&format!("(seq {last_signed})")),
+        "{out}"
+    );
+    let (code, out) = verify(&restarted);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("signing stopped at seq"), "{out}");
+}

@@ -41,6 +41,28 @@ fn open_idle(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
         .collect()
 }
 
+/// `count` keep-alive connections, each served one `/health` in the
+/// general pool and then left idle: unlike [`open_idle`], the server has
+/// counted every one of them when this returns, however loaded the host.
+fn open_served(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            write!(stream, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut buf = [0u8; 8192];
+            let n = stream.read(&mut buf).unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]);
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            // The probe lane answers with `connection: close`.
+            assert!(!head.contains("connection: close"), "{head}");
+            stream
+        })
+        .collect()
+}
+
 /// Runs `attack` on a thread while `/health` is measured, then stops it.
 fn under_attack(vigil: &Vigil, what: &str, count: usize, trickle: bool) {
     let stop = Arc::new(AtomicBool::new(false));
@@ -169,6 +191,45 @@ fn a_client_past_its_share_is_served_probes_only() {
     assert_eq!(http(vigil.addr, "GET", "/metrics").unwrap().status, 200);
 }
 
+/// `vigil_admin_connections_refused_total{reason}` as `/metrics` serves it.
+fn refused_count(addr: SocketAddr, reason: &str) -> u64 {
+    let metrics = http(addr, "GET", "/metrics").unwrap();
+    assert_eq!(metrics.status, 200);
+    let sample = format!("vigil_admin_connections_refused_total{{reason=\"{reason}\"}} ");
+    metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(sample.as_str()))
+        .unwrap_or_else(|| panic!("no {sample}in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// On the shipped defaults (32 connections per client): connections past
+/// the share that ask for something other than a probe, or send nothing,
+/// are counted as refused `per_client`; probes answered are not.
+#[test]
+fn refused_connections_are_counted_by_reason() {
+    let db = fresh_db();
+    let vigil = Vigil::start(&db, "");
+    vigil.wait_ready();
+    assert_eq!(refused_count(vigil.addr, "per_client"), 0);
+    let held = open_served(vigil.addr, 32);
+    for _ in 0..5 {
+        assert!(http(vigil.addr, "GET", "/metrics").is_err());
+    }
+    // Silent connections leave the lane after its 100 ms wait.
+    let silent = open_idle(vigil.addr, 3);
+    assert_eq!(http(vigil.addr, "GET", "/health").unwrap().status, 200);
+    thread::sleep(Duration::from_millis(400));
+    drop(silent);
+    drop(held);
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(refused_count(vigil.addr, "per_client"), 8);
+    assert_eq!(refused_count(vigil.addr, "pool"), 0);
+}
+
 /// With the general pool full (here of one client's idle connections),
 /// probes are still answered and other requests closed.
 #[test]
@@ -180,9 +241,7 @@ fn a_full_pool_still_answers_probes_only() {
     };
     let vigil = Vigil::start_with(&db.url(), "", options);
     vigil.wait_ready();
-    let held = open_idle(vigil.addr, 3);
-    assert_eq!(held.len(), 3);
-    thread::sleep(Duration::from_millis(200));
+    let held = open_served(vigil.addr, 3);
 
     for path in ["/health", "/health/live", "/health/ready"] {
         assert_eq!(http(vigil.addr, "GET", path).unwrap().status, 200, "{path}");
@@ -192,6 +251,8 @@ fn a_full_pool_still_answers_probes_only() {
         "the status page was served"
     );
     drop(held);
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(refused_count(vigil.addr, "pool"), 1);
 }
 
 /// An idle keep-alive connection is closed after `header_read_timeout`, so

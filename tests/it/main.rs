@@ -16,6 +16,7 @@ mod disk_full;
 #[cfg(feature = "failpoints")]
 mod failpoints;
 mod files;
+mod fuzz_regressions;
 mod harness;
 mod health;
 mod hostile;

@@ -1,9 +1,15 @@
 //! The standing secret scan (issue 12): one daemon and the CLI doing what
 //! operators do (backups through the API, a failing run, a reload with a
 //! rotated password, status, list, audit, restore), then every log line,
-//! response body, journal line and catalog row searched for every secret.
+//! response body, journal line and catalog row searched for every secret;
+//! and while they run, the environment and command line of every vigil
+//! process and of every process it spawned (pg_dump, pg_restore, psql…).
 
+use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::harness::*;
@@ -15,6 +21,91 @@ const TOKEN: &str = "scan-token-6d1f8a2c93b7";
 fn private(path: &std::path::Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// What the process watcher saw: every NUL-separated environment entry
+/// and argument, by pid and command name (a process seen again adds its
+/// new strings; an `exec` starts a new entry).
+#[derive(Default)]
+struct Seen {
+    processes: HashMap<(u32, String), BTreeSet<String>>,
+}
+
+/// `/proc/<pid>/stat`'s parent pid.
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+/// This test's vigil processes (the daemon and the CLI runs: their
+/// command line names a config under `dir`) and all their descendants,
+/// now; other tests' vigils are not this test's business.
+fn vigil_tree(dir: &str) -> Vec<u32> {
+    let vigil = PathBuf::from(VIGIL).canonicalize().unwrap();
+    let parents: HashMap<u32, u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter_map(|pid| Some((pid, parent(pid)?)))
+        .collect();
+    let is_ours = |pid: u32| {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == vigil)
+            && std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(dir))
+    };
+    parents
+        .keys()
+        .copied()
+        .filter(|&pid| {
+            let mut at = pid;
+            for _ in 0..32 {
+                if is_ours(at) {
+                    return true;
+                }
+                match parents.get(&at) {
+                    Some(&p) if p > 1 => at = p,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
+}
+
+/// Reads the environment and command line of every process in
+/// [`vigil_tree`] of the directory in `dir` (once set) every 2 ms until `stop`.
+fn watch_processes(stop: Arc<AtomicBool>, dir: Arc<Mutex<Option<String>>>, seen: Arc<Mutex<Seen>>) {
+    while !stop.load(Ordering::Relaxed) {
+        let Some(dir) = dir.lock().unwrap().clone() else {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        };
+        for pid in vigil_tree(&dir) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            // Gone already (its pid may come back as someone else's).
+            if comm.is_empty() {
+                continue;
+            }
+            let mut strings = BTreeSet::new();
+            for file in ["environ", "cmdline"] {
+                // A process that just ended reads as nothing.
+                let bytes = std::fs::read(format!("/proc/{pid}/{file}")).unwrap_or_default();
+                strings.extend(
+                    bytes
+                        .split(|b| *b == 0)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| String::from_utf8_lossy(s).into_owned()),
+                );
+            }
+            let mut seen = seen.lock().unwrap();
+            seen.processes
+                .entry((pid, comm.trim().to_owned()))
+                .or_default()
+                .extend(strings);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 #[test]
@@ -59,7 +150,15 @@ fn no_secret_reaches_a_log_body_journal_line_or_catalog_row() {
         ),
         ..Default::default()
     };
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let watched = Arc::new(Mutex::new(None));
+    let watcher = {
+        let (stop, watched, seen) = (Arc::clone(&stop), Arc::clone(&watched), Arc::clone(&seen));
+        std::thread::spawn(move || watch_processes(stop, watched, seen))
+    };
     let vigil = Vigil::start_with(&catalog.url(), &extra, options);
+    *watched.lock().unwrap() = Some(vigil.dir.display().to_string());
     vigil.wait_ready();
     let auth = format!("Bearer {TOKEN}");
     let api = |method: &str, path: &str| {
@@ -123,6 +222,8 @@ fn no_secret_reaches_a_log_body_journal_line_or_catalog_row() {
         bodies.push(stdout);
         bodies.push(stderr);
     }
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
     let mut journal = String::new();
     for entry in std::fs::read_dir(vigil.dir.join("state/journal")).unwrap() {
         let path = entry.unwrap().path();
@@ -164,9 +265,40 @@ fn no_secret_reaches_a_log_body_journal_line_or_catalog_row() {
             assert!(!text.contains(secret), "a secret reached the {place}");
         }
     }
+    let seen = seen.lock().unwrap();
+    let mut commands = BTreeSet::new();
+    for ((pid, comm), strings) in &seen.processes {
+        commands.insert(comm.as_str());
+        for text in strings {
+            // The test hands vigil the catalog password in this variable
+            // and the restore target's in `--to`: the operator's choice,
+            // inherited or passed, never vigil's doing.
+            if text == &format!("TEST_PGPASSWORD={PASSWORD}") || (comm == "vigil" && text == &to) {
+                continue;
+            }
+            for secret in secrets {
+                assert!(
+                    !text.contains(secret),
+                    "a secret reached the environment or command line of {comm} (pid {pid})"
+                );
+            }
+        }
+    }
+    // The tools live for milliseconds here: a loaded host may hide some.
+    assert!(
+        ["pg_dump", "pg_restore", "psql"]
+            .iter()
+            .any(|tool| commands.contains(tool)),
+        "the watcher never saw a tool vigil ran: {commands:?}"
+    );
     println!(
         "secret scan: {scanned} bytes in {} places, {} secrets, 0 hits",
         places.len(),
         secrets.len()
+    );
+    println!(
+        "process scan: {} processes ({}), environment and command line, 0 hits",
+        seen.processes.len(),
+        commands.into_iter().collect::<Vec<_>>().join(", ")
     );
 }

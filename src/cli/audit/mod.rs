@@ -13,6 +13,7 @@ use super::{finish, with_config};
 use crate::config::Config;
 use crate::core::journal_record::Record;
 use crate::journal::segment;
+use crate::journal::signing::unsigned_checkpoint_warning;
 use crate::journal::verify::catalog::{check_pin, compare_with_local};
 use crate::journal::verify::{
     Anchor, Report, SegmentInput, TableRow, check_signatures, signing_key_named, verify_segments,
@@ -211,7 +212,12 @@ pub async fn verify(
                 "journal files"
             },
         ),
-        None => remind_of_signatures(&mut report, lines.iter().map(String::as_str)),
+        None => {
+            remind_of_signatures(&mut report, lines.iter().map(String::as_str));
+            report.warnings.extend(unsigned_checkpoint_warning(
+                lines.iter().map(String::as_str),
+            ));
+        }
     }
     report.warnings.extend(warnings);
     print_report(&report, from_catalog, json)?;
