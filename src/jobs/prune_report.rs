@@ -1,0 +1,63 @@
+//! A prune's outcome as vigil prints it (`vigil prune --json`) and serves
+//! it (`POST /api/v1/jobs/{job}/prune`): one camelCase shape for both.
+//! The journal's `prune.*` payloads are a storage format of their own and
+//! are built elsewhere.
+
+use serde::Serialize;
+
+use super::prune::PruneOutcome;
+use crate::core::retention::Plan;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneReport<'a> {
+    pub job: &'a str,
+    pub dry_run: bool,
+    pub plan: &'a Plan,
+    /// What the plan frees (nothing when it was refused).
+    pub freed_bytes: u64,
+    /// Backup ids deleted (none on a dry run).
+    pub deleted: Vec<&'a str>,
+    /// Uncommitted leftovers removed.
+    pub collected: &'a [String],
+    /// Leftovers still inside `orphan_grace`, left alone.
+    pub young_leftovers: &'a [String],
+    pub temp_files: u64,
+    pub temp_bytes: u64,
+    pub skipped: Vec<Passed<'a>>,
+    pub damaged: Vec<Passed<'a>>,
+}
+
+/// A backup prune left alone, and why.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Passed<'a> {
+    pub backup_id: &'a str,
+    pub reason: &'a str,
+}
+
+impl<'a> PruneReport<'a> {
+    pub fn new(job: &'a str, o: &'a PruneOutcome) -> PruneReport<'a> {
+        let passed = |list: &'a [(String, String)]| {
+            list.iter()
+                .map(|(id, why)| Passed {
+                    backup_id: id,
+                    reason: why,
+                })
+                .collect()
+        };
+        PruneReport {
+            job,
+            dry_run: o.dry_run,
+            plan: &o.plan,
+            freed_bytes: o.plan.freed_bytes(),
+            deleted: o.deleted.iter().map(|(id, _)| id.as_str()).collect(),
+            collected: &o.collected,
+            young_leftovers: &o.young_leftovers,
+            temp_files: o.temp.files,
+            temp_bytes: o.temp.bytes,
+            skipped: passed(&o.skipped),
+            damaged: passed(&o.damaged),
+        }
+    }
+}
