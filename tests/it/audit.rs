@@ -144,11 +144,7 @@ fn roles_hold_for_every_endpoint_and_every_call_is_journalled() {
                 assert_eq!(r.status, 403, "{method} {path} as rank {rank}: {}", r.body);
                 let error = &r.json()["error"];
                 assert_eq!(error["code"], "forbidden");
-                assert!(
-                    error["requestId"]
-                        .as_str()
-                        .is_some_and(|id| !id.is_empty())
-                );
+                assert!(error["requestId"].as_str().is_some_and(|id| !id.is_empty()));
             } else {
                 // A second backup request may find the first still running.
                 let ok = (200..300).contains(&r.status)

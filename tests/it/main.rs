@@ -16,6 +16,7 @@ mod files;
 mod harness;
 mod health;
 mod hostile;
+mod json_shapes;
 mod lease;
 mod leftovers;
 mod logrotate;
