@@ -239,4 +239,28 @@ mod tests {
             "prune failed: a: boom; b: bang"
         );
     }
+
+    #[test]
+    fn the_json_error_code_is_chosen_by_variant() {
+        let unknown = UnknownJob {
+            job: "x".into(),
+            known: "none".into(),
+        };
+        assert_eq!(CliError::from(unknown).code(), "unknown_job");
+        let down = CommandError {
+            exit: Exit::Unreachable,
+            message: "catalog at 127.0.0.1:1 is unreachable".into(),
+        };
+        assert_eq!(CliError::from(down).code(), "unreachable");
+        let daemon = StatusError::Unreachable {
+            addr: "127.0.0.1:9746".parse().unwrap(),
+            source: Error::from(ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(CliError::from(daemon).code(), "daemon_unreachable");
+        // What the printed document already tells is not printed twice.
+        let failures = vec!["a: boom".to_owned()];
+        assert!(CliError::PruneFailed { failures }.told_in_output());
+        assert!(CliError::from(AuditError::Failed).told_in_output());
+        assert!(!CliError::NoJobs.told_in_output());
+    }
 }

@@ -61,3 +61,52 @@ impl<'a> PruneReport<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::core::ids::BackupId;
+    use crate::core::retention::Decision;
+    use crate::repo::TempCollected;
+
+    #[test]
+    fn the_report_is_camel_case_and_counts_what_the_plan_frees() {
+        let finished = Utc.with_ymd_and_hms(2026, 11, 27, 7, 0, 0).unwrap();
+        let decision = |keep: bool| Decision {
+            id: BackupId::at(finished, u32::from(!keep)),
+            finished_at: finished,
+            stored_bytes: 100,
+            keep,
+            reasons: if keep {
+                vec!["keep_last".into()]
+            } else {
+                vec![]
+            },
+        };
+        let outcome = PruneOutcome {
+            plan: Plan {
+                decisions: vec![decision(true), decision(false)],
+                refused: None,
+            },
+            deleted: vec![("20261127T070000Z-1".into(), 100)],
+            collected: vec![],
+            young_leftovers: vec!["20261127T080000Z".into()],
+            skipped: vec![("x".into(), "changed".into())],
+            damaged: vec![],
+            temp: TempCollected { files: 2, bytes: 7 },
+            dry_run: false,
+        };
+        let v = serde_json::to_value(PruneReport::new("orders", &outcome)).unwrap();
+        assert_eq!(v["dryRun"], false);
+        assert_eq!(v["freedBytes"], 100);
+        assert_eq!(v["youngLeftovers"][0], "20261127T080000Z");
+        assert_eq!(v["tempFiles"], 2);
+        assert_eq!(v["skipped"][0]["backupId"], "x");
+        let forgotten = &v["plan"]["decisions"][1];
+        assert_eq!(forgotten["backupId"], "20261127T070000Z-1");
+        assert_eq!(forgotten["storedBytes"], 100);
+        assert_eq!(forgotten["finishedAt"], "2026-11-27T07:00:00Z");
+    }
+}
