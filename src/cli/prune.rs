@@ -50,12 +50,22 @@ pub async fn prune(
     Ok(())
 }
 
-/// `--json`: one object per job; a job whose prune failed is
-/// `{"job", "error": {"code", "message"}}`, the one error shape.
+/// `--json`: one object per job.
 fn print_json(
     outcomes: &[(String, PruneOutcome)],
     failed: &[(String, String)],
 ) -> Result<(), CliError> {
+    let entries = json_entries(outcomes, failed)?;
+    outln!("{}", serde_json::to_string_pretty(&entries)?)?;
+    Ok(())
+}
+
+/// Each job's [`PruneReport`]; a job whose prune failed is
+/// `{"job", "error": {"code", "message"}}`, the one error shape.
+fn json_entries(
+    outcomes: &[(String, PruneOutcome)],
+    failed: &[(String, String)],
+) -> Result<Vec<serde_json::Value>, serde_json::Error> {
     let mut entries = outcomes
         .iter()
         .map(|(job, o)| serde_json::to_value(PruneReport::new(job, o)))
@@ -64,8 +74,7 @@ fn print_json(
         let body = ErrorBody::new("prune_refused", why.as_str(), None);
         serde_json::json!({ "job": job, "error": body.error })
     }));
-    outln!("{}", serde_json::to_string_pretty(&entries)?)?;
-    Ok(())
+    Ok(entries)
 }
 
 /// One job's plan as a table, then what was done (or would be).
@@ -137,4 +146,23 @@ fn print_text(job: &str, outcome: &PruneOutcome) -> Result<(), CliError> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_failed_job_is_an_entry_in_the_one_error_shape() {
+        let failed = vec![(
+            "orders".to_owned(),
+            "job `orders` is running elsewhere".to_owned(),
+        )];
+        let entries = super::json_entries(&[], &failed).unwrap();
+        assert_eq!(
+            entries,
+            vec![serde_json::json!({
+                "job": "orders",
+                "error": { "code": "prune_refused", "message": "job `orders` is running elsewhere" }
+            })]
+        );
+    }
 }
