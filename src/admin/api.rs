@@ -15,6 +15,7 @@ use super::response::{Body, JSON, respond};
 use crate::config::Config;
 use crate::core::auth::{Authn, Permission, TokenEntry, Tokens, TrustedProxies};
 use crate::core::journal_record::Entry;
+use crate::core::output::ErrorBody;
 
 /// Who may call, from the current config (swapped on reload).
 pub struct AuthSettings {
@@ -331,8 +332,8 @@ fn rate_limited(call: &Call, wait: std::time::Duration) -> Response<Body> {
 }
 
 fn error(call: &Call, e: ApiError) -> Response<Body> {
-    let body = serde_json::json!({ "error": { "code": e.code, "message": e.message, "request_id": call.request_id } });
-    with_request_id(respond(e.status, JSON, body.to_string()), call)
+    let body = ErrorBody::new(e.code, e.message, Some(&call.request_id));
+    with_request_id(respond(e.status, JSON, body.to_json()), call)
 }
 
 fn with_request_id(mut response: Response<Body>, call: &Call) -> Response<Body> {

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use super::call::{Answer, Api, ApiError, Call, ReloadRequest};
 use crate::core::auth::Permission;
+use crate::core::retention::RetentionPolicy;
 use crate::jobs::prune::PruneError;
+use crate::jobs::prune_report::PruneReport;
 use crate::jobs::{JobContext, Trigger};
 use crate::state::JobState;
 
@@ -76,7 +78,7 @@ pub async fn serve(api: &Arc<Api>, call: &Call, endpoint: Endpoint, query: &str)
         Endpoint::Job(name) => {
             let ctx = job(api, &name)?;
             let mut body = job_summary(ctx, api.shared.jobs.get(&name).as_ref());
-            body["retention"] = serde_json::to_value(&ctx.job.retention).unwrap_or_default();
+            body["retention"] = retention(&ctx.job.retention);
             Ok((StatusCode::OK, body))
         }
         Endpoint::Backups(name) => backups(job(api, &name)?).await,
@@ -152,24 +154,46 @@ fn job_summary(ctx: &JobContext, state: Option<&JobState>) -> Value {
         "every": ctx.job.every.map(|d| humantime::format_duration(d).to_string()),
         "timezone": ctx.job.timezone,
         "running": s.running.as_ref().map(|r| json!({
-            "started_at": r.started_at, "trigger": r.trigger, "source_bytes": s.running_bytes(),
+            "startedAt": r.started_at, "trigger": r.trigger, "sourceBytes": s.running_bytes(),
         })),
-        "last_success": s.last_success,
-        "last_error": s.last_error,
-        "next_run": s.next_run,
+        "lastSuccess": s.last_success,
+        "lastError": s.last_error,
+        "nextRun": s.next_run,
         "backups": s.backups,
         "oldest": s.oldest,
-        "runs_total": s.runs_total,
-        "failures_total": s.failures_total,
-        "last_duration_seconds": s.last_duration_seconds,
-        "last_stored_bytes": s.last_stored_bytes,
-        "last_source_bytes": s.last_source_bytes,
+        "runsTotal": s.runs_total,
+        "failuresTotal": s.failures_total,
+        "lastDurationSeconds": s.last_duration_seconds,
+        "lastStoredBytes": s.last_stored_bytes,
+        "lastSourceBytes": s.last_source_bytes,
         "prune": {
-            "last_success": s.prune.last_success,
-            "last_error": s.prune.last_error,
-            "deleted_total": s.prune.deleted_total,
-            "freed_bytes_total": s.prune.freed_bytes_total,
+            "lastSuccess": s.prune.last_success,
+            "lastError": s.prune.last_error,
+            "deletedTotal": s.prune.deleted_total,
+            "freedBytesTotal": s.prune.freed_bytes_total,
         },
+    })
+}
+
+/// The job's retention policy in the API's camelCase (the config's own
+/// serialisation keeps the TOML keys); durations as in the config file.
+fn retention(r: &RetentionPolicy) -> Value {
+    let human =
+        |d: Option<std::time::Duration>| d.map(|d| humantime::format_duration(d).to_string());
+    json!({
+        "keepLast": r.keep_last,
+        "keepHourly": r.keep_hourly,
+        "keepDaily": r.keep_daily,
+        "keepWeekly": r.keep_weekly,
+        "keepMonthly": r.keep_monthly,
+        "keepYearly": r.keep_yearly,
+        "keepWithin": human(r.keep_within),
+        "minKeep": r.min_keep,
+        "pruneAfterFailure": r.prune_after_failure,
+        "afterBackup": r.after_backup,
+        "orphanGrace": human(Some(r.orphan_grace)),
+        "schedule": r.schedule,
+        "every": human(r.every),
     })
 }
 
@@ -188,22 +212,22 @@ async fn backups(ctx: &JobContext) -> Answer {
         .iter()
         .map(|m| {
             json!({
-                "backup_id": m.backup_id,
-                "started_at": m.started_at,
-                "finished_at": m.finished_at,
-                "stored_bytes": m.stored_bytes(),
-                "source_bytes": m.raw_bytes(),
+                "backupId": m.backup_id,
+                "startedAt": m.started_at,
+                "finishedAt": m.finished_at,
+                "storedBytes": m.stored_bytes(),
+                "sourceBytes": m.raw_bytes(),
                 "objects": m.objects.iter().map(|o| &o.name).collect::<Vec<_>>(),
                 "encrypted": m.encryption.is_some(),
                 "pinned": pins.contains(m.backup_id.as_str()),
-                "journal_head": m.journal_head,
+                "journalHead": m.journal_head,
             })
         })
         .collect();
     let damaged: Vec<Value> = listing
         .damaged
         .iter()
-        .map(|(id, why)| json!({ "backup_id": id, "error": why }))
+        .map(|(id, why)| json!({ "backupId": id, "error": why }))
         .collect();
     Ok((
         StatusCode::OK,
@@ -249,11 +273,11 @@ async fn executions(api: &Api, q: &Query<'_>) -> Answer {
                 "status": r.get::<_, String>(4),
                 "host": r.get::<_, String>(5),
                 "repository": r.get::<_, Option<String>>(6),
-                "backup_id": r.get::<_, Option<String>>(7),
-                "started_at": r.get::<_, chrono::DateTime<chrono::Utc>>(8),
-                "finished_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(9),
-                "source_bytes": r.get::<_, Option<i64>>(10),
-                "stored_bytes": r.get::<_, Option<i64>>(11),
+                "backupId": r.get::<_, Option<String>>(7),
+                "startedAt": r.get::<_, chrono::DateTime<chrono::Utc>>(8),
+                "finishedAt": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(9),
+                "sourceBytes": r.get::<_, Option<i64>>(10),
+                "storedBytes": r.get::<_, Option<i64>>(11),
                 "error": r.get::<_, Option<String>>(12),
             })
         })
@@ -264,7 +288,7 @@ async fn executions(api: &Api, q: &Query<'_>) -> Answer {
         .flatten();
     Ok((
         StatusCode::OK,
-        json!({ "executions": items, "next_before": next }),
+        json!({ "executions": items, "nextBefore": next }),
     ))
 }
 
@@ -295,7 +319,7 @@ fn run_backup(api: &Arc<Api>, call: &Call, ctx: &JobContext) -> Answer {
     });
     Ok((
         StatusCode::ACCEPTED,
-        json!({ "job": job, "status": "started", "request_id": call.request_id, "follow": format!("/api/v1/jobs/{job}") }),
+        json!({ "job": job, "status": "started", "requestId": call.request_id, "follow": format!("/api/v1/jobs/{job}") }),
     ))
 }
 
@@ -313,17 +337,8 @@ async fn run_prune(api: &Arc<Api>, call: &Call, ctx: &JobContext, dry_run: bool)
             ctx.redact(&e.to_string()),
         )
     })?;
-    Ok((
-        StatusCode::OK,
-        json!({
-            "job": ctx.name,
-            "dry_run": outcome.dry_run,
-            "plan": outcome.plan,
-            "freed_bytes": outcome.plan.freed_bytes(),
-            "deleted": outcome.deleted.iter().map(|(id, _)| id).collect::<Vec<_>>(),
-            "collected": outcome.collected,
-        }),
-    ))
+    let report = PruneReport::new(&ctx.name, &outcome);
+    Ok((StatusCode::OK, json!(report)))
 }
 
 /// 503 when the journal cannot record the deletions (retry once it can),
@@ -392,7 +407,7 @@ async fn audit(api: &Api, q: &Query<'_>) -> Answer {
     let records: Vec<_> = records.into_iter().map(|(r, _)| r).collect();
     Ok((
         StatusCode::OK,
-        json!({ "journal": api.journal.id(), "records": records, "next_since_seq": next }),
+        json!({ "journal": api.journal.id(), "records": records, "nextSinceSeq": next }),
     ))
 }
 

@@ -27,9 +27,12 @@ pub fn respond(
     response
 }
 
-/// `{"error": <reason phrase>, "message": ...}` with `status`.
-pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
-    let body =
-        serde_json::json!({ "error": status.canonical_reason().unwrap_or(""), "message": message });
-    respond(status, JSON, body.to_string())
+/// The one error shape (`{"error": {"code", "message"}}`) with `status`,
+/// for answers outside the API, which have no request id.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    respond(
+        status,
+        JSON,
+        crate::core::output::ErrorBody::new(code, message, None).to_json(),
+    )
 }

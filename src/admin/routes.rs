@@ -108,6 +108,7 @@ pub fn route<B>(
         "/metrics" | "/" => method_not_allowed(HEALTH_METHODS),
         _ => json_error(
             StatusCode::NOT_FOUND,
+            "not_found",
             "no such endpoint; see / for the status page",
         ),
     }
@@ -116,6 +117,7 @@ pub fn route<B>(
 fn details_refused() -> Response<Body> {
     let mut response = json_error(
         StatusCode::UNAUTHORIZED,
+        "unauthenticated",
         "`admin.protect_detailed` is on: send `Authorization: Bearer <token>` with a viewer token",
     );
     response.headers_mut().insert(
@@ -126,7 +128,11 @@ fn details_refused() -> Response<Body> {
 }
 
 fn details_limited(wait: std::time::Duration) -> Response<Body> {
-    let mut response = json_error(StatusCode::TOO_MANY_REQUESTS, super::api::TOO_MANY_FAILURES);
+    let mut response = json_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        super::api::TOO_MANY_FAILURES,
+    );
     if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
         response.headers_mut().insert(hyper::header::RETRY_AFTER, v);
     }
@@ -157,6 +163,7 @@ fn wants_verbose(query: Option<&str>) -> bool {
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut response = json_error(
         StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
         &format!("this endpoint accepts {allow}"),
     );
     response

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::CliError;
 use super::exit::{Classify, CommandError};
 use super::session::{Session, journal};
-use super::{cancel_on_signal, with_config};
+use super::{cancel_on_signal, with_config, with_config_as};
 use crate::config::{Config, JobKind};
 use crate::core::journal_record::Entry;
 use crate::core::manifest::Manifest;
@@ -30,10 +30,9 @@ pub async fn backup_command(path: &Path, job: String) -> ExitCode {
 
 /// `vigil list [JOB] [--json]`.
 pub async fn list_command(path: &Path, job: Option<String>, json: bool) -> ExitCode {
-    with_config(
-        path,
-        |c| async move { list(&c, job.as_deref(), json).await },
-    )
+    with_config_as(path, json, |c| async move {
+        list(&c, job.as_deref(), json).await
+    })
     .await
 }
 
@@ -53,7 +52,7 @@ pub async fn prune_command(
     dry_run: bool,
     json: bool,
 ) -> ExitCode {
-    with_config(path, |config| async move {
+    with_config_as(path, json, |config| async move {
         if let Some(job) = &job {
             config.job(job)?;
         }

@@ -136,6 +136,54 @@ impl Classify for CliError {
     }
 }
 
+impl CliError {
+    /// The stable `code` of the one error shape (`--json` failures), by
+    /// variant: scripts match on it, never on the message.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CliError::UnknownJob(_) => "unknown_job",
+            CliError::Command(e) => exit_code_name(e.exit),
+            CliError::Repo(RepoError::Unreachable { .. }) => "repository_unreachable",
+            CliError::Repo(_) => "repository_failed",
+            CliError::Restore(_) => "bad_target",
+            CliError::Key(_) => "bad_key",
+            CliError::Status(StatusError::Unreachable { .. } | StatusError::Timeout { .. }) => {
+                "daemon_unreachable"
+            }
+            CliError::Status(StatusError::Protected { .. }) => "unauthenticated",
+            CliError::Status(_) => "bad_answer",
+            CliError::Output(_) => "output_failed",
+            CliError::Journal(_) | CliError::JournalOpen(_) => "journal_unavailable",
+            CliError::Audit(AuditError::Failed) => "audit_failed",
+            CliError::Audit(_) => "journal_unreadable",
+            CliError::Json(_) => "internal",
+            CliError::JobSetup { .. } => "job_setup_failed",
+            CliError::NoJobs => "no_jobs",
+            CliError::PruneFailed { .. } => "prune_failed",
+        }
+    }
+
+    /// Whether the `--json` document already printed tells this failure
+    /// (each failed job in prune's array, the problems in audit verify's
+    /// report), so no second document follows it on stdout.
+    pub fn told_in_output(&self) -> bool {
+        matches!(
+            self,
+            CliError::PruneFailed { .. } | CliError::Audit(AuditError::Failed)
+        )
+    }
+}
+
+/// A code for an error known only by its exit status.
+fn exit_code_name(exit: Exit) -> &'static str {
+    match exit {
+        Exit::Unreachable => "unreachable",
+        Exit::Usage => "usage",
+        Exit::Unhealthy => "unhealthy",
+        Exit::Ok | Exit::StdoutClosed | Exit::Failed => "failed",
+    }
+}
+
 /// The error and each of its sources, `: `-separated: what a person sees.
 pub fn full_text(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -190,5 +238,29 @@ mod tests {
             full_text(&CliError::PruneFailed { failures }),
             "prune failed: a: boom; b: bang"
         );
+    }
+
+    #[test]
+    fn the_json_error_code_is_chosen_by_variant() {
+        let unknown = UnknownJob {
+            job: "x".into(),
+            known: "none".into(),
+        };
+        assert_eq!(CliError::from(unknown).code(), "unknown_job");
+        let down = CommandError {
+            exit: Exit::Unreachable,
+            message: "catalog at 127.0.0.1:1 is unreachable".into(),
+        };
+        assert_eq!(CliError::from(down).code(), "unreachable");
+        let daemon = StatusError::Unreachable {
+            addr: "127.0.0.1:9746".parse().unwrap(),
+            source: Error::from(ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(CliError::from(daemon).code(), "daemon_unreachable");
+        // What the printed document already tells is not printed twice.
+        let failures = vec!["a: boom".to_owned()];
+        assert!(CliError::PruneFailed { failures }.told_in_output());
+        assert!(CliError::from(AuditError::Failed).told_in_output());
+        assert!(!CliError::NoJobs.told_in_output());
     }
 }

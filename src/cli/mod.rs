@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 
 use crate::config::{self, Config, ProcessEnv};
+use crate::core::output::ErrorBody;
 use crate::logging::Logging;
 
 mod args;
@@ -98,27 +99,53 @@ where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = Result<(), CliError>>,
 {
-    let config = match load(path) {
+    with_config_as(path, false, command).await
+}
+
+/// [`with_config`] for a command run with `--json` (`json`): a failure
+/// is also printed on stdout in the one error shape.
+async fn with_config_as<F, Fut>(path: &Path, json: bool, command: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let config = match load_as(path, json) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let Some(_logging) = init_logging(&config) else {
         return ExitCode::FAILURE;
     };
-    finish(command(config).await)
+    finish_as(command(config).await, json)
 }
 
 /// A one-shot command's exit status, from its error's type (README "Exit
 /// codes"); a closed stdout ends it quietly.
 fn finish(result: Result<(), CliError>) -> ExitCode {
+    finish_as(result, false)
+}
+
+/// [`finish`]; with `json`, the failure also goes to stdout as
+/// `{"error": {"code", "message"}}` (README "JSON output"), unless the
+/// document printed already tells it.
+fn finish_as(result: Result<(), CliError>, json: bool) -> ExitCode {
     let Err(e) = result else {
         return ExitCode::SUCCESS;
     };
     let exit = e.exit();
     if exit != Exit::StdoutClosed {
-        eprintln!("vigil: {}", full_text(&e));
+        let text = full_text(&e);
+        eprintln!("vigil: {text}");
+        if json && !e.told_in_output() {
+            print_json_error(e.code(), &text);
+        }
     }
     ExitCode::from(exit.code())
+}
+
+/// The one error shape on stdout; a closed stdout has no reader to tell.
+fn print_json_error(code: &str, message: &str) {
+    let _ = crate::outln!("{}", ErrorBody::new(code, message, None).to_json());
 }
 
 /// A token cancelled by SIGINT/SIGTERM, so Ctrl-C aborts a run cleanly.
@@ -138,8 +165,16 @@ fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
+    load_as(path, false)
+}
+
+/// [`load`]; with `json`, a bad config is also told on stdout.
+fn load_as(path: &Path, json: bool) -> Result<Config, ExitCode> {
     config::load(path, &ProcessEnv).map_err(|e| {
         eprint!("vigil: {e}");
+        if json {
+            print_json_error("config_invalid", e.to_string().trim_end());
+        }
         ExitCode::from(Exit::Usage.code())
     })
 }

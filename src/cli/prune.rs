@@ -5,8 +5,10 @@ use super::commands::human_bytes;
 use super::error::CliError;
 use super::session::Session;
 use crate::config::Config;
+use crate::core::output::ErrorBody;
 use crate::jobs::Trigger;
 use crate::jobs::prune::PruneOutcome;
+use crate::jobs::prune_report::PruneReport;
 use crate::outln;
 
 /// `vigil prune JOB|--all [--dry-run] [--json]`.
@@ -27,38 +29,52 @@ pub async fn prune(
         let ctx = session.context(config, name)?;
         match crate::jobs::prune::run(&ctx, Trigger::Cli, dry_run).await {
             Ok(outcome) => outcomes.push((name.clone(), outcome)),
-            Err(e) => failed.push(format!("{name}: {}", ctx.redact(&e.to_string()))),
+            Err(e) => failed.push((name.clone(), ctx.redact(&e.to_string()))),
         }
     }
     session.close().await;
     if json {
-        print_json(&outcomes)?;
+        print_json(&outcomes, &failed)?;
     } else {
         for (job, outcome) in &outcomes {
             print_text(job, outcome)?;
         }
     }
     if !failed.is_empty() {
-        return Err(CliError::PruneFailed { failures: failed });
+        let failures = failed
+            .iter()
+            .map(|(job, why)| format!("{job}: {why}"))
+            .collect();
+        return Err(CliError::PruneFailed { failures });
     }
     Ok(())
 }
 
 /// `--json`: one object per job.
-fn print_json(outcomes: &[(String, PruneOutcome)]) -> Result<(), CliError> {
-    let value: Vec<serde_json::Value> = outcomes
-        .iter()
-        .map(|(job, o)| {
-            serde_json::json!({ "job": job, "dryRun": o.dry_run, "plan": o.plan, "freedBytes": o.plan.freed_bytes(),
-                "deleted": o.deleted.iter().map(|(id, _)| id).collect::<Vec<_>>(),
-                "collected": o.collected, "youngLeftovers": o.young_leftovers,
-                "tempFiles": o.temp.files, "tempBytes": o.temp.bytes,
-                "skipped": o.skipped.iter().map(|(id, why)| serde_json::json!({ "backupId": id, "reason": why })).collect::<Vec<_>>(),
-                "damaged": o.damaged.iter().map(|(id, why)| serde_json::json!({ "backupId": id, "reason": why })).collect::<Vec<_>>() })
-        })
-        .collect();
-    outln!("{}", serde_json::to_string_pretty(&value)?)?;
+fn print_json(
+    outcomes: &[(String, PruneOutcome)],
+    failed: &[(String, String)],
+) -> Result<(), CliError> {
+    let entries = json_entries(outcomes, failed)?;
+    outln!("{}", serde_json::to_string_pretty(&entries)?)?;
     Ok(())
+}
+
+/// Each job's [`PruneReport`]; a job whose prune failed is
+/// `{"job", "error": {"code", "message"}}`, the one error shape.
+fn json_entries(
+    outcomes: &[(String, PruneOutcome)],
+    failed: &[(String, String)],
+) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+    let mut entries = outcomes
+        .iter()
+        .map(|(job, o)| serde_json::to_value(PruneReport::new(job, o)))
+        .collect::<Result<Vec<_>, _>>()?;
+    entries.extend(failed.iter().map(|(job, why)| {
+        let body = ErrorBody::new("prune_refused", why.as_str(), None);
+        serde_json::json!({ "job": job, "error": body.error })
+    }));
+    Ok(entries)
 }
 
 /// One job's plan as a table, then what was done (or would be).
@@ -130,4 +146,23 @@ fn print_text(job: &str, outcome: &PruneOutcome) -> Result<(), CliError> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_failed_job_is_an_entry_in_the_one_error_shape() {
+        let failed = vec![(
+            "orders".to_owned(),
+            "job `orders` is running elsewhere".to_owned(),
+        )];
+        let entries = super::json_entries(&[], &failed).unwrap();
+        assert_eq!(
+            entries,
+            vec![serde_json::json!({
+                "job": "orders",
+                "error": { "code": "prune_refused", "message": "job `orders` is running elsewhere" }
+            })]
+        );
+    }
 }

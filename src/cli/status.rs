@@ -50,14 +50,14 @@ pub enum StatusError {
 pub async fn command(path: &Path, json: bool) -> ExitCode {
     // From the environment only: a token on the command line shows in `ps`.
     let token = std::env::var("VIGIL_TOKEN").ok().filter(|t| !t.is_empty());
-    let config = match super::load(path) {
+    let config = match super::load_as(path, json) {
         Ok(c) => c,
         Err(code) => return code,
     };
     match run(config.admin.listen, json, token.as_deref()).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(Exit::Unhealthy.code()),
-        Err(e) => super::finish(Err(e.into())),
+        Err(e) => super::finish_as(Err(e.into()), json),
     }
 }
 

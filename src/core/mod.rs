@@ -10,6 +10,7 @@ pub mod health;
 pub mod ids;
 pub mod journal_record;
 pub mod manifest;
+pub mod output;
 pub mod reach;
 pub mod redact;
 pub mod retention;

@@ -104,7 +104,9 @@ pub struct Candidate {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Decision {
+    #[serde(rename = "backupId")]
     pub id: BackupId,
     pub finished_at: DateTime<Utc>,
     pub stored_bytes: u64,
@@ -114,6 +116,7 @@ pub struct Decision {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Plan {
     /// Newest first.
     pub decisions: Vec<Decision>,

@@ -12,6 +12,7 @@ pub mod host;
 pub mod lock;
 pub mod mirror;
 pub mod prune;
+pub mod prune_report;
 pub mod report;
 pub mod restore;
 pub mod scheduler;

@@ -47,6 +47,7 @@ pub struct Problem {
 }
 
 #[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
     pub journal: Option<String>,
     pub segments: usize,

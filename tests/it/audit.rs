@@ -144,11 +144,7 @@ fn roles_hold_for_every_endpoint_and_every_call_is_journalled() {
                 assert_eq!(r.status, 403, "{method} {path} as rank {rank}: {}", r.body);
                 let error = &r.json()["error"];
                 assert_eq!(error["code"], "forbidden");
-                assert!(
-                    error["request_id"]
-                        .as_str()
-                        .is_some_and(|id| !id.is_empty())
-                );
+                assert!(error["requestId"].as_str().is_some_and(|id| !id.is_empty()));
             } else {
                 // A second backup request may find the first still running.
                 let ok = (200..300).contains(&r.status)
@@ -203,7 +199,7 @@ fn roles_hold_for_every_endpoint_and_every_call_is_journalled() {
         call(addr, "GET", "/api/v1/jobs/orders", Some(VIEWER)).json()["backups"] == 1
     });
     let backups = call(addr, "GET", "/api/v1/jobs/orders/backups", Some(VIEWER)).json();
-    let head = &backups["backups"][0]["journal_head"];
+    let head = &backups["backups"][0]["journalHead"];
     assert!(
         head["seq"].as_u64().unwrap() > 0,
         "manifest anchors the journal head: {backups}"

@@ -70,7 +70,8 @@ fn endpoints_answer_as_specified() {
     assert_eq!(post.header("allow").as_deref(), Some("GET, HEAD"));
     let missing = vigil.get("/no/such/path");
     assert_eq!(missing.status, 404);
-    assert!(missing.json()["message"].is_string());
+    assert_eq!(missing.json()["error"]["code"], "not_found");
+    assert!(missing.json()["error"]["message"].is_string());
 
     let metrics = vigil.get("/metrics");
     assert_eq!(metrics.status, 200);

@@ -20,6 +20,7 @@ mod fuzz_regressions;
 mod harness;
 mod health;
 mod hostile;
+mod json_shapes;
 mod lease;
 mod leftovers;
 mod logrotate;

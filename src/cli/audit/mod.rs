@@ -9,7 +9,7 @@ mod show;
 use super::args::AuditCommand;
 use super::error::{AuditError, CliError, CopyError};
 use super::exit::Exit;
-use super::{finish, with_config};
+use super::{finish, with_config_as};
 use crate::config::Config;
 use crate::core::journal_record::Record;
 use crate::journal::segment;
@@ -31,7 +31,7 @@ pub async fn dispatch(path: &Path, command: AuditCommand) -> ExitCode {
             public_key,
             json,
         } => {
-            with_config(path, |config| async move {
+            with_config_as(path, json, |config| async move {
                 verify(&config, from_catalog, public_key.as_deref(), json).await
             })
             .await
@@ -45,10 +45,13 @@ pub async fn dispatch(path: &Path, command: AuditCommand) -> ExitCode {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("vigil audit show: --since {e}");
+                    if json {
+                        super::print_json_error("usage", &format!("--since {e}"));
+                    }
                     return ExitCode::from(Exit::Usage.code());
                 }
             };
-            with_config(path, |config| async move {
+            with_config_as(path, json, |config| async move {
                 show::show(&config, since, event.as_deref(), json)
             })
             .await
