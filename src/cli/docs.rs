@@ -42,12 +42,9 @@ pub fn man_pages_into(dir: &Path) -> Result<(), ManError> {
     })
 }
 
+/// Both generators write UTF-8 text.
 fn print_bytes(bytes: &[u8]) -> Result<(), OutputError> {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(bytes)?;
-    stdout.flush()?;
-    Ok(())
+    crate::out!("{}", String::from_utf8_lossy(bytes))
 }
 
 #[cfg(test)]
