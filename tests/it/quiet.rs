@@ -214,3 +214,18 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+#[test]
+fn the_daemon_ignores_vigil_log_and_logs_as_its_config_says() {
+    let e = example();
+    quiet(&e.config, &["migrate"]);
+    let options = VigilOptions {
+        env: [("VIGIL_LOG".to_owned(), "error".to_owned())].into(),
+        ..VigilOptions::default()
+    };
+    // start_text waits for the INFO line "admin port listening": `[log]`'s
+    // level = "info" still rules.
+    let vigil = Vigil::start_text(e.dir, &e.text, options);
+    vigil.wait_ready();
+    assert!(vigil.log_text().contains(" INFO "), "{}", vigil.log_text());
+}
