@@ -99,6 +99,12 @@ impl Logging {
     }
 }
 
+/// Whether `level` is a filter directive [`Logging::init`] would apply
+/// (it falls back to `info` on one it cannot parse).
+pub fn check_filter(level: &str) -> Result<(), LevelError> {
+    filter_for(level).map(drop)
+}
+
 /// The filter for `level`, with the noisy dependencies kept at warn.
 fn filter_for(level: &str) -> Result<EnvFilter, LevelError> {
     EnvFilter::try_new(with_quiet_dependencies(level)).map_err(|source| LevelError::Parse {

@@ -3,7 +3,9 @@
 # with cargo-deb, `dpkg -i`, check the user, directories and modes the
 # maintainer scripts make, `systemd-analyze verify` the installed unit, run
 # `vigil check-config` on the installed example, `dpkg -r` (data stays),
-# install again over the kept data (idempotent), then purge.
+# install again over the kept data (idempotent), then purge. The shell
+# completions and man pages are generated first (deploy/generate-assets.sh)
+# and must be installed, parse, and render.
 #
 #   bash tests/package.sh            # builds target/debian/vigil_*.deb (release)
 #   DEB=path.deb bash tests/package.sh
@@ -26,7 +28,9 @@ command -v systemd-analyze >/dev/null 2>&1 || {
 deb=${DEB:-}
 if [[ -z $deb ]]; then
     command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
-    deb=$(cargo deb --locked | tail -1)
+    cargo build --release --locked
+    bash deploy/generate-assets.sh
+    deb=$(cargo deb --locked --no-build | tail -1)
 fi
 [[ -f $deb ]] || fail "no package built ($deb)"
 echo "package.sh: $deb"
@@ -52,6 +56,27 @@ for f in /usr/lib/systemd/system/vigil.service /etc/logrotate.d/vigil \
          /usr/share/doc/vigil/postgres/catalog.sql; do
     [[ -f $f ]] || fail "$f not installed"
 done
+# Completions where each shell looks for them; the man pages render.
+for f in /usr/share/bash-completion/completions/vigil /usr/share/zsh/vendor-completions/_vigil \
+         /usr/share/fish/vendor_completions.d/vigil.fish /usr/share/man/man1/vigil.1.gz \
+         /usr/share/man/man1/vigil-backup.1.gz /usr/share/man/man1/vigil-audit-verify.1.gz; do
+    [[ -f $f ]] || fail "$f not installed"
+done
+bash -n /usr/share/bash-completion/completions/vigil || fail "the bash completion does not parse"
+page=$(zcat /usr/share/man/man1/vigil.1.gz | sed 's/\\-/-/g')
+for sub in $(/usr/bin/vigil --help | sed -n '/^Commands:/,/^$/p' | awk 'NR>1 && $1 != "help" {print $1}'); do
+    grep -q "vigil-$sub(1)" <<<"$page" || fail "vigil(1) does not name $sub"
+done
+if command -v groff >/dev/null 2>&1; then
+    warnings=$(zcat /usr/share/man/man1/vigil.1.gz | groff -man -Tutf8 -ww -z 2>&1) \
+        || fail "groff cannot render vigil(1)"
+    [[ -z $warnings ]] || fail "groff warns on vigil(1): $warnings"
+fi
+if command -v man >/dev/null 2>&1; then
+    man -l /usr/share/man/man1/vigil.1.gz 2>/dev/null | grep -q "check-config" \
+        || fail "man -l does not show vigil(1)"
+fi
+
 systemctl is-enabled vigil.service >/dev/null 2>&1 && fail "the package enabled vigil.service before it was configured"
 
 # The installed unit: systemd-analyze verify must say nothing about it.

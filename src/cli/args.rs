@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use clap_complete::Shell;
 
 use crate::config;
 
@@ -22,6 +23,11 @@ pub struct Cli {
         default_value = "/etc/vigil/config.toml"
     )]
     pub config: PathBuf,
+    /// More log lines on stderr: -v info, -vv debug (commands only: the
+    /// daemon follows `[log]`). Without it, or `VIGIL_LOG` (a tracing
+    /// filter), a command logs warnings and errors only.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -109,6 +115,14 @@ pub enum Command {
         listen: SocketAddr,
         /// Directory for the cluster and config (default: a new temporary one).
         #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: Shell },
+    /// Print the man page vigil(1); with --dir, write it and one page per
+    /// subcommand (vigil-backup.1, ...) into DIR.
+    Man {
+        #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
 }

@@ -1,7 +1,6 @@
 //! The job commands of the CLI: `backup`, `list`, `restore`, `prune`, `pin`.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::CliError;
 use super::exit::{Classify, CommandError};
 use super::session::{Session, journal};
-use super::{cancel_on_signal, with_config, with_config_as};
+use super::{Invocation, cancel_on_signal, with_config, with_config_as};
 use crate::config::{Config, JobKind};
 use crate::core::journal_record::Entry;
 use crate::core::manifest::Manifest;
@@ -24,21 +23,25 @@ use crate::outln;
 use crate::repo::Repository;
 
 /// `vigil backup JOB`.
-pub async fn backup_command(path: &Path, job: String) -> ExitCode {
-    with_config(path, |c| backup_or_mirror(c, job)).await
+pub async fn backup_command(invocation: &Invocation, job: String) -> ExitCode {
+    with_config(invocation, |c| backup_or_mirror(c, job)).await
 }
 
 /// `vigil list [JOB] [--json]`.
-pub async fn list_command(path: &Path, job: Option<String>, json: bool) -> ExitCode {
-    with_config_as(path, json, |c| async move {
+pub async fn list_command(invocation: &Invocation, job: Option<String>, json: bool) -> ExitCode {
+    with_config_as(invocation, json, |c| async move {
         list(&c, job.as_deref(), json).await
     })
     .await
 }
 
 /// `vigil restore JOB …`.
-pub async fn restore_command(path: &Path, job: String, request: RestoreRequest) -> ExitCode {
-    with_config(path, |config| async move {
+pub async fn restore_command(
+    invocation: &Invocation,
+    job: String,
+    request: RestoreRequest,
+) -> ExitCode {
+    with_config(invocation, |config| async move {
         config.job(&job)?;
         restore(&config, &job, request, cancel_on_signal()).await
     })
@@ -47,12 +50,12 @@ pub async fn restore_command(path: &Path, job: String, request: RestoreRequest) 
 
 /// `vigil prune JOB|--all [--dry-run] [--json]`.
 pub async fn prune_command(
-    path: &Path,
+    invocation: &Invocation,
     job: Option<String>,
     dry_run: bool,
     json: bool,
 ) -> ExitCode {
-    with_config_as(path, json, |config| async move {
+    with_config_as(invocation, json, |config| async move {
         if let Some(job) = &job {
             config.job(job)?;
         }
@@ -62,11 +65,15 @@ pub async fn prune_command(
 }
 
 /// `vigil pin JOB ID` (`pinned`) or `vigil unpin JOB ID`.
-pub async fn pin_command(path: &Path, job: String, backup_id: String, pinned: bool) -> ExitCode {
-    with_config(
-        path,
-        |c| async move { pin(&c, &job, &backup_id, pinned).await },
-    )
+pub async fn pin_command(
+    invocation: &Invocation,
+    job: String,
+    backup_id: String,
+    pinned: bool,
+) -> ExitCode {
+    with_config(invocation, |c| async move {
+        pin(&c, &job, &backup_id, pinned).await
+    })
     .await
 }
 

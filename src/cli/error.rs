@@ -38,6 +38,8 @@ pub enum CliError {
     #[error(transparent)]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
+    Man(#[from] super::docs::ManError),
+    #[error(transparent)]
     JournalOpen(#[from] OpenError),
     /// The job's context could not be built (its repository or sources);
     /// The job's context (repository, source, keys) could not be built.
@@ -128,6 +130,7 @@ impl Classify for CliError {
             CliError::Journal(_)
             | CliError::Audit(_)
             | CliError::Json(_)
+            | CliError::Man(_)
             | CliError::JournalOpen(_)
             | CliError::JobSetup { .. }
             | CliError::NoJobs

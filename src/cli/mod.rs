@@ -2,7 +2,7 @@
 //! small dispatch per command family, and what it prints. Nothing below
 //! imports `cli`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ mod args;
 pub mod audit;
 pub mod commands;
 pub mod demo;
+mod docs;
 pub mod error;
 pub mod exit;
 pub mod out;
@@ -24,6 +25,7 @@ mod prune;
 mod serve;
 pub mod session;
 pub mod status;
+mod verbosity;
 
 use args::{Cli, Command};
 use error::{CliError, full_text};
@@ -43,19 +45,37 @@ pub async fn run() -> ExitCode {
             };
         }
     };
-    dispatch(&cli.config, cli.command).await
+    let invocation = Invocation {
+        config: cli.config,
+        verbose: cli.verbose,
+    };
+    dispatch(&invocation, cli.command).await
 }
 
-async fn dispatch(path: &Path, command: Command) -> ExitCode {
+/// What the global flags give every command.
+pub struct Invocation {
+    /// `--config`.
+    pub config: PathBuf,
+    /// How many `-v` flags were given.
+    pub verbose: u8,
+}
+
+async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
+    let path = invocation.config.as_path();
     match command {
         Command::CheckConfig => serve::check_config(path),
         Command::Run => serve::daemon(path).await,
-        Command::Migrate => serve::migrate(path).await,
+        Command::Migrate => serve::migrate(invocation).await,
         Command::Status { json } => status::command(path, json).await,
         Command::Demo { listen, dir } => demo::command(listen, dir).await,
-        Command::Audit { command } => audit::dispatch(path, command).await,
-        Command::Backup { job } => commands::backup_command(path, job).await,
-        Command::List { job, json } => commands::list_command(path, job, json).await,
+        Command::Audit { command } => audit::dispatch(invocation, command).await,
+        Command::Backup { job } => commands::backup_command(invocation, job).await,
+        Command::List { job, json } => commands::list_command(invocation, job, json).await,
+        Command::Completions { shell } => finish(docs::completions(shell).map_err(CliError::from)),
+        Command::Man { dir: None } => finish(docs::man_page().map_err(CliError::from)),
+        Command::Man { dir: Some(dir) } => {
+            finish(docs::man_pages_into(&dir).map_err(CliError::from))
+        }
         Command::Restore {
             job,
             backup,
@@ -78,45 +98,64 @@ async fn dispatch(path: &Path, command: Command) -> ExitCode {
                 to_dir,
                 force,
             };
-            commands::restore_command(path, job, request).await
+            commands::restore_command(invocation, job, request).await
         }
         Command::Prune {
             job,
             all: _,
             dry_run,
             json,
-        } => commands::prune_command(path, job, dry_run, json).await,
-        Command::Pin { job, backup_id } => commands::pin_command(path, job, backup_id, true).await,
+        } => commands::prune_command(invocation, job, dry_run, json).await,
+        Command::Pin { job, backup_id } => {
+            commands::pin_command(invocation, job, backup_id, true).await
+        }
         Command::Unpin { job, backup_id } => {
-            commands::pin_command(path, job, backup_id, false).await
+            commands::pin_command(invocation, job, backup_id, false).await
         }
     }
 }
 
-/// Loads the config, sets up logging and runs a one-shot command.
-async fn with_config<F, Fut>(path: &Path, command: F) -> ExitCode
+/// Loads the config, sets up a command's logging and runs a one-shot command.
+async fn with_config<F, Fut>(invocation: &Invocation, command: F) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = Result<(), CliError>>,
 {
-    with_config_as(path, false, command).await
+    with_config_as(invocation, false, command).await
 }
 
 /// [`with_config`] for a command run with `--json` (`json`): a failure
 /// is also printed on stdout in the one error shape.
-async fn with_config_as<F, Fut>(path: &Path, json: bool, command: F) -> ExitCode
+async fn with_config_as<F, Fut>(invocation: &Invocation, json: bool, command: F) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = Result<(), CliError>>,
 {
-    let config = match load_as(path, json) {
+    let config = match load_as(&invocation.config, json) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(_logging) = init_logging(&config) else {
-        return ExitCode::FAILURE;
+    let _logging = match command_logging(&config, invocation.verbose) {
+        Ok(logging) => logging,
+        Err(code) => return code,
     };
     finish_as(command(config).await, json)
+}
+
+/// A one-shot command's logging: `[log]`'s format and file at the level
+/// `-v` or `VIGIL_LOG` asks for (warn without either), so that on success
+/// stdout carries the result and stderr nothing.
+fn command_logging(config: &Config, verbose: u8) -> Result<Arc<Logging>, ExitCode> {
+    let env = std::env::var(verbosity::VIGIL_LOG).ok();
+    let level = verbosity::command_filter(verbose, env.as_deref()).map_err(|e| {
+        eprintln!("vigil: {e}");
+        ExitCode::from(Exit::Usage.code())
+    })?;
+    let log = config::LogConfig {
+        level,
+        ..config.log.clone()
+    };
+    init_logging_with(&log).ok_or(ExitCode::FAILURE)
 }
 
 /// A one-shot command's exit status, from its error's type (README "Exit
@@ -179,8 +218,13 @@ fn load_as(path: &Path, json: bool) -> Result<Config, ExitCode> {
     })
 }
 
+/// The daemon's logging, as `[log]` says.
 fn init_logging(config: &Config) -> Option<Arc<Logging>> {
-    match Logging::init(&config.log) {
+    init_logging_with(&config.log)
+}
+
+fn init_logging_with(log: &config::LogConfig) -> Option<Arc<Logging>> {
+    match Logging::init(log) {
         Ok(l) => Some(Arc::new(l)),
         Err(e) => {
             eprintln!("vigil: cannot set up logging: {e} (check `log.file`)");

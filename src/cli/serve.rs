@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::error::CliError;
 use super::exit::{Classify, CommandError, Exit};
 use super::session::{redacted, wait_for_catalog};
-use super::{finish, init_logging, load};
+use super::{Invocation, command_logging, finish, init_logging, load};
 use crate::config::{self, Config};
 use crate::daemon::Daemon;
 use crate::logging::Logging;
@@ -56,13 +56,14 @@ pub async fn daemon(path: &Path) -> ExitCode {
 }
 
 /// `vigil migrate`: apply the catalog migrations and print the version.
-pub async fn migrate(path: &Path) -> ExitCode {
-    let config = match load(path) {
+pub async fn migrate(invocation: &Invocation) -> ExitCode {
+    let config = match load(&invocation.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(_logging) = init_logging(&config) else {
-        return ExitCode::FAILURE;
+    let _logging = match command_logging(&config, invocation.verbose) {
+        Ok(logging) => logging,
+        Err(code) => return code,
     };
     match apply_migrations(&config).await {
         Ok(outcome) => finish(

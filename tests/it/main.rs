@@ -27,6 +27,7 @@ mod logrotate;
 mod manifests;
 mod mirror;
 mod prune;
+mod quiet;
 mod reliability;
 mod s3;
 mod scheduler;

@@ -8,7 +8,7 @@ use crate::harness::*;
 
 /// config.toml.example with the machine-specific values replaced (and
 /// nothing else: no optional key is set).
-fn example_config(
+pub(crate) fn example_config(
     dir: &std::path::Path,
     catalog: &TestDb,
     source: &TestDb,

@@ -9,7 +9,7 @@ mod show;
 use super::args::AuditCommand;
 use super::error::{AuditError, CliError, CopyError};
 use super::exit::Exit;
-use super::{finish, with_config_as};
+use super::{Invocation, finish, with_config, with_config_as};
 use crate::config::Config;
 use crate::core::journal_record::Record;
 use crate::journal::segment;
@@ -24,14 +24,14 @@ use crate::journal::verify::{
 const CATALOG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `vigil audit verify|keygen|show`.
-pub async fn dispatch(path: &Path, command: AuditCommand) -> ExitCode {
+pub async fn dispatch(invocation: &Invocation, command: AuditCommand) -> ExitCode {
     match command {
         AuditCommand::Verify {
             from_catalog,
             public_key,
             json,
         } => {
-            with_config_as(path, json, |config| async move {
+            with_config_as(invocation, json, |config| async move {
                 verify(&config, from_catalog, public_key.as_deref(), json).await
             })
             .await
@@ -51,7 +51,7 @@ pub async fn dispatch(path: &Path, command: AuditCommand) -> ExitCode {
                     return ExitCode::from(Exit::Usage.code());
                 }
             };
-            with_config_as(path, json, |config| async move {
+            with_config_as(invocation, json, |config| async move {
                 show::show(&config, since, event.as_deref(), json)
             })
             .await
