@@ -16,6 +16,7 @@ mod files;
 mod harness;
 mod health;
 mod hostile;
+mod index;
 mod lease;
 mod leftovers;
 mod logrotate;
