@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use super::store::Repository;
 use crate::core::manifest::Manifest;
+use crate::core::redact::redact_text;
 
 /// The index object's name, beside `backups/`.
 pub const INDEX: &str = "index.json.zst";
@@ -170,7 +171,7 @@ impl Repository {
             Err(e) if e.kind() == ErrorKind::NotFound => return empty(false),
             Err(e) => {
                 let e = self.storage_err("cannot read", &path, e);
-                tracing::warn!(repository = %self.name, job, error = %e, "listing index unreadable; reading every manifest");
+                tracing::warn!(repository = %self.name, job, error = %redact_text(&e.to_string(), &[]), "listing index unreadable; reading every manifest");
                 return empty(false);
             }
         };
@@ -203,7 +204,7 @@ impl Repository {
         };
         if let Err(e) = self.op().write(&path, bytes).await {
             let e = self.storage_err("cannot write", &path, e);
-            tracing::warn!(repository = %self.name, job, error = %e, "cannot write the listing index; listings read the manifests until it is written");
+            tracing::warn!(repository = %self.name, job, error = %redact_text(&e.to_string(), &[]), "cannot write the listing index; listings read the manifests until it is written");
         }
     }
 
@@ -211,7 +212,7 @@ impl Repository {
     /// one); best effort, for callers that just changed the backups.
     pub async fn refresh_index(&self, job: &str) {
         if let Err(e) = self.list(job).await {
-            tracing::warn!(repository = %self.name, job, error = %e, "cannot refresh the listing index");
+            tracing::warn!(repository = %self.name, job, error = %redact_text(&e.to_string(), &[]), "cannot refresh the listing index");
         }
     }
 }
