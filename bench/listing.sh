@@ -17,14 +17,17 @@
 # What it does: writes a config with an fs repository and an S3 repository
 # (prefix `bench`) and one job on each (`onfs`, `ons3`); generates N backups
 # per job (fs: files written directly; S3: uploaded with boto3 from moto's
-# venv); runs `vigil --config CFG list JOB --json` once untimed per job (warm-up
-# and check: N backups, nothing on stderr), then ROUNDS timed runs alternating
-# fs and S3, each under `/usr/bin/time -v` (wall time from $EPOCHREALTIME, peak
-# RSS and CPU from time -v), output to /dev/null. Requests: on S3, moto's
-# request log lines for each timed run (ListObjectsV2 vs object GETs); on fs,
-# one extra untimed run under strace, counting the syscalls on the repository's
-# paths. On exit (also Ctrl-C) moto is stopped and the temporary directory
-# removed.
+# venv); runs `vigil --config CFG list JOB --json` twice untimed per job (the
+# first writes the job's listing index, `JOB/index.json.zst`; check: N backups,
+# nothing on stderr, both outputs identical), then ROUNDS timed rounds, each
+# listing fs and S3 twice: `cold` (the index deleted just before, untimed: every
+# manifest is read and the index written back) and `warm` (the index the cold
+# run wrote). Each run under `/usr/bin/time -v` (wall time from $EPOCHREALTIME,
+# peak RSS and CPU from time -v), output to /dev/null. Requests: on S3, moto's
+# request log lines for each timed run (ListObjectsV2, manifest GETs, index GET
+# and PUT); on fs, one extra untimed warm run under strace, counting the
+# syscalls on the repository's paths. On exit (also Ctrl-C) moto is stopped and
+# the temporary directory removed.
 set -euo pipefail
 export LC_ALL=C # decimal points in $EPOCHREALTIME, awk and sort
 
@@ -291,17 +294,20 @@ log_lines() {
     done
     echo "$a"
 }
-# Request lines FROM..TO of the moto log -> "lists manifest_gets other"
+# Request lines FROM..TO of the moto log -> "lists manifest_gets index_gets
+# index_puts other" (werkzeug colours 404 lines, so no anchor on the quote)
 count_requests() {
     sed -n "$(($1 + 1)),$2p" "$moto_log" | awk -v b="$bucket" '
-        match($0, /"[A-Z]+ [^ ]+ HTTP\/[0-9.]+"/) {
-            split(substr($0, RSTART + 1, RLENGTH - 2), r, " ")
+        match($0, /[A-Z]+ \/[^ ]* HTTP\/[0-9.]+/) {
+            split(substr($0, RSTART, RLENGTH), r, " ")
             m = r[1]; p = r[2]
             if (m == "GET" && (index(p, "/" b "?") == 1 || index(p, "/" b "/?") == 1) && p ~ /list-type=2/) l++
             else if (m == "GET" && p ~ /\/manifest\.json$/) g++
+            else if (m == "GET" && p ~ /\/index\.json\.zst$/) ig++
+            else if (m == "PUT" && p ~ /\/index\.json\.zst$/) ip++
             else o++
         }
-        END { printf "%d %d %d\n", l, g, o }'
+        END { printf "%d %d %d %d %d\n", l, g, ig, ip, o }'
 }
 # Pages of one ListObjectsV2 listing: the query parameters of the first.
 first_list_request() {
@@ -309,6 +315,19 @@ first_list_request() {
 }
 time_field() { # FILE LABEL -> value
     awk -F': ' -v k="$2" 'index($0, k) { print $NF; exit }' "$1"
+}
+
+# Deletes JOB's listing index, so the next listing reads every manifest.
+drop_index() { # JOB
+    if [[ $1 == onfs ]]; then
+        rm -f -- "$tmp/fsrepo/onfs/index.json.zst"
+    else
+        "$python" -c 'import boto3, sys
+endpoint, bucket, key_id, secret, region, key = sys.argv[1:7]
+boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret,
+             region_name=region).delete_object(Bucket=bucket, Key=key)' \
+            "$endpoint" "$bucket" "$key_id" "$secret" "$region" bench/ons3/index.json.zst
+    fi
 }
 
 run_list() { # JOB OUT ERR [wrapper...] -> runs vigil list JOB --json
@@ -325,6 +344,10 @@ for job in onfs ons3; do
     [[ ! -s $tmp/check.$job.err ]] || die "vigil list $job wrote to stderr: $(head -n 5 "$tmp/check.$job.err")"
     got=$("$python" -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$tmp/check.$job.json")
     [[ $got == "$n" ]] || die "vigil list $job returned $got backups, expected $n"
+    run_list "$job" "$tmp/check2.$job.json" "$tmp/check2.$job.err" ||
+        die "vigil list $job (with its index) failed: $(cat "$tmp/check2.$job.err")"
+    cmp -s "$tmp/check.$job.json" "$tmp/check2.$job.json" ||
+        die "vigil list $job: the listing with the index differs from the one without"
 done
 json_bytes=$(wc -c <"$tmp/check.onfs.json")
 
@@ -350,40 +373,42 @@ read -r fs_dir_opens fs_getdents fs_entry_stats fs_manifest_opens fs_manifest_st
 fs_threads=$(awk '{ print $1 }' "$tmp/strace.onfs" | sort -u | wc -l)
 
 # --- timed runs ----------------------------------------------------------------------------
-declare -A wall rss user sys lists gets other
+declare -A wall rss user sys lists gets igets iputs other
+modes=(cold warm)
 for ((r = 1; r <= rounds; r++)); do
     for job in onfs ons3; do
-        before=$(log_lines)
-        t=$tmp/time.$job.$r
-        start=$EPOCHREALTIME
-        run_list "$job" /dev/null "$tmp/err.$job.$r" /usr/bin/time -v -o "$t" ||
-            die "vigil list $job failed: $(cat "$tmp/err.$job.$r")"
-        end=$EPOCHREALTIME
-        wall[$job.$r]=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')
-        rss[$job.$r]=$(awk -v k="$(time_field "$t" "Maximum resident set size")" 'BEGIN { printf "%.1f", k / 1024 }')
-        user[$job.$r]=$(time_field "$t" "User time (seconds)")
-        sys[$job.$r]=$(time_field "$t" "System time (seconds)")
-        after=$(log_lines)
-        read -r "lists[$job.$r]" "gets[$job.$r]" "other[$job.$r]" < <(count_requests "$before" "$after")
-        if [[ $job == ons3 && -z ${s3_first_list:-} ]]; then
-            s3_first_list=$(first_list_request "$before" "$after")
-        fi
-        log "run $r $job: ${wall[$job.$r]} s, ${rss[$job.$r]} MiB, requests: ${lists[$job.$r]} list, ${gets[$job.$r]} manifest GET, ${other[$job.$r]} other"
+        for mode in "${modes[@]}"; do
+            [[ $mode == cold ]] && drop_index "$job"
+            k=$job.$mode.$r
+            before=$(log_lines)
+            t=$tmp/time.$k
+            start=$EPOCHREALTIME
+            run_list "$job" /dev/null "$tmp/err.$k" /usr/bin/time -v -o "$t" ||
+                die "vigil list $job ($mode) failed: $(cat "$tmp/err.$k")"
+            end=$EPOCHREALTIME
+            wall[$k]=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')
+            rss[$k]=$(awk -v k="$(time_field "$t" "Maximum resident set size")" 'BEGIN { printf "%.1f", k / 1024 }')
+            user[$k]=$(time_field "$t" "User time (seconds)")
+            sys[$k]=$(time_field "$t" "System time (seconds)")
+            after=$(log_lines)
+            read -r "lists[$k]" "gets[$k]" "igets[$k]" "iputs[$k]" "other[$k]" < <(count_requests "$before" "$after")
+            if [[ $job == ons3 && -z ${s3_first_list:-} ]]; then
+                s3_first_list=$(first_list_request "$before" "$after")
+            fi
+            log "run $r $job $mode: ${wall[$k]} s, ${rss[$k]} MiB, requests: ${lists[$k]} list, ${gets[$k]} manifest GET, ${igets[$k]}/${iputs[$k]} index GET/PUT, ${other[$k]} other"
+        done
     done
 done
 
 # --- report --------------------------------------------------------------------------------
 report=$tmp/report.md
-fs_walls=() s3_walls=()
-for ((r = 1; r <= rounds; r++)); do
-    fs_walls+=("${wall[onfs.$r]}")
-    s3_walls+=("${wall[ons3.$r]}")
-done
-fs_med=$(median "${fs_walls[@]}")
-s3_med=$(median "${s3_walls[@]}")
-max_rss() { # JOB
+walls() { # JOB MODE -> the walls of every round
+    local r
+    for ((r = 1; r <= rounds; r++)); do echo "${wall[$1.$2.$r]}"; done
+}
+max_rss() { # JOB MODE
     local r m=0
-    for ((r = 1; r <= rounds; r++)); do m=$(awk -v a="$m" -v b="${rss[$1.$r]}" 'BEGIN { print (b > a ? b : a) }'); done
+    for ((r = 1; r <= rounds; r++)); do m=$(awk -v a="$m" -v b="${rss[$1.$2.$r]}" 'BEGIN { print (b > a ? b : a) }'); done
     echo "$m"
 }
 per_ms() { awk -v s="$1" -v n="$n" 'BEGIN { printf "%.3f", s * 1000 / n }'; }
@@ -395,32 +420,47 @@ mem_kib=$(awk '/MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
     echo "Load average before the timed runs: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared)."
     echo "$n backups per job, each a manifest.json (${manifest_avg} bytes on average) and a 1 KiB data object;"
     echo "generated in ${fs_gen_s} s on fs (python, direct writes) and ${s3_gen_s} s on S3 (boto3, $upload_threads threads, $((2 * n)) PUTs to moto)."
-    echo "\`vigil --config CFG list JOB --json\` returned all $n backups ($json_bytes bytes of JSON) with nothing on stderr in an untimed run per job before the timed ones."
-    echo "$rounds timed runs per job, alternating fs and S3, output to /dev/null; wall time from \$EPOCHREALTIME, CPU and peak RSS from \`/usr/bin/time -v\`."
+    echo "\`vigil --config CFG list JOB --json\` returned all $n backups ($json_bytes bytes of JSON) with nothing on stderr in an untimed run per job, and the same bytes in a second one with the index the first wrote."
+    echo "$rounds timed rounds, each listing fs cold, fs warm, S3 cold, S3 warm (cold: the index deleted just before, untimed), output to /dev/null; wall time from \$EPOCHREALTIME, CPU and peak RSS from \`/usr/bin/time -v\`."
     echo
-    echo "| job (repository) | run | wall s | user s | sys s | peak RSS MiB | list requests | manifest GETs | other requests |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| job (repository) | index | run | wall s | user s | sys s | peak RSS MiB | list requests | manifest GETs | index GET / PUT | other requests |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
     for job in onfs ons3; do
-        for ((r = 1; r <= rounds; r++)); do
-            if [[ $job == onfs ]]; then
-                rq="– | – | –"
-            else
-                rq="${lists[$job.$r]} | ${gets[$job.$r]} | ${other[$job.$r]}"
-            fi
-            echo "| $job ($([[ $job == onfs ]] && echo fs || echo S3, moto)) | $r | ${wall[$job.$r]} | ${user[$job.$r]} | ${sys[$job.$r]} | ${rss[$job.$r]} | $rq |"
+        for mode in "${modes[@]}"; do
+            for ((r = 1; r <= rounds; r++)); do
+                k=$job.$mode.$r
+                if [[ $job == onfs ]]; then
+                    rq="– | – | – | –"
+                else
+                    rq="${lists[$k]} | ${gets[$k]} | ${igets[$k]} / ${iputs[$k]} | ${other[$k]}"
+                fi
+                echo "| $job ($([[ $job == onfs ]] && echo fs || echo S3, moto)) | $mode | $r | ${wall[$k]} | ${user[$k]} | ${sys[$k]} | ${rss[$k]} | $rq |"
+            done
         done
     done
     echo
-    echo "| repository | median wall s | per backup ms | peak RSS MiB (max of runs) | storage operations per listing |"
-    echo "|---|---|---|---|---|"
-    echo "| fs | $fs_med | $(per_ms "$fs_med") | $(max_rss onfs) | 1 directory listing ($fs_dir_opens directory open, $fs_getdents getdents64, $fs_entry_stats statx of its entries) + $fs_manifest_opens manifest opens ($fs_preads pread64, $fs_manifest_stats stat calls by path) |"
-    echo "| S3 (moto) | $s3_med | $(per_ms "$s3_med") | $(max_rss ons3) | ${lists[ons3.1]} ListObjectsV2 page(s) + ${gets[ons3.1]} manifest GETs (${other[ons3.1]} other) |"
+    echo "| repository | index | median wall s | per backup ms | peak RSS MiB (max of runs) | storage operations per listing |"
+    echo "|---|---|---|---|---|---|"
+    for mode in "${modes[@]}"; do
+        med=$(median $(walls onfs "$mode"))
+        if [[ $mode == warm ]]; then
+            ops="1 directory listing ($fs_dir_opens directory open, $fs_getdents getdents64, $fs_entry_stats statx of its entries) + $fs_manifest_stats manifest stats by path, $fs_manifest_opens manifest opens, $fs_preads pread64 (strace, warm)"
+        else
+            ops="1 directory listing + $n manifest stats and reads + 1 index write"
+        fi
+        echo "| fs | $mode | $med | $(per_ms "$med") | $(max_rss onfs "$mode") | $ops |"
+    done
+    for mode in "${modes[@]}"; do
+        med=$(median $(walls ons3 "$mode"))
+        k=ons3.$mode.1
+        echo "| S3 (moto) | $mode | $med | $(per_ms "$med") | $(max_rss ons3 "$mode") | ${lists[$k]} ListObjectsV2 page(s) + ${gets[$k]} manifest GETs + ${igets[$k]} index GET / ${iputs[$k]} PUT (${other[$k]} other) |"
+    done
     echo
-    echo "fs counts: one extra untimed run under \`strace -f -e trace=openat,getdents64,statx,newfstatat,pread64,read,futex\`:"
+    echo "fs counts: one extra untimed warm run under \`strace -f -e trace=openat,getdents64,statx,newfstatat,pread64,read,futex\`:"
     echo "\`openat\` of \`…/onfs/backups\` with O_DIRECTORY, every \`getdents64\`, \`statx\` of a backup directory by name, \`openat\` and"
     echo "\`statx\`/\`newfstatat\` of a \`…/manifest.json\` path, every \`pread64\`; the same run made $fs_futex \`futex\` calls"
     echo "($(awk -v f="$fs_futex" -v n="$n" 'BEGIN { printf "%.1f", f / n }') per backup: each opendal fs operation is a hop to tokio's blocking pool; $fs_threads threads seen)."
-    echo "S3 counts: request lines in moto's log (\`DIR/server.log\`) during each timed run: \`GET /$bucket?list-type=2…\` (ListObjectsV2) vs \`GET …/manifest.json\`."
+    echo "S3 counts: request lines in moto's log (\`DIR/server.log\`) during each timed run: \`GET /$bucket?list-type=2…\` (ListObjectsV2), \`GET …/manifest.json\`, \`GET\`/\`PUT …/index.json.zst\`."
     if [[ -n ${s3_first_list:-} ]]; then
         echo "First list request: \`${s3_first_list}\`."
     fi

@@ -102,6 +102,12 @@ pub async fn mirror(
             report.deleted += 1;
         }
     }
+    // Indexes are never copied (their stamps are the source's): each
+    // destination job's own is brought up to date from its manifests.
+    let jobs: BTreeSet<&str> = committed.iter().map(|d| backup_place(d).0).collect();
+    for job in jobs {
+        dest.refresh_index(job).await;
+    }
     Ok(report)
 }
 

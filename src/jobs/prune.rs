@@ -215,6 +215,10 @@ async fn apply(ctx: &JobContext, run: &Run, facts: JobFacts, report: &dyn Report
     let mut failure = delete_forgotten(ctx, &listing, &plan, execution, &mut done)
         .await
         .err();
+    if !done.deleted.is_empty() {
+        // Still under the job's lock: the index drops what was deleted.
+        ctx.repo.refresh_index(&ctx.name).await;
+    }
     if failure.is_none() {
         failure = collect_leftovers(ctx, &listing, execution, &mut done)
             .await

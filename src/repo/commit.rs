@@ -17,9 +17,17 @@ pub enum Deletion {
 }
 
 impl Repository {
-    /// The commit point: `manifest.json`, create-only, in one write; on fs
-    /// also the directory entry is made durable.
+    /// The commit point (see [`Self::write_manifest`]), then the job's
+    /// listing index, best effort (callers hold the job's lock).
     pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<(), RepoError> {
+        self.write_manifest(manifest).await?;
+        self.refresh_index(&manifest.job).await;
+        Ok(())
+    }
+
+    /// `manifest.json`, create-only, in one write; on fs also the directory
+    /// entry is made durable.
+    async fn write_manifest(&self, manifest: &Manifest) -> Result<(), RepoError> {
         let path = self.object_path(&manifest.job, &manifest.backup_id, MANIFEST);
         crate::failpoint!("backup.before_manifest");
         if let Some(root) = &self.fs_root {

@@ -5,8 +5,11 @@
 use futures::StreamExt;
 use opendal::ErrorKind;
 
+use std::collections::BTreeMap;
+
+use super::index::{INDEX, Stamp};
 use super::store::Repository;
-use super::{FS_TMP_DIR, RepoError};
+use super::{FS_TMP_DIR, MANIFEST, RepoError};
 use crate::core::manifest::Manifest;
 
 /// Manifests read at once while listing.
@@ -28,6 +31,12 @@ pub struct Listing {
 /// `<job>/locks/...`: a repository's own coordination, never mirrored.
 fn is_lease(relative: &str) -> bool {
     relative.split('/').nth(1) == Some("locks")
+}
+
+/// `<job>/index.json.zst`: each repository's own listing cache, rebuilt
+/// from its own manifests (stamps differ between services), never mirrored.
+fn is_index(relative: &str) -> bool {
+    relative.split_once('/').map(|(_, rest)| rest) == Some(INDEX)
 }
 
 impl Repository {
@@ -74,45 +83,44 @@ impl Repository {
         }
     }
 
-    /// Every backup of `job`, from the repository alone.
+    /// Every backup of `job`, from the repository alone: the listing says
+    /// which backups exist; the index stands in for the manifests it holds
+    /// unchanged, every other manifest is read, and a stale index is
+    /// written back (see [`super::index`]).
     pub async fn list(&self, job: &str) -> Result<Listing, RepoError> {
-        let dir = self.backups_dir(job);
-        let entries = match self.op().list(&dir).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Listing::default()),
-            Err(e) => return Err(self.storage_err("cannot list", &dir, e)),
+        let Some(found) = self.manifest_stamps(job).await? else {
+            return Ok(Listing::default());
         };
-        let ids: Vec<String> = entries
-            .iter()
-            .filter(|e| e.path() != dir && e.path().ends_with('/'))
-            .map(|e| {
-                e.path()
-                    .trim_start_matches(&dir)
-                    .trim_end_matches('/')
-                    .to_owned()
-            })
-            .filter(|id| !id.is_empty() && id != FS_TMP_DIR)
-            .collect();
-        // Object stores answer each GET in milliseconds, so manifests are
-        // read a bounded number at a time there; fs reads are CPU-bound
-        // (and opendal's fs reader buffers 2 MiB each), so one at a time.
-        let concurrency = if self.fs_root.is_some() {
-            1
-        } else {
-            MANIFEST_READS
-        };
-        let reads: Vec<(String, Result<Manifest, RepoError>)> = futures::stream::iter(ids)
-            .map(|id| async move {
-                let manifest = self.read_manifest(job, &id).await;
-                (id, manifest)
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
+        let index = self.read_index(job).await;
+        let mut stale = index.unusable;
+        let mut indexed = index.entries;
         let mut listing = Listing::default();
-        for (id, read) in reads {
+        let mut stamps = BTreeMap::new();
+        let mut to_read = Vec::new();
+        for (id, stamp) in found {
+            match (stamp, indexed.remove(&id)) {
+                (Some(now), Some((then, m))) if now.identifies() && now == then && m.job == job => {
+                    stamps.insert(id, now);
+                    listing.backups.push(m);
+                }
+                (stamp, entry) => {
+                    // An entry that no longer matches its manifest.
+                    stale |= entry.is_some();
+                    to_read.push((id, stamp));
+                }
+            }
+        }
+        // Entries of backups that are gone.
+        stale |= !indexed.is_empty();
+        for (id, stamp, read) in self.read_manifests(job, to_read).await {
             match read {
-                Ok(m) => listing.backups.push(m),
+                Ok(m) => {
+                    if let Some(s) = stamp.filter(Stamp::identifies) {
+                        stamps.insert(id, s);
+                        stale = true;
+                    }
+                    listing.backups.push(m);
+                }
                 Err(RepoError::NoSuchBackup { .. }) => listing.uncommitted.push(id),
                 Err(RepoError::BadManifest { detail, .. }) => listing.damaged.push((id, detail)),
                 Err(e) => return Err(e),
@@ -125,7 +133,117 @@ impl Repository {
                 .cmp(&b.finished_at)
                 .then(a.backup_id.cmp(&b.backup_id))
         });
+        if stale {
+            self.write_index(job, &listing.backups, &stamps).await;
+        }
         Ok(listing)
+    }
+
+    /// Reads the given manifests, with the stamps they were listed with.
+    async fn read_manifests(
+        &self,
+        job: &str,
+        ids: Vec<(String, Option<Stamp>)>,
+    ) -> Vec<(String, Option<Stamp>, Result<Manifest, RepoError>)> {
+        // Object stores answer each GET in milliseconds, so manifests are
+        // read a bounded number at a time there; fs reads are CPU-bound
+        // (and opendal's fs reader buffers 2 MiB each), so one at a time.
+        let concurrency = if self.fs_root.is_some() {
+            1
+        } else {
+            MANIFEST_READS
+        };
+        futures::stream::iter(ids)
+            .map(|(id, stamp)| async move {
+                let manifest = self.read_manifest(job, &id).await;
+                (id, stamp, manifest)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await
+    }
+
+    /// The job's backup directories, each with its manifest object's stamp
+    /// when the service tells it (`None`: no manifest seen, or no stamp);
+    /// `None` when the job has no backups directory.
+    async fn manifest_stamps(
+        &self,
+        job: &str,
+    ) -> Result<Option<Vec<(String, Option<Stamp>)>>, RepoError> {
+        if self.fs_root.is_none() && self.guarantees.native_recursive_list {
+            return self.stamps_from_listing(job).await;
+        }
+        let Some(ids) = self.backup_ids(job).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.stamps_by_stat(job, ids).await))
+    }
+
+    /// Object stores: one recursive listing (a page per 1,000 objects)
+    /// carries every manifest's etag, size and time.
+    async fn stamps_from_listing(
+        &self,
+        job: &str,
+    ) -> Result<Option<Vec<(String, Option<Stamp>)>>, RepoError> {
+        let dir = self.backups_dir(job);
+        let entries = match self.op().list_with(&dir).recursive(true).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.storage_err("cannot list", &dir, e)),
+        };
+        let mut found: BTreeMap<String, Option<Stamp>> = BTreeMap::new();
+        for entry in &entries {
+            let relative = entry.path().trim_start_matches(&dir);
+            let Some((id, rest)) = relative.split_once('/') else {
+                continue;
+            };
+            if id.is_empty() || id == FS_TMP_DIR {
+                continue;
+            }
+            let slot = found.entry(id.to_owned()).or_default();
+            if rest == MANIFEST {
+                *slot = Some(Stamp::of(entry.metadata()));
+            }
+        }
+        Ok(Some(found.into_iter().collect()))
+    }
+
+    /// Services that walk directories (fs, SFTP, FTP): the backup
+    /// directories, then a stat of each manifest (cheaper than its read).
+    async fn stamps_by_stat(&self, job: &str, ids: Vec<String>) -> Vec<(String, Option<Stamp>)> {
+        futures::stream::iter(ids)
+            .map(|id| async move {
+                let path = self.object_path(job, &id, MANIFEST);
+                // A failed stat only means a read: the read reports errors.
+                let stamp = self.op().stat(&path).await.ok().map(|m| Stamp::of(&m));
+                (id, stamp)
+            })
+            .buffer_unordered(MANIFEST_READS)
+            .collect()
+            .await
+    }
+
+    /// The backup directories of `job`; `None` when there is no such directory.
+    async fn backup_ids(&self, job: &str) -> Result<Option<Vec<String>>, RepoError> {
+        let dir = self.backups_dir(job);
+        let entries = match self.op().list(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.storage_err("cannot list", &dir, e)),
+        };
+        Ok(Some(
+            entries
+                .iter()
+                .filter(|e| e.path() != dir && e.path().ends_with('/'))
+                .map(|e| {
+                    e.path()
+                        .trim_start_matches(&dir)
+                        .trim_end_matches('/')
+                        .to_owned()
+                })
+                .filter(|id| !id.is_empty() && id != FS_TMP_DIR)
+                .collect(),
+        ))
     }
 
     /// Pinned backup ids; pins live in the repository, so they survive the
@@ -198,6 +316,7 @@ impl Repository {
             if relative.starts_with(FS_TMP_DIR)
                 || relative.starts_with(".vigil-probe/")
                 || is_lease(&relative)
+                || is_index(&relative)
             {
                 continue;
             }

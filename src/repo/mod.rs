@@ -7,11 +7,13 @@
 //! <prefix>/<job>/backups/<backup-id>/<object>          data, written first
 //! <prefix>/<job>/backups/<backup-id>/manifest.json     written last, create-only
 //! <prefix>/<job>/locks/<name>                          leases (see [`lease`])
+//! <prefix>/<job>/index.json.zst                        listing cache (see `index`)
 //! ```
 
 mod commit;
 mod copy;
 mod fs_create;
+mod index;
 mod layout;
 pub mod lease;
 mod oplog;
@@ -24,6 +26,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use commit::Deletion;
+pub use index::{INDEX, IndexError};
 pub use layout::Listing;
 pub use store::{PartLimits, Repository};
 pub use temp::{TempCollected, TempUsage};

@@ -21,6 +21,7 @@ mod harness;
 mod health;
 mod hostile;
 mod json_shapes;
+mod index;
 mod lease;
 mod leftovers;
 mod logrotate;

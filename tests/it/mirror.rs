@@ -105,6 +105,25 @@ fn a_damaged_object_is_refused_and_a_rerun_copies_only_what_is_missing() {
             && stdout.contains("1 backup(s) completed"),
         "{stdout}"
     );
+    // The mirror brought the destination's own listing index up to date.
+    let index = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(
+            server
+                .operator()
+                .read(&format!("{prefix}/orders/index.json.zst")),
+        )
+        .expect("the mirror writes the destination's index")
+        .to_vec();
+    let index: serde_json::Value =
+        serde_json::from_slice(&zstd::decode_all(index.as_slice()).unwrap()).unwrap();
+    let indexed: Vec<&str> = index["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["manifest"]["backupId"].as_str().unwrap())
+        .collect();
+    assert_eq!(indexed, ids);
     assert_eq!(list(&remote_config), ids);
 
     // The mirror is a repository in its own right: restore from it.
