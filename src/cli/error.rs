@@ -163,6 +163,7 @@ impl CliError {
             CliError::JobSetup { .. } => "job_setup_failed",
             CliError::NoJobs => "no_jobs",
             CliError::PruneFailed { .. } => "prune_failed",
+            CliError::Man(_) => "output_failed",
         }
     }
 

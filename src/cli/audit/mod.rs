@@ -9,7 +9,7 @@ mod show;
 use super::args::AuditCommand;
 use super::error::{AuditError, CliError, CopyError};
 use super::exit::Exit;
-use super::{Invocation, finish, with_config, with_config_as};
+use super::{Invocation, finish, with_config_as};
 use crate::config::Config;
 use crate::core::journal_record::Record;
 use crate::journal::segment;
