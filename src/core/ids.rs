@@ -51,7 +51,9 @@ macro_rules! string_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                // `pad`, not `write_str`: width and alignment (`{:<12}`,
+                // as `vigil list` uses) apply as they did to the String.
+                f.pad(&self.0)
             }
         }
 
@@ -138,6 +140,13 @@ impl BackupId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_honour_width_and_alignment_like_strings() {
+        assert_eq!(format!("{:<8}|", JobName::from("orders")), "orders  |");
+        assert_eq!(format!("{:>8}|", BackupId::from("x")), "       x|");
+        assert_eq!(JobName::from("orders").to_string(), "orders");
+    }
 
     #[test]
     fn ids_serialise_as_bare_strings() {
