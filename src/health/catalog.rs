@@ -93,15 +93,7 @@ pub fn grade_outage(
 
 impl Check for CatalogResponseCheck {
     fn spec(&self, config: &HealthConfig) -> CheckSpec {
-        CheckSpec {
-            key: "catalog:responseTime".into(),
-            component_id: "catalog".into(),
-            component_type: "datastore",
-            interval: config.catalog.interval.unwrap_or(config.interval),
-            timeout: config.timeout,
-            critical: true,
-            periodic: true,
-        }
+        catalog_spec("catalog:responseTime", config)
     }
 
     fn backs_off(&self) -> bool {
@@ -187,6 +179,19 @@ pub fn grade_latency(
     }
 }
 
+/// Both catalog checks: critical, every `health.catalog.interval`.
+fn catalog_spec(key: &str, config: &HealthConfig) -> CheckSpec {
+    CheckSpec {
+        key: key.into(),
+        component_id: "catalog".into(),
+        component_type: "datastore",
+        interval: config.catalog.interval.unwrap_or(config.interval),
+        timeout: config.timeout,
+        critical: true,
+        periodic: true,
+    }
+}
+
 /// `catalog:migrations`: the catalog's schema is at the version this binary expects.
 pub struct CatalogMigrationsCheck {
     pub pool: Pool,
@@ -195,17 +200,9 @@ pub struct CatalogMigrationsCheck {
 
 impl Check for CatalogMigrationsCheck {
     fn spec(&self, config: &HealthConfig) -> CheckSpec {
-        CheckSpec {
-            key: "catalog:migrations".into(),
-            component_id: "catalog".into(),
-            component_type: "datastore",
-            // As often as the round trip, so that both see the catalog back
-            // within one interval (one cheap query).
-            interval: config.catalog.interval.unwrap_or(config.interval),
-            timeout: config.timeout,
-            critical: true,
-            periodic: true,
-        }
+        // As often as the round trip, so that both see the catalog back
+        // within one interval (one cheap query).
+        catalog_spec("catalog:migrations", config)
     }
 
     fn backs_off(&self) -> bool {

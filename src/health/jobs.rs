@@ -159,6 +159,20 @@ pub(super) fn short(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
+/// A job's board-read check `<job>:<measurement>`: critical, at most 15 s
+/// apart (it reads memory only).
+fn job_spec(job: &str, measurement: &str, config: &HealthConfig) -> CheckSpec {
+    CheckSpec {
+        key: format!("{job}:{measurement}"),
+        component_id: job.to_owned(),
+        component_type: "component",
+        interval: config.interval.min(Duration::from_secs(15)),
+        timeout: config.timeout,
+        critical: true,
+        periodic: true,
+    }
+}
+
 /// `<job>:freshness`: critical for every job (a job is protected only
 /// while it is fresh and its runs succeed).
 pub struct FreshnessCheck {
@@ -168,15 +182,7 @@ pub struct FreshnessCheck {
 
 impl Check for FreshnessCheck {
     fn spec(&self, config: &HealthConfig) -> CheckSpec {
-        CheckSpec {
-            key: format!("{}:freshness", self.job),
-            component_id: self.job.clone(),
-            component_type: "component",
-            interval: config.interval.min(Duration::from_secs(15)),
-            timeout: config.timeout,
-            critical: true,
-            periodic: true,
-        }
+        job_spec(&self.job, "freshness", config)
     }
 
     fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
@@ -334,15 +340,7 @@ pub struct BoardCheck {
 
 impl Check for BoardCheck {
     fn spec(&self, config: &HealthConfig) -> CheckSpec {
-        CheckSpec {
-            key: format!("{}:{}", self.job, self.measurement),
-            component_id: self.job.clone(),
-            component_type: "component",
-            interval: config.interval.min(Duration::from_secs(15)),
-            timeout: config.timeout,
-            critical: true,
-            periodic: true,
-        }
+        job_spec(&self.job, self.measurement, config)
     }
 
     fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
