@@ -158,10 +158,26 @@ pub struct EncryptionConfig {
 pub enum JobKind {
     /// Logical backups of PostgreSQL databases (pg_dump).
     Postgres,
+    /// Physical base backups of a whole cluster plus its WAL archive
+    /// (point-in-time recovery).
+    #[serde(rename = "postgres-physical")]
+    PostgresPhysical,
     /// A tar stream of file trees.
     Files,
     /// Copies a repository to another, verifying every object.
     Mirror,
+}
+
+impl JobKind {
+    /// The name written in the config (`kind = "..."`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Postgres => "postgres",
+            JobKind::PostgresPhysical => "postgres-physical",
+            JobKind::Files => "files",
+            JobKind::Mirror => "mirror",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]

@@ -191,7 +191,7 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
             );
         }
         match job.kind {
-            JobKind::Postgres => {
+            JobKind::Postgres | JobKind::PostgresPhysical => {
                 let parsed = super::conninfo::parse(job.source.expose());
                 if let Err(e) = &parsed {
                     problem(
@@ -201,14 +201,17 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
                 } else if job.source.expose().is_empty() {
                     problem(
                         key("source"),
-                        "is required for kind = \"postgres\" (e.g. postgres://backup@db/orders)"
-                            .into(),
+                        format!(
+                            "is required for kind = \"{}\" (e.g. postgres://backup@db/orders)",
+                            job.kind.as_str()
+                        ),
                     );
                 }
                 for tls in parsed.iter().flat_map(|info| info.tls.file_problems()) {
                     problem(key("source"), tls.to_string());
                 }
-                if let Databases::List(list) = &job.databases
+                if job.kind == JobKind::Postgres
+                    && let Databases::List(list) = &job.databases
                     && list.is_empty()
                 {
                     problem(

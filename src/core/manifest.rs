@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::ids::{BackupId, JobName};
+use super::wal::{Lsn, Timeline};
 
 /// Bumped on incompatible changes; readers refuse newer formats.
 pub const FORMAT_VERSION: u32 = 1;
@@ -37,6 +38,40 @@ pub struct Manifest {
     /// `files` backups: the trees and what the run found in them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<FilesFacts>,
+    /// `physical` backups: where in the WAL the backup starts and ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<PhysicalFacts>,
+}
+
+/// What a physical base backup needs to be restored and placed in the WAL
+/// archive: a restore replays WAL from `startLsn` and is consistent once it
+/// passes `stopLsn`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhysicalFacts {
+    pub start_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    /// The timeline the backup started on.
+    pub timeline: Timeline,
+    /// `IDENTIFY_SYSTEM`'s systemid: which cluster the WAL must come from.
+    pub system_identifier: String,
+    /// `wal_segment_size` in bytes.
+    pub wal_segment_size: u64,
+    /// The backup label PostgreSQL wrote (`backup_label` in the base tar).
+    pub label: String,
+    /// Extra tablespaces (the base tar holds `pg_default` and `pg_global`).
+    #[serde(default)]
+    pub tablespaces: Vec<TablespaceFacts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TablespaceFacts {
+    pub oid: u32,
+    /// The tablespace's directory on the source server.
+    pub location: String,
+    /// The object (in `objects`) holding its tar stream.
+    pub object: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,6 +385,7 @@ pub(crate) mod tests {
             }],
             journal_head: None,
             files: None,
+            physical: None,
             vigil_version: "0.1.0".into(),
         }
     }

@@ -15,3 +15,4 @@ pub mod reach;
 pub mod redact;
 pub mod retention;
 pub mod schedule;
+pub mod wal;

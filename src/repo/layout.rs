@@ -63,6 +63,30 @@ impl Repository {
         self.join(&[job, "backups", backup_id, name])
     }
 
+    /// `<job>/wal/`: the WAL archive of a physical job.
+    pub fn wal_dir(&self, job: &str) -> String {
+        format!("{}/", self.join(&[job, "wal"]))
+    }
+
+    /// `<job>/wal/<timeline as 8 hex digits>/`: one timeline's WAL files.
+    pub fn wal_timeline_dir(&self, job: &str, timeline: crate::core::wal::Timeline) -> String {
+        format!("{}/", self.join(&[job, "wal", &format!("{timeline:08X}")]))
+    }
+
+    /// `<job>/wal/<timeline>/<file name><ext>` (ext such as `.zst.age`):
+    /// a history file lies under its own timeline.
+    pub fn wal_path(
+        &self,
+        job: &str,
+        file: &crate::core::wal::WalFile,
+        segment_size: u64,
+        ext: &str,
+    ) -> String {
+        let timeline = format!("{:08X}", file.timeline());
+        let name = format!("{}{ext}", file.file_name(segment_size));
+        self.join(&[job, "wal", &timeline, &name])
+    }
+
     /// The full path of a path relative to the prefix.
     pub fn absolute(&self, relative: &str) -> String {
         self.join(&[relative])

@@ -89,6 +89,7 @@ pub(super) async fn run(
             exclude: job.exclude.clone(),
             report: serde_json::to_value(&report).unwrap_or_default(),
         }),
+        physical: None,
     };
     if cancel.is_cancelled() {
         return Err(BackupError::Cancelled);

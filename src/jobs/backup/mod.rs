@@ -275,6 +275,11 @@ async fn run_locked(
     match ctx.job.kind {
         JobKind::Files => files::run(ctx, progress, cancel).await,
         JobKind::Postgres | JobKind::Mirror => pg::run(ctx, progress, cancel).await,
+        // CONTRACT: replaced by physical::run (issue 15, branch r-physical).
+        JobKind::PostgresPhysical => Err(BackupError::Source {
+            job: ctx.name.to_string(),
+            detail: "postgres-physical backups are being built".into(),
+        }),
     }
 }
 

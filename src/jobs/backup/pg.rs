@@ -113,6 +113,7 @@ pub(super) async fn run(
         journal_head: ctx.journal_head(),
         vigil_version: env!("CARGO_PKG_VERSION").into(),
         files: None,
+        physical: None,
     };
     if cancel.is_cancelled() {
         return Err(BackupError::Cancelled);
