@@ -18,6 +18,8 @@ struct Archiving {
     dir: tempfile::TempDir,
     /// The config the archiver uses (and the tests, unless they say).
     config: PathBuf,
+    /// The physical job archived into.
+    job: &'static str,
 }
 
 fn postgres_ids() -> (nix::unistd::Uid, nix::unistd::Gid) {
@@ -99,6 +101,7 @@ fn archiving(
         cluster,
         dir,
         config: config_path,
+        job: "pg",
     }
 }
 
@@ -155,7 +158,7 @@ impl Archiving {
         let _ = std::fs::remove_file(&dest);
         let (code, _, stderr) = vigil_cli(
             config,
-            &["wal-fetch", "pg", name, &dest.display().to_string()],
+            &["wal-fetch", self.job, name, &dest.display().to_string()],
             &[],
         );
         (code, stderr, std::fs::read(&dest).ok())
@@ -621,4 +624,41 @@ fn a_base_backup_plus_wal_fetch_recovers_a_row_committed_after_it() {
     let rows = query("SELECT string_agg(id::text, ',' ORDER BY id) FROM t");
     stop();
     assert_eq!(rows, "1,2", "{}", log_text());
+}
+
+/// config.toml.example as shipped, with its commented postgres-physical
+/// job `cluster` switched on and the machine's paths swapped in.
+fn physical_example(dir: &Path, catalog: &TestDb, source: &TestDb) -> String {
+    let text = crate::truth::example_config(dir, catalog, source, &source.url());
+    let start = text
+        .find("# [jobs.cluster]")
+        .expect("config.toml.example has no postgres-physical job");
+    let (head, tail) = text.split_at(start);
+    let end = tail.find("\n\n").unwrap_or(tail.len());
+    let job: Vec<&str> = tail[..end]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect();
+    format!("{head}{}\n{}", job.join("\n"), &tail[end..])
+}
+
+#[test]
+fn the_shipped_example_job_archives_and_fetches_on_its_defaults() {
+    let (catalog, source) = (fresh_db(), fresh_db());
+    let dir = work_dir();
+    let repo = fs_repo(dir.path());
+    let mut a = archiving(
+        dir,
+        |d, _| physical_example(d, &catalog, &source),
+        &format!("{VIGIL} --config {{config}} wal-push cluster %p"),
+    );
+    a.job = "cluster";
+    let name = a.switch();
+    a.wait_archived(&name);
+    let stored = std::fs::read(repo.join(format!("cluster/wal/00000001/{name}.zst"))).unwrap();
+    let original = a.pg_wal(&name);
+    assert!(stored.starts_with(format!("vigil-wal 1 sha256={}", sha256(&original)).as_bytes()));
+    let (code, stderr, fetched) = a.fetch(&a.config, &name);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    assert!(fetched.unwrap() == original);
 }
