@@ -10,3 +10,4 @@ pub mod limits;
 pub mod pgtools;
 mod stderr;
 pub mod upload;
+pub mod wal;

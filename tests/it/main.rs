@@ -39,3 +39,4 @@ mod server_kill;
 mod signals;
 mod tls;
 mod truth;
+mod wal;
