@@ -60,6 +60,39 @@ pub fn parse_history(text: &str) -> Result<Vec<HistoryEntry>, HistoryError> {
     Ok(entries)
 }
 
+/// Histories read from segment names alone, for timelines whose `.history`
+/// file is missing or unreadable (an encrypted repository without its
+/// identity): timeline t branched from the next lower timeline archived,
+/// at the first segment archived on t.
+pub fn infer_histories(archive: &[ArchivedWal], known: &Histories, size: u64) -> Histories {
+    let mut first: BTreeMap<Timeline, u64> = BTreeMap::new();
+    for w in archive {
+        if let WalFile::Segment(s) | WalFile::Partial(s) = w.file {
+            let n = first.entry(s.timeline).or_insert(s.number);
+            *n = (*n).min(s.number);
+        }
+    }
+    let mut all = known.clone();
+    let timelines: Vec<Timeline> = first.keys().copied().collect();
+    for pair in timelines.windows(2) {
+        let (parent, t) = (pair[0], pair[1]);
+        if all.contains_key(&t) {
+            continue;
+        }
+        let mut history = all.get(&parent).cloned().unwrap_or_default();
+        let begin = Segment {
+            timeline: t,
+            number: first.get(&t).copied().unwrap_or(0),
+        };
+        history.push(HistoryEntry {
+            parent,
+            switch: begin.start_lsn(size),
+        });
+        all.insert(t, history);
+    }
+    all
+}
+
 /// One WAL file retention deletes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -544,6 +577,63 @@ mod tests {
         assert_eq!(
             deleted,
             [names[0], names[1], names[2], names[3], names[5], names[6]]
+        );
+    }
+
+    #[test]
+    fn histories_are_inferred_from_names_when_unreadable() {
+        let names = [
+            seg(1, 3),
+            seg(1, 4),
+            format!("{}.partial", seg(1, 5)),
+            seg(2, 5),
+            seg(2, 6),
+            seg(3, 9),
+        ];
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let h = infer_histories(&archive(&names), &Histories::new(), SEG);
+        let five = Segment {
+            timeline: 2,
+            number: 5,
+        }
+        .start_lsn(SEG);
+        let nine = Segment {
+            timeline: 3,
+            number: 9,
+        }
+        .start_lsn(SEG);
+        assert_eq!(
+            h[&2],
+            vec![HistoryEntry {
+                parent: 1,
+                switch: five
+            }]
+        );
+        assert_eq!(
+            h[&3],
+            vec![
+                HistoryEntry {
+                    parent: 1,
+                    switch: five
+                },
+                HistoryEntry {
+                    parent: 2,
+                    switch: nine
+                }
+            ]
+        );
+        // A history file that was read wins.
+        let mut known = Histories::new();
+        known.insert(
+            2,
+            vec![HistoryEntry {
+                parent: 1,
+                switch: "0/5000060".parse().unwrap(),
+            }],
+        );
+        assert_eq!(
+            infer_histories(&archive(&names), &known, SEG)[&2],
+            known[&2]
         );
     }
 
