@@ -38,6 +38,15 @@ const ARCHIVER_SQL: &str = "SELECT current_setting('archive_mode'), archived_cou
      CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END \
      FROM pg_stat_archiver";
 
+/// Why `pg_stat_archiver` could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ArchiverError {
+    #[error(transparent)]
+    Connect(#[from] crate::jobs::context::SourceError),
+    #[error("{}", crate::core::redact::error_chain(.0))]
+    Query(#[from] tokio_postgres::Error),
+}
+
 /// What the repository says, for grading.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ArchiveFacts {
@@ -70,7 +79,11 @@ fn segments_waiting(a: &Archiver) -> bool {
 
 fn next((log, seg): (u64, u64)) -> (u64, u64) {
     // 16 MiB segments: 256 per log; other sizes only make this lenient.
-    if seg >= 0xFF { (log + 1, 0) } else { (log, seg + 1) }
+    if seg >= 0xFF {
+        (log + 1, 0)
+    } else {
+        (log, seg + 1)
+    }
 }
 
 type Verdict = (Status, Option<String>);
@@ -114,7 +127,11 @@ fn grade_archiver(
     if !segments_waiting(a) || age < warn {
         return (Status::Pass, None);
     }
-    let status = if age >= fail { Status::Fail } else { Status::Warn };
+    let status = if age >= fail {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
     let limit = if status == Status::Fail { fail } else { warn };
     (
         status,
@@ -143,7 +160,10 @@ fn grade_repository(a: Option<&Archiver>, r: &ArchiveFacts) -> Verdict {
     if r.backups > 0 && !r.restorable {
         return (
             Status::Fail,
-            Some("no base backup can be restored: the WAL up to each backup's stop is incomplete".into()),
+            Some(
+                "no base backup can be restored: the WAL up to each backup's stop is incomplete"
+                    .into(),
+            ),
         );
     }
     if let Some(gap) = r.gaps.first() {
@@ -207,13 +227,13 @@ pub struct WalCheck {
 }
 
 impl WalCheck {
-    async fn archiver(&self) -> Result<Archiver, String> {
-        let client = self.ctx.open_source().await.map_err(|e| e.to_string())?;
-        let row = client
-            .query_one(ARCHIVER_SQL, &[])
-            .await
-            .map_err(|e| crate::core::redact::error_chain(&e))?;
-        let time = |i: usize| row.get::<_, Option<std::time::SystemTime>>(i).map(DateTime::<Utc>::from);
+    async fn archiver(&self) -> Result<Archiver, ArchiverError> {
+        let client = self.ctx.open_source().await?;
+        let row = client.query_one(ARCHIVER_SQL, &[]).await?;
+        let time = |i: usize| {
+            row.get::<_, Option<std::time::SystemTime>>(i)
+                .map(DateTime::<Utc>::from)
+        };
         Ok(Archiver {
             archive_mode: row.get(0),
             archived_count: row.get(1),
@@ -228,7 +248,10 @@ impl WalCheck {
 
     async fn observe(&self) -> Observation {
         // The archiver first: what it reports archived is listed after.
-        let archiver = self.archiver().await.map_err(|e| self.ctx.redact(&e));
+        let archiver = self
+            .archiver()
+            .await
+            .map_err(|e| self.ctx.redact(&e.to_string()));
         let listing = match self.ctx.repo.list(&self.ctx.name).await {
             Ok(listing) => listing,
             Err(e) => return Observation::fail(format!("cannot list the job's backups: {e}")),
@@ -343,20 +366,35 @@ mod tests {
     #[test]
     fn an_idle_server_with_nothing_waiting_passes_however_old_the_last_archive() {
         let a = archiver(LAST, "000000010000000000000006");
-        assert_eq!(grade(Ok(&a), &healthy_repo(), "2026-11-27T15:00:00Z").0, Status::Pass);
+        assert_eq!(
+            grade(Ok(&a), &healthy_repo(), "2026-11-27T15:00:00Z").0,
+            Status::Pass
+        );
     }
 
     #[test]
     fn waiting_segments_warn_then_fail_by_age() {
         let a = archiver(LAST, "000000010000000000000009");
-        assert_eq!(grade(Ok(&a), &healthy_repo(), "2026-11-27T09:10:00Z").0, Status::Pass);
+        assert_eq!(
+            grade(Ok(&a), &healthy_repo(), "2026-11-27T09:10:00Z").0,
+            Status::Pass
+        );
         let (status, output) = grade(Ok(&a), &healthy_repo(), "2026-11-27T09:20:00Z");
         assert_eq!(status, Status::Warn);
-        assert!(output.contains("20m old") && output.contains("limit 15m"), "{output}");
-        assert_eq!(grade(Ok(&a), &healthy_repo(), "2026-11-27T10:01:00Z").0, Status::Fail);
+        assert!(
+            output.contains("20m old") && output.contains("limit 15m"),
+            "{output}"
+        );
+        assert_eq!(
+            grade(Ok(&a), &healthy_repo(), "2026-11-27T10:01:00Z").0,
+            Status::Fail
+        );
         // Across a log boundary, the next segment is not "waiting".
         let a = archiver("0000000100000000000000FF", "000000010000000100000000");
-        assert_eq!(grade(Ok(&a), &healthy_repo(), "2026-11-27T15:00:00Z").0, Status::Pass);
+        assert_eq!(
+            grade(Ok(&a), &healthy_repo(), "2026-11-27T15:00:00Z").0,
+            Status::Pass
+        );
     }
 
     #[test]
@@ -370,14 +408,21 @@ mod tests {
         assert!(output.contains("archive_command is failing"), "{output}");
         // An old failure, succeeded since: fine.
         a.last_failed_time = Some(at("2026-11-27T08:00:00Z"));
-        assert_eq!(grade(Ok(&a), &healthy_repo(), "2026-11-27T09:02:00Z").0, Status::Pass);
+        assert_eq!(
+            grade(Ok(&a), &healthy_repo(), "2026-11-27T09:02:00Z").0,
+            Status::Pass
+        );
     }
 
     #[test]
     fn archiving_off_nothing_archived_or_archived_elsewhere_fail() {
         let mut off = archiver(LAST, LAST);
         off.archive_mode = "off".into();
-        assert!(grade(Ok(&off), &healthy_repo(), "2026-11-27T09:00:00Z").1.contains("archive_mode is off"));
+        assert!(
+            grade(Ok(&off), &healthy_repo(), "2026-11-27T09:00:00Z")
+                .1
+                .contains("archive_mode is off")
+        );
         let never = Archiver {
             archive_mode: "on".into(),
             ..Default::default()
@@ -390,7 +435,11 @@ mod tests {
             holds_last_archived: false,
             ..healthy_repo()
         };
-        let (status, output) = grade(Ok(&archiver(LAST, LAST)), &elsewhere, "2026-11-27T09:00:00Z");
+        let (status, output) = grade(
+            Ok(&archiver(LAST, LAST)),
+            &elsewhere,
+            "2026-11-27T09:00:00Z",
+        );
         assert_eq!(status, Status::Fail);
         assert!(output.contains("the repository lacks it"), "{output}");
     }
@@ -415,14 +464,27 @@ mod tests {
             restorable: false,
             ..gapped
         };
-        assert_eq!(grade(Ok(&a), &broken, "2026-11-27T09:00:00Z").0, Status::Fail);
+        assert_eq!(
+            grade(Ok(&a), &broken, "2026-11-27T09:00:00Z").0,
+            Status::Fail
+        );
     }
 
     #[test]
     fn an_unreachable_source_leans_on_the_repository() {
-        let (status, output) = grade(Err("connection refused"), &healthy_repo(), "2026-11-27T09:05:00Z");
+        let (status, output) = grade(
+            Err("connection refused"),
+            &healthy_repo(),
+            "2026-11-27T09:05:00Z",
+        );
         assert_eq!(status, Status::Warn);
-        assert!(output.contains("cannot read pg_stat_archiver on the source: connection refused"), "{output}");
-        assert_eq!(grade(Err("x"), &healthy_repo(), "2026-11-27T11:00:00Z").0, Status::Fail);
+        assert!(
+            output.contains("cannot read pg_stat_archiver on the source: connection refused"),
+            "{output}"
+        );
+        assert_eq!(
+            grade(Err("x"), &healthy_repo(), "2026-11-27T11:00:00Z").0,
+            Status::Fail
+        );
     }
 }

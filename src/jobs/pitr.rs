@@ -43,7 +43,9 @@ impl Survey {
     pub fn gaps(&self) -> Vec<WalGap> {
         self.backups
             .iter()
-            .flat_map(|b| wal_chain::reach(b, &self.archive, &self.histories, self.segment_size).gaps)
+            .flat_map(|b| {
+                wal_chain::reach(b, &self.archive, &self.histories, self.segment_size).gaps
+            })
             .collect()
     }
 
@@ -72,7 +74,11 @@ impl Survey {
 /// committed `manifests`.
 pub async fn survey(ctx: &JobContext, manifests: &[Manifest]) -> Result<Survey, RepoError> {
     let mut backups = base_backups(manifests);
-    backups.sort_by(|a, b| a.finished_at.cmp(&b.finished_at).then_with(|| a.id.cmp(&b.id)));
+    backups.sort_by(|a, b| {
+        a.finished_at
+            .cmp(&b.finished_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
     let segment_size = backups
         .last()
         .map_or(DEFAULT_SEGMENT_SIZE, |b| b.facts.wal_segment_size);
@@ -98,7 +104,7 @@ pub async fn survey(ctx: &JobContext, manifests: &[Manifest]) -> Result<Survey, 
 /// The `.history` files that can be read: plaintext ones, and encrypted
 /// ones when the repository's identity is configured. The others are
 /// inferred from the segment names (`wal_chain::infer_histories`).
-async fn read_histories(ctx: &JobContext, objects: &[crate::repo::WalObject]) -> Histories {
+async fn read_histories(ctx: &JobContext, objects: &[crate::repo::wal::WalObject]) -> Histories {
     let identities = ctx.identities().unwrap_or_default();
     let mut histories = Histories::new();
     for o in objects {
