@@ -39,11 +39,14 @@ pub async fn list_command(invocation: &Invocation, job: Option<String>, json: bo
 pub async fn restore_command(
     invocation: &Invocation,
     job: String,
-    request: RestoreRequest,
+    mut request: RestoreRequest,
+    recovery: super::pitr::Recovery,
 ) -> ExitCode {
-    with_config(invocation, |config| async move {
-        config.job(&job)?;
-        restore(&config, &job, request, cancel_on_signal()).await
+    let json = recovery.json;
+    with_config_as(invocation, json, |config| async move {
+        let job_config = config.job(&job)?;
+        request.recovery = super::pitr::request(job_config, &recovery, &invocation.config)?;
+        restore(&config, &job, request, cancel_on_signal(), json).await
     })
     .await
 }
@@ -258,6 +261,7 @@ pub async fn restore(
     job: &str,
     request: RestoreRequest,
     cancel: CancellationToken,
+    json: bool,
 ) -> Result<(), CliError> {
     // A malformed --to is a usage error, found before anything is contacted.
     if request.to_dir.is_none() {
@@ -267,14 +271,7 @@ pub async fn restore(
         crate::jobs::restore::run(ctx, &request, &cancel).await
     })
     .await?;
-    outln!(
-        "restored {} of {} ({}) into {}",
-        outcome.object,
-        outcome.backup_id,
-        human_bytes(outcome.stored_bytes),
-        outcome.database
-    )?;
-    Ok(())
+    super::pitr::print(job, &outcome, json)
 }
 
 pub fn human_bytes(bytes: u64) -> String {

@@ -21,6 +21,7 @@ pub mod error;
 pub mod exit;
 pub mod out;
 pub mod pgcluster;
+mod pitr;
 mod prune;
 mod serve;
 pub mod session;
@@ -83,6 +84,13 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
         }
         Command::Restore {
             job,
+            time,
+            lsn,
+            name,
+            xid,
+            immediate,
+            target_action,
+            json,
             backup,
             latest: _,
             database,
@@ -93,8 +101,14 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
             clean,
             jobs,
         } => {
+            let recovery = pitr::Recovery {
+                target: pitr::target(time, lsn, name, xid, immediate),
+                action: pitr::action(target_action.as_deref()),
+                json,
+            };
             let request = crate::jobs::restore::RestoreRequest {
                 backup,
+                recovery: None,
                 database,
                 to: to.unwrap_or_default(),
                 create,
@@ -103,7 +117,7 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
                 to_dir,
                 force,
             };
-            commands::restore_command(invocation, job, request).await
+            commands::restore_command(invocation, job, request, recovery).await
         }
         Command::Prune {
             job,
