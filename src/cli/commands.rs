@@ -197,6 +197,7 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
     }
     let mut all = Vec::new();
     let mut damaged = Vec::new();
+    let mut windows = Vec::new();
     for name in jobs {
         let job = &config.jobs[name];
         let repo = Repository::open(&job.repository, &config.repositories[&job.repository])?;
@@ -209,6 +210,9 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
                 "note: {name}: {} uncommitted leftover(s) (never finished; prune removes them)",
                 listing.uncommitted.len()
             );
+        }
+        if job.kind == JobKind::PostgresPhysical {
+            windows.push(super::pitr::window(&repo, name, &listing.backups).await?);
         }
         all.extend(listing.backups);
         damaged.extend(listing.damaged.into_iter().map(|(id, why)| (name, id, why)));
@@ -223,6 +227,12 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
         entries.extend(damaged.iter().map(
             |(job, id, why)| serde_json::json!({ "job": job, "backupId": id, "damaged": why }),
         ));
+        entries.extend(
+            windows
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
         outln!("{}", serde_json::to_string_pretty(&entries)?)?;
         return Ok(());
     }
@@ -252,7 +262,7 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
     for (job, id, why) in &damaged {
         outln!("{job:<12} {id:<22} DAMAGED (not a backup): {why}")?;
     }
-    Ok(())
+    windows.iter().try_for_each(super::pitr::print_window)
 }
 
 /// `vigil restore JOB …`.

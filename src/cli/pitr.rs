@@ -135,3 +135,54 @@ pub fn print(job: &str, o: &RestoreOutcome, json: bool) -> Result<(), CliError> 
     )?;
     Ok(())
 }
+
+/// A physical job's recoverability, as `vigil list` prints it (after the
+/// backups; `--json`: one object per physical job, marked by `pitrWindow`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobWindow {
+    pub job: String,
+    pub pitr_window: Option<crate::core::wal_chain::Window>,
+    pub wal_last_archived: Option<DateTime<Utc>>,
+    pub wal_files: usize,
+    pub wal_gaps: Vec<crate::core::wal_chain::WalGap>,
+}
+
+/// Reads `job`'s WAL archive against its committed `manifests`.
+pub async fn window(
+    repo: &crate::repo::Repository,
+    job: &str,
+    manifests: &[crate::core::manifest::Manifest],
+) -> Result<JobWindow, CliError> {
+    let survey = crate::jobs::pitr::survey_in(repo, job, manifests, &[]).await?;
+    Ok(JobWindow {
+        job: job.to_owned(),
+        pitr_window: survey.window(),
+        wal_last_archived: survey.last_archived(),
+        wal_files: survey.archive.len(),
+        wal_gaps: survey.gaps(),
+    })
+}
+
+pub fn print_window(w: &JobWindow) -> Result<(), CliError> {
+    let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    match &w.pitr_window {
+        Some(window) => outln!(
+            "{}: restorable to any moment from {} to about {} UTC (base backup {} onward; {} WAL file(s))",
+            w.job,
+            at(window.start),
+            at(window.end),
+            window.oldest_backup,
+            w.wal_files
+        )?,
+        None => outln!(
+            "{}: no point-in-time restore possible yet ({} WAL file(s); a base backup and its WAL up to its end are needed)",
+            w.job,
+            w.wal_files
+        )?,
+    }
+    for gap in &w.wal_gaps {
+        outln!("{}: {gap}", w.job)?;
+    }
+    Ok(())
+}

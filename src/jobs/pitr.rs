@@ -8,7 +8,7 @@ use crate::core::manifest::Manifest;
 use crate::core::recovery::BaseBackup;
 use crate::core::wal::{DEFAULT_SEGMENT_SIZE, WalFile};
 use crate::core::wal_chain::{self, ArchivedWal, Histories, WalGap, Window};
-use crate::repo::RepoError;
+use crate::repo::{RepoError, Repository};
 
 /// The committed physical backups of a listing, as selection and the WAL
 /// planner see them (manifests of other kinds are left out).
@@ -73,6 +73,18 @@ impl Survey {
 /// Lists the job's WAL archive and reads its timeline histories for the
 /// committed `manifests`.
 pub async fn survey(ctx: &JobContext, manifests: &[Manifest]) -> Result<Survey, RepoError> {
+    let identities = ctx.identities().unwrap_or_default();
+    survey_in(&ctx.repo, &ctx.name, manifests, &identities).await
+}
+
+/// [`survey`] without a job context (`vigil list`): encrypted history
+/// files are read only with `identities`.
+pub async fn survey_in(
+    repo: &Repository,
+    job: &str,
+    manifests: &[Manifest],
+    identities: &[age::x25519::Identity],
+) -> Result<Survey, RepoError> {
     let mut backups = base_backups(manifests);
     backups.sort_by(|a, b| {
         a.finished_at
@@ -82,8 +94,8 @@ pub async fn survey(ctx: &JobContext, manifests: &[Manifest]) -> Result<Survey, 
     let segment_size = backups
         .last()
         .map_or(DEFAULT_SEGMENT_SIZE, |b| b.facts.wal_segment_size);
-    let objects = ctx.repo.list_wal(&ctx.name, segment_size).await?;
-    let read = read_histories(ctx, &objects).await;
+    let objects = repo.list_wal(job, segment_size).await?;
+    let read = read_histories(repo, job, &objects, identities).await;
     let archive: Vec<ArchivedWal> = objects
         .into_iter()
         .map(|o| ArchivedWal {
@@ -104,8 +116,12 @@ pub async fn survey(ctx: &JobContext, manifests: &[Manifest]) -> Result<Survey, 
 /// The `.history` files that can be read: plaintext ones, and encrypted
 /// ones when the repository's identity is configured. The others are
 /// inferred from the segment names (`wal_chain::infer_histories`).
-async fn read_histories(ctx: &JobContext, objects: &[crate::repo::wal::WalObject]) -> Histories {
-    let identities = ctx.identities().unwrap_or_default();
+async fn read_histories(
+    repo: &Repository,
+    job: &str,
+    objects: &[crate::repo::wal::WalObject],
+    identities: &[age::x25519::Identity],
+) -> Histories {
     let mut histories = Histories::new();
     for o in objects {
         let WalFile::History(timeline) = o.file else {
@@ -114,15 +130,15 @@ async fn read_histories(ctx: &JobContext, objects: &[crate::repo::wal::WalObject
         if o.encrypted && identities.is_empty() {
             continue;
         }
-        let stored = match ctx.repo.read_wal(&o.path).await {
+        let stored = match repo.read_wal(&o.path).await {
             Ok(Some(stored)) => stored,
             Ok(None) => continue,
             Err(e) => {
-                tracing::warn!(job = %ctx.name, path = %o.path, error = %e, "cannot read a timeline history file; inferring it from segment names");
+                tracing::warn!(job = %job, path = %o.path, error = %e, "cannot read a timeline history file; inferring it from segment names");
                 continue;
             }
         };
-        let parsed = crate::pipeline::wal::decode(&stored, o.encrypted, &identities)
+        let parsed = crate::pipeline::wal::decode(&stored, o.encrypted, identities)
             .map_err(|e| e.to_string())
             .and_then(|raw| {
                 wal_chain::parse_history(&String::from_utf8_lossy(&raw)).map_err(|e| e.to_string())
@@ -132,7 +148,7 @@ async fn read_histories(ctx: &JobContext, objects: &[crate::repo::wal::WalObject
                 histories.insert(timeline, entries);
             }
             Err(e) => {
-                tracing::warn!(job = %ctx.name, path = %o.path, error = %e, "timeline history file unreadable; inferring it from segment names");
+                tracing::warn!(job = %job, path = %o.path, error = %e, "timeline history file unreadable; inferring it from segment names");
             }
         }
     }
