@@ -100,6 +100,7 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
             create,
             clean,
             jobs,
+            tablespace_map,
         } => {
             let recovery = pitr::Recovery {
                 target: pitr::target(time, lsn, name, xid, immediate),
@@ -116,6 +117,7 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
                 jobs,
                 to_dir,
                 force,
+                tablespace_map: tablespace_map.into_iter().collect(),
             };
             commands::restore_command(invocation, job, request, recovery).await
         }
