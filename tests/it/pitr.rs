@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use vigil::cli::pgcluster::Cluster;
 
-use crate::harness::{PASSWORD, VIGIL, fresh_catalog, own_cluster, vigil_cli};
+use crate::harness::{PASSWORD, VIGIL, Vigil, fresh_catalog, own_cluster, vigil_cli};
 
 const JOB: &str = "pg";
 
@@ -53,6 +53,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The fs repository and the physical job (keep_last = 1, pruned on demand).
+fn job_text(repo: &Path, port: u16) -> String {
+    format!(
+        "[repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n\
+         [jobs.{JOB}]\nkind = \"postgres-physical\"\n\
+         source = \"postgres://postgres:{PASSWORD}@127.0.0.1:{port}/postgres\"\n\
+         repository = \"local\"\nevery = \"1h\"\ncatch_up = false\n\
+         [jobs.{JOB}.retention]\nkeep_last = 1\nafter_backup = false\n",
+        repo.display()
+    )
+}
+
 /// The source cluster archiving into the job, and the config both use.
 struct Setup {
     cluster: Cluster,
@@ -60,7 +72,7 @@ struct Setup {
     config: PathBuf,
     repo: PathBuf,
     catalog_url: String,
-    _catalog: crate::harness::TestDb,
+    catalog: crate::harness::TestDb,
 }
 
 impl Setup {
@@ -86,15 +98,9 @@ impl Setup {
             .url()
             .replacen("postgres@", &format!("postgres:{PASSWORD}@"), 1);
         let text = format!(
-            "[daemon]\nstate_dir = \"{state}\"\n[catalog]\nurl = \"{catalog_url}\"\n\
-             [repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{repo}\" }}\n\
-             [jobs.{JOB}]\nkind = \"postgres-physical\"\n\
-             source = \"postgres://postgres:{PASSWORD}@127.0.0.1:{port}/postgres\"\n\
-             repository = \"local\"\nevery = \"1h\"\ncatch_up = false\n\
-             [jobs.{JOB}.retention]\nkeep_last = 1\nafter_backup = false\n",
+            "[daemon]\nstate_dir = \"{state}\"\n[catalog]\nurl = \"{catalog_url}\"\n{}",
+            job_text(&repo, cluster.port()),
             state = dir.path().join("state").display(),
-            repo = repo.display(),
-            port = cluster.port()
         );
         let config = dir.path().join("config.toml");
         std::fs::write(&config, text).unwrap();
@@ -112,7 +118,7 @@ impl Setup {
             config,
             repo,
             catalog_url,
-            _catalog: catalog,
+            catalog,
         };
         setup.cluster.stop().unwrap();
         setup.cluster.start().unwrap();
@@ -358,6 +364,32 @@ fn restores_reach_each_target_follow_a_timeline_switch_and_prune_keeps_what_they
 
     timeline_switch(&s);
     retention_and_gap(&s);
+    the_daemon_reports_the_archive(&s);
+}
+
+/// A daemon on the same job: `<job>:wal` warns about the injected gap and
+/// carries the window; /metrics exports it.
+fn the_daemon_reports_the_archive(s: &Setup) {
+    let vigil = Vigil::start(&s.catalog, &job_text(&s.repo, s.cluster.port()));
+    let mut check = serde_json::Value::Null;
+    vigil.wait_for("pg:wal", Duration::from_secs(30), || {
+        let body = vigil.get("/health/detailed").json();
+        check = body["checks"]["pg:wal"][0].clone();
+        check.get("status").is_some()
+    });
+    assert_eq!(check["status"], "warn", "{check:#}");
+    let output = check["output"].as_str().unwrap_or_default();
+    assert!(output.contains("WAL gap after base backup"), "{check:#}");
+    assert!(check["vigil"]["windowStart"].is_string(), "{check:#}");
+    assert!(check["vigil"]["lastArchived"].is_string(), "{check:#}");
+    let metrics = vigil.get("/metrics").body;
+    for family in [
+        "vigil_wal_last_archived_timestamp_seconds{backup_job=\"pg\"}",
+        "vigil_pitr_window_start_timestamp_seconds{backup_job=\"pg\"}",
+        "vigil_wal_gaps{backup_job=\"pg\"} 1",
+    ] {
+        assert!(metrics.contains(family), "{family} not in\n{metrics}");
+    }
 }
 
 /// The restore executions in the catalog: their recovery targets.
