@@ -90,7 +90,7 @@ struct SnapshotCollector {
     shared: Arc<Shared>,
 }
 
-type Labels = Vec<(&'static str, String)>;
+pub(super) type Labels = Vec<(&'static str, String)>;
 
 fn gauge(
     enc: &mut DescriptorEncoder,
@@ -102,7 +102,7 @@ fn gauge(
         .encode_gauge(&value)
 }
 
-fn gauges<V: EncodeGaugeValue>(
+pub(super) fn gauges<V: EncodeGaugeValue>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -258,6 +258,7 @@ impl Collector for SnapshotCollector {
         )?;
 
         encode_jobs(&mut enc, shared)?;
+        super::metrics_wal::encode(&mut enc, shared)?;
         encode_audit(&mut enc, shared)?;
 
         let p = &snapshot.process;

@@ -88,6 +88,32 @@ pub enum Command {
         /// Parallel pg_restore jobs (stages the dump in a temp file).
         #[arg(long)]
         jobs: Option<u32>,
+        /// Physical jobs: recover to this moment (RFC 3339, 2026-11-27T09:30:00Z).
+        #[arg(long, group = "target", requires = "to_dir")]
+        time: Option<chrono::DateTime<chrono::Utc>>,
+        /// Physical jobs: recover to this WAL position (as PostgreSQL prints it, 0/3000060).
+        #[arg(long, group = "target", requires = "to_dir")]
+        lsn: Option<crate::core::wal::Lsn>,
+        /// Physical jobs: recover to a restore point made with pg_create_restore_point.
+        #[arg(
+            long,
+            group = "target",
+            requires = "to_dir",
+            value_name = "RESTORE_POINT"
+        )]
+        name: Option<String>,
+        /// Physical jobs: recover up to this transaction id.
+        #[arg(long, group = "target", requires = "to_dir")]
+        xid: Option<u64>,
+        /// Physical jobs: stop as soon as the base backup is consistent.
+        #[arg(long, group = "target", requires = "to_dir")]
+        immediate: bool,
+        /// What the server does on reaching the target (default: promote).
+        #[arg(long, requires = "target", value_parser = ["promote", "pause", "shutdown"])]
+        target_action: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Apply (or preview) a job's retention policy.
     Prune {

@@ -39,11 +39,14 @@ pub async fn list_command(invocation: &Invocation, job: Option<String>, json: bo
 pub async fn restore_command(
     invocation: &Invocation,
     job: String,
-    request: RestoreRequest,
+    mut request: RestoreRequest,
+    recovery: super::pitr::Recovery,
 ) -> ExitCode {
-    with_config(invocation, |config| async move {
-        config.job(&job)?;
-        restore(&config, &job, request, cancel_on_signal()).await
+    let json = recovery.json;
+    with_config_as(invocation, json, |config| async move {
+        let job_config = config.job(&job)?;
+        request.recovery = super::pitr::request(job_config, &recovery, &invocation.config)?;
+        restore(&config, &job, request, cancel_on_signal(), json).await
     })
     .await
 }
@@ -194,6 +197,7 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
     }
     let mut all = Vec::new();
     let mut damaged = Vec::new();
+    let mut windows = Vec::new();
     for name in jobs {
         let job = &config.jobs[name];
         let repo = Repository::open(&job.repository, &config.repositories[&job.repository])?;
@@ -206,6 +210,9 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
                 "note: {name}: {} uncommitted leftover(s) (never finished; prune removes them)",
                 listing.uncommitted.len()
             );
+        }
+        if job.kind == JobKind::PostgresPhysical {
+            windows.push(super::pitr::window(&repo, name, &listing.backups).await?);
         }
         all.extend(listing.backups);
         damaged.extend(listing.damaged.into_iter().map(|(id, why)| (name, id, why)));
@@ -220,6 +227,12 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
         entries.extend(damaged.iter().map(
             |(job, id, why)| serde_json::json!({ "job": job, "backupId": id, "damaged": why }),
         ));
+        entries.extend(
+            windows
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
         outln!("{}", serde_json::to_string_pretty(&entries)?)?;
         return Ok(());
     }
@@ -249,7 +262,7 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
     for (job, id, why) in &damaged {
         outln!("{job:<12} {id:<22} DAMAGED (not a backup): {why}")?;
     }
-    Ok(())
+    windows.iter().try_for_each(super::pitr::print_window)
 }
 
 /// `vigil restore JOB …`.
@@ -258,6 +271,7 @@ pub async fn restore(
     job: &str,
     request: RestoreRequest,
     cancel: CancellationToken,
+    json: bool,
 ) -> Result<(), CliError> {
     // A malformed --to is a usage error, found before anything is contacted.
     if request.to_dir.is_none() {
@@ -267,14 +281,7 @@ pub async fn restore(
         crate::jobs::restore::run(ctx, &request, &cancel).await
     })
     .await?;
-    outln!(
-        "restored {} of {} ({}) into {}",
-        outcome.object,
-        outcome.backup_id,
-        human_bytes(outcome.stored_bytes),
-        outcome.database
-    )?;
-    Ok(())
+    super::pitr::print(job, &outcome, json)
 }
 
 pub fn human_bytes(bytes: u64) -> String {

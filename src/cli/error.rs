@@ -50,6 +50,13 @@ pub enum CliError {
     },
     #[error("no jobs are configured")]
     NoJobs,
+    /// A path `restore_command` names could not be made absolute.
+    #[error("cannot resolve {}", path.display())]
+    Path {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("prune failed: {}", failures.join("; "))]
     PruneFailed { failures: Vec<String> },
 }
@@ -134,6 +141,7 @@ impl Classify for CliError {
             | CliError::JournalOpen(_)
             | CliError::JobSetup { .. }
             | CliError::NoJobs
+            | CliError::Path { .. }
             | CliError::PruneFailed { .. } => Exit::Failed,
         }
     }
@@ -162,6 +170,7 @@ impl CliError {
             CliError::Json(_) => "internal",
             CliError::JobSetup { .. } => "job_setup_failed",
             CliError::NoJobs => "no_jobs",
+            CliError::Path { .. } => "failed",
             CliError::PruneFailed { .. } => "prune_failed",
             CliError::Man(_) => "output_failed",
         }

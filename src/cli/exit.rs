@@ -3,6 +3,7 @@
 
 use crate::catalog::CatalogError;
 use crate::config::{ConfigError, UnknownJob};
+use crate::core::recovery::SelectionError;
 use crate::daemon::DaemonError;
 use crate::jobs::backup::BackupError;
 use crate::jobs::mirror::MirrorError;
@@ -160,7 +161,10 @@ impl Classify for RestoreError {
             RestoreError::Repo(e) | RestoreError::Stream(DownloadError::Repo(e)) => e.exit(),
             RestoreError::Choice { .. }
             | RestoreError::BadTarget { .. }
-            | RestoreError::NoDatabase => Exit::Usage,
+            | RestoreError::NoDatabase
+            | RestoreError::NotPhysical { .. } => Exit::Usage,
+            RestoreError::Target(SelectionError::NoBackups) => Exit::Failed,
+            RestoreError::Target(_) => Exit::Usage,
             RestoreError::TargetUnreachable { .. } => Exit::Unreachable,
             _ => Exit::Failed,
         }

@@ -21,6 +21,7 @@ pub mod error;
 pub mod exit;
 pub mod out;
 pub mod pgcluster;
+mod pitr;
 mod prune;
 mod serve;
 pub mod session;
@@ -83,6 +84,13 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
         }
         Command::Restore {
             job,
+            time,
+            lsn,
+            name,
+            xid,
+            immediate,
+            target_action,
+            json,
             backup,
             latest: _,
             database,
@@ -94,8 +102,14 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
             jobs,
             tablespace_map,
         } => {
+            let recovery = pitr::Recovery {
+                target: pitr::target(time, lsn, name, xid, immediate),
+                action: pitr::action(target_action.as_deref()),
+                json,
+            };
             let request = crate::jobs::restore::RestoreRequest {
                 backup,
+                recovery: None,
                 database,
                 to: to.unwrap_or_default(),
                 create,
@@ -105,7 +119,7 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
                 force,
                 tablespace_map: tablespace_map.into_iter().collect(),
             };
-            commands::restore_command(invocation, job, request).await
+            commands::restore_command(invocation, job, request, recovery).await
         }
         Command::Prune {
             job,

@@ -6,6 +6,7 @@ use super::error::CliError;
 use super::session::Session;
 use crate::config::Config;
 use crate::core::output::ErrorBody;
+use crate::core::wal_chain::WalPlan;
 use crate::jobs::Trigger;
 use crate::jobs::prune::PruneOutcome;
 use crate::jobs::prune_report::PruneReport;
@@ -97,6 +98,9 @@ fn print_text(job: &str, outcome: &PruneOutcome) -> Result<(), CliError> {
             d.reasons.join(", ")
         )?;
     }
+    if let Some(wal) = &outcome.plan.wal {
+        print_wal(wal, outcome.plan.refused.is_some())?;
+    }
     for (id, why) in &outcome.damaged {
         outln!("  {id:<22} damaged, left alone: {why}")?;
     }
@@ -144,6 +148,37 @@ fn print_text(job: &str, outcome: &PruneOutcome) -> Result<(), CliError> {
             outcome.deleted.len(),
             human_bytes(freed)
         )?;
+        if outcome.plan.wal.is_some() {
+            outln!("  deleted {} WAL file(s)", outcome.wal_deleted.len())?;
+        }
+    }
+    Ok(())
+}
+
+/// The WAL part of a physical job's plan: runs of files with one reason
+/// (first .. last), then every gap, never hidden.
+fn print_wal(wal: &WalPlan, refused: bool) -> Result<(), CliError> {
+    let mut runs: Vec<(&str, &str, usize, &str)> = Vec::new();
+    for d in &wal.delete {
+        match runs.last_mut() {
+            Some(run) if run.3 == d.reason => {
+                run.1 = &d.file;
+                run.2 += 1;
+            }
+            _ => runs.push((&d.file, &d.file, 1, &d.reason)),
+        }
+    }
+    for (first, last, count, reason) in runs {
+        outln!("  WAL {first} .. {last} ({count} file(s)): forget, {reason}")?;
+    }
+    let note = if refused {
+        " (the plan was refused)"
+    } else {
+        ""
+    };
+    outln!("  WAL: {} file(s) kept{note}", wal.kept)?;
+    for gap in &wal.gaps {
+        outln!("  {gap}: a restore cannot replay past it")?;
     }
     Ok(())
 }

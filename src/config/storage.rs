@@ -324,6 +324,13 @@ pub struct JobConfig {
     /// Consecutive failed runs that fail health; one failure warns.
     #[serde(default = "default_fail_after_failures")]
     pub fail_after_failures: u32,
+    /// `postgres-physical`: `<job>:wal` warns once the newest archived WAL
+    /// is older than this while completed segments wait to be archived…
+    #[serde(default = "default_wal_max_age", with = "humantime_serde")]
+    pub wal_max_age: Duration,
+    /// …and fails past this.
+    #[serde(default = "default_wal_max_age_fail", with = "humantime_serde")]
+    pub wal_max_age_fail: Duration,
     /// Abort when the source sends no bytes for this long.
     #[serde(default = "default_stall_timeout", with = "humantime_serde")]
     pub stall_timeout: Duration,
@@ -383,6 +390,14 @@ fn default_stall_timeout() -> Duration {
 fn default_max_duration() -> Duration {
     Duration::from_secs(24 * 3600)
 }
+fn default_wal_max_age() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+fn default_wal_max_age_fail() -> Duration {
+    Duration::from_secs(3600)
+}
+
 fn default_fail_after_failures() -> u32 {
     2
 }

@@ -317,6 +317,12 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
         if job.max_age.is_none() && job.max_age_fail.is_some() {
             problem(key("max_age_fail"), "needs `max_age`".into());
         }
+        if job.wal_max_age_fail <= job.wal_max_age {
+            problem(
+                key("wal_max_age_fail"),
+                "must be longer than `wal_max_age`".into(),
+            );
+        }
         if job.fail_after_failures == 0 {
             problem(
                 key("fail_after_failures"),
@@ -403,6 +409,25 @@ mod tests {
         assert_eq!(
             keys(&job("every = \"1h\"\ntimezone = \"Mars/Olympus\"\n")),
             ["jobs.orders.timezone"]
+        );
+    }
+
+    #[test]
+    fn wal_age_thresholds_default_and_must_be_ordered() {
+        let src = job("every = \"1h\"\n");
+        let config = parse(&src, Path::new("c.toml"), &HashMap::new()).unwrap();
+        let orders = &config.jobs["orders"];
+        assert_eq!(orders.wal_max_age.as_secs(), 15 * 60);
+        assert_eq!(orders.wal_max_age_fail.as_secs(), 3600);
+        assert_eq!(
+            keys(&job("every = \"1h\"\nwal_max_age = \"2h\"\n")),
+            ["jobs.orders.wal_max_age_fail"]
+        );
+        assert!(
+            keys(&job(
+                "every = \"1h\"\nwal_max_age = \"2h\"\nwal_max_age_fail = \"3h\"\n"
+            ))
+            .is_empty()
         );
     }
 

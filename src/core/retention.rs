@@ -122,6 +122,9 @@ pub struct Plan {
     pub decisions: Vec<Decision>,
     /// Set when nothing may be deleted, with the reason.
     pub refused: Option<String>,
+    /// Physical jobs: the WAL archive's part (set by the prune job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal: Option<super::wal_chain::WalPlan>,
 }
 
 impl Plan {
@@ -269,7 +272,11 @@ pub fn plan(
                 .then(|| "the plan would delete every backup; refused".to_owned())
         })
     };
-    Plan { decisions, refused }
+    Plan {
+        decisions,
+        refused,
+        wal: None,
+    }
 }
 
 /// Why the job's run history forbids deleting anything, if it does.

@@ -14,6 +14,7 @@ mod process_stats;
 mod registry;
 mod repo;
 mod runner;
+mod wal;
 
 pub use check::Check;
 pub use registry::{daemon_checks, reload_spec};

@@ -94,6 +94,12 @@ pub fn job_checks(
                 grade,
             }));
         }
+        if ctx.job.kind == crate::config::JobKind::PostgresPhysical {
+            checks.push(Arc::new(super::wal::WalCheck {
+                ctx: ctx.clone(),
+                shared: Arc::clone(shared),
+            }));
+        }
         if repos.insert(ctx.repo.name.clone()) {
             checks.extend(repository_checks(config, shared, ctx));
         }

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use thiserror::Error;
 
 use super::executions::StepError;
+use super::prune_wal::deletes;
 use super::report::{Event, Fact, Outcome, Reporter, Run, RunKind, Sinks, Status};
 use super::{JobContext, Trigger, lock};
 use crate::core::retention::{Candidate, JobFacts, LastRun, Plan, plan};
@@ -48,6 +49,7 @@ fn plan_event(plan: &Plan, trigger: Trigger, dry_run: bool) -> serde_json::Value
         "keep": plan.decisions.iter().filter(|d| d.keep).count(),
         "forget": forget,
         "refused": plan.refused,
+        "wal": plan.wal,
     })
 }
 
@@ -69,6 +71,8 @@ pub struct PruneOutcome {
     /// run's partial uploads): removed, or on a dry run, found.
     pub temp: TempCollected,
     pub dry_run: bool,
+    /// WAL files deleted (physical jobs).
+    pub wal_deleted: Vec<String>,
 }
 
 async fn plan_for(
@@ -88,7 +92,9 @@ async fn plan_for(
         })
         .collect();
     let tz = Tz::from_str(&ctx.job.timezone).unwrap_or(Tz::UTC);
-    Ok(plan(&ctx.job.retention, &candidates, tz, facts, Utc::now()))
+    let mut plan = plan(&ctx.job.retention, &candidates, tz, facts, Utc::now());
+    plan.wal = super::prune_wal::plan(ctx, listing, &plan).await?;
+    Ok(plan)
 }
 
 /// Whether the job's most recent backup run failed, from the catalog.
@@ -156,6 +162,7 @@ pub async fn run_reported(
             damaged: listing.damaged,
             temp: stale_temp(ctx).await?,
             dry_run,
+            wal_deleted: vec![],
         });
     }
     let run = Run {
@@ -251,6 +258,7 @@ async fn apply(ctx: &JobContext, run: &Run, facts: JobFacts, report: &dyn Report
             damaged: listing.damaged,
             temp,
             dry_run: false,
+            wal_deleted: done.wal,
         }),
     };
     (result, event, freed)
@@ -310,7 +318,7 @@ async fn plan_locked(
             event: deleted_event(&Deleted::default(), &temp, 0, None),
         });
     }
-    if plan.forget().next().is_some() || !listing.uncommitted.is_empty() {
+    if plan.forget().next().is_some() || !listing.uncommitted.is_empty() || deletes(&plan) {
         // Fail closed: nothing is deleted unless the plan is on disk first.
         ctx.journal
             .commit(ctx.event("prune.planned", plan_event(&plan, trigger, false)))
@@ -327,9 +335,10 @@ struct Deleted {
     collected: Vec<String>,
     young_leftovers: Vec<String>,
     skipped: Vec<(String, String)>,
+    wal: Vec<String>,
 }
 
-/// Deletes the backups the plan forgets (each re-read first).
+/// Deletes the backups the plan forgets (each re-read first), then WAL.
 async fn delete_forgotten(
     ctx: &JobContext,
     listing: &crate::repo::Listing,
@@ -362,7 +371,8 @@ async fn delete_forgotten(
             }
         }
     }
-    Ok(())
+    // After the manifests: a kept backup never loses its WAL first.
+    super::prune_wal::delete(ctx, plan, &mut done.wal).await
 }
 
 /// Garbage: directories without a manifest. We hold the job's lock, so
@@ -409,6 +419,7 @@ fn deleted_event(
     let quiet = done.deleted.is_empty()
         && done.collected.is_empty()
         && done.skipped.is_empty()
+        && done.wal.is_empty()
         && temp.files == 0
         && failure.is_none();
     if quiet {
@@ -418,7 +429,7 @@ fn deleted_event(
     let message = failure.map(|e| e.to_string());
     Some(Event::record(
         "prune.deleted",
-        serde_json::json!({ "deleted": ids, "collected": done.collected, "skipped": done.skipped, "freed_bytes": freed,
+        serde_json::json!({ "deleted": ids, "collected": done.collected, "skipped": done.skipped, "freed_bytes": freed, "wal_deleted": done.wal,
             "temp_files": temp.files, "temp_bytes": temp.bytes, "error": message }),
     ))
 }

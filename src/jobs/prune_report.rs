@@ -26,6 +26,8 @@ pub struct PruneReport<'a> {
     pub temp_bytes: u64,
     pub skipped: Vec<Passed<'a>>,
     pub damaged: Vec<Passed<'a>>,
+    /// WAL files deleted (physical jobs; the plan's `wal` says why).
+    pub wal_deleted: &'a [String],
 }
 
 /// A backup prune left alone, and why.
@@ -58,6 +60,7 @@ impl<'a> PruneReport<'a> {
             temp_bytes: o.temp.bytes,
             skipped: passed(&o.skipped),
             damaged: passed(&o.damaged),
+            wal_deleted: &o.wal_deleted,
         }
     }
 }
@@ -89,6 +92,7 @@ mod tests {
             plan: Plan {
                 decisions: vec![decision(true), decision(false)],
                 refused: None,
+                wal: None,
             },
             deleted: vec![("20261127T070000Z-1".into(), 100)],
             collected: vec![],
@@ -96,6 +100,7 @@ mod tests {
             skipped: vec![("x".into(), "changed".into())],
             damaged: vec![],
             temp: TempCollected { files: 2, bytes: 7 },
+            wal_deleted: vec![],
             dry_run: false,
         };
         let v = serde_json::to_value(PruneReport::new("orders", &outcome)).unwrap();

@@ -46,6 +46,19 @@ pub struct JobState {
     /// Damaged manifests in the repository, `(directory, why)`: not backups.
     pub damaged: Vec<(String, String)>,
     pub prune: PruneState,
+    /// `postgres-physical` jobs: the WAL archive, as `<job>:wal` last read it.
+    pub wal: Option<WalState>,
+}
+
+/// A physical job's WAL archive and what it makes restorable.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WalState {
+    /// The newest archived segment's time in the repository.
+    pub last_archived: Option<DateTime<Utc>>,
+    /// Earliest and latest restorable time over a gap-free chain.
+    pub window: Option<crate::core::wal_chain::Window>,
+    /// Gaps in the chains of the kept base backups.
+    pub gaps: usize,
 }
 
 /// The job's retention runs.

@@ -6,5 +6,5 @@
 pub mod board;
 mod snapshot;
 
-pub use board::{JobBoard, JobState, PruneState, Running};
+pub use board::{JobBoard, JobState, PruneState, Running, WalState};
 pub use snapshot::{Phase, PoolStats, ProcessStats, Shared, StatusSnapshot};

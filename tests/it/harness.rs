@@ -424,12 +424,17 @@ pub fn http_with(
 }
 
 /// Runs the vigil CLI to completion.
-/// `vigil list JOB --json`, which must succeed: the job's manifests, newest first.
+/// `vigil list JOB --json`, which must succeed: the job's manifests, newest first
+/// (without the window object a physical job adds).
 pub fn list_manifests(config: &Path, job: &str, env: &[(&str, &str)]) -> Vec<serde_json::Value> {
     let (code, stdout, stderr) = vigil_cli(config, &["list", job, "--json"], env);
     assert_eq!(code, 0, "{stderr}");
     match serde_json::from_str::<serde_json::Value>(&stdout).unwrap() {
-        serde_json::Value::Array(manifests) => manifests,
+        // Physical jobs' recoverability windows follow the manifests.
+        serde_json::Value::Array(entries) => entries
+            .into_iter()
+            .filter(|e| e.get("pitrWindow").is_none())
+            .collect(),
         other => panic!("`vigil list --json` printed {other}"),
     }
 }

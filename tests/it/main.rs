@@ -28,6 +28,7 @@ mod logrotate;
 mod manifests;
 mod mirror;
 mod physical;
+mod pitr;
 mod prune;
 mod quiet;
 mod reliability;

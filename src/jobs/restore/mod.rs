@@ -6,6 +6,7 @@
 //! temp file first, for `pg_restore -j`.
 
 pub mod physical;
+pub mod recovery;
 mod target;
 
 use std::path::PathBuf;
@@ -25,6 +26,9 @@ use crate::repo::RepoError;
 pub struct RestoreRequest {
     /// A backup id; `None` = the latest.
     pub backup: Option<String>,
+    /// Physical jobs: recover to a target (`None`: to the base backup's end
+    /// only, no recovery settings written).
+    pub recovery: Option<recovery::RecoveryRequest>,
     /// Which database of a multi-database backup.
     pub database: Option<String>,
     /// Target connection string (must name the database).
@@ -92,6 +96,19 @@ pub enum RestoreError {
     },
     #[error("--to must name the database (postgres://host/DBNAME)")]
     NoDatabase,
+    /// No base backup fits the recovery target (or `--backup` ends after it).
+    #[error(transparent)]
+    Target(#[from] crate::core::recovery::SelectionError),
+    #[error(
+        "job `{job}` is a {kind} job: --time, --lsn, --name, --xid and --immediate recover postgres-physical jobs only"
+    )]
+    NotPhysical { job: String, kind: &'static str },
+    #[error("cannot write the recovery settings {}: {source} (the laid-out directory is left as it is)", path.display())]
+    RecoverySettings {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "target {host}: cannot connect: {detail} (is PostgreSQL running there, and is the address in --to right?)"
     )]
@@ -154,6 +171,8 @@ pub struct RestoreOutcome {
     pub object: String,
     pub database: String,
     pub stored_bytes: u64,
+    /// Physical jobs: the recovery settings written.
+    pub recovery: Option<recovery::Configured>,
 }
 
 pub async fn run(
@@ -172,9 +191,16 @@ pub async fn run_reported(
     cancel: &CancellationToken,
     report: &dyn Reporter,
 ) -> Result<RestoreOutcome, RestoreError> {
-    let manifest = match &request.backup {
-        Some(id) => ctx.repo.read_manifest(&ctx.name, id).await?,
-        None => ctx
+    let manifest = match (&request.recovery, &request.backup) {
+        (Some(_), _) if ctx.job.kind != crate::config::JobKind::PostgresPhysical => {
+            return Err(RestoreError::NotPhysical {
+                job: ctx.name.clone(),
+                kind: ctx.job.kind.as_str(),
+            });
+        }
+        (Some(r), backup) => recovery::choose_manifest(ctx, backup.as_deref(), r).await?,
+        (None, Some(id)) => ctx.repo.read_manifest(&ctx.name, id).await?,
+        (None, None) => ctx
             .repo
             .list(&ctx.name)
             .await?
@@ -221,18 +247,24 @@ fn outcome(
 ) -> Outcome {
     let backup_id = Some(manifest.backup_id.to_string());
     match result {
-        Ok(o) => Outcome {
-            backup_id,
-            source_bytes: Some(object.raw_bytes),
-            stored_bytes: Some(object.stored_bytes),
-            ..Outcome::succeeded(
-                Fact::None,
-                Some(Event::emit(
-                    "restore.succeeded",
-                    serde_json::json!({ "backup_id": o.backup_id, "object": o.object, "database": o.database }),
-                )),
-            )
-        },
+        Ok(o) => {
+            let target = o.recovery.as_ref().map(|r| (&r.target, r.target_action));
+            Outcome {
+                backup_id,
+                source_bytes: Some(object.raw_bytes),
+                stored_bytes: Some(object.stored_bytes),
+                details: target
+                    .map(|(t, a)| serde_json::json!({ "recoveryTarget": t, "targetAction": a })),
+                ..Outcome::succeeded(
+                    Fact::None,
+                    Some(Event::emit(
+                        "restore.succeeded",
+                        serde_json::json!({ "backup_id": o.backup_id, "object": o.object, "database": o.database,
+                            "recovery_target": target.map(|(t, _)| t), "target_action": target.map(|(_, a)| a) }),
+                    )),
+                )
+            }
+        }
         Err(e) => {
             let message = ctx.redact(&e.to_string());
             let name = if announced {
@@ -328,6 +360,7 @@ async fn restore(
         object: object.name.clone(),
         database,
         stored_bytes: object.stored_bytes,
+        recovery: None,
     })
 }
 
@@ -374,6 +407,7 @@ async fn restore_files(
         object: object.name.clone(),
         database: to.display().to_string(),
         stored_bytes: object.stored_bytes,
+        recovery: None,
     })
 }
 

@@ -138,11 +138,20 @@ pub(super) async fn lay_out_reported(
     let result = match announce(ctx, started, false, &mut announced).await {
         Ok(()) => lay_out(ctx, manifest, &dir, &request.tablespace_map, cancel)
             .await
-            .map(|laid| RestoreOutcome {
-                backup_id: manifest.backup_id.to_string(),
-                object: base.name.clone(),
-                database: laid.dir.display().to_string(),
-                stored_bytes: laid.stored_bytes,
+            .and_then(|laid| {
+                // Recovery settings last: a failed lay-out gets none.
+                let recovery = request
+                    .recovery
+                    .as_ref()
+                    .map(|r| super::recovery::configure(ctx, &laid.dir, &manifest.backup_id, r))
+                    .transpose()?;
+                Ok(RestoreOutcome {
+                    backup_id: manifest.backup_id.to_string(),
+                    object: base.name.clone(),
+                    database: laid.dir.display().to_string(),
+                    stored_bytes: laid.stored_bytes,
+                    recovery,
+                })
             }),
         Err(e) => Err(e),
     };
