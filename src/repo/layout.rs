@@ -7,7 +7,7 @@ use opendal::ErrorKind;
 
 use std::collections::BTreeMap;
 
-use super::index::{INDEX, Stamp};
+use super::index::{Found, INDEX, Stamp};
 use super::store::Repository;
 use super::{FS_TMP_DIR, MANIFEST, RepoError};
 use crate::core::manifest::Manifest;
@@ -115,9 +115,11 @@ impl Repository {
         let Some(found) = self.manifest_stamps(job).await? else {
             return Ok(Listing::default());
         };
-        let index = self.read_index(job).await;
-        let mut stale = index.unusable;
-        let mut indexed = index.entries;
+        let (mut indexed, mut stale) = match self.read_index(job).await {
+            Found::Entries(entries) => (entries, false),
+            Found::Unusable => (Default::default(), true),
+            Found::Unreadable => (Default::default(), false),
+        };
         let mut listing = Listing::default();
         let mut stamps = BTreeMap::new();
         let mut to_read = Vec::new();
@@ -158,7 +160,11 @@ impl Repository {
                 .then(a.backup_id.cmp(&b.backup_id))
         });
         if stale {
-            self.write_index(job, &listing.backups, &stamps).await;
+            let entries = listing
+                .backups
+                .iter()
+                .filter_map(|m| stamps.get(m.backup_id.as_str()).map(|s| (s, m)));
+            self.write_index(job, entries).await;
         }
         Ok(listing)
     }

@@ -37,9 +37,21 @@ fn store(
     job_dir: String,
     s3_prefix: Option<String>,
 ) -> Store {
-    let config = dir.path().join("config.toml");
     let catalog = "postgres://vigil@127.0.0.1:1/vigil";
-    let text = config_text(dir.path(), catalog, &format!("{repository}{JOB}"));
+    let config = format!("{repository}{JOB}");
+    store_with(dir, catalog, config, op, job_dir, s3_prefix)
+}
+
+fn store_with(
+    dir: tempfile::TempDir,
+    catalog: &str,
+    repository_and_job: String,
+    op: opendal::Operator,
+    job_dir: String,
+    s3_prefix: Option<String>,
+) -> Store {
+    let config = dir.path().join("config.toml");
+    let text = config_text(dir.path(), catalog, &repository_and_job);
     std::fs::write(&config, text).unwrap();
     Store {
         _dir: dir,
@@ -97,13 +109,19 @@ impl Store {
 
     /// `vigil list orders --json`: its output (parsed) and stderr.
     fn list(&self) -> (serde_json::Value, String) {
+        let (stdout, stderr) = self.vigil(&["list", "orders", "--json"]);
+        (serde_json::from_str(&stdout).unwrap(), stderr)
+    }
+
+    /// A vigil command that must succeed: its stdout and stderr.
+    fn vigil(&self, args: &[&str]) -> (String, String) {
         let env = [
             ("TEST_PGPASSWORD", PASSWORD),
             s3_server_env(self.s3_prefix.is_some()),
         ];
-        let (code, stdout, stderr) = vigil_cli(&self.config, &["list", "orders", "--json"], &env);
-        assert_eq!(code, 0, "vigil list failed:\n{stdout}\n{stderr}");
-        (serde_json::from_str(&stdout).unwrap(), stderr)
+        let (code, stdout, stderr) = vigil_cli(&self.config, args, &env);
+        assert_eq!(code, 0, "vigil {args:?} failed:\n{stdout}\n{stderr}");
+        (stdout, stderr)
     }
 
     /// The index's entries: `(backup id, manifest)`; `None` when absent.
@@ -397,4 +415,106 @@ fn the_index_is_written_after_each_backup_and_prune() {
     let (code, stdout, stderr) = vigil_cli(&config, &["prune", "orders"], &env);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert_eq!(index_ids(), committed[1..].to_vec(), "after the prune");
+}
+
+/// This test's request lines in moto's log after `from`.
+fn lines_of(prefix: &str, from: usize) -> Vec<String> {
+    moto_log()
+        .into_iter()
+        .skip(from)
+        .filter(|l| l.contains(prefix))
+        .collect()
+}
+
+/// Listings of the whole `orders/backups/` (a full listing's pages, not
+/// the look into one backup's directory), manifest GETs, index GETs and
+/// index PUTs among `lines`.
+fn backup_path_requests(prefix: &str, lines: &[String]) -> (usize, usize, usize, usize) {
+    let whole = format!("prefix={prefix}/orders/backups/");
+    let count = |f: &dyn Fn(&str) -> bool| lines.iter().filter(|l| f(l)).count();
+    (
+        count(&|l| {
+            l.split_once(&whole)
+                .is_some_and(|(_, rest)| rest.starts_with([' ', '&']))
+        }),
+        count(&|l| l.contains("GET /") && l.contains("/manifest.json ")),
+        count(&|l| l.contains("GET /") && l.contains(&format!("/{INDEX} "))),
+        count(&|l| l.contains("PUT /") && l.contains(&format!("/{INDEX} "))),
+    )
+}
+
+/// A real backup and a real prune on S3, on the shipped defaults plus the
+/// retention that makes the prune delete: the commit adds its own entry
+/// to the index (a stat, one index GET and one PUT, no listing of the
+/// backups and no manifest read, whatever their number), the prune drops
+/// the deleted entries without listing again, and the listings stay the
+/// manifests' (the same bytes with the index deleted).
+#[test]
+fn on_s3_a_commit_and_a_prune_update_the_index_without_a_listing() {
+    let source = fresh_db();
+    source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
+    let catalog = fresh_catalog();
+    let server = s3_server();
+    let prefix = server.unique_prefix("index-commit");
+    let job = format!(
+        "[jobs.orders]\nkind = \"postgres\"\nsource = \"{}\"\npassword = \"${{TEST_PGPASSWORD}}\"\n\
+         databases = [\"{}\"]\nrepository = \"r\"\nevery = \"1h\"\n[jobs.orders.retention]\nkeep_last = 1\n",
+        source.url(),
+        source.name
+    );
+    let s = store_with(
+        tempfile::tempdir().unwrap(),
+        &catalog.url(),
+        format!("{}{job}", server.repository_toml("r", &prefix, "")),
+        server.operator(),
+        format!("{prefix}/orders/"),
+        Some(prefix.clone()),
+    );
+    s.plant(PLANTED);
+    let (planted, _) = s.list();
+    assert_eq!(index_ids(&s), ids(&planted), "the listing wrote the index");
+
+    let from = moto_log().len();
+    s.vigil(&["backup", "orders"]);
+    let lines = lines_of(&prefix, from);
+    assert_eq!(
+        backup_path_requests(&prefix, &lines),
+        (0, 0, 1, 1),
+        "the commit neither lists the backups nor reads a manifest:\n{}",
+        lines.join("\n")
+    );
+    let (listed, _) = s.list();
+    let all = ids(&listed);
+    assert_eq!(all.len(), PLANTED + 1, "{listed}");
+    assert_eq!(index_ids(&s), all, "the new backup's entry is in the index");
+    let from = moto_log().len();
+    assert_eq!(s.list().0, listed);
+    let (_, manifests, _, puts) = backup_path_requests(&prefix, &lines_of(&prefix, from));
+    assert_eq!(
+        (manifests, puts),
+        (2, 0),
+        "the entry the commit added stands for its manifest (only the damaged and the uncommitted directory are read)"
+    );
+    s.delete(INDEX);
+    assert_eq!(s.list().0, listed, "identical to the manifests alone");
+
+    let from = moto_log().len();
+    s.vigil(&["prune", "orders"]);
+    let lines = lines_of(&prefix, from);
+    let (lists, _, _, puts) = backup_path_requests(&prefix, &lines);
+    assert_eq!(
+        (lists, puts),
+        (1, 1),
+        "the prune's own plan is its only listing:\n{}",
+        lines.join("\n")
+    );
+    let (pruned, _) = s.list();
+    assert_eq!(ids(&pruned), all[PLANTED..].to_vec(), "keep_last = 1");
+    assert_eq!(
+        index_ids(&s),
+        ids(&pruned),
+        "the prune dropped the deleted entries"
+    );
+    s.delete(INDEX);
+    assert_eq!(s.list().0, pruned, "identical to the manifests alone");
 }
