@@ -518,3 +518,78 @@ fn on_s3_a_commit_and_a_prune_update_the_index_without_a_listing() {
     s.delete(INDEX);
     assert_eq!(s.list().0, pruned, "identical to the manifests alone");
 }
+
+/// Runs `vigil ARGS` with stdout to a file: (exit code, peak RSS in KiB,
+/// stdout), the RSS from wait4 on that very child.
+fn vigil_measured(config: &std::path::Path, args: &[&str]) -> (i32, i64, String) {
+    let env = [("TEST_PGPASSWORD", PASSWORD), s3_server_env(false)];
+    use std::os::unix::process::ExitStatusExt;
+    let out = tempfile::NamedTempFile::new().unwrap();
+    // Reaped by wait4 below, which also gives its rusage.
+    #[allow(clippy::zombie_processes)]
+    let child = std::process::Command::new(crate::harness::VIGIL)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and wait4 writes only into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, which nothing else waits for.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4");
+    let code = std::process::ExitStatus::from_raw(status)
+        .code()
+        .unwrap_or(-1);
+    let stdout = std::fs::read_to_string(out.path()).unwrap();
+    (code, usage.ru_maxrss, stdout)
+}
+
+/// `vigil list --json` over 5,000 backups writes each backup as it goes:
+/// its peak RSS stays within a few MiB of the table listing's, which reads
+/// the same backups (it used to hold them all as JSON values and then as
+/// one string besides: 27 MiB more here).
+#[test]
+fn a_long_json_listing_is_written_as_it_goes() {
+    const COUNT: i64 = 5_000;
+    let s = fs_store();
+    let backups = s._dir.path().join("repo/orders/backups");
+    let (_, template) = manifest(0, "0.0.0-test");
+    let template: serde_json::Value = serde_json::from_slice(&template).unwrap();
+    let base = chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").unwrap();
+    for i in 0..COUNT {
+        let at = base + chrono::TimeDelta::minutes(i);
+        let id = at.format("%Y%m%dT%H%M%SZ").to_string();
+        let mut m = template.clone();
+        m["backupId"] = id.clone().into();
+        m["startedAt"] = at.format("%Y-%m-%dT%H:%M:%SZ").to_string().into();
+        m["finishedAt"] = (at + chrono::TimeDelta::seconds(5))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+            .into();
+        let dir = backups.join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("x.dump.zst"), [b'x'; 1024]).unwrap();
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec_pretty(&m).unwrap(),
+        )
+        .unwrap();
+    }
+    // The first listing writes the index; both measured ones use it.
+    assert_eq!(ids(&s.list().0).len(), COUNT as usize);
+    let (code, table_kib, _) = vigil_measured(&s.config, &["list", "orders"]);
+    assert_eq!(code, 0, "vigil list orders failed");
+    let (code, json_kib, json) = vigil_measured(&s.config, &["list", "orders", "--json"]);
+    assert_eq!(code, 0, "{json}");
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(ids(&listed).len(), COUNT as usize);
+    assert!(
+        json_kib <= table_kib + 8 * 1024,
+        "peak RSS: --json {json_kib} KiB, table {table_kib} KiB"
+    );
+}
