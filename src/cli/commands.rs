@@ -232,7 +232,12 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
                 listing.uncommitted.len()
             );
         }
-        all.extend(listing.backups);
+        if all.is_empty() {
+            // One job (the usual case): its backups, not a copy of them.
+            all = listing.backups;
+        } else {
+            all.extend(listing.backups);
+        }
         damaged.extend(listing.damaged.into_iter().map(|(id, why)| (name, id, why)));
     }
     if json {

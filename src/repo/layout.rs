@@ -120,11 +120,14 @@ impl Repository {
             Found::Unusable => (Default::default(), true),
             Found::Unreadable => (Default::default(), false),
         };
-        let mut listing = Listing::default();
+        let mut listing = Listing {
+            backups: Vec::with_capacity(found.len()),
+            ..Listing::default()
+        };
         let mut stamps = BTreeMap::new();
         let mut to_read = Vec::new();
         for (id, stamp) in found {
-            match (stamp, indexed.remove(&id)) {
+            match (stamp, indexed.remove(&id).map(|e| *e)) {
                 (Some(now), Some((then, m))) if now.identifies() && now == then && m.job == job => {
                     stamps.insert(id, now);
                     listing.backups.push(m);
