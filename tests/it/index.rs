@@ -1,7 +1,9 @@
-//! The per-job listing index (`<job>/index.json.zst`): written after a
-//! backup and a prune; listings use it only where it matches the
-//! manifests, and a missing, corrupt, newer or stale index is repaired with
-//! the listing identical to the manifests'. On fs and on S3 (moto).
+//! The per-job listing index (`<job>/index.json.zst`): a backup's commit
+//! adds its entry and a prune drops its deleted ones without a listing;
+//! listings use it only where it matches the manifests, and a missing,
+//! corrupt, newer or stale index is repaired with the listing identical to
+//! the manifests'. On fs and on S3 (moto). And a long `list --json` is
+//! written as it goes (its peak RSS).
 
 use std::path::PathBuf;
 use std::time::Duration;
