@@ -51,18 +51,30 @@ impl Stamp {
     /// to the second), and the etag's quotes are trimmed (Azure lists it
     /// bare and quotes it in a HEAD).
     pub(super) fn of(meta: &opendal::Metadata) -> Stamp {
-        let etag = meta
-            .etag()
+        Stamp {
+            etag: meta.etag().map(str::to_owned),
+            size: meta.content_length(),
+            modified: meta.last_modified().map(|t| t.to_string()),
+        }
+        .normalized()
+    }
+
+    /// The stamp in that one form; also applied to the entries of indexes
+    /// written before it (quoted etags with times), so they stay current.
+    fn normalized(self) -> Stamp {
+        let etag = self
+            .etag
+            .as_deref()
             .map(|e| e.trim_start_matches("W/").trim_matches('"'))
             .filter(|e| !e.is_empty())
             .map(str::to_owned);
         let modified = match etag {
             Some(_) => None,
-            None => meta.last_modified().map(|t| t.to_string()),
+            None => self.modified,
         };
         Stamp {
             etag,
-            size: meta.content_length(),
+            size: self.size,
             modified,
         }
     }
@@ -226,7 +238,7 @@ impl<'de> Visitor<'de> for EntriesSeed {
         while let Some(e) = seq.next_element::<Entry>()? {
             entries.insert(
                 e.manifest.backup_id.to_string(),
-                Box::new((e.stamp, e.manifest)),
+                Box::new((e.stamp.normalized(), e.manifest)),
             );
         }
         Ok(entries)
@@ -459,6 +471,19 @@ mod tests {
         assert_eq!(Stamp::of(&headed), stamp());
         let s = Stamp::of(&meta(None, "2026-11-27T07:00:00.123Z"));
         assert_eq!((s.etag, s.modified.is_some()), (None, true));
+    }
+
+    #[test]
+    fn an_older_index_entry_reads_in_the_stamp_a_stat_gives() {
+        let m = sample();
+        let older = Stamp {
+            etag: Some("\"abc\"".into()),
+            size: 785,
+            modified: Some("2026-11-27 07:00:00.123 UTC".into()),
+        };
+        let bytes = encode(m.job.as_str(), std::iter::once((&older, &m))).unwrap();
+        let entries = decode(m.job.as_str(), &bytes).unwrap();
+        assert_eq!(entries[m.backup_id.as_str()].0, stamp());
     }
 
     #[test]
