@@ -108,6 +108,10 @@ key_id=$(field access_key_id)
 secret=$(field secret_access_key)
 region=$(field region)
 moto_log=$s3dir/server.log
+moto_pid=$(<"$s3dir/server.pid")
+# moto's CPU seconds so far (utime + stime): what the S3 side of a listing
+# costs, apart from the machine's load and from vigil's own work.
+moto_cpu() { awk -v t="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.2f\n", ($12 + $13) / t }' "/proc/$moto_pid/stat"; }
 python=$venv/bin/python
 [[ -x $python ]] || die "no python in $venv"
 
@@ -373,7 +377,7 @@ read -r fs_dir_opens fs_getdents fs_entry_stats fs_manifest_opens fs_manifest_st
 fs_threads=$(awk '{ print $1 }' "$tmp/strace.onfs" | sort -u | wc -l)
 
 # --- timed runs ----------------------------------------------------------------------------
-declare -A wall rss user sys lists gets igets iputs other
+declare -A wall rss user sys lists gets igets iputs other mcpu
 modes=(cold warm)
 for ((r = 1; r <= rounds; r++)); do
     for job in onfs ons3; do
@@ -381,6 +385,7 @@ for ((r = 1; r <= rounds; r++)); do
             [[ $mode == cold ]] && drop_index "$job"
             k=$job.$mode.$r
             before=$(log_lines)
+            cpu_before=$(moto_cpu)
             t=$tmp/time.$k
             start=$EPOCHREALTIME
             run_list "$job" /dev/null "$tmp/err.$k" /usr/bin/time -v -o "$t" ||
@@ -391,11 +396,12 @@ for ((r = 1; r <= rounds; r++)); do
             user[$k]=$(time_field "$t" "User time (seconds)")
             sys[$k]=$(time_field "$t" "System time (seconds)")
             after=$(log_lines)
+            mcpu[$k]=$(awk -v a="$cpu_before" -v b="$(moto_cpu)" 'BEGIN { printf "%.2f", b - a }')
             read -r "lists[$k]" "gets[$k]" "igets[$k]" "iputs[$k]" "other[$k]" < <(count_requests "$before" "$after")
             if [[ $job == ons3 && -z ${s3_first_list:-} ]]; then
                 s3_first_list=$(first_list_request "$before" "$after")
             fi
-            log "run $r $job $mode: ${wall[$k]} s, ${rss[$k]} MiB, requests: ${lists[$k]} list, ${gets[$k]} manifest GET, ${igets[$k]}/${iputs[$k]} index GET/PUT, ${other[$k]} other"
+            log "run $r $job $mode: ${wall[$k]} s, ${rss[$k]} MiB, requests: ${lists[$k]} list, ${gets[$k]} manifest GET, ${igets[$k]}/${iputs[$k]} index GET/PUT, ${other[$k]} other, moto CPU ${mcpu[$k]} s"
         done
     done
 done
@@ -423,16 +429,16 @@ mem_kib=$(awk '/MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
     echo "\`vigil --config CFG list JOB --json\` returned all $n backups ($json_bytes bytes of JSON) with nothing on stderr in an untimed run per job, and the same bytes in a second one with the index the first wrote."
     echo "$rounds timed rounds, each listing fs cold, fs warm, S3 cold, S3 warm (cold: the index deleted just before, untimed), output to /dev/null; wall time from \$EPOCHREALTIME, CPU and peak RSS from \`/usr/bin/time -v\`."
     echo
-    echo "| job (repository) | index | run | wall s | user s | sys s | peak RSS MiB | list requests | manifest GETs | index GET / PUT | other requests |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| job (repository) | index | run | wall s | user s | sys s | peak RSS MiB | list requests | manifest GETs | index GET / PUT | other requests | moto CPU s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     for job in onfs ons3; do
         for mode in "${modes[@]}"; do
             for ((r = 1; r <= rounds; r++)); do
                 k=$job.$mode.$r
                 if [[ $job == onfs ]]; then
-                    rq="– | – | – | –"
+                    rq="– | – | – | – | –"
                 else
-                    rq="${lists[$k]} | ${gets[$k]} | ${igets[$k]} / ${iputs[$k]} | ${other[$k]}"
+                    rq="${lists[$k]} | ${gets[$k]} | ${igets[$k]} / ${iputs[$k]} | ${other[$k]} | ${mcpu[$k]}"
                 fi
                 echo "| $job ($([[ $job == onfs ]] && echo fs || echo S3, moto)) | $mode | $r | ${wall[$k]} | ${user[$k]} | ${sys[$k]} | ${rss[$k]} | $rq |"
             done
@@ -453,7 +459,7 @@ mem_kib=$(awk '/MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
     for mode in "${modes[@]}"; do
         med=$(median $(walls ons3 "$mode"))
         k=ons3.$mode.1
-        echo "| S3 (moto) | $mode | $med | $(per_ms "$med") | $(max_rss ons3 "$mode") | ${lists[$k]} ListObjectsV2 page(s) + ${gets[$k]} manifest GETs + ${igets[$k]} index GET / ${iputs[$k]} PUT (${other[$k]} other) |"
+        echo "| S3 (moto) | $mode | $med | $(per_ms "$med") | $(max_rss ons3 "$mode") | ${lists[$k]} ListObjectsV2 page(s) + ${gets[$k]} manifest GETs + ${igets[$k]} index GET / ${iputs[$k]} PUT (${other[$k]} other); moto CPU ${mcpu[$k]} s |"
     done
     echo
     echo "fs counts: one extra untimed warm run under \`strace -f -e trace=openat,getdents64,statx,newfstatat,pread64,read,futex\`:"
@@ -461,6 +467,7 @@ mem_kib=$(awk '/MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
     echo "\`statx\`/\`newfstatat\` of a \`…/manifest.json\` path, every \`pread64\`; the same run made $fs_futex \`futex\` calls"
     echo "($(awk -v f="$fs_futex" -v n="$n" 'BEGIN { printf "%.1f", f / n }') per backup: each opendal fs operation is a hop to tokio's blocking pool; $fs_threads threads seen)."
     echo "S3 counts: request lines in moto's log (\`DIR/server.log\`) during each timed run: \`GET /$bucket?list-type=2…\` (ListObjectsV2), \`GET …/manifest.json\`, \`GET\`/\`PUT …/index.json.zst\`."
+    echo "moto CPU: the utime + stime moto's server process (\`/proc/PID/stat\`) spent during each S3 run; moto answers on one core (Python's GIL), so a listing cannot take less wall time than that."
     if [[ -n ${s3_first_list:-} ]]; then
         echo "First list request: \`${s3_first_list}\`."
     fi

@@ -183,6 +183,31 @@ where
     Ok(result.map_err(|e| CommandError::redacted(&e, |text| ctx.redact(text)))?)
 }
 
+/// `vigil list --json`: the backups, then the damaged ones, marked by a
+/// `damaged` key that committed backups never have. Each backup becomes a
+/// JSON value (sorted keys, as ever) only while it is written, so 10,000
+/// of them never sit in memory as values or as one string.
+struct ListJson<'a> {
+    backups: &'a [Manifest],
+    damaged: &'a [(&'a str, String, String)],
+}
+
+impl serde::Serialize for ListJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.backups.len() + self.damaged.len()))?;
+        for m in self.backups {
+            seq.serialize_element(&serde_json::to_value(m).map_err(S::Error::custom)?)?;
+        }
+        for (job, id, why) in self.damaged {
+            seq.serialize_element(
+                &serde_json::json!({ "job": job, "backupId": id, "damaged": why }),
+            )?;
+        }
+        seq.end()
+    }
+}
+
 /// `vigil list [JOB] [--json]`: from the repository alone (no catalog needed).
 pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), CliError> {
     let jobs: Vec<&str> = match job {
@@ -211,29 +236,25 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
                 listing.uncommitted.len()
             );
         }
-        if job.kind == JobKind::PostgresPhysical {
+        if job.kind == JobKind::PostgresPhysical && !json {
+            // Per-job facts stay out of the JSON array (one object per
+            // backup); scripts read the window from `status`.
             windows.push(super::pitr::window(&repo, name, &listing.backups).await?);
         }
-        all.extend(listing.backups);
+        if all.is_empty() {
+            // One job (the usual case): its backups, not a copy of them.
+            all = listing.backups;
+        } else {
+            all.extend(listing.backups);
+        }
         damaged.extend(listing.damaged.into_iter().map(|(id, why)| (name, id, why)));
     }
     if json {
-        // Damaged ones follow the backups, marked by a `damaged` key that
-        // committed backups never have.
-        let mut entries: Vec<serde_json::Value> = all
-            .iter()
-            .map(serde_json::to_value)
-            .collect::<Result<_, _>>()?;
-        entries.extend(damaged.iter().map(
-            |(job, id, why)| serde_json::json!({ "job": job, "backupId": id, "damaged": why }),
-        ));
-        entries.extend(
-            windows
-                .iter()
-                .map(serde_json::to_value)
-                .collect::<Result<Vec<_>, _>>()?,
-        );
-        outln!("{}", serde_json::to_string_pretty(&entries)?)?;
+        let listing = ListJson {
+            backups: &all,
+            damaged: &damaged,
+        };
+        crate::cli::out::write_json_pretty(&listing)?;
         return Ok(());
     }
     outln!(

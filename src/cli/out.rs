@@ -39,6 +39,16 @@ pub fn write(args: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
     Ok(())
 }
 
+/// Writes `value` to stdout as pretty JSON and a newline, as it is
+/// serialized: a long listing is never held whole as text.
+pub fn write_json_pretty(value: &impl serde::Serialize) -> Result<(), OutputError> {
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut stdout, value).map_err(std::io::Error::from)?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()?;
+    Ok(())
+}
+
 /// `print!` that returns [`OutputError`] instead of panicking.
 #[macro_export]
 macro_rules! out {

@@ -136,10 +136,9 @@ pub fn print(job: &str, o: &RestoreOutcome, json: bool) -> Result<(), CliError> 
     Ok(())
 }
 
-/// A physical job's recoverability, as `vigil list` prints it (after the
-/// backups; `--json`: one object per physical job, marked by `pitrWindow`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// A physical job's recoverability, as `vigil list` prints it after the
+/// backups (not in `--json`, which holds one object per backup).
+#[derive(Debug, Clone)]
 pub struct JobWindow {
     pub job: String,
     pub pitr_window: Option<crate::core::wal_chain::Window>,
@@ -180,6 +179,9 @@ pub fn print_window(w: &JobWindow) -> Result<(), CliError> {
             w.job,
             w.wal_files
         )?,
+    }
+    if let Some(last) = w.wal_last_archived {
+        outln!("{}: newest archived WAL stored at {} UTC", w.job, at(last))?;
     }
     for gap in &w.wal_gaps {
         outln!("{}: {gap}", w.job)?;

@@ -224,7 +224,8 @@ async fn apply(ctx: &JobContext, run: &Run, facts: JobFacts, report: &dyn Report
         .err();
     if !done.deleted.is_empty() {
         // Still under the job's lock: the index drops what was deleted.
-        ctx.repo.refresh_index(&ctx.name).await;
+        let ids: Vec<&str> = done.deleted.iter().map(|(id, _)| id.as_str()).collect();
+        ctx.repo.index_forget(&ctx.name, &ids).await;
     }
     if failure.is_none() {
         failure = collect_leftovers(ctx, &listing, execution, &mut done)

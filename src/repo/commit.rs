@@ -17,11 +17,11 @@ pub enum Deletion {
 }
 
 impl Repository {
-    /// The commit point (see [`Self::write_manifest`]), then the job's
-    /// listing index, best effort (callers hold the job's lock).
+    /// The commit point (see [`Self::write_manifest`]), then its entry in
+    /// the job's listing index, best effort (callers hold the job's lock).
     pub async fn commit_manifest(&self, manifest: &Manifest) -> Result<(), RepoError> {
         self.write_manifest(manifest).await?;
-        self.refresh_index(&manifest.job).await;
+        self.index_committed(manifest).await;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use opendal::ErrorKind;
 
 use std::collections::BTreeMap;
 
-use super::index::{INDEX, Stamp};
+use super::index::{Found, INDEX, Stamp};
 use super::store::Repository;
 use super::{FS_TMP_DIR, MANIFEST, RepoError};
 use crate::core::manifest::Manifest;
@@ -115,14 +115,19 @@ impl Repository {
         let Some(found) = self.manifest_stamps(job).await? else {
             return Ok(Listing::default());
         };
-        let index = self.read_index(job).await;
-        let mut stale = index.unusable;
-        let mut indexed = index.entries;
-        let mut listing = Listing::default();
+        let (mut indexed, mut stale) = match self.read_index(job).await {
+            Found::Entries(entries) => (entries, false),
+            Found::Unusable => (Default::default(), true),
+            Found::Unreadable => (Default::default(), false),
+        };
+        let mut listing = Listing {
+            backups: Vec::with_capacity(found.len()),
+            ..Listing::default()
+        };
         let mut stamps = BTreeMap::new();
         let mut to_read = Vec::new();
         for (id, stamp) in found {
-            match (stamp, indexed.remove(&id)) {
+            match (stamp, indexed.remove(&id).map(|e| *e)) {
                 (Some(now), Some((then, m))) if now.identifies() && now == then && m.job == job => {
                     stamps.insert(id, now);
                     listing.backups.push(m);
@@ -158,7 +163,11 @@ impl Repository {
                 .then(a.backup_id.cmp(&b.backup_id))
         });
         if stale {
-            self.write_index(job, &listing.backups, &stamps).await;
+            let entries = listing
+                .backups
+                .iter()
+                .filter_map(|m| stamps.get(m.backup_id.as_str()).map(|s| (s, m)));
+            self.write_index(job, entries).await;
         }
         Ok(listing)
     }

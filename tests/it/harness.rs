@@ -430,11 +430,7 @@ pub fn list_manifests(config: &Path, job: &str, env: &[(&str, &str)]) -> Vec<ser
     let (code, stdout, stderr) = vigil_cli(config, &["list", job, "--json"], env);
     assert_eq!(code, 0, "{stderr}");
     match serde_json::from_str::<serde_json::Value>(&stdout).unwrap() {
-        // Physical jobs' recoverability windows follow the manifests.
-        serde_json::Value::Array(entries) => entries
-            .into_iter()
-            .filter(|e| e.get("pitrWindow").is_none())
-            .collect(),
+        serde_json::Value::Array(entries) => entries,
         other => panic!("`vigil list --json` printed {other}"),
     }
 }

@@ -1,7 +1,9 @@
-//! The per-job listing index (`<job>/index.json.zst`): written after a
-//! backup and a prune; listings use it only where it matches the
-//! manifests, and a missing, corrupt, newer or stale index is repaired with
-//! the listing identical to the manifests'. On fs and on S3 (moto).
+//! The per-job listing index (`<job>/index.json.zst`): a backup's commit
+//! adds its entry and a prune drops its deleted ones without a listing;
+//! listings use it only where it matches the manifests, and a missing,
+//! corrupt, newer or stale index is repaired with the listing identical to
+//! the manifests'. On fs and on S3 (moto). And a long `list --json` is
+//! written as it goes (its peak RSS).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,9 +39,21 @@ fn store(
     job_dir: String,
     s3_prefix: Option<String>,
 ) -> Store {
-    let config = dir.path().join("config.toml");
     let catalog = "postgres://vigil@127.0.0.1:1/vigil";
-    let text = config_text(dir.path(), catalog, &format!("{repository}{JOB}"));
+    let config = format!("{repository}{JOB}");
+    store_with(dir, catalog, config, op, job_dir, s3_prefix)
+}
+
+fn store_with(
+    dir: tempfile::TempDir,
+    catalog: &str,
+    repository_and_job: String,
+    op: opendal::Operator,
+    job_dir: String,
+    s3_prefix: Option<String>,
+) -> Store {
+    let config = dir.path().join("config.toml");
+    let text = config_text(dir.path(), catalog, &repository_and_job);
     std::fs::write(&config, text).unwrap();
     Store {
         _dir: dir,
@@ -97,13 +111,19 @@ impl Store {
 
     /// `vigil list orders --json`: its output (parsed) and stderr.
     fn list(&self) -> (serde_json::Value, String) {
+        let (stdout, stderr) = self.vigil(&["list", "orders", "--json"]);
+        (serde_json::from_str(&stdout).unwrap(), stderr)
+    }
+
+    /// A vigil command that must succeed: its stdout and stderr.
+    fn vigil(&self, args: &[&str]) -> (String, String) {
         let env = [
             ("TEST_PGPASSWORD", PASSWORD),
             s3_server_env(self.s3_prefix.is_some()),
         ];
-        let (code, stdout, stderr) = vigil_cli(&self.config, &["list", "orders", "--json"], &env);
-        assert_eq!(code, 0, "vigil list failed:\n{stdout}\n{stderr}");
-        (serde_json::from_str(&stdout).unwrap(), stderr)
+        let (code, stdout, stderr) = vigil_cli(&self.config, args, &env);
+        assert_eq!(code, 0, "vigil {args:?} failed:\n{stdout}\n{stderr}");
+        (stdout, stderr)
     }
 
     /// The index's entries: `(backup id, manifest)`; `None` when absent.
@@ -397,4 +417,181 @@ fn the_index_is_written_after_each_backup_and_prune() {
     let (code, stdout, stderr) = vigil_cli(&config, &["prune", "orders"], &env);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert_eq!(index_ids(), committed[1..].to_vec(), "after the prune");
+}
+
+/// This test's request lines in moto's log after `from`.
+fn lines_of(prefix: &str, from: usize) -> Vec<String> {
+    moto_log()
+        .into_iter()
+        .skip(from)
+        .filter(|l| l.contains(prefix))
+        .collect()
+}
+
+/// Listings of the whole `orders/backups/` (a full listing's pages, not
+/// the look into one backup's directory), manifest GETs, index GETs and
+/// index PUTs among `lines`.
+fn backup_path_requests(prefix: &str, lines: &[String]) -> (usize, usize, usize, usize) {
+    let whole = format!("prefix={prefix}/orders/backups/");
+    let count = |f: &dyn Fn(&str) -> bool| lines.iter().filter(|l| f(l)).count();
+    (
+        count(&|l| {
+            l.split_once(&whole)
+                .is_some_and(|(_, rest)| rest.starts_with([' ', '&']))
+        }),
+        count(&|l| l.contains("GET /") && l.contains("/manifest.json ")),
+        count(&|l| l.contains("GET /") && l.contains(&format!("/{INDEX} "))),
+        count(&|l| l.contains("PUT /") && l.contains(&format!("/{INDEX} "))),
+    )
+}
+
+/// A real backup and a real prune on S3, on the shipped defaults plus the
+/// retention that makes the prune delete: the commit adds its own entry
+/// to the index (a stat, one index GET and one PUT, no listing of the
+/// backups and no manifest read, whatever their number), the prune drops
+/// the deleted entries without listing again, and the listings stay the
+/// manifests' (the same bytes with the index deleted).
+#[test]
+fn on_s3_a_commit_and_a_prune_update_the_index_without_a_listing() {
+    let source = fresh_db();
+    source.psql("CREATE TABLE t AS SELECT 1 AS x").unwrap();
+    let catalog = fresh_catalog();
+    let server = s3_server();
+    let prefix = server.unique_prefix("index-commit");
+    let job = format!(
+        "[jobs.orders]\nkind = \"postgres\"\nsource = \"{}\"\npassword = \"${{TEST_PGPASSWORD}}\"\n\
+         databases = [\"{}\"]\nrepository = \"r\"\nevery = \"1h\"\n[jobs.orders.retention]\nkeep_last = 1\n",
+        source.url(),
+        source.name
+    );
+    let s = store_with(
+        tempfile::tempdir().unwrap(),
+        &catalog.url(),
+        format!("{}{job}", server.repository_toml("r", &prefix, "")),
+        server.operator(),
+        format!("{prefix}/orders/"),
+        Some(prefix.clone()),
+    );
+    s.plant(PLANTED);
+    let (planted, _) = s.list();
+    assert_eq!(index_ids(&s), ids(&planted), "the listing wrote the index");
+
+    let from = moto_log().len();
+    s.vigil(&["backup", "orders"]);
+    let lines = lines_of(&prefix, from);
+    assert_eq!(
+        backup_path_requests(&prefix, &lines),
+        (0, 0, 1, 1),
+        "the commit neither lists the backups nor reads a manifest:\n{}",
+        lines.join("\n")
+    );
+    let (listed, _) = s.list();
+    let all = ids(&listed);
+    assert_eq!(all.len(), PLANTED + 1, "{listed}");
+    assert_eq!(index_ids(&s), all, "the new backup's entry is in the index");
+    let from = moto_log().len();
+    assert_eq!(s.list().0, listed);
+    let (_, manifests, _, puts) = backup_path_requests(&prefix, &lines_of(&prefix, from));
+    assert_eq!(
+        (manifests, puts),
+        (2, 0),
+        "the entry the commit added stands for its manifest (only the damaged and the uncommitted directory are read)"
+    );
+    s.delete(INDEX);
+    assert_eq!(s.list().0, listed, "identical to the manifests alone");
+
+    let from = moto_log().len();
+    s.vigil(&["prune", "orders"]);
+    let lines = lines_of(&prefix, from);
+    let (lists, _, _, puts) = backup_path_requests(&prefix, &lines);
+    assert_eq!(
+        (lists, puts),
+        (1, 1),
+        "the prune's own plan is its only listing:\n{}",
+        lines.join("\n")
+    );
+    let (pruned, _) = s.list();
+    assert_eq!(ids(&pruned), all[PLANTED..].to_vec(), "keep_last = 1");
+    assert_eq!(
+        index_ids(&s),
+        ids(&pruned),
+        "the prune dropped the deleted entries"
+    );
+    s.delete(INDEX);
+    assert_eq!(s.list().0, pruned, "identical to the manifests alone");
+}
+
+/// Runs `vigil ARGS` with stdout to a file: (exit code, peak RSS in KiB,
+/// stdout), the RSS from wait4 on that very child.
+fn vigil_measured(config: &std::path::Path, args: &[&str]) -> (i32, i64, String) {
+    let env = [("TEST_PGPASSWORD", PASSWORD), s3_server_env(false)];
+    use std::os::unix::process::ExitStatusExt;
+    let out = tempfile::NamedTempFile::new().unwrap();
+    // Reaped by wait4 below, which also gives its rusage.
+    #[allow(clippy::zombie_processes)]
+    let child = std::process::Command::new(crate::harness::VIGIL)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and wait4 writes only into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, which nothing else waits for.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4");
+    let code = std::process::ExitStatus::from_raw(status)
+        .code()
+        .unwrap_or(-1);
+    let stdout = std::fs::read_to_string(out.path()).unwrap();
+    (code, usage.ru_maxrss, stdout)
+}
+
+/// `vigil list --json` over 5,000 backups writes each backup as it goes:
+/// its peak RSS stays within a few MiB of the table listing's, which reads
+/// the same backups (it used to hold them all as JSON values and then as
+/// one string besides: 27 MiB more here).
+#[test]
+fn a_long_json_listing_is_written_as_it_goes() {
+    const COUNT: i64 = 5_000;
+    let s = fs_store();
+    let backups = s._dir.path().join("repo/orders/backups");
+    let (_, template) = manifest(0, "0.0.0-test");
+    let template: serde_json::Value = serde_json::from_slice(&template).unwrap();
+    let base = chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").unwrap();
+    for i in 0..COUNT {
+        let at = base + chrono::TimeDelta::minutes(i);
+        let id = at.format("%Y%m%dT%H%M%SZ").to_string();
+        let mut m = template.clone();
+        m["backupId"] = id.clone().into();
+        m["startedAt"] = at.format("%Y-%m-%dT%H:%M:%SZ").to_string().into();
+        m["finishedAt"] = (at + chrono::TimeDelta::seconds(5))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+            .into();
+        let dir = backups.join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("x.dump.zst"), [b'x'; 1024]).unwrap();
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec_pretty(&m).unwrap(),
+        )
+        .unwrap();
+    }
+    // The first listing writes the index; both measured ones use it.
+    assert_eq!(ids(&s.list().0).len(), COUNT as usize);
+    let (code, table_kib, _) = vigil_measured(&s.config, &["list", "orders"]);
+    assert_eq!(code, 0, "vigil list orders failed");
+    let (code, json_kib, json) = vigil_measured(&s.config, &["list", "orders", "--json"]);
+    assert_eq!(code, 0, "{json}");
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(ids(&listed).len(), COUNT as usize);
+    assert!(
+        json_kib <= table_kib + 8 * 1024,
+        "peak RSS: --json {json_kib} KiB, table {table_kib} KiB"
+    );
 }
