@@ -381,6 +381,16 @@ impl Config {
             toml::Value::try_from(self).unwrap_or(toml::Value::Table(Default::default()));
         if let Some(jobs) = value.get_mut("jobs").and_then(|j| j.as_table_mut()) {
             for (name, job) in jobs.iter_mut() {
+                let physical = self
+                    .jobs
+                    .get(name)
+                    .is_some_and(|j| j.kind == storage::JobKind::PostgresPhysical);
+                if let (false, Some(table)) = (physical, job.as_table_mut()) {
+                    // Keys that mean nothing to this kind are not its effective config.
+                    for key in storage::PHYSICAL_ONLY_KEYS {
+                        table.remove(*key);
+                    }
+                }
                 if let (Some(source), Some(config)) = (job.get_mut("source"), self.jobs.get(name)) {
                     *source = toml::Value::String(crate::core::redact::redact_text(
                         config.source.expose(),

@@ -168,6 +168,14 @@ pub enum JobKind {
     Mirror,
 }
 
+/// Job keys read only by `kind = "postgres-physical"` jobs.
+pub const PHYSICAL_ONLY_KEYS: &[&str] = &[
+    "wal_max_age",
+    "wal_max_age_fail",
+    "checkpoint",
+    "archive_timeout",
+];
+
 impl JobKind {
     /// The name written in the config (`kind = "..."`).
     pub fn as_str(self) -> &'static str {

@@ -314,7 +314,9 @@ impl Check for WalCheck {
             component_type: "component",
             // Lists the archive: not more often than once a minute.
             interval: config.interval.max(Duration::from_secs(60)),
-            timeout: config.timeout,
+            // A listing of the whole archive: pages of 1,000 objects, not
+            // the single round trip the other checks' timeout is set for.
+            timeout: config.timeout.max(Duration::from_secs(10)),
             critical: true,
             periodic: true,
         }
