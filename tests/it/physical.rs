@@ -22,6 +22,8 @@ use crate::tls::{give_to_postgres, make_ca, make_leaf, set_mode};
 
 const ENV: [(&str, &str); 1] = [("TEST_PGPASSWORD", PASSWORD)];
 const JOB: &str = "cluster";
+/// The role that logs in with a client certificate.
+const CERT_ROLE: &str = "certrepl";
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 static WAL_ROOT: OnceLock<PathBuf> = OnceLock::new();
@@ -88,36 +90,28 @@ fn cluster() -> &'static Cluster {
     })
 }
 
-/// config.toml.example's commented postgres-physical job, uncommented,
-/// pointed at `source` and the fs repository `repo`.
-fn example_job(source: &str, repo: &Path, password_file: &Path) -> String {
+/// config.toml.example's commented postgres-physical job, uncommented
+/// (every key at its shipped value), pointed at `source` and the fs
+/// repository `repo`.
+fn example_job(source: &str, repo: &Path) -> String {
     let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example"));
     let text = std::fs::read_to_string(example).unwrap();
     let start = text
         .find(&format!("# [jobs.{JOB}]"))
         .expect("config.toml.example has a commented postgres-physical job");
-    let mut job = String::new();
-    for line in text[start..].lines() {
-        let Some(line) = line.strip_prefix("# ") else {
-            break;
-        };
-        job.push_str(line);
-        job.push('\n');
-    }
-    let replacements = [
-        (
-            "source = \"postgres://backup@127.0.0.1:5432/postgres\"".to_owned(),
-            format!("source = \"{source}\""),
-        ),
-        (
-            "password_file = \"/etc/vigil/cluster.password\"".to_owned(),
-            format!("password_file = \"{}\"", password_file.display()),
-        ),
-    ];
-    for (from, to) in replacements {
-        assert!(job.contains(&from), "the example job no longer has {from}");
-        job = job.replacen(&from, &to, 1);
-    }
+    let tail = &text[start..];
+    let block = &tail[..tail.find("\n\n").unwrap_or(tail.len())];
+    let mut job: String = block
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let shipped = "source = \"postgres://replicator@127.0.0.1:5432/postgres\"";
+    assert!(
+        job.contains(shipped),
+        "the example job no longer has {shipped}"
+    );
+    job = job.replacen(shipped, &format!("source = \"{source}\""), 1);
+    job.push_str("password = \"${TEST_PGPASSWORD}\"\n");
     format!(
         "[repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n{job}",
         repo.display()
@@ -262,10 +256,8 @@ fn the_example_job_backs_up_a_tablespace_that_lays_out_mapped_verifies_and_start
             ),
         )
         .unwrap();
-    let password = dir.path().join("cluster.password");
-    std::fs::write(&password, PASSWORD).unwrap();
     let source = source_url(cluster.port(), "postgres", "");
-    let config = write_config(dir.path(), &example_job(&source, &repo, &password));
+    let config = write_config(dir.path(), &example_job(&source, &repo));
 
     let (code, _, stderr) = vigil_cli(&config, &["backup", JOB], &ENV);
     assert_eq!(code, 0, "{stderr}");
@@ -481,10 +473,20 @@ fn verify_full_carries_the_replication_session_to_a_hostssl_only_cluster() {
         "localhost",
         "subjectAltName=DNS:localhost,IP:127.0.0.1",
     );
+    make_leaf(certs.path(), "ca", "client", CERT_ROLE, "");
     let mut tls = own_cluster();
+    tls.psql(
+        "postgres",
+        &format!("CREATE ROLE {CERT_ROLE} LOGIN REPLICATION"),
+    )
+    .unwrap();
     tls.stop().unwrap();
     let data = tls.data_dir();
-    for (from, to) in [("server.crt", "server.crt"), ("server.key", "server.key")] {
+    for (from, to) in [
+        ("server.crt", "server.crt"),
+        ("server.key", "server.key"),
+        ("ca.crt", "root.crt"),
+    ] {
         std::fs::copy(certs.path().join(from), data.join(to)).unwrap();
         give_to_postgres(&data.join(to));
     }
@@ -495,11 +497,14 @@ fn verify_full_carries_the_replication_session_to_a_hostssl_only_cluster() {
     archiving_conf(
         &tls,
         &root,
-        "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nlog_connections = on\n",
+        "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'\nlog_connections = on\n",
     );
     std::fs::write(
         data.join("pg_hba.conf"),
-        "local all all scram-sha-256\nhostssl replication all 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        format!(
+            "local all all scram-sha-256\nhostssl replication {CERT_ROLE} 127.0.0.1/32 cert\n\
+             hostssl replication all 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
+        ),
     )
     .unwrap();
     tls.start().unwrap();
@@ -523,6 +528,25 @@ fn verify_full_carries_the_replication_session_to_a_hostssl_only_cluster() {
     assert!(
         sessions.iter().all(|l| l.contains("SSL enabled")),
         "{sessions:?}"
+    );
+
+    // A client certificate (pg_hba `cert`: the server asks for no password).
+    let with_cert = format!(
+        "{query}&sslcert={}&sslkey={}",
+        certs.path().join("client.crt").display(),
+        certs.path().join("client.key").display()
+    );
+    let source = source_url(tls.port(), CERT_ROLE, &with_cert);
+    let config = write_config(dir.path(), &job(&source, &repo, ""));
+    let (code, _, stderr) = vigil_cli(&config, &["backup", JOB], &ENV);
+    assert_eq!(code, 0, "{stderr}");
+    let log = std::fs::read_to_string(data.parent().unwrap().join("postgres.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("replication connection authorized")
+                && l.contains(&format!("user={CERT_ROLE}"))
+                && l.contains("SSL enabled")),
+        "{log}"
     );
 
     let plain = source_url(tls.port(), "postgres", "?sslmode=disable");
