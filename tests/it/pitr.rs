@@ -523,3 +523,45 @@ fn retention_and_gap(s: &Setup) {
         "{stdout}"
     );
 }
+
+/// Usage errors exit 64 before anything is contacted: two targets, an
+/// action without a target, a target for a job that is not physical.
+#[test]
+fn recovery_flags_are_checked_before_anything_is_contacted() {
+    let dir = scratch();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = \"{state}\"\n[catalog]\nurl = \"postgres://vigil@127.0.0.1:1/vigil\"\n\
+             [repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{repo}\" }}\n\
+             [jobs.dump]\nkind = \"postgres\"\nsource = \"postgres://u@127.0.0.1:1/db\"\ndatabases = [\"db\"]\n\
+             repository = \"local\"\nevery = \"1h\"\n",
+            state = dir.path().join("state").display(),
+            repo = dir.path().join("repo").display(),
+        ),
+    )
+    .unwrap();
+    let to = dir.path().join("restored").display().to_string();
+    let run = |args: &[&str]| {
+        let mut all = vec!["restore", "dump", "--to-dir", &to];
+        all.extend_from_slice(args);
+        vigil_cli(&config, &all, &[])
+    };
+    let (code, _, stderr) = run(&["--time", "2026-11-27T09:00:00Z", "--lsn", "0/3000060"]);
+    assert_eq!(code, 64, "{stderr}");
+    let (code, _, stderr) = run(&["--target-action", "pause"]);
+    assert_eq!(code, 64, "{stderr}");
+    let (code, _, stderr) = run(&["--lsn", "3000060"]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("is not an LSN"), "{stderr}");
+    let (code, stdout, stderr) = run(&["--xid", "745", "--json"]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("job `dump` is a postgres job: --time, --lsn, --name, --xid and --immediate recover postgres-physical jobs only"),
+        "{stderr}"
+    );
+    let error: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(error["error"]["code"], "usage", "{stdout}");
+    assert!(!dir.path().join("restored").exists());
+}
