@@ -14,6 +14,7 @@
 mod commit;
 mod copy;
 mod fs_create;
+mod fs_share;
 mod index;
 mod layout;
 pub mod lease;

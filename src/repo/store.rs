@@ -6,7 +6,7 @@
 //! [`super::copy`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -117,6 +117,7 @@ impl Repository {
         let mut fs_root = None;
         if config.scheme == "fs" {
             let root = options.get("root").cloned().unwrap_or_default();
+            super::fs_share::keep_group_access(Path::new(&root));
             let tmp = fs_tmp_dir(&root);
             std::fs::create_dir_all(&tmp)
                 .map_err(|e| setup(format!("cannot create {}: {e}", tmp.display())))?;
