@@ -24,11 +24,6 @@ fn postgres_ids() -> (nix::unistd::Uid, nix::unistd::Gid) {
     (user.uid, user.gid)
 }
 
-fn give_to_postgres(path: &Path) {
-    let (uid, gid) = postgres_ids();
-    nix::unistd::chown(path, Some(uid), Some(gid)).unwrap();
-}
-
 /// A directory the `postgres` user can enter.
 fn scratch() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
@@ -79,17 +74,12 @@ impl Setup {
     fn new() -> Setup {
         let dir = scratch();
         let repo = dir.path().join("repo");
-        // The archiver (postgres) owns the job's WAL directory; vigil's own
-        // runs (root here) write the backups beside it.
-        for path in [
-            repo.clone(),
-            repo.join(".vigil-tmp"),
-            repo.join(JOB),
-            repo.join(JOB).join("wal"),
-        ] {
-            std::fs::create_dir(&path).unwrap();
-            give_to_postgres(&path);
-        }
+        // README "Permissions": a root shared by group, setgid. vigil's own
+        // runs (root here) open it first and create `.vigil-tmp` and the
+        // job's directories; the archiver (postgres) must still write there.
+        std::fs::create_dir(&repo).unwrap();
+        nix::unistd::chown(&repo, None, Some(postgres_ids().1)).unwrap();
+        std::fs::set_permissions(&repo, std::fs::Permissions::from_mode(0o2770)).unwrap();
         let cluster = own_cluster();
         let catalog = fresh_catalog();
         // Passwords sit in the URLs: the archiver (the postgres user,
@@ -105,6 +95,12 @@ impl Setup {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, text).unwrap();
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (code, _, stderr) = vigil_cli(&config, &["list", JOB], &[]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            repo.join(".vigil-tmp").is_dir(),
+            "vigil opened the root first"
+        );
         let conf = cluster.data_dir().join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).unwrap();
         text.push_str(&format!(
