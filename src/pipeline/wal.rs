@@ -2,8 +2,7 @@
 //! then age to the repository's recipients. A WAL file is at most one
 //! segment (16 MiB by default), so it is encoded in memory in one go: one
 //! zstd call on the whole buffer (no worker threads, whose job buffers copy
-//! the input and fault in pages: measured slower per segment on a busy
-//! 2-core machine), hashed on a second thread meanwhile.
+//! the input and fault in fresh pages), hashed on a second thread meanwhile.
 
 use std::io::{self, Read, Write};
 
