@@ -117,6 +117,25 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Archive one WAL file (PostgreSQL's `archive_command`:
+    /// `vigil --config FILE wal-push JOB %p`); postgres-physical jobs only.
+    /// Quiet on success; exit 1 when it failed or different content is
+    /// already archived under the name, 3 when the repository is unreachable.
+    WalPush {
+        job: String,
+        /// The WAL file, as `%p` names it (relative to the data directory).
+        path: PathBuf,
+    },
+    /// Restore one archived WAL file (PostgreSQL's `restore_command`:
+    /// `vigil --config FILE wal-fetch JOB %f %p`). Exit 1 and print nothing
+    /// when it is not archived (the end of the archive).
+    WalFetch {
+        job: String,
+        /// The WAL file name (`%f`).
+        name: String,
+        /// Where to write it (`%p`), atomically.
+        dest: PathBuf,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: Shell },
     /// Print the man page vigil(1); with --dir, write it and one page per

@@ -26,6 +26,7 @@ mod serve;
 pub mod session;
 pub mod status;
 mod verbosity;
+mod wal;
 
 use args::{Cli, Command};
 use error::{CliError, full_text};
@@ -71,6 +72,10 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
         Command::Audit { command } => audit::dispatch(invocation, command).await,
         Command::Backup { job } => commands::backup_command(invocation, job).await,
         Command::List { job, json } => commands::list_command(invocation, job, json).await,
+        Command::WalPush { job, path } => wal::push_command(invocation, job, path).await,
+        Command::WalFetch { job, name, dest } => {
+            wal::fetch_command(invocation, job, name, dest).await
+        }
         Command::Completions { shell } => finish(docs::completions(shell).map_err(CliError::from)),
         Command::Man { dir: None } => finish(docs::man_page().map_err(CliError::from)),
         Command::Man { dir: Some(dir) } => {

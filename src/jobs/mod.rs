@@ -16,5 +16,6 @@ pub mod prune_report;
 pub mod report;
 pub mod restore;
 pub mod scheduler;
+pub mod wal;
 
 pub use context::{JobContext, Trigger};

@@ -9,3 +9,4 @@ pub mod limits;
 pub mod pgtools;
 mod stderr;
 pub mod upload;
+pub mod wal;

@@ -62,6 +62,10 @@ fn fs_link_new(
     std::fs::create_dir_all(dir).map_err(at(dir))?;
     let mut file = std::fs::File::create_new(tmp).map_err(at(tmp))?;
     let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    // The worst moment to die: everything written, nothing under the name.
+    #[cfg(feature = "failpoints")]
+    let written = written
+        .and_then(|()| crate::failpoint::hit("create.before_link").map_err(std::io::Error::other));
     let linked = written.and_then(|()| std::fs::hard_link(tmp, target));
     let _ = std::fs::remove_file(tmp);
     match linked {

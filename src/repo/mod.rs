@@ -8,6 +8,7 @@
 //! <prefix>/<job>/backups/<backup-id>/manifest.json     written last, create-only
 //! <prefix>/<job>/locks/<name>                          leases (see [`lease`])
 //! <prefix>/<job>/index.json.zst                        listing cache (see `index`)
+//! <prefix>/<job>/wal/<timeline>/<wal file>.zst[.age]   WAL archive (see [`wal`])
 //! ```
 
 mod commit;
@@ -20,6 +21,7 @@ mod oplog;
 
 mod store;
 mod temp;
+pub mod wal;
 
 use std::path::PathBuf;
 

@@ -49,10 +49,13 @@ enum Level {
     Debug,
 }
 
-/// Not-found is an answer, not a fault; the rest as opendal grades them.
+/// Not-found is an answer, not a fault, and so is a create-only write
+/// finding the name taken (a committed manifest, a held lease, a WAL file
+/// archived before: each caller turns it into its own outcome); the rest
+/// as opendal grades them.
 fn level(kind: ErrorKind) -> Level {
     match kind {
-        ErrorKind::NotFound => Level::Debug,
+        ErrorKind::NotFound | ErrorKind::ConditionNotMatch => Level::Debug,
         ErrorKind::Unexpected => Level::Error,
         _ => Level::Warn,
     }
@@ -74,10 +77,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn not_found_is_not_a_warning() {
+    fn not_found_and_a_taken_name_are_not_warnings() {
         assert_eq!(level(ErrorKind::NotFound), Level::Debug);
+        assert_eq!(level(ErrorKind::ConditionNotMatch), Level::Debug);
         assert_eq!(level(ErrorKind::PermissionDenied), Level::Warn);
-        assert_eq!(level(ErrorKind::ConditionNotMatch), Level::Warn);
         assert_eq!(level(ErrorKind::Unexpected), Level::Error);
     }
 }

@@ -38,3 +38,4 @@ mod server_kill;
 mod signals;
 mod tls;
 mod truth;
+mod wal;
