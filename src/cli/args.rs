@@ -76,6 +76,9 @@ pub enum Command {
         /// With --to-dir: write into a non-empty directory.
         #[arg(long, requires = "to_dir")]
         force: bool,
+        /// Physical backups: lay the tablespace at OLD out at NEW (repeatable).
+        #[arg(long, value_name = "OLD=NEW", requires = "to_dir", value_parser = crate::jobs::restore::physical::parse_mapping)]
+        tablespace_map: Vec<(PathBuf, PathBuf)>,
         /// Create the target database first.
         #[arg(long)]
         create: bool,

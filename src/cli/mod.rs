@@ -92,6 +92,7 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
             create,
             clean,
             jobs,
+            tablespace_map,
         } => {
             let request = crate::jobs::restore::RestoreRequest {
                 backup,
@@ -102,6 +103,7 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
                 jobs,
                 to_dir,
                 force,
+                tablespace_map: tablespace_map.into_iter().collect(),
             };
             commands::restore_command(invocation, job, request).await
         }

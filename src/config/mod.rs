@@ -26,7 +26,7 @@ pub use expand::{Env, ExpandError, ProcessEnv, expand};
 pub use load::{ConfigError, Problem, load, parse};
 pub use secret::{REDACTED, Secret};
 pub use storage::{
-    Compression, Databases, EncryptionConfig, JobConfig, JobKind, RepositoryConfig,
+    Checkpoint, Compression, Databases, EncryptionConfig, JobConfig, JobKind, RepositoryConfig,
     is_secret_option, parse_rate,
 };
 pub use validate::{PLACEHOLDER_SECRET, validate};

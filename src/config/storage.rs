@@ -338,6 +338,36 @@ pub struct JobConfig {
     /// Which backups to keep (`[jobs.<name>.retention]`); empty keeps all.
     #[serde(default)]
     pub retention: crate::core::retention::RetentionPolicy,
+    /// `kind = "postgres-physical"`: how the base backup's checkpoint is taken.
+    #[serde(default)]
+    pub checkpoint: Checkpoint,
+    /// `kind = "postgres-physical"`: how long a finished base backup waits
+    /// for its last WAL segment to reach the repository before failing.
+    #[serde(default = "default_archive_timeout", with = "humantime_serde")]
+    pub archive_timeout: Duration,
+}
+
+/// A base backup's starting checkpoint: `fast` at once (an I/O burst on
+/// the server), `spread` paced by checkpoint_completion_target.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Checkpoint {
+    #[default]
+    Fast,
+    Spread,
+}
+
+impl Checkpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Checkpoint::Fast => "fast",
+            Checkpoint::Spread => "spread",
+        }
+    }
+}
+
+fn default_archive_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn no_databases() -> Databases {

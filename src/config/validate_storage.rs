@@ -222,6 +222,13 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
                 if !job.paths.is_empty() {
                     problem(key("paths"), "is for kind = \"files\"".into());
                 }
+                // The server compresses a base backup, and only with zstd here.
+                if job.kind == JobKind::PostgresPhysical && job.compression != Compression::Zstd {
+                    problem(
+                        key("compression"),
+                        "must be \"zstd\" for kind = \"postgres-physical\" (the server compresses the base backup)".into(),
+                    );
+                }
             }
             JobKind::Files => validate_files_job(job, &mut |k, m| problem(key(k), m)),
             JobKind::Mirror => match &job.mirror_to {

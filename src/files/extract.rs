@@ -130,7 +130,9 @@ pub fn extract(reader: impl Read, to: &Path, owners: bool) -> io::Result<Extract
         if entry.header().entry_type() == tar::EntryType::Directory {
             let path = to.join(entry.path()?);
             std::fs::create_dir_all(&path)?;
-            directories.push((path, entry.header().mode()?, entry.header().mtime()?));
+            let header = entry.header();
+            let owner = (header.uid()? as u32, header.gid()? as u32);
+            directories.push((path, header.mode()?, header.mtime()?, owner));
             continue;
         }
         if entry.header().entry_type() == tar::EntryType::Regular {
@@ -140,8 +142,11 @@ pub fn extract(reader: impl Read, to: &Path, owners: bool) -> io::Result<Extract
         }
     }
     directories.sort_by(|a, b| b.0.cmp(&a.0));
-    for (path, mode, mtime) in directories {
+    for (path, mode, mtime, (uid, gid)) in directories {
         use std::os::unix::fs::PermissionsExt;
+        if owners {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))?;
         let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
         std::fs::File::open(&path)?.set_modified(time)?;

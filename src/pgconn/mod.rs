@@ -2,6 +2,7 @@
 //! turns a connection string into a tokio-postgres session (catalog,
 //! sources, restore targets) and into the environment of libpq tools.
 
+pub mod replication;
 mod tls;
 
 use std::time::Duration;

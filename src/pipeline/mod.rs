@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod download;
+pub mod feed;
 pub mod limits;
 pub mod pgtools;
 mod stderr;

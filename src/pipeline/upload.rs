@@ -23,7 +23,7 @@ use crate::repo::{PartLimits, RepoError, Repository};
 
 /// Chunks in flight between two stages: memory is bounded by
 /// `QUEUE × CHUNK` per channel plus one upload part.
-const QUEUE: usize = 4;
+pub(super) const QUEUE: usize = 4;
 const READ_CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, Error)]
@@ -159,17 +159,17 @@ pub async fn upload_child(
 }
 
 /// Where one object is stored.
-struct Target<'a> {
-    repo: &'a Repository,
-    path: &'a str,
-    limits: UploadLimits,
+pub(super) struct Target<'a> {
+    pub(super) repo: &'a Repository,
+    pub(super) path: &'a str,
+    pub(super) limits: UploadLimits,
 }
 
 /// Uploads the encoded chunks arriving on `out_rx` to the target; `encoded`
 /// resolves to the raw byte count and what was stored once the encoder has
 /// sent everything. On any failure the object is aborted (no partial object
 /// under its name).
-async fn upload_encoded(
+pub(super) async fn upload_encoded(
     out_rx: mpsc::Receiver<Bytes>,
     encoded: impl std::future::Future<Output = Result<(u64, Stored), PipelineError>>,
     target: Target<'_>,
@@ -360,7 +360,10 @@ pub fn widen_pipe(fd: impl std::os::fd::AsFd) {
 }
 
 /// The codec chain of `spec` in front of a hashing sink feeding `tx`.
-fn codec_chain(tx: mpsc::Sender<Bytes>, spec: &EncodeSpec) -> std::io::Result<Compressor> {
+pub(super) fn codec_chain(
+    tx: mpsc::Sender<Bytes>,
+    spec: &EncodeSpec,
+) -> std::io::Result<Compressor> {
     let sealed = Sealed::new(HashingSink::new(tx), &spec.recipients)?;
     Compressor::new(
         sealed,

@@ -27,6 +27,7 @@ mod leftovers;
 mod logrotate;
 mod manifests;
 mod mirror;
+mod physical;
 mod prune;
 mod quiet;
 mod reliability;

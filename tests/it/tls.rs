@@ -42,7 +42,7 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-fn make_ca(dir: &Path, name: &str) {
+pub(crate) fn make_ca(dir: &Path, name: &str) {
     openssl(
         dir,
         &[
@@ -68,7 +68,7 @@ fn make_ca(dir: &Path, name: &str) {
 }
 
 /// A leaf certificate `name.crt`/`name.key` signed by `ca`.
-fn make_leaf(dir: &Path, ca: &str, name: &str, cn: &str, san: &str) {
+pub(crate) fn make_leaf(dir: &Path, ca: &str, name: &str, cn: &str, san: &str) {
     openssl(
         dir,
         &[
@@ -111,13 +111,13 @@ fn make_leaf(dir: &Path, ca: &str, name: &str, cn: &str, san: &str) {
     set_mode(&dir.join(format!("{name}.key")), 0o600);
 }
 
-fn set_mode(path: &Path, mode: u32) {
+pub(crate) fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// The server's files belong to the server's user, as PostgreSQL demands.
-fn give_to_postgres(path: &Path) {
+pub(crate) fn give_to_postgres(path: &Path) {
     if nix::unistd::geteuid().is_root() {
         let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
         nix::unistd::chown(path, Some(user.uid), Some(user.gid)).unwrap();

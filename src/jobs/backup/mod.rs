@@ -5,6 +5,7 @@
 
 mod files;
 mod pg;
+mod physical;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -90,6 +91,25 @@ pub enum BackupError {
     },
     #[error(transparent)]
     PassFile(#[from] crate::pipeline::pgtools::PassFileError),
+    /// The replication session (postgres-physical) failed.
+    #[error(transparent)]
+    Replication(#[from] crate::pgconn::replication::ReplicationError),
+    #[error(
+        "{host} runs PostgreSQL {version}: postgres-physical needs 15 or newer (use kind = \"postgres\" for older servers)"
+    )]
+    ServerTooOld { host: String, version: String },
+    /// The base backup ended but its last WAL segment never reached the repository.
+    #[error(
+        "the base backup's last WAL segment {segment} did not reach the repository within {} ({path}): nothing was committed. Is archive_command = 'vigil --config FILE wal-push {job} %p' set (with archive_mode = on) and working? {archiver}",
+        humantime::format_duration(*.after)
+    )]
+    WalNotArchived {
+        job: String,
+        segment: String,
+        path: String,
+        after: std::time::Duration,
+        archiver: String,
+    },
 }
 
 impl BackupError {
@@ -275,11 +295,7 @@ async fn run_locked(
     match ctx.job.kind {
         JobKind::Files => files::run(ctx, progress, cancel).await,
         JobKind::Postgres | JobKind::Mirror => pg::run(ctx, progress, cancel).await,
-        // CONTRACT: replaced by physical::run (issue 15, branch r-physical).
-        JobKind::PostgresPhysical => Err(BackupError::Source {
-            job: ctx.name.to_string(),
-            detail: "postgres-physical backups are being built".into(),
-        }),
+        JobKind::PostgresPhysical => physical::run(ctx, progress, cancel).await,
     }
 }
 

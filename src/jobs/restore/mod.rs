@@ -5,6 +5,7 @@
 //! `pipeline::download`. With `jobs > 1` the dump lands (verified) in a
 //! temp file first, for `pg_restore -j`.
 
+pub mod physical;
 mod target;
 
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub struct RestoreRequest {
     pub to_dir: Option<PathBuf>,
     /// Files backups: write into a non-empty directory.
     pub force: bool,
+    /// Physical backups: `--tablespace-map OLD=NEW`.
+    pub tablespace_map: physical::TablespaceMap,
 }
 
 #[derive(Debug, Error)]
@@ -116,6 +119,21 @@ pub enum RestoreError {
     },
     #[error(transparent)]
     PassFile(#[from] crate::pipeline::pgtools::PassFileError),
+    #[error(
+        "pg_verifybackup not found: install the PostgreSQL server binaries of the backup's major version (apt-get install postgresql)"
+    )]
+    NoVerifyBackup,
+    #[error("cannot start {}: {source}", tool.display())]
+    VerifyStart {
+        tool: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "pg_verifybackup found {} inconsistent with its backup_manifest (the directory is left for inspection; do not start PostgreSQL on it): {output}",
+        dir.display()
+    )]
+    VerifyFailed { dir: PathBuf, output: String },
     #[error("cancelled (shutdown)")]
     Cancelled,
 }
@@ -167,6 +185,9 @@ pub async fn run_reported(
                 job: ctx.name.clone(),
             })?,
     };
+    if manifest.kind == "physical" {
+        return physical::lay_out_reported(ctx, &manifest, request, cancel, report).await;
+    }
     let object = manifest
         .database_object(request.database.as_deref())
         .map_err(|source| RestoreError::Choice {
@@ -332,7 +353,6 @@ async fn restore_files(
     cancel: &CancellationToken,
     announced: &mut bool,
 ) -> Result<RestoreOutcome, RestoreError> {
-    use tokio::io::AsyncWriteExt;
     let to = request.to_dir.clone().ok_or(RestoreError::WrongKind {
         kind: "files",
         how: "--to-dir DIR",
@@ -347,9 +367,27 @@ async fn restore_files(
     let download = open_download(ctx, manifest, object, &path)?;
     let started = serde_json::json!({ "backup_id": manifest.backup_id, "object": object.name, "to_dir": to, "force": request.force });
     announce(ctx, started, request.force, announced).await?;
+    unpack(&download, &to, cancel).await?;
+    tracing::info!(job = %ctx.name, backup = %manifest.backup_id, to = %to.display(), "files restored");
+    Ok(RestoreOutcome {
+        backup_id: manifest.backup_id.to_string(),
+        object: object.name.clone(),
+        database: to.display().to_string(),
+        stored_bytes: object.stored_bytes,
+    })
+}
+
+/// Streams one tar object (verified by its SHA-256, decoded) and unpacks
+/// it under `to`.
+pub(super) async fn unpack(
+    download: &Download<'_>,
+    to: &std::path::Path,
+    cancel: &CancellationToken,
+) -> Result<(), RestoreError> {
+    use tokio::io::AsyncWriteExt;
     let (mut writer, reader) = tokio::io::duplex(1 << 20);
     let handle = tokio::runtime::Handle::current();
-    let target = to.clone();
+    let target = to.to_owned();
     let owners = nix::unistd::geteuid().is_root();
     let unpack = tokio::task::spawn_blocking(move || {
         let reader = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
@@ -375,17 +413,11 @@ async fn restore_files(
         detail: e.to_string(),
     })?;
     unpacked.map_err(|source| RestoreError::Unpack {
-        to: to.clone(),
+        to: to.to_owned(),
         source,
     })?;
     fed.map_err(|source| RestoreError::FeedArchive { source })?;
-    tracing::info!(job = %ctx.name, backup = %manifest.backup_id, to = %to.display(), "files restored");
-    Ok(RestoreOutcome {
-        backup_id: manifest.backup_id.to_string(),
-        object: object.name.clone(),
-        database: to.display().to_string(),
-        stored_bytes: object.stored_bytes,
-    })
+    Ok(())
 }
 
 /// Journals `restore.started`; over existing data (`--clean`, `--force`)

@@ -1,0 +1,98 @@
+//! Streams what an in-process async producer sends (a replication
+//! session's COPY stream) into one repository object: producer → bounded
+//! channel → encode (blocking thread) → upload. The object is committed
+//! only when the producer ends without error; otherwise it is aborted.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::Stored;
+use super::upload::{
+    PipelineError, QUEUE, Target, Upload, UploadOutcome, codec_chain, upload_encoded,
+};
+
+/// Why a fed object was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError<E> {
+    /// The producer failed; the object was aborted.
+    #[error(transparent)]
+    Producer(E),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// The sending end handed to a producer: its chunks go to the encoder,
+/// at most [`QUEUE`] in flight (the producer waits when storage is slow).
+pub type Feed = mpsc::Sender<Bytes>;
+
+/// Runs `produce` (given the channel's sending end) beside the encoder and
+/// the upload of `upload.path`; returns the outcome and what `produce`
+/// returned.
+pub async fn upload_fed<T, E, F>(
+    produce: impl FnOnce(Feed) -> F,
+    upload: Upload<'_>,
+    cancel: &CancellationToken,
+) -> Result<(UploadOutcome, T), FeedError<E>>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let Upload {
+        tool,
+        repo,
+        path,
+        encode,
+        limits,
+        progress,
+    } = upload;
+    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(QUEUE);
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(QUEUE);
+    let encoder = {
+        let encode = encode.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Stored)> {
+            use std::io::Write;
+            let mut chain = codec_chain(out_tx, &encode)?;
+            let mut raw = 0u64;
+            let mut raw_rx = raw_rx;
+            while let Some(chunk) = raw_rx.blocking_recv() {
+                chain.write_all(&chunk)?;
+                raw += chunk.len() as u64;
+                progress.store(raw, Ordering::Relaxed);
+            }
+            Ok((raw, chain.finish()?))
+        })
+    };
+    // The producer's own error is kept here; the upload only learns that
+    // the stream must not be committed.
+    let failed = std::sync::Mutex::new(None);
+    let produced = std::sync::Mutex::new(None);
+    let encoded = async {
+        match produce(raw_tx).await {
+            Ok(value) => *produced.lock().unwrap_or_else(|p| p.into_inner()) = Some(value),
+            Err(e) => {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                return Err(PipelineError::Encode(format!("{tool} failed")));
+            }
+        }
+        if cancel.is_cancelled() {
+            return Err(PipelineError::Cancelled);
+        }
+        let encoded = encoder
+            .await
+            .map_err(|e| PipelineError::Encode(format!("{tool}: {e}")))?;
+        encoded.map_err(|e| PipelineError::Encode(e.to_string()))
+    };
+    let target = Target { repo, path, limits };
+    let outcome = upload_encoded(out_rx, encoded, target, cancel).await;
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(FeedError::Producer(e));
+    }
+    let outcome = outcome?;
+    let value = produced
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .ok_or_else(|| PipelineError::Encode(format!("{tool} produced nothing")))?;
+    Ok((outcome, value))
+}
