@@ -662,3 +662,29 @@ fn the_shipped_example_job_archives_and_fetches_on_its_defaults() {
     assert_eq!((code, stderr.as_str()), (0, ""));
     assert!(fetched.unwrap() == original);
 }
+
+#[test]
+fn an_unreachable_repository_exits_3_and_fetch_gives_up_within_its_retry_window() {
+    let dir = work_dir();
+    // Nothing listens on port 1: every request is refused at once.
+    let repository = "[repositories.r]\nscheme = \"s3\"\n[repositories.r.options]\n\
+        endpoint = \"http://127.0.0.1:1\"\nbucket = \"b\"\nregion = \"us-east-1\"\n\
+        access_key_id = \"k\"\nsecret_access_key = \"s\"\ndisable_config_load = \"true\"\n\
+        disable_ec2_metadata = \"true\"\n";
+    let config = dir.path().join("config.toml");
+    write_readable(&config, &config_text(dir.path(), 5432, repository));
+    let started = Instant::now();
+    let dest = dir.path().join("x").display().to_string();
+    let (code, _, stderr) = vigil_cli(&config, &["wal-fetch", "pg", "00000002.history", &dest], &[]);
+    let waited = started.elapsed();
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(waited < Duration::from_secs(20), "gave up after {waited:?}");
+
+    let file = dir.path().join("00000002.history");
+    std::fs::write(&file, "1\t0/3000000\tno recovery target specified\n").unwrap();
+    let (code, _, stderr) =
+        vigil_cli(&config, &["wal-push", "pg", &file.display().to_string()], &[]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+}
