@@ -96,3 +96,80 @@ where
         .ok_or_else(|| PipelineError::Encode(format!("{tool} produced nothing")))?;
     Ok((outcome, value))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Compression, RepositoryConfig};
+    use crate::pipeline::limits::UploadLimits;
+    use crate::pipeline::upload::EncodeSpec;
+    use crate::repo::Repository;
+
+    fn fs_repo(root: &std::path::Path) -> Repository {
+        let config: RepositoryConfig = toml::from_str(&format!(
+            "scheme = \"fs\"\noptions = {{ root = \"{}\" }}\n",
+            root.display()
+        ))
+        .unwrap();
+        Repository::open("local", &config).unwrap()
+    }
+
+    fn spec() -> EncodeSpec {
+        EncodeSpec {
+            compression: Compression::None,
+            level: 0,
+            workers: 1,
+            zstd_job_size: 1 << 20,
+            recipients: vec![],
+        }
+    }
+
+    /// Sends `chunks` of 64 KiB, then ends as `outcome` says.
+    async fn produce(
+        feed: Feed,
+        chunks: usize,
+        outcome: Result<u32, &'static str>,
+    ) -> Result<u32, &'static str> {
+        for _ in 0..chunks {
+            feed.send(Bytes::from(vec![7u8; 64 << 10])).await.unwrap();
+        }
+        outcome
+    }
+
+    #[tokio::test]
+    async fn a_producer_that_ends_well_commits_and_one_that_fails_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fs_repo(dir.path());
+        let encode = spec();
+        let cancel = CancellationToken::new();
+        let upload = |path: &'static str| Upload {
+            tool: "test",
+            repo: &repo,
+            path,
+            encode: &encode,
+            limits: UploadLimits::for_repo(&repo, Duration::from_secs(5)),
+            progress: std::sync::Arc::new(AtomicU64::new(0)),
+        };
+        let (outcome, value) = upload_fed(|feed| produce(feed, 20, Ok(9)), upload("good"), &cancel)
+            .await
+            .unwrap();
+        assert_eq!((outcome.raw_bytes, value), (20 << 16, 9));
+        assert_eq!(
+            std::fs::metadata(dir.path().join("good")).unwrap().len(),
+            20 << 16
+        );
+
+        let failed = upload_fed(|feed| produce(feed, 20, Err("cut")), upload("bad"), &cancel).await;
+        assert!(
+            matches!(failed, Err(FeedError::Producer("cut"))),
+            "{failed:?}"
+        );
+        assert!(
+            !dir.path().join("bad").exists(),
+            "a failed stream was committed"
+        );
+    }
+}

@@ -87,16 +87,6 @@ impl Repository {
         self.join(&[job, "wal", &timeline, &name])
     }
 
-    /// Whether an object exists at the full `path` (a WAL segment a base
-    /// backup waits for).
-    pub async fn has_object(&self, path: &str) -> Result<bool, RepoError> {
-        match self.op().stat(path).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(self.storage_err("cannot stat", path, e)),
-        }
-    }
-
     /// The full path of a path relative to the prefix.
     pub fn absolute(&self, relative: &str) -> String {
         self.join(&[relative])

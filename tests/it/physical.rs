@@ -88,36 +88,28 @@ fn cluster() -> &'static Cluster {
     })
 }
 
-/// config.toml.example's commented postgres-physical job, uncommented,
-/// pointed at `source` and the fs repository `repo`.
-fn example_job(source: &str, repo: &Path, password_file: &Path) -> String {
+/// config.toml.example's commented postgres-physical job, uncommented
+/// (every key at its shipped value), pointed at `source` and the fs
+/// repository `repo`.
+fn example_job(source: &str, repo: &Path) -> String {
     let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml.example"));
     let text = std::fs::read_to_string(example).unwrap();
     let start = text
         .find(&format!("# [jobs.{JOB}]"))
         .expect("config.toml.example has a commented postgres-physical job");
-    let mut job = String::new();
-    for line in text[start..].lines() {
-        let Some(line) = line.strip_prefix("# ") else {
-            break;
-        };
-        job.push_str(line);
-        job.push('\n');
-    }
-    let replacements = [
-        (
-            "source = \"postgres://backup@127.0.0.1:5432/postgres\"".to_owned(),
-            format!("source = \"{source}\""),
-        ),
-        (
-            "password_file = \"/etc/vigil/cluster.password\"".to_owned(),
-            format!("password_file = \"{}\"", password_file.display()),
-        ),
-    ];
-    for (from, to) in replacements {
-        assert!(job.contains(&from), "the example job no longer has {from}");
-        job = job.replacen(&from, &to, 1);
-    }
+    let tail = &text[start..];
+    let block = &tail[..tail.find("\n\n").unwrap_or(tail.len())];
+    let mut job: String = block
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let shipped = "source = \"postgres://replicator@127.0.0.1:5432/postgres\"";
+    assert!(
+        job.contains(shipped),
+        "the example job no longer has {shipped}"
+    );
+    job = job.replacen(shipped, &format!("source = \"{source}\""), 1);
+    job.push_str("password = \"${TEST_PGPASSWORD}\"\n");
     format!(
         "[repositories.local]\nscheme = \"fs\"\noptions = {{ root = \"{}\" }}\n{job}",
         repo.display()
@@ -262,10 +254,8 @@ fn the_example_job_backs_up_a_tablespace_that_lays_out_mapped_verifies_and_start
             ),
         )
         .unwrap();
-    let password = dir.path().join("cluster.password");
-    std::fs::write(&password, PASSWORD).unwrap();
     let source = source_url(cluster.port(), "postgres", "");
-    let config = write_config(dir.path(), &example_job(&source, &repo, &password));
+    let config = write_config(dir.path(), &example_job(&source, &repo));
 
     let (code, _, stderr) = vigil_cli(&config, &["backup", JOB], &ENV);
     assert_eq!(code, 0, "{stderr}");

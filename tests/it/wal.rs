@@ -675,7 +675,11 @@ fn an_unreachable_repository_exits_3_and_fetch_gives_up_within_its_retry_window(
     write_readable(&config, &config_text(dir.path(), 5432, repository));
     let started = Instant::now();
     let dest = dir.path().join("x").display().to_string();
-    let (code, _, stderr) = vigil_cli(&config, &["wal-fetch", "pg", "00000002.history", &dest], &[]);
+    let (code, _, stderr) = vigil_cli(
+        &config,
+        &["wal-fetch", "pg", "00000002.history", &dest],
+        &[],
+    );
     let waited = started.elapsed();
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
@@ -683,8 +687,11 @@ fn an_unreachable_repository_exits_3_and_fetch_gives_up_within_its_retry_window(
 
     let file = dir.path().join("00000002.history");
     std::fs::write(&file, "1\t0/3000000\tno recovery target specified\n").unwrap();
-    let (code, _, stderr) =
-        vigil_cli(&config, &["wal-push", "pg", &file.display().to_string()], &[]);
+    let (code, _, stderr) = vigil_cli(
+        &config,
+        &["wal-push", "pg", &file.display().to_string()],
+        &[],
+    );
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
 }

@@ -333,15 +333,11 @@ async fn wait_for_archive(
     // The stop position ends a record: the last byte of the backup is the one before it.
     let last = Lsn(end.stop_lsn.0.saturating_sub(1));
     let segment = WalFile::Segment(Segment::containing(end.timeline, last, segment_size));
-    let ext = if ctx.recipients.is_empty() {
-        ".zst"
-    } else {
-        ".zst.age"
-    };
+    let ext = crate::repo::wal::wal_extension(!ctx.recipients.is_empty());
     let path = ctx.repo.wal_path(&ctx.name, &segment, segment_size, ext);
     let deadline = Instant::now() + ctx.job.archive_timeout;
     loop {
-        if ctx.repo.has_object(&path).await? {
+        if ctx.repo.wal_stat(&path).await?.is_some() {
             return Ok(());
         }
         if Instant::now() >= deadline {

@@ -217,38 +217,42 @@ impl Session {
     /// The server's error, classified by its SQLSTATE where a person can
     /// act on it.
     pub(super) fn server(&self, step: &'static str, error: ServerMessage) -> ReplicationError {
-        let host = self.host.clone();
-        let role = self.role.clone();
-        let message = error.message.clone();
-        match error.code.as_str() {
-            // insufficient_privilege: "must be superuser or replication role to start walsender"
-            "42501" if step == "startup" => ReplicationError::NoReplicationRole {
-                host,
-                role,
-                message,
-            },
-            // invalid_authorization_specification: no pg_hba.conf line.
-            "28000" => ReplicationError::HbaRefused {
-                host,
-                role,
-                message,
-            },
-            // invalid_password
-            "28P01" => ReplicationError::AuthFailed {
-                host,
-                role,
-                message,
-            },
-            // too_many_connections: max_wal_senders exhausted (or 0).
-            "53300" => ReplicationError::NoWalSender { host, message },
-            // object_not_in_prerequisite_state at BASE_BACKUP: wal_level minimal.
-            "55000" if step == "BASE_BACKUP" => ReplicationError::WalLevel { host, message },
-            _ => ReplicationError::Server {
-                host,
-                step,
-                error: Box::new(error),
-            },
-        }
+        classify(&self.host, &self.role, step, error)
+    }
+}
+
+/// What `error`, answering `step`, means for the person who runs vigil.
+fn classify(host: &str, role: &str, step: &'static str, error: ServerMessage) -> ReplicationError {
+    let (host, role) = (host.to_owned(), role.to_owned());
+    let message = error.message.clone();
+    match error.code.as_str() {
+        // insufficient_privilege: "must be superuser or replication role to start walsender"
+        "42501" if step == "startup" => ReplicationError::NoReplicationRole {
+            host,
+            role,
+            message,
+        },
+        // invalid_authorization_specification: no pg_hba.conf line.
+        "28000" => ReplicationError::HbaRefused {
+            host,
+            role,
+            message,
+        },
+        // invalid_password
+        "28P01" => ReplicationError::AuthFailed {
+            host,
+            role,
+            message,
+        },
+        // too_many_connections: max_wal_senders exhausted (or 0, as wal_level minimal needs).
+        "53300" => ReplicationError::NoWalSender { host, message },
+        // object_not_in_prerequisite_state at BASE_BACKUP: wal_level minimal.
+        "55000" if step == "BASE_BACKUP" => ReplicationError::WalLevel { host, message },
+        _ => ReplicationError::Server {
+            host,
+            step,
+            error: Box::new(error),
+        },
     }
 }
 
@@ -269,4 +273,58 @@ pub(super) fn describe(message: &Message) -> String {
         _ => "another message",
     };
     name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(code: &str, message: &str) -> ServerMessage {
+        ServerMessage {
+            severity: "FATAL".into(),
+            code: code.into(),
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn sqlstates_become_what_to_do() {
+        let walsender = "must be superuser or replication role to start walsender";
+        let e = classify("db:5432", "app", "startup", error("42501", walsender));
+        assert!(
+            matches!(e, ReplicationError::NoReplicationRole { .. }),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("db:5432: role app lacks REPLICATION: ALTER ROLE app REPLICATION"),
+            "{text}"
+        );
+        assert!(text.contains("`host replication app ...`"), "{text}");
+        let senders =
+            "number of requested standby connections exceeds max_wal_senders (currently 0)";
+        let e = classify("db:5432", "app", "startup", error("53300", senders));
+        assert!(e.to_string().contains("raise max_wal_senders"), "{e}");
+        let level = "WAL level not sufficient for making an online backup";
+        let e = classify("db:5432", "app", "BASE_BACKUP", error("55000", level));
+        assert!(e.to_string().contains("set wal_level = replica"), "{e}");
+        let e = classify("db:5432", "app", "SHOW", error("55000", "other"));
+        assert!(
+            matches!(e, ReplicationError::Server { step: "SHOW", .. }),
+            "{e:?}"
+        );
+        let e = classify(
+            "db:5432",
+            "app",
+            "startup",
+            error("28000", "no pg_hba.conf entry"),
+        );
+        assert!(
+            e.to_string()
+                .contains("pg_hba.conf as `host replication app"),
+            "{e}"
+        );
+    }
 }
