@@ -116,6 +116,7 @@ kib_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
     if (NR % 2) printf "%.2f", a[(NR + 1) / 2]; else printf "%.2f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+verdict() { if [[ $1 == 1 ]]; then echo "met"; else echo "**missed**"; fi; }
 max_of() { printf '%s\n' "$@" | sort -g | tail -n 1; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN { print (a <= b) ? 1 : 0 }'; }
 maxrss_kib() { # /usr/bin/time -v output -> KiB
@@ -123,6 +124,9 @@ maxrss_kib() { # /usr/bin/time -v output -> KiB
     v=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$1")
     [[ -n $v ]] || die "no maximum RSS in $1"
     echo "$v"
+}
+cpu_s() { # /usr/bin/time -v output -> user + system seconds (process and children)
+    awk -F': ' '/User time \(seconds\)|System time \(seconds\)/ { s += $2 } END { printf "%.2f", s }' "$1"
 }
 dir_bytes() { du -sb "$1" | awk '{ print $1 }'; }
 free_port() {
@@ -375,6 +379,7 @@ run_timed() { # LABEL CMD...
     run_wall=$(elapsed "$t0" "$t1")
     run_time_kib=$(maxrss_kib "$timefile")
     run_hwm_kib=$(cat "$hwmfile" 2>/dev/null || echo 0)
+    run_cpu=$(cpu_s "$timefile")
 }
 
 floor_cmd=(sh -c 'exec pg_basebackup -h "$0" -p "$1" -U postgres -Ft -D - \
@@ -404,7 +409,7 @@ run_timed warmup "${floor_cmd[@]}"
 
 variants=(V P F)
 [[ $vigil_skip == 1 ]] && variants=(P F)
-declare -A wall=() rss=() hwm=()
+declare -A wall=() rss=() hwm=() cpu=()
 n=${#variants[@]}
 for ((r = 1; r <= rounds; r++)); do
     order=()
@@ -420,6 +425,7 @@ for ((r = 1; r <= rounds; r++)); do
         wall[$v]+="$run_wall "
         rss[$v]+="$run_time_kib "
         hwm[$v]+="$run_hwm_kib "
+        cpu[$v]+="$run_cpu "
     done
 done
 settle "$ref_data"
@@ -488,6 +494,8 @@ declare -A med=()
 for v in "${variants[@]}"; do
     # shellcheck disable=SC2086 # word splitting is the point
     med[$v]=$(median ${wall[$v]})
+    # shellcheck disable=SC2086
+    med[c$v]=$(median ${cpu[$v]})
 done
 for v in "${rvariants[@]}"; do
     # shellcheck disable=SC2086
@@ -507,7 +515,8 @@ report=$tmp/report.md
         "$(gib "$data_bytes") GiB of data directory without pg_wal; page cache warm (an untimed floor run first)."
     echo "$rounds rounds; variants alternate with the order rotating each round; a CHECKPOINT, a \`sync\` and an" \
         "idle archiver (\`archive_command = vigil wal-push\`) precede every timed run. Peak RSS is GNU time's" \
-        "(process and children); VmHWM is the command's own process, sampled every 0.1 s."
+        "(process and children); VmHWM is the command's own process, sampled every 0.1 s. Client CPU is" \
+        "user + system time of the command and its children (the server's compression is not in it)."
     echo
     head="| round |" sep="|---|"
     for v in "${variants[@]}"; do
@@ -525,15 +534,15 @@ report=$tmp/report.md
         echo "$row"
     done
     echo
-    echo "| backup | median s | / pgBackRest | / floor | stored MiB | peak RSS MiB (time -v) | VmHWM MiB |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| backup | median s | / pgBackRest | / floor | client CPU s | stored MiB | peak RSS MiB (time -v) | VmHWM MiB |"
+    echo "|---|---|---|---|---|---|---|---|"
     for v in "${variants[@]}"; do
         stored="–"
         [[ $v == P ]] && stored=$(mib $((pgbr_repo_bytes / rounds)))
         [[ $v == V ]] && stored=$(mib $((vigil_repo_bytes / rounds)))
         # shellcheck disable=SC2086
         echo "| ${vname[$v]} | ${med[$v]} | $(ratio "${med[$v]}" "${med[P]}") | $(ratio "${med[$v]}" "${med[F]}") |" \
-            "$stored | $(kib_mib "$(max_of ${rss[$v]})") | $(kib_mib "$(max_of ${hwm[$v]})") |"
+            "${med[c$v]} | $stored | $(kib_mib "$(max_of ${rss[$v]})") | $(kib_mib "$(max_of ${hwm[$v]})") |"
     done
     echo
     echo "| restore round |$([[ $vigil_skip == 1 ]] || echo " vigil restore s (+ sync) |") pgbackrest restore s (+ sync) |"
@@ -564,6 +573,22 @@ report=$tmp/report.md
             echo "| $s | $(gib "${rss_bytes[$s]}") | ${rss_wall[$s]} | ${rss_floor[$s]} | $(ratio "${rss_wall[$s]}" "${rss_floor[$s]}") |" \
                 "$(kib_mib "${rss_time[$s]}") | $(kib_mib "${rss_hwm[$s]}") |"
         done
+    fi
+    if [[ $vigil_skip != 1 ]]; then
+        rv=$(ratio "${med[V]}" "${med[P]}")
+        echo
+        echo "| target | result | verdict |"
+        echo "|---|---|---|"
+        echo "| backup never slower than pgBackRest | $rv (${med[V]} s / ${med[P]} s) | $(verdict "$(le "$rv" 1)") |"
+        echo "| backup ≤ 0.5× pgBackRest | $rv; the floor alone: $(ratio "${med[F]}" "${med[P]}") | $(verdict "$(le "$rv" 0.5)") |"
+        rr=$(ratio "${med[sV]}" "${med[sP]}")
+        echo "| restore (with sync) never slower than pgBackRest | $rr (${med[sV]} s / ${med[sP]} s) | $(verdict "$(le "$rr" 1)") |"
+        if ((${#rss_sizes[@]} > 1)); then
+            # Flat: at most 4 MiB or 10 % more from the smallest to the largest cluster.
+            a=$(kib_mib "${rss_time[${rss_sizes[0]}]}") b=$(kib_mib "${rss_time[${rss_sizes[-1]}]}")
+            ok=$(awk -v a="$a" -v b="$b" 'BEGIN { m = a * 0.1; if (m < 4) m = 4; print (b - a <= m) ? 1 : 0 }')
+            echo "| backup peak RSS flat (≤ +max(4 MiB, 10 %)) | ${rss_sizes[0]} $a MiB, ${rss_sizes[-1]} $b MiB | $(verdict "$ok") |"
+        fi
     fi
 } >"$report"
 cat "$report"
