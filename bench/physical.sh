@@ -128,6 +128,26 @@ maxrss_kib() { # /usr/bin/time -v output -> KiB
 cpu_s() { # /usr/bin/time -v output -> user + system seconds (process and children)
     awk -F': ' '/User time \(seconds\)|System time \(seconds\)/ { s += $2 } END { printf "%.2f", s }' "$1"
 }
+# CPU seconds of the server's exited backends and walsenders: the
+# postmaster's cutime + cstime (the server-side zstd threads live in the
+# walsender, which exits when its backup ends).
+server_cpu_ticks() { # DATA-DIR
+    local pid
+    read -r pid <"$1/postmaster.pid"
+    awk '{ print $16 + $17 }' "/proc/$pid/stat"
+}
+# Phases of a `vigil -v backup` from its log's timestamps: to the start of
+# BASE_BACKUP (lock, catalog, connection, checkpoint), the stream, and the
+# wait for the stop segment plus the commit.
+vigil_phases() { # LOG -> "SETUP STREAM WAIT" seconds
+    awk '
+        function t(ts) { split(substr(ts, 12, 15), a, ":"); return a[1] * 3600 + a[2] * 60 + a[3] }
+        /backup started job=/ && !s0 { s0 = t($1) }
+        /base backup started/ { s1 = t($1) }
+        /base backup streamed/ { s2 = t($1) }
+        /backup committed/ { s3 = t($1) }
+        END { printf "%.2f %.2f %.2f\n", s1 - s0, s2 - s1, s3 - s2 }' "$1"
+}
 dir_bytes() { du -sb "$1" | awk '{ print $1 }'; }
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -409,7 +429,9 @@ run_timed warmup "${floor_cmd[@]}"
 
 variants=(V P F)
 [[ $vigil_skip == 1 ]] && variants=(P F)
-declare -A wall=() rss=() hwm=() cpu=()
+declare -A wall=() rss=() hwm=() cpu=() scpu=()
+phase_setup= phase_stream= phase_wait=
+hz=$(getconf CLK_TCK)
 n=${#variants[@]}
 for ((r = 1; r <= rounds; r++)); do
     order=()
@@ -417,8 +439,14 @@ for ((r = 1; r <= rounds; r++)); do
     for v in "${order[@]}"; do
         settle "$ref_data"
         log "backup round $r/$rounds: $v"
+        ticks0=$(server_cpu_ticks "$ref_data")
         case $v in
-        V) run_timed "backup-V-$r" "$vigil_bin" --config "$config" backup cref ;;
+        V)
+            # -v: the INFO lines' timestamps split the run into its phases.
+            run_timed "backup-V-$r" "$vigil_bin" -v --config "$config" backup cref
+            read -r p_setup p_stream p_wait <<<"$(vigil_phases "$tmp/backup-V-$r.log")"
+            phase_setup+="$p_setup " phase_stream+="$p_stream " phase_wait+="$p_wait "
+            ;;
         P) run_timed "backup-P-$r" pgbackrest --config="$pgbr_conf" --stanza=bench --type=full backup ;;
         F) run_timed "backup-F-$r" "${floor_cmd[@]}" ;;
         esac
@@ -426,6 +454,9 @@ for ((r = 1; r <= rounds; r++)); do
         rss[$v]+="$run_time_kib "
         hwm[$v]+="$run_hwm_kib "
         cpu[$v]+="$run_cpu "
+        # The backends of this run have exited once its archive wait is over.
+        settle "$ref_data"
+        scpu[$v]+="$(awk -v a="$ticks0" -v b="$(server_cpu_ticks "$ref_data")" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz }') "
     done
 done
 settle "$ref_data"
@@ -496,6 +527,8 @@ for v in "${variants[@]}"; do
     med[$v]=$(median ${wall[$v]})
     # shellcheck disable=SC2086
     med[c$v]=$(median ${cpu[$v]})
+    # shellcheck disable=SC2086
+    med[sc$v]=$(median ${scpu[$v]})
 done
 for v in "${rvariants[@]}"; do
     # shellcheck disable=SC2086
@@ -516,7 +549,9 @@ report=$tmp/report.md
     echo "$rounds rounds; variants alternate with the order rotating each round; a CHECKPOINT, a \`sync\` and an" \
         "idle archiver (\`archive_command = vigil wal-push\`) precede every timed run. Peak RSS is GNU time's" \
         "(process and children); VmHWM is the command's own process, sampled every 0.1 s. Client CPU is" \
-        "user + system time of the command and its children (the server's compression is not in it)."
+        "user + system time of the command and its children; server CPU that of the backends and walsenders" \
+        "that exited during the run (the postmaster's cutime + cstime: the server-side zstd threads are in it;" \
+        "the archiver's wal-push and the checkpointer are not)."
     echo
     head="| round |" sep="|---|"
     for v in "${variants[@]}"; do
@@ -534,16 +569,23 @@ report=$tmp/report.md
         echo "$row"
     done
     echo
-    echo "| backup | median s | / pgBackRest | / floor | client CPU s | stored MiB | peak RSS MiB (time -v) | VmHWM MiB |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| backup | median s | / pgBackRest | / floor | client CPU s | server CPU s | stored MiB | peak RSS MiB (time -v) | VmHWM MiB |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     for v in "${variants[@]}"; do
         stored="–"
         [[ $v == P ]] && stored=$(mib $((pgbr_repo_bytes / rounds)))
         [[ $v == V ]] && stored=$(mib $((vigil_repo_bytes / rounds)))
         # shellcheck disable=SC2086
         echo "| ${vname[$v]} | ${med[$v]} | $(ratio "${med[$v]}" "${med[P]}") | $(ratio "${med[$v]}" "${med[F]}") |" \
-            "${med[c$v]} | $stored | $(kib_mib "$(max_of ${rss[$v]})") | $(kib_mib "$(max_of ${hwm[$v]})") |"
+            "${med[c$v]} | ${med[sc$v]} | $stored | $(kib_mib "$(max_of ${rss[$v]})") | $(kib_mib "$(max_of ${hwm[$v]})") |"
     done
+    if [[ $vigil_skip != 1 ]]; then
+        echo
+        # shellcheck disable=SC2086
+        echo "vigil backup's phases (medians, from its \`-v\` log): $(median $phase_setup) s to BASE_BACKUP's start" \
+            "(lock, catalog, connection, fast checkpoint), $(median $phase_stream) s streaming," \
+            "$(median $phase_wait) s waiting for the stop segment in the archive and committing."
+    fi
     echo
     echo "| restore round |$([[ $vigil_skip == 1 ]] || echo " vigil restore s (+ sync) |") pgbackrest restore s (+ sync) |"
     echo "|---|$([[ $vigil_skip == 1 ]] || echo "---|")---|"
