@@ -9,7 +9,7 @@
 #
 # Environment (all optional):
 #   BENCH_CACHE=DIR     where the clusters are built once and kept
-#                       (default target/bench-physical; about 8 GB)
+#                       (default target/bench-physical; about 11 GB)
 #   REBUILD=1           rebuild the cached clusters
 #   ROUNDS=3            timed rounds per variant (backup and restore)
 #   RSS_SIZES="2g 4g"   clusters whose base backup's peak RSS is measured
