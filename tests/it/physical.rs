@@ -22,6 +22,8 @@ use crate::tls::{give_to_postgres, make_ca, make_leaf, set_mode};
 
 const ENV: [(&str, &str); 1] = [("TEST_PGPASSWORD", PASSWORD)];
 const JOB: &str = "cluster";
+/// The role that logs in with a client certificate.
+const CERT_ROLE: &str = "certrepl";
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 static WAL_ROOT: OnceLock<PathBuf> = OnceLock::new();
@@ -471,10 +473,20 @@ fn verify_full_carries_the_replication_session_to_a_hostssl_only_cluster() {
         "localhost",
         "subjectAltName=DNS:localhost,IP:127.0.0.1",
     );
+    make_leaf(certs.path(), "ca", "client", CERT_ROLE, "");
     let mut tls = own_cluster();
+    tls.psql(
+        "postgres",
+        &format!("CREATE ROLE {CERT_ROLE} LOGIN REPLICATION"),
+    )
+    .unwrap();
     tls.stop().unwrap();
     let data = tls.data_dir();
-    for (from, to) in [("server.crt", "server.crt"), ("server.key", "server.key")] {
+    for (from, to) in [
+        ("server.crt", "server.crt"),
+        ("server.key", "server.key"),
+        ("ca.crt", "root.crt"),
+    ] {
         std::fs::copy(certs.path().join(from), data.join(to)).unwrap();
         give_to_postgres(&data.join(to));
     }
@@ -485,11 +497,14 @@ fn verify_full_carries_the_replication_session_to_a_hostssl_only_cluster() {
     archiving_conf(
         &tls,
         &root,
-        "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nlog_connections = on\n",
+        "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'\nlog_connections = on\n",
     );
     std::fs::write(
         data.join("pg_hba.conf"),
-        "local all all scram-sha-256\nhostssl replication all 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        format!(
+            "local all all scram-sha-256\nhostssl replication {CERT_ROLE} 127.0.0.1/32 cert\n\
+             hostssl replication all 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
+        ),
     )
     .unwrap();
     tls.start().unwrap();
@@ -513,6 +528,25 @@ fn verify_full_carries_the_replication_session_to_a_hostssl_only_cluster() {
     assert!(
         sessions.iter().all(|l| l.contains("SSL enabled")),
         "{sessions:?}"
+    );
+
+    // A client certificate (pg_hba `cert`: the server asks for no password).
+    let with_cert = format!(
+        "{query}&sslcert={}&sslkey={}",
+        certs.path().join("client.crt").display(),
+        certs.path().join("client.key").display()
+    );
+    let source = source_url(tls.port(), CERT_ROLE, &with_cert);
+    let config = write_config(dir.path(), &job(&source, &repo, ""));
+    let (code, _, stderr) = vigil_cli(&config, &["backup", JOB], &ENV);
+    assert_eq!(code, 0, "{stderr}");
+    let log = std::fs::read_to_string(data.parent().unwrap().join("postgres.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("replication connection authorized")
+                && l.contains(&format!("user={CERT_ROLE}"))
+                && l.contains("SSL enabled")),
+        "{log}"
     );
 
     let plain = source_url(tls.port(), "postgres", "?sslmode=disable");

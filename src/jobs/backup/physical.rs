@@ -330,9 +330,7 @@ async fn wait_for_archive(
     segment_size: u64,
     cancel: &CancellationToken,
 ) -> Result<(), BackupError> {
-    // The stop position ends a record: the last byte of the backup is the one before it.
-    let last = Lsn(end.stop_lsn.0.saturating_sub(1));
-    let segment = WalFile::Segment(Segment::containing(end.timeline, last, segment_size));
+    let segment = WalFile::Segment(stop_segment(end, segment_size));
     let ext = crate::repo::wal::wal_extension(!ctx.recipients.is_empty());
     let path = ctx.repo.wal_path(&ctx.name, &segment, segment_size, ext);
     let deadline = Instant::now() + ctx.job.archive_timeout;
@@ -354,6 +352,14 @@ async fn wait_for_archive(
             _ = tokio::time::sleep(ARCHIVE_POLL) => {}
         }
     }
+}
+
+/// The segment that must be archived for the backup to be consistent:
+/// the stop position ends the backup's last record, so the last byte
+/// needed is the one before it (PostgreSQL's own wait uses the same).
+fn stop_segment(end: &BackupEnd, segment_size: u64) -> Segment {
+    let last = Lsn(end.stop_lsn.0.saturating_sub(1));
+    Segment::containing(end.timeline, last, segment_size)
 }
 
 /// What `pg_stat_archiver` and the archive settings say, for the message
@@ -385,5 +391,24 @@ async fn archiver_status(ctx: &JobContext) -> String {
             "pg_stat_archiver could not be read: {}",
             ctx.redact(&crate::core::redact::error_chain(&e))
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stop_segment_holds_the_last_byte_before_the_stop_position() {
+        let size = crate::core::wal::DEFAULT_SEGMENT_SIZE;
+        let end = |lsn: &str| BackupEnd {
+            stop_lsn: lsn.parse().unwrap(),
+            timeline: 2,
+        };
+        let name = |lsn: &str| stop_segment(&end(lsn), size).file_name(size);
+        assert_eq!(name("0/700001B0"), "000000020000000000000070");
+        // Exactly at a boundary: the segment before it ends the backup.
+        assert_eq!(name("0/71000000"), "000000020000000000000070");
+        assert_eq!(name("1/00000028"), "000000020000000100000000");
     }
 }
