@@ -37,8 +37,7 @@ pub async fn push(archive: &Archive, file: &Path) -> Result<Pushed, WalError> {
         .wal_object_path(&archive.job, &wal, segment_size, archive.encrypted());
     let (level, recipients) = (archive.level, archive.recipients.clone());
     let (header, object) = tokio::task::spawn_blocking(move || {
-        let header = crate::pipeline::wal::header_of(&raw);
-        crate::pipeline::wal::encode(&raw, &header, level, &recipients).map(|o| (header, o))
+        crate::pipeline::wal::encode_hashed(&raw, level, &recipients)
     })
     .await
     .map_err(|e| WalError::Task {
