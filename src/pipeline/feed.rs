@@ -59,7 +59,7 @@ where
             while let Some(chunk) = raw_rx.blocking_recv() {
                 chain.write_all(&chunk)?;
                 raw += chunk.len() as u64;
-                progress.store(raw, Ordering::Relaxed);
+                progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             }
             Ok((raw, chain.finish()?))
         })
@@ -171,5 +171,29 @@ mod tests {
             !dir.path().join("bad").exists(),
             "a failed stream was committed"
         );
+    }
+
+    #[tokio::test]
+    async fn progress_counts_every_object_of_a_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fs_repo(dir.path());
+        let encode = spec();
+        let cancel = CancellationToken::new();
+        let progress = std::sync::Arc::new(AtomicU64::new(0));
+        for (path, chunks) in [("base.tar", 20), ("backup_manifest", 2)] {
+            let upload = Upload {
+                tool: "test",
+                repo: &repo,
+                path,
+                encode: &encode,
+                limits: UploadLimits::for_repo(&repo, Duration::from_secs(5)),
+                progress: std::sync::Arc::clone(&progress),
+            };
+            upload_fed(|feed| produce(feed, chunks, Ok(0)), upload, &cancel)
+                .await
+                .unwrap();
+        }
+        // A second, smaller object must not take the run's count back.
+        assert_eq!(progress.load(Ordering::Relaxed), 22 << 16);
     }
 }

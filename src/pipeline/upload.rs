@@ -243,7 +243,7 @@ impl std::io::Write for EncodingSink {
         }
         let n = self.encoder.write(data)?;
         self.total += n as u64;
-        self.progress.store(self.total, Ordering::Relaxed);
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 
@@ -342,7 +342,7 @@ async fn read_stage(
                 break;
             }
             total += n as u64;
-            progress.store(total, Ordering::Relaxed);
+            progress.fetch_add(n as u64, Ordering::Relaxed);
         }
         if !buf.is_empty() && tx.send(buf.freeze()).await.is_err() {
             // The encoder stopped; its own error is the one to report.

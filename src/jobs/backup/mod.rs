@@ -130,7 +130,8 @@ impl BackupError {
 /// Live progress of a run, for status output and metrics.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Raw bytes read from the source so far (current object).
+    /// Raw bytes read from the source so far in this run, over all its
+    /// objects (a progress line's rate must not fall back at each object).
     pub source_bytes: Arc<AtomicU64>,
     /// The backup id this run writes under, once allocated: kept outside
     /// the run so its leftovers can be removed even when the run is

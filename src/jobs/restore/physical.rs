@@ -94,6 +94,7 @@ pub async fn lay_out(
     }
     let moved = link_tablespaces(dir, physical, &places)?;
     give_to_owner(dir, &places)?;
+    durable(dir, &places).await?;
     verify(dir, moved).await?;
     Ok(LaidOut {
         dir: dir.to_owned(),
@@ -187,6 +188,28 @@ fn tablespace_of<'a>(
 }
 
 /// Refuses a non-empty directory (a data directory is never merged into).
+/// Flushes the restored files to disk (syncfs on each filesystem written),
+/// so a lay-out reported done survives a power cut, as pgBackRest's does;
+/// one call per filesystem instead of an fsync per file.
+async fn durable(dir: &Path, places: &[(u32, PathBuf)]) -> Result<(), RestoreError> {
+    let dirs: Vec<PathBuf> = std::iter::once(dir.to_owned())
+        .chain(places.iter().map(|(_, location)| location.clone()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        for dir in dirs {
+            let sync = std::fs::File::open(&dir)
+                .and_then(|f| nix::unistd::syncfs(&f).map_err(std::io::Error::from));
+            sync.map_err(|source| RestoreError::Unpack { to: dir, source })?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| RestoreError::Unpack {
+        to: PathBuf::new(),
+        source: std::io::Error::other(e),
+    })?
+}
+
 fn empty_target(dir: &Path) -> Result<(), RestoreError> {
     crate::files::check_target(dir, false).map_err(|source| RestoreError::TargetDir {
         dir: dir.to_owned(),
