@@ -712,3 +712,37 @@ pub fn shared_psql(database: &str, sql: &str) -> Result<String, String> {
         .psql(database, sql)
         .map_err(|e| e.to_string())
 }
+
+/// The `postgres` OS user's ids (clusters and archive_command run as it).
+pub fn postgres_ids() -> (nix::unistd::Uid, nix::unistd::Gid) {
+    let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    (user.uid, user.gid)
+}
+
+/// A scratch directory the `postgres` user can traverse (tempdirs are 0700).
+pub fn postgres_scratch(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `program` run as the `postgres` user when the tests run as root.
+pub fn as_postgres(program: &Path) -> Command {
+    if nix::unistd::geteuid().is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

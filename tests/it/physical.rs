@@ -16,7 +16,8 @@ use std::sync::OnceLock;
 use vigil::cli::pgcluster::Cluster;
 
 use crate::harness::{
-    PASSWORD, config_text, fresh_catalog, list_manifests, own_cluster, vigil_cli,
+    PASSWORD, as_postgres, config_text, free_port, fresh_catalog, list_manifests, own_cluster,
+    postgres_scratch, vigil_cli,
 };
 use crate::tls::{give_to_postgres, make_ca, make_leaf, set_mode};
 
@@ -139,34 +140,6 @@ fn source_url(port: u16, user: &str, query: &str) -> String {
     format!("postgres://{user}@127.0.0.1:{port}/postgres{query}")
 }
 
-/// A scratch directory the `postgres` user can traverse.
-fn scratch() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("vigil-it-phys-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-fn as_postgres(program: &Path) -> Command {
-    if nix::unistd::geteuid().is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts PostgreSQL on a laid-out directory, recovering from `repo`'s
 /// archive; returns its port. Stop it with [`stop`].
 fn start_restored(bins: &Cluster, data: &Path, repo: &Path) -> u16 {
@@ -229,7 +202,7 @@ fn psql_at(bins: &Cluster, port: u16, database: &str, sql: &str) -> String {
 #[test]
 fn the_example_job_backs_up_a_tablespace_that_lays_out_mapped_verifies_and_starts() {
     let cluster = cluster();
-    let dir = scratch();
+    let dir = postgres_scratch("vigil-it-phys-");
     let repo = archived_repo("example");
     let pid = std::process::id();
     let ts_dir = dir.path().join("ts");
@@ -364,7 +337,7 @@ fn a_role_without_replication_is_told_how_to_grant_it() {
             &format!("CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'"),
         )
         .unwrap();
-    let dir = scratch();
+    let dir = postgres_scratch("vigil-it-phys-");
     let repo = archived_repo("norepl");
     let source = source_url(cluster.port(), &role, "");
     let config = write_config(dir.path(), &job(&source, &repo, ""));
@@ -386,7 +359,7 @@ fn a_role_without_replication_is_told_how_to_grant_it() {
 #[test]
 fn an_encrypted_repository_round_trips() {
     let cluster = cluster();
-    let dir = scratch();
+    let dir = postgres_scratch("vigil-it-phys-");
     let repo = archived_repo("sealed");
     let identity = age::x25519::Identity::generate();
     let key = dir.path().join("age.key");
@@ -427,7 +400,7 @@ fn an_encrypted_repository_round_trips() {
 #[test]
 fn a_missing_archive_fails_the_run_after_archive_timeout_naming_the_stop_segment() {
     let cluster = cluster();
-    let dir = scratch();
+    let dir = postgres_scratch("vigil-it-phys-");
     // The archiver never writes here.
     let repo = open_dir(&dir.path().join("repo"));
     let source = source_url(cluster.port(), "postgres", "");
@@ -464,7 +437,7 @@ fn a_missing_archive_fails_the_run_after_archive_timeout_naming_the_stop_segment
 
 #[test]
 fn verify_full_carries_the_replication_session_to_a_hostssl_only_cluster() {
-    let certs = scratch();
+    let certs = postgres_scratch("vigil-it-phys-");
     make_ca(certs.path(), "ca");
     make_leaf(
         certs.path(),
@@ -492,7 +465,7 @@ fn verify_full_carries_the_replication_session_to_a_hostssl_only_cluster() {
     }
     set_mode(&data.join("server.key"), 0o600);
     // Its own archive: its segments must never mix with the shared cluster's.
-    let dir = scratch();
+    let dir = postgres_scratch("vigil-it-phys-");
     let root = open_dir(&dir.path().join("wal-root"));
     archiving_conf(
         &tls,

@@ -15,38 +15,12 @@ use std::time::{Duration, Instant};
 
 use vigil::cli::pgcluster::Cluster;
 
-use crate::harness::{PASSWORD, VIGIL, Vigil, fresh_catalog, own_cluster, vigil_cli};
+use crate::harness::{
+    PASSWORD, VIGIL, Vigil, as_postgres, free_port, fresh_catalog, own_cluster, postgres_ids,
+    postgres_scratch, vigil_cli,
+};
 
 const JOB: &str = "pg";
-
-fn postgres_ids() -> (nix::unistd::Uid, nix::unistd::Gid) {
-    let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
-    (user.uid, user.gid)
-}
-
-/// A directory the `postgres` user can enter.
-fn scratch() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("vigil-it-pitr-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-fn as_postgres(program: &Path) -> Command {
-    let mut command = Command::new("runuser");
-    command.args(["-u", "postgres", "--"]).arg(program);
-    command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The fs repository and the physical job (keep_last = 1, pruned on demand).
 fn job_text(repo: &Path, port: u16) -> String {
@@ -72,7 +46,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let dir = scratch();
+        let dir = postgres_scratch("vigil-it-pitr-");
         let repo = dir.path().join("repo");
         // README "Permissions": a root shared by group, setgid. vigil's own
         // runs (root here) open it first and create `.vigil-tmp` and the
@@ -524,7 +498,7 @@ fn retention_and_gap(s: &Setup) {
 /// action without a target, a target for a job that is not physical.
 #[test]
 fn recovery_flags_are_checked_before_anything_is_contacted() {
-    let dir = scratch();
+    let dir = postgres_scratch("vigil-it-pitr-");
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,

@@ -22,25 +22,10 @@ struct Archiving {
     job: &'static str,
 }
 
-fn postgres_ids() -> (nix::unistd::Uid, nix::unistd::Gid) {
-    let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
-    (user.uid, user.gid)
-}
-
 /// `path`, owned by the `postgres` OS user (the archiver writes there).
 fn give_to_postgres(path: &Path) {
     let (uid, gid) = postgres_ids();
     nix::unistd::chown(path, Some(uid), Some(gid)).unwrap();
-}
-
-/// A directory the `postgres` user can enter (tempdirs are 0700).
-fn work_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("vigil-it-wal-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
 }
 
 /// An fs repository directory under `dir` that the archiver may write.
@@ -171,7 +156,7 @@ fn sha256(bytes: &[u8]) -> String {
 
 #[test]
 fn archived_segments_and_every_wal_file_kind_come_back_byte_identical() {
-    let dir = work_dir();
+    let dir = postgres_scratch("vigil-it-wal-");
     let repo = fs_repo(dir.path());
     let a = archiving(
         dir,
@@ -258,7 +243,7 @@ fn archived_segments_and_every_wal_file_kind_come_back_byte_identical() {
 
 #[test]
 fn a_repush_of_the_same_file_succeeds_and_different_content_is_refused_and_journalled() {
-    let dir = work_dir();
+    let dir = postgres_scratch("vigil-it-wal-");
     let repo = fs_repo(dir.path());
     let a = archiving(
         dir,
@@ -303,7 +288,7 @@ fn a_repush_of_the_same_file_succeeds_and_different_content_is_refused_and_journ
 
 #[test]
 fn wal_commands_refuse_jobs_that_are_not_physical_and_names_that_are_not_wal() {
-    let dir = work_dir();
+    let dir = postgres_scratch("vigil-it-wal-");
     let repo = fs_repo(dir.path());
     let text = format!(
         "{}\n[jobs.dump]\nkind = \"postgres\"\nsource = \"postgres://u@127.0.0.1/db\"\ndatabases = [\"db\"]\nrepository = \"r\"\nschedule = \"0 0 3 * * *\"\n",
@@ -336,7 +321,7 @@ fn wal_commands_refuse_jobs_that_are_not_physical_and_names_that_are_not_wal() {
 
 #[test]
 fn the_postgres_user_archives_into_an_encrypted_repository_without_the_identity() {
-    let dir = work_dir();
+    let dir = postgres_scratch("vigil-it-wal-");
     let repo = fs_repo(dir.path());
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
@@ -405,7 +390,7 @@ fn segments_reach_the_s3_repository_and_come_back() {
         repository.push_str(&format!("{k} = \"{v}\"\n"));
     }
     let a = archiving(
-        work_dir(),
+        postgres_scratch("vigil-it-wal-"),
         |d, port| config_text(d, port, &repository),
         &wal_push_command(),
     );
@@ -449,7 +434,7 @@ fn wait_for_file(path: &Path, what: &str) {
 #[cfg(feature = "failpoints")]
 #[test]
 fn a_push_killed_mid_write_leaves_nothing_under_the_name_and_the_retry_archives() {
-    let dir = work_dir();
+    let dir = postgres_scratch("vigil-it-wal-");
     let repo = fs_repo(dir.path());
     let marks = dir.path().join("marks");
     std::fs::create_dir(&marks).unwrap();
@@ -499,27 +484,17 @@ fn a_push_killed_mid_write_leaves_nothing_under_the_name_and_the_retry_archives(
 }
 
 /// Runs a PostgreSQL binary as the `postgres` user.
-fn as_postgres(bin: PathBuf, args: &[&str]) -> std::process::Output {
-    Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(bin)
+fn run_as_postgres(bin: PathBuf, args: &[&str]) -> std::process::Output {
+    as_postgres(&bin)
         .args(args)
         .env("PGPASSWORD", PASSWORD)
         .output()
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_base_backup_plus_wal_fetch_recovers_a_row_committed_after_it() {
-    let dir = work_dir();
+    let dir = postgres_scratch("vigil-it-wal-");
     let repo = fs_repo(dir.path());
     let a = archiving(
         dir,
@@ -532,7 +507,7 @@ fn a_base_backup_plus_wal_fetch_recovers_a_row_committed_after_it() {
     std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)).unwrap();
     give_to_postgres(&base);
     let port = a.cluster.port().to_string();
-    let out = as_postgres(
+    let out = run_as_postgres(
         a.cluster.bin("pg_basebackup"),
         &[
             "-h",
@@ -580,14 +555,14 @@ fn a_base_backup_plus_wal_fetch_recovers_a_row_committed_after_it() {
     );
     let base_arg = base.display().to_string();
     let log_arg = log.display().to_string();
-    let started = as_postgres(
+    let started = run_as_postgres(
         a.cluster.bin("pg_ctl"),
         &[
             "-D", &base_arg, "-w", "-t", "60", "-o", &options, "-l", &log_arg, "start",
         ],
     );
     let stop = || {
-        as_postgres(
+        run_as_postgres(
             a.cluster.bin("pg_ctl"),
             &["-D", &base_arg, "-m", "immediate", "stop"],
         )
@@ -645,7 +620,7 @@ fn physical_example(dir: &Path, catalog: &TestDb, source: &TestDb) -> String {
 #[test]
 fn the_shipped_example_job_archives_and_fetches_on_its_defaults() {
     let (catalog, source) = (fresh_db(), fresh_db());
-    let dir = work_dir();
+    let dir = postgres_scratch("vigil-it-wal-");
     let repo = fs_repo(dir.path());
     let mut a = archiving(
         dir,
@@ -665,7 +640,7 @@ fn the_shipped_example_job_archives_and_fetches_on_its_defaults() {
 
 #[test]
 fn an_unreachable_repository_exits_3_and_fetch_gives_up_within_its_retry_window() {
-    let dir = work_dir();
+    let dir = postgres_scratch("vigil-it-wal-");
     // Nothing listens on port 1: every request is refused at once.
     let repository = "[repositories.r]\nscheme = \"s3\"\n[repositories.r.options]\n\
         endpoint = \"http://127.0.0.1:1\"\nbucket = \"b\"\nregion = \"us-east-1\"\n\
