@@ -39,5 +39,6 @@ mod secrets;
 mod server_kill;
 mod signals;
 mod tls;
+mod verify;
 mod truth;
 mod wal;
