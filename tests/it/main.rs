@@ -39,6 +39,6 @@ mod secrets;
 mod server_kill;
 mod signals;
 mod tls;
-mod verify;
 mod truth;
+mod verify;
 mod wal;

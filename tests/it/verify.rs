@@ -175,7 +175,34 @@ fn the_shipped_defaults_verify_a_good_backup_then_name_a_flipped_byte_and_a_trun
             && stdout.contains(expected.as_str().unwrap()),
         "{stdout}"
     );
-    assert!(stderr.contains("verification failed: 1 bad object"), "{stderr}");
+    assert!(
+        stderr.contains("verification failed: 1 bad object"),
+        "{stderr}"
+    );
+
+    // A whole zstd frame of something that is not a dump, rehashed: only
+    // pg_restore reading the table of contents can tell.
+    let payload = zstd::encode_all(&b"not a pg_dump archive\n".repeat(1000)[..], 3).unwrap();
+    std::fs::write(&object, &payload).unwrap();
+    let dir = backup_dir(&e.dir.path().join("repo"), "orders", &manifest);
+    rehash(&dir.join("manifest.json"), &name, &payload);
+    let (code, doc, stderr) = verify_json(&e.config, &["orders", "--backup", id]);
+    assert_eq!(code, 1, "{doc}\n{stderr}");
+    let error = doc["backups"][0]["bad"][0]["error"].as_str().unwrap();
+    assert!(error.contains("pg_restore --list"), "{doc}");
+}
+
+/// Writes `payload`'s hash and size for object `name` into the manifest.
+fn rehash(manifest_path: &Path, name: &str, payload: &[u8]) {
+    let mut stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest_path).unwrap()).unwrap();
+    for o in stored["objects"].as_array_mut().unwrap() {
+        if o["name"] == name {
+            o["sha256"] = sha256_hex(payload).into();
+            o["storedBytes"] = payload.len().into();
+        }
+    }
+    std::fs::write(manifest_path, serde_json::to_vec_pretty(&stored).unwrap()).unwrap();
 }
 
 /// A repository of `kind` jobs: `orders` (postgres) and `tree` (files).
@@ -237,9 +264,17 @@ impl Setup {
             db = self._source.name,
             tree = self.dir.path().join("tree").display(),
         );
-        let name = if with_identity { "with.toml" } else { "without.toml" };
+        let name = if with_identity {
+            "with.toml"
+        } else {
+            "without.toml"
+        };
         let path = self.dir.path().join(name);
-        std::fs::write(&path, config_text(self.dir.path(), &self._catalog.url(), &extra)).unwrap();
+        std::fs::write(
+            &path,
+            config_text(self.dir.path(), &self._catalog.url(), &extra),
+        )
+        .unwrap();
         path
     }
 }
@@ -248,8 +283,7 @@ impl Setup {
 fn encrypt(recipient: &age::x25519::Recipient, data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
-            .unwrap();
+        age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient)).unwrap();
     let mut out = Vec::new();
     let mut writer = encryptor.wrap_output(&mut out).unwrap();
     writer.write_all(data).unwrap();
@@ -272,8 +306,14 @@ fn an_encrypted_repository_without_identity_checks_stored_bytes_and_with_it_find
 
     let (code, stdout, stderr) = run(&without, &["verify", "orders"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert!(stdout.contains(": ok (") && stdout.contains("stored bytes only"), "{stdout}");
-    assert!(stdout.contains("no encryption.identity_file"), "says why: {stdout}");
+    assert!(
+        stdout.contains(": ok (") && stdout.contains("stored bytes only"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("no encryption.identity_file"),
+        "says why: {stdout}"
+    );
     let (code, doc, _) = verify_json(&without, &["orders"]);
     assert_eq!(code, 0);
     assert_eq!(doc["contentChecked"], false, "{doc}");
@@ -291,16 +331,7 @@ fn an_encrypted_repository_without_identity_checks_stored_bytes_and_with_it_find
     let frame = zstd::encode_all(&vec![42u8; 200_000][..], 3).unwrap();
     let payload = encrypt(&s.identity.to_public(), &frame[..frame.len() - 5]);
     std::fs::write(dir.join(&name), &payload).unwrap();
-    let manifest_path = dir.join("manifest.json");
-    let mut stored: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-    for o in stored["objects"].as_array_mut().unwrap() {
-        if o["name"] == name.as_str() {
-            o["sha256"] = sha256_hex(&payload).into();
-            o["storedBytes"] = payload.len().into();
-        }
-    }
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&stored).unwrap()).unwrap();
+    rehash(&dir.join("manifest.json"), &name, &payload);
 
     // Without the key that is invisible (the bytes are as the manifest says) ...
     let (code, stdout, stderr) = run(&without, &["verify", "orders", "--backup", &id]);
@@ -311,7 +342,10 @@ fn an_encrypted_repository_without_identity_checks_stored_bytes_and_with_it_find
     let bad = &doc["backups"][0]["bad"][0];
     assert_eq!(bad["object"], name.as_str(), "{doc}");
     assert!(bad.get("expectedSha256").is_none(), "{bad}");
-    assert!(bad["error"].as_str().unwrap().contains("cannot decode"), "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap().contains("cannot decode"),
+        "{bad}"
+    );
 }
 
 #[test]
@@ -345,12 +379,7 @@ fn a_files_backup_verifies_and_all_reads_every_backup() {
     let frame = zstd::encode_all(&whole[..50_000], 3).unwrap();
     let payload = encrypt(&s.identity.to_public(), &frame);
     std::fs::write(dir.join(&name), &payload).unwrap();
-    let manifest_path = dir.join("manifest.json");
-    let mut stored: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-    stored["objects"][0]["sha256"] = sha256_hex(&payload).into();
-    stored["objects"][0]["storedBytes"] = payload.len().into();
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&stored).unwrap()).unwrap();
+    rehash(&dir.join("manifest.json"), &name, &payload);
 
     let (code, doc, _) = verify_json(&with, &["tree", "--all"]);
     assert_eq!(code, 1, "{doc}");
@@ -365,13 +394,24 @@ fn a_files_backup_verifies_and_all_reads_every_backup() {
 
 #[test]
 fn an_unreachable_repository_exits_3_and_bad_usage_64() {
-    let s = setup();
-    let with = s.config(true);
-    let (code, _, stderr) = run(&with, &["verify", "orders", "--backup", "x", "--all"]);
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: neither the repository nor the catalog
+    // (which verify never needs) answers.
+    let extra = "[repositories.remote]\nscheme = \"s3\"\n\
+        options = { bucket = \"b\", endpoint = \"http://127.0.0.1:1\", region = \"us-east-1\", access_key_id = \"a\", secret_access_key = \"s3cret-key-never-shown\" }\n\
+        [jobs.orders]\nkind = \"postgres\"\nsource = \"postgres://postgres@127.0.0.1:1/orders\"\n\
+        databases = [\"orders\"]\nrepository = \"remote\"\nevery = \"1h\"\n";
+    let text = config_text(dir.path(), "postgres://postgres@127.0.0.1:1/vigil", extra)
+        .replace("connect_timeout = \"20s\"", "connect_timeout = \"1s\"");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    let (code, _, stderr) = run(&config, &["verify", "orders", "--backup", "x", "--all"]);
     assert_eq!(code, 64, "{stderr}");
-    // The repository root is a file: nothing can be listed there.
-    std::fs::write(&s.repo, "not a directory").unwrap();
-    let (code, doc, stderr) = verify_json(&with, &["orders"]);
+    let (code, doc, stderr) = verify_json(&config, &["orders"]);
     assert_eq!(code, 3, "{doc}\n{stderr}");
-    assert!(doc["error"]["code"].is_string(), "{doc}");
+    assert_eq!(doc["error"]["code"], "unreachable", "{doc}");
+    assert!(
+        stderr.contains("repository `remote`") && !stderr.contains("s3cret-key-never-shown"),
+        "{stderr}"
+    );
 }
