@@ -5,17 +5,21 @@
 //! chosen backup to the newest archived segment. Nothing is written to
 //! disk; the verdict is journaled (`verify.succeeded` / `verify.failed`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde::Serialize;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use super::JobContext;
 use super::context::KeyError;
+use crate::core::backup_manifest::BackupFiles;
 use crate::core::manifest::{Manifest, ObjectEntry};
 use crate::core::wal_chain::WalGap;
 use crate::pipeline::download::{Download, DownloadError};
 use crate::pipeline::pgtools::find_tool;
-use crate::pipeline::verify::{Content, check_content};
+use crate::pipeline::verify::{Content, TarFiles, check_content, read_decoded};
 use crate::repo::RepoError;
 
 /// Which backups to read.
@@ -155,57 +159,138 @@ async fn verify_backup(
         bytes_read: 0,
         bad: Vec::new(),
     };
+    let keys = match (manifest.encryption.is_some(), identities) {
+        (false, _) => Some(Vec::new()),
+        (true, Some(ids)) => Some(ids.to_vec()),
+        (true, None) => None,
+    };
+    let reader = Reader {
+        ctx,
+        manifest,
+        keys,
+        cancel,
+    };
+    let files = match reader.backup_files().await {
+        Ok(files) => files,
+        Err((object, e)) => {
+            verdict.bad.push(bad_object(ctx, manifest, object, e)?);
+            None
+        }
+    };
+    let matched = Arc::new(AtomicUsize::new(0));
     for object in &manifest.objects {
-        let keys = match (manifest.encryption.is_some(), identities) {
-            (false, _) => Some(Vec::new()),
-            (true, Some(ids)) => Some(ids.to_vec()),
-            (true, None) => None,
-        };
-        let path = ctx
-            .repo
-            .object_path(&manifest.job, &manifest.backup_id, &object.name);
-        match verify_object(ctx, manifest, object, &path, keys, cancel).await {
+        // Read (or reported) above already.
+        if reader.keys.is_some() && object.format == "backup_manifest" {
+            if files.is_some() {
+                verdict.bytes_read += object.stored_bytes;
+            }
+            continue;
+        }
+        let tar_files = files.as_ref().map(|files| TarFiles {
+            files: files.clone(),
+            prefix: tar_prefix(manifest, &object.name),
+            matched: matched.clone(),
+        });
+        match reader.verify_object(object, tar_files).await {
             Ok(()) => verdict.bytes_read += object.stored_bytes,
             Err(e) => verdict.bad.push(bad_object(ctx, manifest, object, e)?),
         }
     }
+    let listed = files.as_ref().map_or(0, |f| f.len());
+    let unmatched = listed.saturating_sub(matched.load(Ordering::Relaxed));
+    if verdict.bad.is_empty() && unmatched > 0 {
+        verdict.bad.push(BadObject {
+            backup_id: manifest.backup_id.to_string(),
+            object: "backup_manifest".into(),
+            expected_sha256: None,
+            found_sha256: None,
+            error: format!("{unmatched} file(s) listed in backup_manifest are in no tar"),
+        });
+    }
     Ok(verdict)
 }
-
-/// Reads one object: its content with `keys`, its stored bytes without.
-async fn verify_object(
-    ctx: &JobContext,
-    manifest: &Manifest,
-    object: &ObjectEntry,
-    path: &str,
+/// Reads a backup's objects: their content with `keys`, their stored
+/// bytes only without.
+struct Reader<'a> {
+    ctx: &'a JobContext,
+    manifest: &'a Manifest,
     keys: Option<Vec<age::x25519::Identity>>,
-    cancel: &CancellationToken,
-) -> Result<(), DownloadError> {
-    let download = Download::new(
-        &ctx.repo,
-        manifest,
-        object,
-        path,
-        keys.clone().unwrap_or_default(),
-    )?;
-    if keys.is_none() {
-        download.check_stored(cancel).await?;
-        return Ok(());
+    cancel: &'a CancellationToken,
+}
+
+impl<'a> Reader<'a> {
+    fn path(&self, object: &ObjectEntry) -> String {
+        self.ctx
+            .repo
+            .object_path(&self.manifest.job, &self.manifest.backup_id, &object.name)
     }
-    let content = match object.format.as_str() {
-        "pg_dump-custom" => {
-            Content::DumpToc(
-                find_tool("pg_restore").ok_or_else(|| DownloadError::Decode {
-                    object: path.to_owned(),
-                    detail: VerifyError::NoPgRestore.to_string(),
-                })?,
-            )
+
+    /// A physical backup's backup_manifest, read when content is checked.
+    async fn backup_files(
+        &self,
+    ) -> Result<Option<Arc<BackupFiles>>, (&'a ObjectEntry, DownloadError)> {
+        let manifest = self.manifest;
+        let Some(object) = manifest
+            .objects
+            .iter()
+            .find(|o| o.format == "backup_manifest")
+        else {
+            return Ok(None);
+        };
+        let Some(keys) = self.keys.clone() else {
+            return Ok(None);
+        };
+        let path = self.path(object);
+        let read = async {
+            let download = Download::new(&self.ctx.repo, manifest, object, &path, keys)?;
+            let bytes = read_decoded(&download, self.cancel).await?;
+            BackupFiles::parse(&bytes).map_err(|e| DownloadError::Decode {
+                object: path.clone(),
+                detail: format!("not a PostgreSQL backup_manifest: {e}"),
+            })
+        };
+        read.await
+            .map(|f| Some(Arc::new(f)))
+            .map_err(|e| (object, e))
+    }
+
+    async fn verify_object(
+        &self,
+        object: &ObjectEntry,
+        tar_files: Option<TarFiles>,
+    ) -> Result<(), DownloadError> {
+        let path = self.path(object);
+        let keys = self.keys.clone().unwrap_or_default();
+        let download = Download::new(&self.ctx.repo, self.manifest, object, &path, keys)?;
+        if self.keys.is_none() {
+            download.check_stored(self.cancel).await?;
+            return Ok(());
         }
-        "tar" => Content::Tar,
-        _ => Content::Decoded,
-    };
-    check_content(&download, path, content, cancel).await?;
-    Ok(())
+        let content =
+            match object.format.as_str() {
+                "pg_dump-custom" => Content::DumpToc(find_tool("pg_restore").ok_or_else(|| {
+                    DownloadError::Decode {
+                        object: path.clone(),
+                        detail: VerifyError::NoPgRestore.to_string(),
+                    }
+                })?),
+                "tar" => Content::Tar(tar_files),
+                _ => Content::Decoded,
+            };
+        check_content(&download, &path, content, self.cancel).await?;
+        Ok(())
+    }
+}
+
+/// Where a physical backup's tar sits in the data directory: a
+/// tablespace's under `pg_tblspc/OID/`, the base tar at the top.
+fn tar_prefix(manifest: &Manifest, object: &str) -> String {
+    manifest
+        .physical
+        .iter()
+        .flat_map(|p| &p.tablespaces)
+        .find(|t| t.object == object)
+        .map_or_else(String::new, |t| format!("pg_tblspc/{}/", t.oid))
 }
 
 /// A failed read as a finding; an unreachable repository or a shutdown

@@ -5,11 +5,14 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::download::{Download, DownloadError};
+use crate::core::backup_manifest::BackupFiles;
 
 /// How an object's decoded content is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,10 +20,42 @@ pub enum Content {
     /// A `pg_dump` custom archive: its table of contents through
     /// `pg_restore --list` (the tool at this path).
     DumpToc(PathBuf),
-    /// A tar stream: every header and entry read to the end.
-    Tar,
+    /// A tar stream: every header and entry read to the end (and, for a
+    /// physical backup's tars, each file checked against backup_manifest).
+    Tar(Option<TarFiles>),
     /// Anything else (`sql`, a backup_manifest): decoded to the end.
     Decoded,
+}
+
+/// What a physical backup's tar must hold: the files of backup_manifest
+/// under `prefix` (`""` for the data directory, `pg_tblspc/OID/` for a
+/// tablespace); `matched` counts the files found, across tars.
+#[derive(Debug, Clone)]
+pub struct TarFiles {
+    pub files: Arc<BackupFiles>,
+    pub prefix: String,
+    pub matched: Arc<AtomicUsize>,
+}
+
+impl PartialEq for TarFiles {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix == other.prefix && Arc::ptr_eq(&self.files, &other.files)
+    }
+}
+
+impl Eq for TarFiles {}
+
+/// Downloads, verifies and decodes a small object (a backup_manifest)
+/// into memory.
+pub async fn read_decoded(
+    download: &Download<'_>,
+    cancel: &CancellationToken,
+) -> Result<Vec<u8>, DownloadError> {
+    let mut bytes = Vec::new();
+    if let Some(last) = download.decode_into(&mut bytes, cancel).await? {
+        bytes.extend_from_slice(&last);
+    }
+    Ok(bytes)
 }
 
 /// Streams the object through the decoder into the `content` check;
@@ -41,7 +76,7 @@ pub async fn check_content(
         };
         let checked = match &content {
             Content::DumpToc(tool) => read_toc(tool, &mut reader),
-            Content::Tar => read_tar(&mut reader),
+            Content::Tar(files) => read_tar(&mut reader, files.as_ref()),
             Content::Decoded => Ok(()),
         };
         // Whatever the check left unread is still decoded (a corrupt frame
@@ -71,13 +106,40 @@ pub async fn check_content(
     Ok(bytes)
 }
 
-/// Reads every tar header and every entry's data.
-fn read_tar(reader: &mut impl Read) -> std::io::Result<()> {
+/// Reads every tar header and every entry's data; with `files`, checks
+/// each regular file's size and CRC-32C against backup_manifest.
+fn read_tar(reader: &mut impl Read, files: Option<&TarFiles>) -> std::io::Result<()> {
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries()? {
-        std::io::copy(&mut entry?, &mut std::io::sink())?;
+        let mut entry = entry?;
+        let regular = entry.header().entry_type().is_file();
+        let (size, crc) = read_entry(&mut entry)?;
+        let Some(files) = files.filter(|_| regular) else {
+            continue;
+        };
+        let mut path = files.prefix.clone().into_bytes();
+        path.extend_from_slice(&entry.path_bytes());
+        files
+            .files
+            .check(&path, size, crc)
+            .map_err(std::io::Error::other)?;
+        files.matched.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// An entry's data read to its end: its length and CRC-32C.
+fn read_entry(entry: &mut impl Read) -> std::io::Result<(u64, u32)> {
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut size, mut crc) = (0u64, 0u32);
+    loop {
+        let n = entry.read(&mut buf)?;
+        if n == 0 {
+            return Ok((size, crc));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        size += n as u64;
+    }
 }
 
 /// `pg_restore --list` on the stream. It stops reading after the table of
@@ -146,20 +208,20 @@ mod tests {
     #[test]
     fn a_whole_tar_reads() {
         let tar = tar_of(&[("a", b"hello"), ("b", &[7u8; 3000])]);
-        read_tar(&mut tar.as_slice()).unwrap();
+        read_tar(&mut tar.as_slice(), None).unwrap();
     }
 
     #[test]
     fn a_truncated_tar_is_an_error() {
         let tar = tar_of(&[("a", b"hello"), ("b", &[7u8; 3000])]);
         let cut = &tar[..1024 + 512 + 100];
-        assert!(read_tar(&mut &cut[..]).is_err());
+        assert!(read_tar(&mut &cut[..], None).is_err());
     }
 
     #[test]
     fn a_tar_with_a_corrupt_header_is_an_error() {
         let mut tar = tar_of(&[("a", b"hello")]);
         tar[100] ^= 0xff; // inside the mode field: the checksum no longer matches
-        assert!(read_tar(&mut tar.as_slice()).is_err());
+        assert!(read_tar(&mut tar.as_slice(), None).is_err());
     }
 }
