@@ -597,8 +597,8 @@ fn verify_reads_a_physical_backup_and_names_a_wal_gap() {
         if entry.path_bytes().as_ref() == b"PG_VERSION" {
             data[0] ^= 0x01;
         }
-        let mut header = entry.header().clone();
-        rebuilt.append(&mut header, &data[..]).unwrap();
+        let header = entry.header().clone();
+        rebuilt.append(&header, &data[..]).unwrap();
     }
     let payload = zstd::encode_all(&rebuilt.into_inner().unwrap()[..], 3).unwrap();
     std::fs::write(&base, &payload).unwrap();
