@@ -5,6 +5,7 @@
 //! chosen backup to the newest archived segment. Nothing is written to
 //! disk; the verdict is journaled (`verify.succeeded` / `verify.failed`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -108,7 +109,12 @@ pub async fn run(
     };
     let mut backups = Vec::with_capacity(manifests.len());
     for manifest in &manifests {
-        backups.push(verify_backup(ctx, manifest, identities.as_deref(), cancel).await?);
+        let reading = Reading {
+            identities: identities.as_deref(),
+            pg_restore: pg_restore(manifest, identities.is_some())?,
+            cancel,
+        };
+        backups.push(verify_backup(ctx, manifest, &reading).await?);
     }
     let wal_gaps = if ctx.job.kind == crate::config::JobKind::PostgresPhysical {
         super::pitr::survey(ctx, &manifests).await?.gaps()
@@ -146,12 +152,36 @@ async fn chosen(ctx: &JobContext, request: &VerifyRequest) -> Result<Vec<Manifes
     Ok(backups)
 }
 
+/// How one backup is read: with which keys (`None`: stored bytes only)
+/// and which `pg_restore` (for dumps, when their content is checked).
+struct Reading<'a> {
+    identities: Option<&'a [age::x25519::Identity]>,
+    pg_restore: Option<PathBuf>,
+    cancel: &'a CancellationToken,
+}
+
+/// The `pg_restore` that reads `manifest`'s dumps, when their content is
+/// read: a dump's table of contents cannot be checked without it.
+fn pg_restore(manifest: &Manifest, with_keys: bool) -> Result<Option<PathBuf>, VerifyError> {
+    let decoded = with_keys || manifest.encryption.is_none();
+    let dumps = manifest
+        .objects
+        .iter()
+        .any(|o| o.format == "pg_dump-custom");
+    if !(decoded && dumps) {
+        return Ok(None);
+    }
+    find_tool("pg_restore")
+        .map(Some)
+        .ok_or(VerifyError::NoPgRestore)
+}
+
 async fn verify_backup(
     ctx: &JobContext,
     manifest: &Manifest,
-    identities: Option<&[age::x25519::Identity]>,
-    cancel: &CancellationToken,
+    reading: &Reading<'_>,
 ) -> Result<BackupVerdict, VerifyError> {
+    let (identities, cancel) = (reading.identities, reading.cancel);
     let mut verdict = BackupVerdict {
         backup_id: manifest.backup_id.to_string(),
         kind: manifest.kind.clone(),
@@ -168,6 +198,7 @@ async fn verify_backup(
         ctx,
         manifest,
         keys,
+        pg_restore: reading.pg_restore.clone(),
         cancel,
     };
     let files = match reader.backup_files().await {
@@ -215,6 +246,7 @@ struct Reader<'a> {
     ctx: &'a JobContext,
     manifest: &'a Manifest,
     keys: Option<Vec<age::x25519::Identity>>,
+    pg_restore: Option<PathBuf>,
     cancel: &'a CancellationToken,
 }
 
@@ -266,17 +298,14 @@ impl<'a> Reader<'a> {
             download.check_stored(self.cancel).await?;
             return Ok(());
         }
-        let content =
-            match object.format.as_str() {
-                "pg_dump-custom" => Content::DumpToc(find_tool("pg_restore").ok_or_else(|| {
-                    DownloadError::Decode {
-                        object: path.clone(),
-                        detail: VerifyError::NoPgRestore.to_string(),
-                    }
-                })?),
-                "tar" => Content::Tar(tar_files),
-                _ => Content::Decoded,
-            };
+        let content = match object.format.as_str() {
+            "pg_dump-custom" => match &self.pg_restore {
+                Some(tool) => Content::DumpToc(tool.clone()),
+                None => Content::Decoded,
+            },
+            "tar" => Content::Tar(tar_files),
+            _ => Content::Decoded,
+        };
         check_content(&download, &path, content, self.cancel).await?;
         Ok(())
     }
