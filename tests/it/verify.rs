@@ -390,6 +390,18 @@ fn a_files_backup_verifies_and_all_reads_every_backup() {
     // The newest alone (the default) is still good.
     let (code, _, stderr) = run(&with, &["verify", "tree"]);
     assert_eq!(code, 0, "{stderr}");
+
+    // An object deleted from the repository is named too.
+    let newest = &manifests[1];
+    let name = data_object(newest);
+    std::fs::remove_file(backup_dir(&s.repo, "tree", newest).join(&name)).unwrap();
+    let (code, stdout, stderr) = run(&with, &["verify", "tree"]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(": BAD (1 of 1 object(s))") && stdout.contains(&name),
+        "{stdout}"
+    );
+    assert!(stdout.contains("missing object"), "{stdout}");
 }
 
 #[test]
