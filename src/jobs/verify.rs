@@ -228,18 +228,31 @@ async fn verify_backup(
         }
     }
     let listed = files.as_ref().map_or(0, |f| f.len());
-    let unmatched = listed.saturating_sub(matched.load(Ordering::Relaxed));
-    if verdict.bad.is_empty() && unmatched > 0 {
-        verdict.bad.push(BadObject {
-            backup_id: manifest.backup_id.to_string(),
-            object: "backup_manifest".into(),
-            expected_sha256: None,
-            found_sha256: None,
-            error: format!("{unmatched} file(s) listed in backup_manifest are in no tar"),
-        });
+    if verdict.bad.is_empty() {
+        verdict
+            .bad
+            .extend(unmatched(manifest, listed, matched.load(Ordering::Relaxed)));
     }
     Ok(verdict)
 }
+
+/// Files of backup_manifest that no tar held (`listed` of them, `matched`
+/// found), charged to the backup_manifest object.
+fn unmatched(manifest: &Manifest, listed: usize, matched: usize) -> Option<BadObject> {
+    let missing = listed.checked_sub(matched).filter(|m| *m > 0)?;
+    let object = manifest
+        .objects
+        .iter()
+        .find(|o| o.format == "backup_manifest")?;
+    Some(BadObject {
+        backup_id: manifest.backup_id.to_string(),
+        object: object.name.clone(),
+        expected_sha256: None,
+        found_sha256: None,
+        error: format!("{missing} file(s) listed in backup_manifest are in no tar"),
+    })
+}
+
 /// Reads a backup's objects: their content with `keys`, their stored
 /// bytes only without.
 struct Reader<'a> {
@@ -381,4 +394,48 @@ fn journal(ctx: &JobContext, report: &VerifyReport) {
         "wal_gaps": report.wal_gaps,
     });
     ctx.journal.emit(ctx.event(name, data));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::manifest::TablespaceFacts;
+
+    fn physical() -> Manifest {
+        let mut m = crate::core::manifest::tests::sample();
+        let mut object = m.objects[0].clone();
+        object.name = "backup_manifest.zst".into();
+        object.format = "backup_manifest".into();
+        m.objects.push(object);
+        m
+    }
+
+    #[test]
+    fn files_in_no_tar_are_charged_to_the_backup_manifest_object() {
+        let m = physical();
+        assert!(unmatched(&m, 10, 10).is_none());
+        let bad = unmatched(&m, 10, 7).unwrap();
+        assert_eq!(bad.object, "backup_manifest.zst");
+        assert!(bad.error.starts_with("3 file(s)"), "{}", bad.error);
+    }
+
+    #[test]
+    fn a_tablespace_tar_sits_under_pg_tblspc() {
+        let mut m = physical();
+        m.physical = Some(crate::core::manifest::PhysicalFacts {
+            start_lsn: crate::core::wal::Lsn(0x2000028),
+            stop_lsn: crate::core::wal::Lsn(0x2000100),
+            timeline: 1,
+            system_identifier: "7300000000000000000".into(),
+            wal_segment_size: crate::core::wal::DEFAULT_SEGMENT_SIZE,
+            label: String::new(),
+            tablespaces: vec![TablespaceFacts {
+                oid: 16385,
+                location: "/srv/ts".into(),
+                object: "16385.tar.zst".into(),
+            }],
+        });
+        assert_eq!(tar_prefix(&m, "base.tar.zst"), "");
+        assert_eq!(tar_prefix(&m, "16385.tar.zst"), "pg_tblspc/16385/");
+    }
 }
