@@ -115,6 +115,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read a job's backups back and check them (hashes, and with the key
+    /// their content); exit 1 naming every bad object.
+    Verify {
+        job: String,
+        /// The backup to verify (default: the newest committed).
+        #[arg(long, conflicts_with = "all")]
+        backup: Option<String>,
+        /// Verify every committed backup of the job.
+        #[arg(long)]
+        all: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply (or preview) a job's retention policy.
     Prune {
         /// The job (or --all).

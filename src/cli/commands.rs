@@ -168,7 +168,7 @@ pub async fn mirror(
 /// Runs `step` for `job` in a session of its own: the journal is flushed
 /// whether it succeeds or not, and its error is redacted with the job's
 /// secrets (keeping its exit status).
-async fn run_job<T, E>(
+pub(super) async fn run_job<T, E>(
     config: &Config,
     job: &str,
     step: impl AsyncFnOnce(&JobContext) -> Result<T, E>,

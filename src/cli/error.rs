@@ -48,6 +48,9 @@ pub enum CliError {
         job: String,
         source: crate::jobs::context::ContextError,
     },
+    /// `vigil verify` found bad objects or WAL gaps (its report names them).
+    #[error("verification failed: {bad} bad object(s), {gaps} WAL gap(s)")]
+    VerifyFailed { bad: usize, gaps: usize },
     #[error("no jobs are configured")]
     NoJobs,
     /// A path `restore_command` names could not be made absolute.
@@ -141,6 +144,7 @@ impl Classify for CliError {
             | CliError::JournalOpen(_)
             | CliError::JobSetup { .. }
             | CliError::NoJobs
+            | CliError::VerifyFailed { .. }
             | CliError::Path { .. }
             | CliError::PruneFailed { .. } => Exit::Failed,
         }
@@ -170,6 +174,7 @@ impl CliError {
             CliError::Json(_) => "internal",
             CliError::JobSetup { .. } => "job_setup_failed",
             CliError::NoJobs => "no_jobs",
+            CliError::VerifyFailed { .. } => "verify_failed",
             CliError::Path { .. } => "failed",
             CliError::PruneFailed { .. } => "prune_failed",
             CliError::Man(_) => "output_failed",
@@ -182,7 +187,9 @@ impl CliError {
     pub fn told_in_output(&self) -> bool {
         matches!(
             self,
-            CliError::PruneFailed { .. } | CliError::Audit(AuditError::Failed)
+            CliError::PruneFailed { .. }
+                | CliError::Audit(AuditError::Failed)
+                | CliError::VerifyFailed { .. }
         )
     }
 }

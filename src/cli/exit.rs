@@ -9,6 +9,7 @@ use crate::jobs::backup::BackupError;
 use crate::jobs::mirror::MirrorError;
 use crate::jobs::prune::PruneError;
 use crate::jobs::restore::RestoreError;
+use crate::jobs::verify::VerifyError;
 use crate::journal::OpenError;
 use crate::journal::sign::KeyError;
 use crate::pipeline::download::DownloadError;
@@ -167,6 +168,18 @@ impl Classify for RestoreError {
             RestoreError::Target(_) => Exit::Usage,
             RestoreError::TargetUnreachable { .. } => Exit::Unreachable,
             _ => Exit::Failed,
+        }
+    }
+}
+
+impl Classify for VerifyError {
+    fn exit(&self) -> Exit {
+        match self {
+            VerifyError::Repo(e) => e.exit(),
+            VerifyError::Key(_) => Exit::Usage,
+            VerifyError::NoBackups { .. } | VerifyError::NoPgRestore | VerifyError::Cancelled => {
+                Exit::Failed
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ mod serve;
 pub mod session;
 pub mod status;
 mod verbosity;
+mod verify;
 mod wal;
 
 use args::{Cli, Command};
@@ -127,6 +128,12 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
             dry_run,
             json,
         } => commands::prune_command(invocation, job, dry_run, json).await,
+        Command::Verify {
+            job,
+            backup,
+            all,
+            json,
+        } => verify::command(invocation, job, backup, all, json).await,
         Command::Pin { job, backup_id } => {
             commands::pin_command(invocation, job, backup_id, true).await
         }

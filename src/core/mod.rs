@@ -6,6 +6,7 @@
 //! import from here, never the other way round.
 
 pub mod auth;
+pub mod backup_manifest;
 pub mod health;
 pub mod ids;
 pub mod journal_record;

@@ -189,6 +189,26 @@ impl<'a> Download<'a> {
         Ok(held)
     }
 
+    /// Reads the stored bytes and checks their SHA-256 only (no key needed,
+    /// nothing decoded); returns the bytes read.
+    pub async fn check_stored(&self, cancel: &CancellationToken) -> Result<u64, DownloadError> {
+        let mut stream = self.repo.read_stream(self.path).await?;
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        loop {
+            let chunk = tokio::select! {
+                _ = cancel.cancelled() => return Err(DownloadError::Cancelled),
+                chunk = stream.next() => chunk,
+            };
+            let Some(chunk) = chunk else { break };
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            bytes += chunk.len() as u64;
+        }
+        self.verify(hex::encode(hasher.finalize()), bytes)?;
+        Ok(bytes)
+    }
+
     fn verify(&self, actual: String, bytes: u64) -> Result<(), DownloadError> {
         if actual == self.object.sha256 && bytes == self.object.stored_bytes {
             return Ok(());

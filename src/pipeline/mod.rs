@@ -10,4 +10,5 @@ pub mod limits;
 pub mod pgtools;
 mod stderr;
 pub mod upload;
+pub mod verify;
 pub mod wal;

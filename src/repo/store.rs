@@ -262,12 +262,9 @@ impl Repository {
         impl futures::Stream<Item = Result<Bytes, RepoError>> + Unpin + Send + 'static,
         RepoError,
     > {
-        let reader = self
-            .op()
-            .reader_with(path)
-            .chunk(1 << 20)
-            .await
-            .map_err(|e| match e.kind() {
+        // A lazy reader (fs) finds the object missing only when it starts.
+        let missing_or = |action: &'static str| {
+            move |e: opendal::Error| match e.kind() {
                 ErrorKind::NotFound => RepoError::Storage {
                     repo: self.name.clone(),
                     action: "missing object",
@@ -275,12 +272,19 @@ impl Repository {
                     detail: "not found (the backup is damaged)".into(),
                     retryable: false,
                 },
-                _ => self.storage_err("cannot open", path, e),
-            })?;
+                _ => self.storage_err(action, path, e),
+            }
+        };
+        let reader = self
+            .op()
+            .reader_with(path)
+            .chunk(1 << 20)
+            .await
+            .map_err(missing_or("cannot open"))?;
         let stream = reader
             .into_bytes_stream(..)
             .await
-            .map_err(|e| self.storage_err("cannot read", path, e))?;
+            .map_err(missing_or("cannot read"))?;
         let (repo, path) = (self.name.clone(), path.to_owned());
         Ok(stream.map_err(move |e| RepoError::Storage {
             repo: repo.clone(),

@@ -40,4 +40,5 @@ mod server_kill;
 mod signals;
 mod tls;
 mod truth;
+mod verify;
 mod wal;

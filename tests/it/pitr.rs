@@ -535,3 +535,83 @@ fn recovery_flags_are_checked_before_anything_is_contacted() {
     assert_eq!(error["error"]["code"], "usage", "{stdout}");
     assert!(!dir.path().join("restored").exists());
 }
+
+/// `vigil verify` of a physical job: the base backup's tars read to the
+/// end and the WAL chain to the newest segment; a removed segment is a gap.
+#[test]
+fn verify_reads_a_physical_backup_and_names_a_wal_gap() {
+    let s = Setup::new();
+    s.psql("CREATE TABLE t AS SELECT i, md5(i::text) AS h FROM generate_series(1, 2000) i");
+    let (code, _, stderr) = s.vigil(&["backup", JOB]);
+    assert_eq!(code, 0, "{stderr}\n{}", s.server_log());
+    for _ in 0..3 {
+        s.psql("INSERT INTO t VALUES (0, 'x')");
+        s.switch_and_wait();
+    }
+    let (code, stdout, stderr) = s.vigil(&["verify", JOB]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(": ok (") && stdout.contains("content checked"),
+        "{stdout}"
+    );
+
+    // PG_VERSION changed in the base tar (same size), rehashed into the
+    // manifest: only backup_manifest's CRC-32C can tell.
+    let listed = crate::harness::list_manifests(&s.config, JOB, &[]);
+    let id = listed[0]["backupId"].as_str().unwrap().to_owned();
+    let backup = s.repo.join(format!("{JOB}/backups/{id}"));
+    let base = backup.join("base.tar.zst");
+    let good = std::fs::read(&base).unwrap();
+    let tar = zstd::decode_all(&good[..]).unwrap();
+    let mut rebuilt = tar::Builder::new(Vec::new());
+    for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        if entry.path_bytes().as_ref() == b"PG_VERSION" {
+            data[0] ^= 0x01;
+        }
+        let header = entry.header().clone();
+        rebuilt.append(&header, &data[..]).unwrap();
+    }
+    let payload = zstd::encode_all(&rebuilt.into_inner().unwrap()[..], 3).unwrap();
+    std::fs::write(&base, &payload).unwrap();
+    let manifest_path = backup.join("manifest.json");
+    let original = std::fs::read(&manifest_path).unwrap();
+    let mut stored: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    for o in stored["objects"].as_array_mut().unwrap() {
+        if o["name"] == "base.tar.zst" {
+            use sha2::Digest;
+            o["sha256"] = hex::encode(sha2::Sha256::digest(&payload)).into();
+            o["storedBytes"] = payload.len().into();
+        }
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec(&stored).unwrap()).unwrap();
+    let (code, stdout, stderr) = s.vigil(&["verify", JOB, "--backup", &id]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("base.tar.zst") && stdout.contains("PG_VERSION: CRC-32C"),
+        "{stdout}"
+    );
+    std::fs::write(&base, &good).unwrap();
+    std::fs::write(&manifest_path, &original).unwrap();
+
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(s.repo.join(format!("{JOB}/wal/00000001")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().len() == "000000010000000000000001.zst".len())
+        .collect();
+    segments.sort();
+    let victim = segments[segments.len() - 2].clone();
+    std::fs::remove_file(&victim).unwrap();
+    let missing = victim.file_stem().unwrap().to_str().unwrap().to_owned();
+    let (code, stdout, stderr) = s.vigil(&["verify", JOB, "--json"]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["walGaps"][0]["first"], missing.as_str(), "{doc}");
+    assert!(
+        doc["backups"][0]["bad"].as_array().unwrap().is_empty(),
+        "{doc}"
+    );
+    assert!(stderr.contains("1 WAL gap"), "{stderr}");
+}

@@ -312,3 +312,39 @@ fn list_works_without_a_catalog_on_s3() {
         "{stdout}"
     );
 }
+
+/// `vigil verify` reads an encrypted backup back from S3 (content checked
+/// with the identity) and names an object damaged in the bucket.
+#[test]
+fn verify_reads_an_s3_backup_and_names_a_damaged_object() {
+    let source = fresh_db();
+    source
+        .psql("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 5000) g")
+        .unwrap();
+    let catalog = fresh_catalog();
+    let setup = setup("verify", &source, &catalog, true, "", "");
+    let manifest = backup(&setup);
+    let (code, stdout, stderr) = cli(&setup, &["verify", "orders"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("content checked"), "{stdout}");
+
+    let key = object_key(&setup, &manifest);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut stored = runtime
+        .block_on(s3_server().operator().read(&key))
+        .unwrap()
+        .to_vec();
+    let middle = stored.len() / 2;
+    stored[middle] ^= 0x01;
+    runtime
+        .block_on(s3_server().operator().write(&key, stored))
+        .unwrap();
+    let (code, stdout, stderr) = cli(&setup, &["verify", "orders"]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let name = manifest["objects"][0]["name"].as_str().unwrap();
+    let expected = manifest["objects"][0]["sha256"].as_str().unwrap();
+    assert!(
+        stdout.contains(name) && stdout.contains(expected),
+        "{stdout}"
+    );
+}
