@@ -153,6 +153,16 @@ pub struct EncryptionConfig {
     pub identity_file: Option<PathBuf>,
 }
 
+impl EncryptionConfig {
+    /// The recipients as age keys (validation has refused malformed ones).
+    pub fn age_recipients(&self) -> Vec<age::x25519::Recipient> {
+        self.recipients
+            .iter()
+            .filter_map(|r| r.parse().ok())
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {

@@ -1,14 +1,13 @@
 //! What a job run needs, built once from the config.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use deadpool_postgres::Pool;
 
-use crate::config::{Config, JobConfig, Secret};
+use crate::config::{Config, EncryptionConfig, JobConfig, Secret};
 use crate::core::journal_record::{Actor, Entry};
 use crate::journal::Journal;
 use crate::repo::Repository;
@@ -129,12 +128,7 @@ impl JobContext {
         let repo = Repository::open(&job.repository, repo_config)?;
         let encryption = repo_config.encryption.as_ref();
         let recipients = encryption
-            .map(|e| {
-                e.recipients
-                    .iter()
-                    .filter_map(|r| age::x25519::Recipient::from_str(r).ok())
-                    .collect()
-            })
+            .map(EncryptionConfig::age_recipients)
             .unwrap_or_default();
         Ok(JobContext {
             name: name.to_owned(),

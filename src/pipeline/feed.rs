@@ -103,19 +103,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{Compression, RepositoryConfig};
+    use crate::config::Compression;
     use crate::pipeline::limits::UploadLimits;
     use crate::pipeline::upload::EncodeSpec;
-    use crate::repo::Repository;
 
-    fn fs_repo(root: &std::path::Path) -> Repository {
-        let config: RepositoryConfig = toml::from_str(&format!(
-            "scheme = \"fs\"\noptions = {{ root = \"{}\" }}\n",
-            root.display()
-        ))
-        .unwrap();
-        Repository::open("local", &config).unwrap()
-    }
+    use crate::repo::fs_for_tests as fs_repo;
 
     fn spec() -> EncodeSpec {
         EncodeSpec {

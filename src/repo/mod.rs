@@ -116,3 +116,14 @@ pub fn is_out_of_space(e: &(dyn std::error::Error + 'static)) -> bool {
 pub fn fs_tmp_dir(root: &str) -> PathBuf {
     PathBuf::from(root).join(FS_TMP_DIR)
 }
+
+/// An fs repository named `local` at `root`, for unit tests.
+#[cfg(test)]
+pub(crate) fn fs_for_tests(root: &std::path::Path) -> Repository {
+    let config: crate::config::RepositoryConfig = toml::from_str(&format!(
+        "scheme = \"fs\"\noptions = {{ root = \"{}\" }}\n",
+        root.display()
+    ))
+    .unwrap();
+    Repository::open("local", &config).unwrap()
+}

@@ -373,14 +373,7 @@ mod tests {
     use crate::core::manifest::tests::sample;
     use crate::repo::{Deletion, MANIFEST};
 
-    fn fs_repo(root: &std::path::Path) -> Repository {
-        let config: RepositoryConfig = toml::from_str(&format!(
-            "scheme = \"fs\"\noptions = {{ root = \"{}\" }}\n",
-            root.display()
-        ))
-        .unwrap();
-        Repository::open("local", &config).unwrap()
-    }
+    use crate::repo::fs_for_tests as fs_repo;
 
     /// A committed backup of `sample()`, finished just now.
     async fn committed(repo: &Repository) -> Manifest {

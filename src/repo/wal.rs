@@ -277,14 +277,7 @@ mod tests {
     use super::*;
     use crate::core::wal::DEFAULT_SEGMENT_SIZE;
 
-    fn fs_repo(root: &std::path::Path) -> Repository {
-        let config: crate::config::RepositoryConfig = toml::from_str(&format!(
-            "scheme = \"fs\"\noptions = {{ root = \"{}\" }}\n",
-            root.display()
-        ))
-        .unwrap();
-        Repository::open("local", &config).unwrap()
-    }
+    use crate::repo::fs_for_tests as fs_repo;
 
     #[test]
     fn a_header_round_trips_and_says_where_the_payload_starts() {

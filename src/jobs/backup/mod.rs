@@ -300,6 +300,14 @@ async fn run_locked(
     }
 }
 
+/// The job's source as a connection config, for a run's first step.
+fn source(ctx: &JobContext) -> Result<crate::config::conninfo::ConnInfo, BackupError> {
+    ctx.source_config().map_err(|e| BackupError::Source {
+        job: ctx.name.clone(),
+        detail: ctx.redact(&e.to_string()),
+    })
+}
+
 /// A fresh backup id for a run started at `started_at`, noted in
 /// `progress` so a failed run can remove what it wrote under it.
 async fn allocate_id(

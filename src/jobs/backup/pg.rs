@@ -24,10 +24,7 @@ pub(super) async fn run(
     cancel: &CancellationToken,
 ) -> Result<Manifest, BackupError> {
     let started_at = Utc::now();
-    let source = ctx.source_config().map_err(|e| BackupError::Source {
-        job: ctx.name.clone(),
-        detail: ctx.redact(&e.to_string()),
-    })?;
+    let source = super::source(ctx)?;
     let facts = source_facts(ctx).await?;
     let pg_dump = ctx
         .job

@@ -50,10 +50,7 @@ pub(super) async fn run(
     cancel: &CancellationToken,
 ) -> Result<Manifest, BackupError> {
     let started_at = Utc::now();
-    let source = ctx.source_config().map_err(|e| BackupError::Source {
-        job: ctx.name.clone(),
-        detail: ctx.redact(&e.to_string()),
-    })?;
+    let source = super::source(ctx)?;
     let mut session = replication::connect(&source).await.map_err(unreachable)?;
     session.stall_timeout = ctx.job.stall_timeout;
     let server = server_facts(&mut session).await?;

@@ -7,12 +7,11 @@ mod fetch;
 mod push;
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::config::{Config, JobKind, UnknownJob};
+use crate::config::{Config, EncryptionConfig, JobKind, UnknownJob};
 use crate::core::journal_record::Entry;
 use crate::core::wal::WalNameError;
 use crate::pipeline::wal::WalDecodeError;
@@ -125,12 +124,7 @@ impl Archive {
         let repo_config = &config.repositories[&spec.repository];
         let encryption = repo_config.encryption.as_ref();
         let recipients = encryption
-            .map(|e| {
-                e.recipients
-                    .iter()
-                    .filter_map(|r| age::x25519::Recipient::from_str(r).ok())
-                    .collect()
-            })
+            .map(EncryptionConfig::age_recipients)
             .unwrap_or_default();
         Ok(Archive {
             job: job.to_owned(),
