@@ -9,6 +9,7 @@ pub mod exposure;
 mod files;
 pub mod identity;
 mod load;
+mod proof;
 mod secret;
 mod storage;
 mod validate;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use diff::{Change, diff};
 pub use expand::{Env, ExpandError, ProcessEnv, expand};
 pub use load::{ConfigError, Problem, load, parse};
+pub use proof::{DrillConfig, VerifySchedule};
 pub use secret::{REDACTED, Secret};
 pub use storage::{
     Checkpoint, Compression, Databases, EncryptionConfig, JobConfig, JobKind, RepositoryConfig,

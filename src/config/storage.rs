@@ -370,6 +370,10 @@ pub struct JobConfig {
     /// for its last WAL segment to reach the repository before failing.
     #[serde(default = "default_archive_timeout", with = "humantime_serde")]
     pub archive_timeout: Duration,
+    /// `[jobs.<name>.verify]`: scheduled verification; absent: none.
+    pub verify: Option<super::VerifySchedule>,
+    /// `[jobs.<name>.drill]`: scheduled restore drills; absent: none.
+    pub drill: Option<super::DrillConfig>,
 }
 
 /// A base backup's starting checkpoint: `fast` at once (an I/O burst on

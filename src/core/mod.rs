@@ -12,6 +12,7 @@ pub mod ids;
 pub mod journal_record;
 pub mod manifest;
 pub mod output;
+pub mod proofs;
 pub mod reach;
 pub mod recovery;
 pub mod redact;

@@ -49,18 +49,7 @@ pub enum VerifyError {
     Cancelled,
 }
 
-/// An object that did not read back as stored.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BadObject {
-    pub backup_id: String,
-    pub object: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected_sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub found_sha256: Option<String>,
-    pub error: String,
-}
+pub use crate::core::proofs::BadObject;
 
 /// One backup's verdict.
 #[derive(Debug, Clone, Serialize)]

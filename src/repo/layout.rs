@@ -350,6 +350,7 @@ impl Repository {
                 || relative.starts_with(".vigil-probe/")
                 || is_lease(&relative)
                 || is_index(&relative)
+                || super::proofs::is_proof(&relative)
             {
                 continue;
             }

@@ -9,6 +9,7 @@
 //! <prefix>/<job>/locks/<name>                          leases (see [`lease`])
 //! <prefix>/<job>/index.json.zst                        listing cache (see `index`)
 //! <prefix>/<job>/wal/<timeline>/<wal file>.zst[.age]   WAL archive (see [`wal`])
+//! <prefix>/<job>/proofs/{verify,drill}.json            proof records (see [`proofs`])
 //! ```
 
 mod commit;
@@ -19,6 +20,7 @@ mod index;
 mod layout;
 pub mod lease;
 mod oplog;
+pub mod proofs;
 
 mod store;
 mod temp;

@@ -48,6 +48,10 @@ pub struct JobState {
     pub prune: PruneState,
     /// `postgres-physical` jobs: the WAL archive, as `<job>:wal` last read it.
     pub wal: Option<WalState>,
+    /// The job's verification record as last read or written.
+    pub verify: Option<crate::core::proofs::VerifyRecord>,
+    /// The job's drill record as last read or written.
+    pub drill: Option<crate::core::proofs::DrillRecord>,
 }
 
 /// A physical job's WAL archive and what it makes restorable.

@@ -1,0 +1,57 @@
+//! `[jobs.<name>.verify]` and `[jobs.<name>.drill]`: when a job's backups
+//! are read back and restored on a schedule to prove them recoverable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+
+/// Scheduled verification: each run reads up to `max_bytes_per_run`
+/// stored bytes, continuing where the last run stopped, so every object
+/// of every kept backup is re-read within `reverify_after`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySchedule {
+    /// Cron with seconds, read in the job's timezone.
+    pub schedule: Option<String>,
+    /// Alternative to `schedule`: a fixed interval.
+    #[serde(default, with = "humantime_serde")]
+    pub every: Option<Duration>,
+    /// Stored bytes one run may read; default: no limit.
+    pub max_bytes_per_run: Option<u64>,
+    /// How long a good read of an object counts.
+    #[serde(default = "default_reverify_after", with = "humantime_serde")]
+    pub reverify_after: Duration,
+}
+
+fn default_reverify_after() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+/// A restore drill: the newest backup (physical jobs: a random point in
+/// the recoverability window) restored into `target`, checked with
+/// `check_sql`, timed, and the target dropped.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// Cron with seconds, read in the job's timezone.
+    pub schedule: Option<String>,
+    /// Alternative to `schedule`: a fixed interval.
+    #[serde(default, with = "humantime_serde")]
+    pub every: Option<Duration>,
+    /// Logical jobs: a scratch database URL. Physical jobs: a scratch
+    /// directory for a throwaway PostgreSQL.
+    #[serde(default)]
+    pub target: Secret,
+    /// Queries that must each return a single true.
+    #[serde(default)]
+    pub check_sql: Vec<String>,
+    /// A drill slower than this warns.
+    #[serde(default, with = "humantime_serde")]
+    pub max_rto: Option<Duration>,
+    /// Physical drills: the directory of the server binaries; default: the
+    /// newest installed PostgreSQL's.
+    pub pg_bin_dir: Option<PathBuf>,
+}
