@@ -22,6 +22,9 @@ pub struct AuthSettings {
     pub tokens: Tokens,
     pub proxies: TrustedProxies,
     pub protect_detailed: bool,
+    /// The config's secret values, masked wherever the status page would
+    /// show them.
+    pub redact: Vec<String>,
 }
 
 impl AuthSettings {
@@ -45,6 +48,7 @@ impl AuthSettings {
             // A bad list was refused at load; none trusted is the safe side.
             proxies: TrustedProxies::parse(&config.admin.trusted_proxies).unwrap_or_default(),
             protect_detailed: config.admin.protect_detailed,
+            redact: config.secrets(),
         }
     }
 }

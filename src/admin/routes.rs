@@ -93,7 +93,8 @@ pub fn route<B>(
         "/health/ready" if read => super::health::ready(&state.shared, verbose),
         path @ ("/health/detailed" | "/") if read => match state.details_access(req, peer) {
             DetailsAccess::Open if path == "/" => {
-                super::page::render(&state.shared, &snapshot, now)
+                let settings = state.auth.load();
+                super::page::render(&state.shared, &snapshot, now, &settings.redact)
             }
             DetailsAccess::Open => super::health::detailed(&state.shared, &snapshot, now),
             DetailsAccess::Refused => details_refused(),

@@ -305,20 +305,7 @@ pub async fn restore(
     super::pitr::print(job, &outcome, json)
 }
 
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use crate::core::units::human_bytes;
 
 /// `vigil pin JOB ID` / `vigil unpin JOB ID`: stored in the repository.
 /// Journals only what happened: a missing backup fails before any record.
@@ -376,14 +363,4 @@ async fn set_pin(
         return Err(e.into());
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn human_bytes() {
-        assert_eq!(super::human_bytes(512), "512 B");
-        assert_eq!(super::human_bytes(1536), "1.5 KiB");
-        assert_eq!(super::human_bytes(5 << 30), "5.0 GiB");
-    }
 }

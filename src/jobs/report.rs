@@ -13,7 +13,7 @@ use super::mirror::MirrorReport;
 use super::prune::PruneOutcome;
 use super::{JobContext, Trigger};
 use crate::core::manifest::Manifest;
-use crate::state::{JobBoard, JobState};
+use crate::state::{JobBoard, JobState, RecentRun};
 
 /// What kind of run (`executions.kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +234,8 @@ impl Reporter for JournalSink<'_> {
 pub struct BoardSink<'a> {
     board: &'a JobBoard,
     job: &'a str,
+    /// When `started` was called, for the recent runs.
+    started_at: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl BoardSink<'_> {
@@ -248,6 +250,22 @@ impl BoardSink<'_> {
                 (Fact::None, RunKind::Backup | RunKind::Mirror) => s.record_failure(error),
                 (Fact::None, RunKind::Restore) => {}
             });
+    }
+
+    /// The run as the status page lists it.
+    fn remember(&self, run: &Run, outcome: &Outcome) {
+        let started_at = *self.started_at.lock().unwrap_or_else(|p| p.into_inner());
+        self.board.runs.push(RecentRun {
+            job: self.job.to_owned(),
+            kind: run.kind.as_str(),
+            trigger: run.trigger.as_str(),
+            status: outcome.status.as_str(),
+            started_at,
+            finished_at: chrono::Utc::now(),
+            backup_id: outcome.backup_id.clone(),
+            stored_bytes: outcome.stored_bytes,
+            error: outcome.error.clone(),
+        });
     }
 }
 
@@ -266,6 +284,7 @@ fn fold_prune(s: &mut JobState, outcome: &PruneOutcome) {
 
 impl Reporter for BoardSink<'_> {
     fn started<'a>(&'a self, _run: &'a Run) -> BoxFuture<'a, Option<i64>> {
+        *self.started_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(chrono::Utc::now());
         Box::pin(std::future::ready(None))
     }
 
@@ -274,6 +293,8 @@ impl Reporter for BoardSink<'_> {
         if outcome.status != Status::Skipped {
             self.fold(run.kind, outcome);
         }
+        // Listed all the same: the page shows this daemon tried.
+        self.remember(run, outcome);
         Box::pin(std::future::ready(()))
     }
 }
@@ -300,7 +321,11 @@ impl<'a> Sinks<'a> {
 
     /// Also the job board (daemon runs).
     pub fn with_board(mut self, board: &'a JobBoard, job: &'a str) -> Sinks<'a> {
-        self.sinks.push(Box::new(BoardSink { board, job }));
+        self.sinks.push(Box::new(BoardSink {
+            board,
+            job,
+            started_at: Mutex::new(None),
+        }));
         self
     }
 }
@@ -678,6 +703,7 @@ mod tests {
         let sink = BoardSink {
             board: &board,
             job: "tree",
+            started_at: Mutex::new(None),
         };
         let fail = |kind| {
             sink.fold(kind, &Outcome::failed(Status::Failed, "boom".into(), None));
@@ -694,5 +720,35 @@ mod tests {
         let state = board.get("tree").unwrap();
         assert_eq!(state.last_success, Some(manifest.finished_at));
         assert_eq!(state.consecutive_failures, 0);
+    }
+
+    /// The status page's recent runs: every finished run, a skipped one
+    /// too, newest first, with its start time and redacted error.
+    #[tokio::test]
+    async fn the_board_lists_every_finished_run_newest_first() {
+        let board = JobBoard::default();
+        let sinks = Sinks { sinks: vec![] }.with_board(&board, "tree");
+        let run = Run {
+            kind: RunKind::Backup,
+            trigger: Trigger::Schedule,
+            repository: "local".into(),
+            started: None,
+        };
+        sinks.started(&run).await;
+        let failed = Outcome::failed(Status::Failed, "connection refused".into(), None);
+        sinks.finished(&run, &failed).await;
+        let skipped = Outcome::failed(Status::Skipped, "locked".into(), None);
+        sinks.finished(&run, &skipped).await;
+        let runs = board.runs.list();
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        assert_eq!((runs[0].status, runs[1].status), ("skipped", "failed"));
+        assert_eq!(
+            (runs[1].job.as_str(), runs[1].kind, runs[1].trigger),
+            ("tree", "backup", "schedule")
+        );
+        assert_eq!(runs[1].error.as_deref(), Some("connection refused"));
+        assert!(runs[1].started_at.is_some_and(|t| t <= runs[1].finished_at));
+        // The skipped run is listed but leaves the job's counters alone.
+        assert_eq!(board.get("tree").unwrap().runs_total, 1);
     }
 }

@@ -6,6 +6,7 @@
 mod actor;
 mod handle;
 mod open;
+pub mod recent;
 pub mod segment;
 pub mod ship;
 pub mod sign;
@@ -20,4 +21,5 @@ mod tests;
 pub use actor::cli_actor;
 pub use handle::{Head, Journal, JournalError, JournalOptions, JournalStatus};
 pub use open::{OpenError, Opener, open_journal};
+pub use recent::RecentEvent;
 pub use writer::AuditStats;

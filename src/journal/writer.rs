@@ -40,6 +40,8 @@ pub struct AuditStats {
     pub shipped_catalog: AtomicU64,
     pub shipped_loki: AtomicU64,
     pub loki_enabled: std::sync::atomic::AtomicBool,
+    /// The last events written, for the status page.
+    pub recent: super::recent::RecentEvents,
 }
 
 /// One queued event, as the handle hands it to the thread.
@@ -193,6 +195,7 @@ impl Writer {
             ));
         }
         self.offset += line.len() as u64;
+        self.stats.recent.push(&record);
         let head = Head {
             seq: record.seq,
             hash: record.hash,

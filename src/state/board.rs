@@ -151,6 +151,8 @@ impl JobState {
 pub struct JobBoard {
     state: ArcSwap<BTreeMap<JobName, JobState>>,
     writer: Mutex<()>,
+    /// The last runs finished, for the status page.
+    pub runs: super::runs::RecentRuns,
 }
 
 impl JobBoard {

@@ -4,7 +4,9 @@
 //! the storage layers (it holds their facts, never their handles).
 
 pub mod board;
+pub mod runs;
 mod snapshot;
 
 pub use board::{JobBoard, JobState, PruneState, Running, WalState};
+pub use runs::{RecentRun, RecentRuns};
 pub use snapshot::{Phase, PoolStats, ProcessStats, Shared, StatusSnapshot};
