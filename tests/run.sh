@@ -34,6 +34,8 @@ command -v age >/dev/null 2>&1 || missing+=(age)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 # The metrics test lints /metrics as served with promtool (classic text format).
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# The status page test loads / in Debian's headless Chromium (tests/it/page.rs).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # The S3 tests run moto, which tests/s3/server.sh pip-installs into a venv.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then

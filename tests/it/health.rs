@@ -98,7 +98,7 @@ fn endpoints_answer_as_specified() {
 
     let page = vigil.get("/");
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("<table>") && page.body.contains("catalog:responseTime"));
+    assert!(page.body.contains("data-check=\"catalog:responseTime\""));
 
     assert!(
         !vigil.log_text().contains(PASSWORD),

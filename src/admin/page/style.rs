@@ -22,6 +22,7 @@ th{font-size:.8rem;text-transform:uppercase;color:var(--muted);font-weight:600}
 tr.job>td:first-child,tr.check>td:first-child{border-left:.3rem solid var(--line)}
 tr.pass>td:first-child{border-left-color:var(--pass)} tr.warn>td:first-child{border-left-color:var(--warn)} tr.fail>td:first-child{border-left-color:var(--fail)}
 small{display:block;color:var(--muted);font-size:.82rem}
+.age{display:block}
 small.bad,.bad{color:var(--fail)} .old{color:var(--warn);font-weight:600} .stale{color:var(--fail);font-weight:600}
 pre.out{margin:0;white-space:pre-wrap;overflow-wrap:anywhere;font:.83rem/1.35 ui-monospace,Menlo,Consolas,monospace;color:#333}
 code{font:.85rem ui-monospace,Menlo,Consolas,monospace;overflow-wrap:anywhere}
