@@ -360,6 +360,20 @@ fn the_daemon_reports_the_archive(s: &Setup) {
     ] {
         assert!(metrics.contains(family), "{family} not in\n{metrics}");
     }
+    // The status page's row for the job: its window, the gap, the archive's age.
+    let page = vigil.get("/").body;
+    let row = &page[page.find("data-job=\"pg\"").expect("a row for pg")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    for needle in [
+        "restorable",
+        "1 gap(s) in the WAL chain",
+        "last WAL archived",
+    ] {
+        assert!(
+            row.contains(needle),
+            "{needle} not in the page's row:\n{row}"
+        );
+    }
 }
 
 /// The restore executions in the catalog: their recovery targets.
