@@ -115,6 +115,49 @@ fn assert_phone_render(vigil: &Vigil) {
     );
 }
 
+/// The page laid out 390 px wide (in a `srcdoc` frame of that width: a
+/// headless window is never narrower than 500 px) has nothing wider than
+/// the screen, and every table is stacked into cards (its header hidden).
+fn assert_fits_a_phone(vigil: &Vigil) {
+    let page = vigil.get("/").body;
+    let srcdoc = page.replace('&', "&amp;").replace('"', "&quot;");
+    let probe = format!(
+        "<!doctype html><html><body><iframe id=\"f\" width=\"390\" height=\"1200\" style=\"border:0\" srcdoc=\"{srcdoc}\"></iframe>\
+         <script>const f = document.getElementById('f');\
+         f.addEventListener('load', () => {{\
+           const d = f.contentDocument, b = document.body.dataset;\
+           b.scrollWidth = d.documentElement.scrollWidth;\
+           b.clientWidth = d.documentElement.clientWidth;\
+           b.heads = [...d.querySelectorAll('thead')].map(t => f.contentWindow.getComputedStyle(t).display).join(',');\
+         }});</script></body></html>"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("probe.html");
+    std::fs::write(&file, probe).unwrap();
+    let dom = headless(
+        &format!("file://{}", file.display()),
+        &["--window-size=1280,1400", "--dump-dom"],
+    );
+    let attr = |name: &str| {
+        let at = dom
+            .find(&format!("data-{name}=\""))
+            .unwrap_or_else(|| panic!("no {name}: {dom}"));
+        let rest = &dom[at + name.len() + 7..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    };
+    assert_eq!(attr("client-width"), "390");
+    let width: u32 = attr("scroll-width").parse().unwrap();
+    assert!(
+        width <= 390,
+        "the page is {width} px wide on a 390 px screen"
+    );
+    let heads = attr("heads");
+    assert!(
+        !heads.is_empty() && heads.split(',').all(|d| d == "none"),
+        "tables not stacked into cards at 390 px: thead display {heads}"
+    );
+}
+
 /// With `VIGIL_SCREENSHOTS=DIR`: `DIR/status-page-<name>.png` at desktop
 /// width and `DIR/status-page-<name>-phone.png` at 390 px.
 fn keep_screenshot(vigil: &Vigil, name: &str) {
@@ -227,6 +270,7 @@ fn a_healthy_daemon_on_the_shipped_defaults_renders_a_passing_job_row() {
     );
 
     assert_phone_render(&vigil);
+    assert_fits_a_phone(&vigil);
     keep_screenshot(&vigil, "healthy");
 }
 
@@ -320,5 +364,6 @@ fn a_failing_daemon_renders_failing_checks_first_with_output_and_no_secret() {
     );
 
     assert_phone_render(&vigil);
+    assert_fits_a_phone(&vigil);
     keep_screenshot(&vigil, "failing");
 }
