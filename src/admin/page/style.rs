@@ -27,7 +27,7 @@ small.bad,.bad{color:var(--fail)} .old{color:var(--warn);font-weight:600} .stale
 pre.out{margin:0;white-space:pre-wrap;overflow-wrap:anywhere;font:.83rem/1.35 ui-monospace,Menlo,Consolas,monospace;color:#333}
 code{font:.85rem ui-monospace,Menlo,Consolas,monospace;overflow-wrap:anywhere}
 p.allgood{background:#fff;padding:.6rem .8rem;border-left:.3rem solid var(--pass);margin:0}
-p.empty{color:var(--muted);margin:0}
+p.empty{color:var(--muted);margin:0} .muted{color:var(--muted)}
 details{margin-top:1.6rem} summary{font-weight:600;cursor:pointer}
 footer{margin:2rem 0 1rem;color:var(--muted);font-size:.85rem}
 a{color:#0b57d0}
