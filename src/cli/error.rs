@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::exit::{Classify, CommandError, Exit};
+use super::notify::NotifyError;
 use super::out::OutputError;
 use super::status::StatusError;
 use crate::config::UnknownJob;
@@ -62,6 +63,8 @@ pub enum CliError {
     },
     #[error("prune failed: {}", failures.join("; "))]
     PruneFailed { failures: Vec<String> },
+    #[error(transparent)]
+    Notify(#[from] super::notify::NotifyError),
 }
 
 /// Why the journal could not be read or did not verify (all exit 1).
@@ -137,6 +140,7 @@ impl Classify for CliError {
             CliError::Key(e) => e.exit(),
             CliError::Status(e) => e.exit(),
             CliError::Output(e) => e.exit(),
+            CliError::Notify(e) => notify_exit(e),
             CliError::Journal(_)
             | CliError::Audit(_)
             | CliError::Json(_)
@@ -178,6 +182,11 @@ impl CliError {
             CliError::Path { .. } => "failed",
             CliError::PruneFailed { .. } => "prune_failed",
             CliError::Man(_) => "output_failed",
+            CliError::Notify(NotifyError::NoWebhooks | NotifyError::UnknownWebhook { .. }) => {
+                "unknown_webhook"
+            }
+            CliError::Notify(NotifyError::NotDelivered { refused: 0, .. }) => "webhook_unreachable",
+            CliError::Notify(NotifyError::NotDelivered { .. }) => "webhook_refused",
         }
     }
 
@@ -191,6 +200,15 @@ impl CliError {
                 | CliError::Audit(AuditError::Failed)
                 | CliError::VerifyFailed { .. }
         )
+    }
+}
+
+/// `vigil notify test`: a refusal (1) outranks an unreachable receiver (3).
+fn notify_exit(e: &NotifyError) -> Exit {
+    match e {
+        NotifyError::NoWebhooks | NotifyError::UnknownWebhook { .. } => Exit::Usage,
+        NotifyError::NotDelivered { refused: 0, .. } => Exit::Unreachable,
+        NotifyError::NotDelivered { .. } => Exit::Failed,
     }
 }
 

@@ -4,7 +4,9 @@
 //! the storage layers (it holds their facts, never their handles).
 
 pub mod board;
+mod notify;
 mod snapshot;
 
 pub use board::{JobBoard, JobState, PruneState, Running, WalState};
+pub use notify::{NotifyBoard, WebhookState};
 pub use snapshot::{Phase, PoolStats, ProcessStats, Shared, StatusSnapshot};
