@@ -68,7 +68,10 @@ fn targets(
         }
         return Ok(hooks.clone());
     };
-    if let Some(hook) = hooks.iter().find(|h| h.name == wanted || h.url == wanted) {
+    if let Some(hook) = hooks
+        .iter()
+        .find(|h| h.name == wanted || h.url.expose() == wanted)
+    {
         return Ok(vec![hook.clone()]);
     }
     if wanted.starts_with("http://") || wanted.starts_with("https://") {

@@ -452,9 +452,7 @@ impl Config {
                     value.expose().to_owned(),
                 ));
             }
-            if let Some(pw) = crate::core::redact::url_password(&hook.url) {
-                out.push((key("url"), pw));
-            }
+            out.push((key("url"), hook.url.expose().to_owned()));
         }
         for (name, job) in &self.jobs {
             if let Some(ping) = &job.ping {

@@ -35,8 +35,9 @@ impl Default for NotifyConfig {
 pub struct WebhookConfig {
     /// Unique; names the queue in `state_dir` and the `notify:<name>` check.
     pub name: String,
-    /// `http://` or `https://`.
-    pub url: String,
+    /// `http://` or `https://`. Kept secret (printed redacted): chat
+    /// services' webhook URLs are their credentials.
+    pub url: Secret,
     /// Journal event names, or `"*"` for all but `notify.*`.
     #[serde(default = "all_events")]
     pub events: Vec<String>,
@@ -78,8 +79,8 @@ impl WebhookConfig {
     /// An unconfigured receiver (`vigil notify test --url`): unsigned, defaults.
     pub fn for_url(url: &str) -> WebhookConfig {
         WebhookConfig {
-            name: url.to_owned(),
-            url: url.to_owned(),
+            name: "url".into(),
+            url: Secret::new(url),
             events: all_events(),
             secret_file: None,
             secret: None,
@@ -222,10 +223,11 @@ pub(super) fn validate(config: &super::Config, problem: &mut dyn FnMut(String, S
                 ),
             );
         }
-        if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+        let url = hook.url.expose();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
             problem(
                 format!("{key}.url"),
-                format!("`{}` is not an http(s) URL", hook.url),
+                "is not an http(s) URL (e.g. https://hooks.example.com/vigil)".into(),
             );
         }
         if hook.events.is_empty() {
@@ -280,5 +282,100 @@ pub(super) fn validate(config: &super::Config, problem: &mut dyn FnMut(String, S
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use crate::config::{ConfigError, parse};
+
+    const BASE: &str = "[catalog]\nurl = \"postgres://vigil@127.0.0.1/vigil\"\n";
+
+    fn load(extra: &str) -> Result<crate::config::Config, ConfigError> {
+        parse(
+            &format!("{BASE}{extra}"),
+            Path::new("/etc/vigil/config.toml"),
+            &HashMap::new(),
+        )
+    }
+
+    #[test]
+    fn a_duplicate_webhook_name_is_refused_at_its_file_and_line() {
+        let e = load(
+            "[[notify.webhooks]]\nname = \"ops\"\nurl = \"http://a/\"\n\
+             [[notify.webhooks]]\nname = \"ops\"\nurl = \"http://b/\"\n",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        // Line 7 is the second `name = "ops"`.
+        assert!(
+            text.contains(
+                "/etc/vigil/config.toml:7:1: `notify.webhooks[1].name`: `ops` names two webhooks"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_event_is_refused_with_the_known_ones() {
+        let e = load("[[notify.webhooks]]\nname = \"ops\"\nurl = \"http://a/\"\nevents = [\"backup.faild\"]\n")
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(
+                "`backup.faild` is no journal event; known: *, api.request, backup.failed"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("job.stale") && text.contains("backup.recovered"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_defaults_retry_within_5s_up_to_10m_for_24h_and_send_everything() {
+        let config =
+            load("[[notify.webhooks]]\nname = \"ops\"\nurl = \"https://hooks.example/v\"\n")
+                .unwrap();
+        let hook = &config.notify.webhooks[0];
+        assert_eq!(hook.events, ["*"]);
+        assert!(hook.wants("backup.failed") && hook.wants("job.stale"));
+        assert!(!hook.wants("notify.failed"), "notify.* never matches *");
+        assert_eq!(hook.circuit_after, 5);
+        assert!(hook.retry_initial <= std::time::Duration::from_secs(5));
+        assert_eq!(config.notify.cli_wait, std::time::Duration::from_secs(10));
+        // The URL is a credential for chat services: redacted when printed.
+        assert!(!config.to_redacted_toml().contains("hooks.example"));
+    }
+
+    #[test]
+    fn the_secret_and_header_files_are_read_and_count_as_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hook.key"), "s3cr3t-key\n").unwrap();
+        std::fs::write(dir.path().join("auth"), "Bearer tok-123456\n").unwrap();
+        let text = format!(
+            "{BASE}[[notify.webhooks]]\nname = \"ops\"\nurl = \"http://a/\"\nsecret_file = \"hook.key\"\n\
+             header_files = {{ Authorization = \"auth\" }}\n"
+        );
+        let config = parse(&text, &dir.path().join("config.toml"), &HashMap::new()).unwrap();
+        let hook = &config.notify.webhooks[0];
+        assert_eq!(hook.secret.as_ref().unwrap().expose(), "s3cr3t-key");
+        assert_eq!(hook.headers["Authorization"].expose(), "Bearer tok-123456");
+        let secrets = config.secrets();
+        assert!(secrets.contains(&"s3cr3t-key".to_owned()));
+        assert!(secrets.contains(&"Bearer tok-123456".to_owned()));
+        let files: Vec<&str> = config
+            .secret_files
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert!(
+            files.contains(&"notify.webhooks[0].secret_file"),
+            "{files:?}"
+        );
     }
 }

@@ -65,7 +65,7 @@ pub async fn post(
     body: &str,
 ) -> Attempt {
     let mut request = client
-        .post(&hook.url)
+        .post(hook.url.expose())
         .header("content-type", "application/json")
         .header("x-vigil-event", event)
         .header("x-vigil-delivery", delivery);
