@@ -121,7 +121,12 @@ impl Outbox {
                 // An attempt cut short by the deadline is not counted.
                 let _ = tokio::time::timeout(left, self.attempt()).await;
             } else {
-                let wait = self.until_due().unwrap_or(left).min(left);
+                // Not due within the wait (a backed-off retry, an open
+                // circuit): leave it to the daemon rather than idle.
+                let wait = self.until_due().unwrap_or(left);
+                if wait >= left {
+                    return;
+                }
                 tokio::time::sleep(wait).await;
             }
         }

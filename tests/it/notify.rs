@@ -582,3 +582,77 @@ fn the_shipped_defaults_with_one_webhook_deliver_a_cli_runs_events_signed_and_qu
     assert_eq!(code, 3, "{stdout}");
     assert!(stdout.contains("unreachable"), "{stdout}");
 }
+
+#[test]
+fn job_stale_is_sent_once_per_newest_backup_across_ticks_and_restarts() {
+    let catalog = fresh_db();
+    let keep = tempfile::tempdir().unwrap();
+    let src = keep.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha").unwrap();
+    let receiver = Receiver::start(&[]);
+    let extra = files_job(
+        &src,
+        &keep.path().join("repo"),
+        &format!(
+            "schedule = \"0 0 3 1 1 *\"\ncatch_up = false\nmax_age = \"2s\"\nmax_age_fail = \"3s\"\n\
+             [[notify.webhooks]]\nname = \"ops\"\nurl = \"{}\"\nevents = [\"job.stale\"]\n",
+            receiver.url("/hook")
+        ),
+    );
+    let text = config_text(keep.path(), &catalog.url(), &extra);
+    let state = keep.path().join("state");
+    let config = keep.path().join("config.toml");
+    std::fs::write(&config, &text).unwrap();
+    let env = [("TEST_PGPASSWORD", PASSWORD)];
+    let backup = || {
+        let (code, _, stderr) = vigil_cli(&config, &["backup", "tree"], &env);
+        assert_eq!(code, 0, "{stderr}");
+    };
+    let stale = || records(&journal(&state), "job.stale").len();
+    let fresh = || {
+        tempfile::Builder::new()
+            .prefix("vigil-it-")
+            .tempdir()
+            .unwrap()
+    };
+    backup();
+
+    let mut first = Vigil::start_text(fresh(), &text, VigilOptions::default());
+    first.wait_ready();
+    receiver.wait_for("job.stale", Duration::from_secs(20), |r| !r.is_empty());
+    // Health ticks every second: the level stays, the edge is not repeated.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(stale(), 1);
+    first.signal(Signal::SIGTERM);
+    assert!(first.wait_exit(Duration::from_secs(20)).success());
+
+    let mut second = Vigil::start_text(fresh(), &text, VigilOptions::default());
+    second.wait_ready();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(stale(), 1, "a restart is not a new staleness episode");
+    second.signal(Signal::SIGTERM);
+    assert!(second.wait_exit(Duration::from_secs(20)).success());
+    // A new backup that goes stale in turn is a new episode (the daemon
+    // learns of a CLI run's backup when it reads the repository at start).
+    backup();
+    let third = Vigil::start_text(fresh(), &text, VigilOptions::default());
+    third.wait_ready();
+    receiver.wait_for("a second job.stale", Duration::from_secs(20), |r| {
+        r.len() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(stale(), 2);
+    let got = receiver.requests();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let body = got[1].json();
+    assert_eq!(body["event"], "job.stale");
+    assert!(
+        body["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("`tree`'s newest backup is"),
+        "{body}"
+    );
+    assert_eq!(body["details"]["threshold_seconds"], 3);
+}
