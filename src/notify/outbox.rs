@@ -63,7 +63,7 @@ impl Outbox {
                 QueueFile::default()
             }
         };
-        let queue = if queue.journal.is_empty() {
+        let mut queue = if queue.journal.is_empty() {
             QueueFile {
                 journal: ctx.journal.id().to_owned(),
                 seq: start,
@@ -72,6 +72,10 @@ impl Outbox {
         } else {
             queue
         };
+        // A (re)start probes at once: whoever restarted may have fixed the receiver.
+        if let Some(front) = queue.pending.front_mut() {
+            front.next_attempt = front.next_attempt.min(Utc::now());
+        }
         let client = super::send::client(hook.timeout)?;
         let outbox = Outbox {
             hook,

@@ -447,7 +447,8 @@ fn a_receiver_down_across_a_daemon_restart_still_gets_a_cli_runs_event() {
         &format!(
             "schedule = \"0 0 3 1 1 *\"\ncatch_up = false\n\
              [[notify.webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
-             events = [\"backup.succeeded\"]\nretry_initial = \"100ms\"\nretry_max_interval = \"300ms\"\n"
+             events = [\"backup.succeeded\"]\nretry_initial = \"100ms\"\nretry_max_interval = \"300ms\"\n\
+             circuit_after = 3\ncircuit_probe_interval = \"1h\"\n"
         ),
     );
     // The state directory outlives both daemons.
@@ -468,9 +469,38 @@ fn a_receiver_down_across_a_daemon_restart_still_gets_a_cli_runs_event() {
         &[("TEST_PGPASSWORD", PASSWORD)],
     );
     assert_eq!(code, 0, "{stderr}");
-    first.wait_for("a failed attempt", Duration::from_secs(20), || {
-        !records(&journal(&state), "notify.failed").is_empty()
+    // Three failed attempts open the circuit: the check warns, the metric says so,
+    // and the next probe is an hour away.
+    let check =
+        |vigil: &Vigil| vigil.get("/health/detailed").json()["checks"]["notify:ops"][0].clone();
+    first.wait_for("the circuit to open", Duration::from_secs(20), || {
+        check(&first)["status"] == "warn"
     });
+    let warned = check(&first);
+    assert!(
+        warned["output"]
+            .as_str()
+            .unwrap()
+            .starts_with("circuit open after 3 failed attempts"),
+        "{warned}"
+    );
+    assert_eq!(warned["observedValue"], 1.0, "{warned}");
+    let metrics = first.get("/metrics").body;
+    assert!(
+        metrics.contains("vigil_notify_circuit_open{webhook=\"ops\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_notify_queue_depth{webhook=\"ops\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_notify_deliveries_total{webhook=\"ops\",result=\"failed\"} 3"),
+        "{metrics}"
+    );
+    let (clean, said) = crate::admin_truths::promtool_check(&metrics);
+    assert!(clean, "promtool check metrics:\n{said}");
+    assert_eq!(records(&journal(&state), "notify.failed").len(), 3);
     first.signal(Signal::SIGTERM);
     assert!(first.wait_exit(Duration::from_secs(20)).success());
 
@@ -490,6 +520,16 @@ fn a_receiver_down_across_a_daemon_restart_still_gets_a_cli_runs_event() {
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0].header("x-vigil-delivery"), event_id(succeeded[0]));
     assert_eq!(got[0].json()["event"], "backup.succeeded");
+    // The success closed the circuit.
+    second.wait_for("the check to pass", Duration::from_secs(10), || {
+        check(&second)["status"] == "pass"
+    });
+    assert!(
+        second
+            .get("/metrics")
+            .body
+            .contains("vigil_notify_circuit_open{webhook=\"ops\"} 0")
+    );
 }
 
 #[test]
