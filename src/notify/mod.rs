@@ -105,12 +105,7 @@ async fn deliver_until_cancelled(
             _ = tokio::time::sleep(OWNER_RETRY) => {}
         }
     };
-    match Outbox::open(hook.clone(), owner, ctx, start) {
-        Ok(outbox) => outbox.run(cancel).await,
-        Err(e) => {
-            tracing::error!(webhook = %hook.name, error = %e, "cannot build the webhook's HTTP client; not delivering")
-        }
-    }
+    Outbox::open(hook, owner, ctx, start).run(cancel).await;
 }
 
 /// A CLI command's own delivery before it exits, for every webhook whose
@@ -132,12 +127,7 @@ pub async fn deliver_own(config: &Config, journal: &Journal, actor: Actor, start
             }
         };
         let ctx = context(config, journal, actor.clone(), None);
-        match Outbox::open(hook.clone(), owner, ctx, start) {
-            Ok(outbox) => drains.push(outbox.drain(deadline)),
-            Err(e) => {
-                tracing::warn!(webhook = %hook.name, error = %e, "cannot build the webhook's HTTP client")
-            }
-        }
+        drains.push(Outbox::open(hook.clone(), owner, ctx, start).drain(deadline));
     }
     futures::future::join_all(drains).await;
 }

@@ -370,7 +370,10 @@ fn retries_keep_the_delivery_id_and_a_400_is_never_retried() {
     let extra = files_job(
         &src,
         &dir.path().join("repo"),
-        &format!("every = \"1h\"\n{hooks}"),
+        &format!(
+            "every = \"1h\"\n[jobs.tree.ping]\nurl = \"{}\"\n{hooks}",
+            receiver.url("/ping")
+        ),
     );
     // No daemon and no catalog: the command delivers its own events.
     let config = dir.path().join("config.toml");
@@ -397,6 +400,13 @@ fn retries_keep_the_delivery_id_and_a_400_is_never_retried() {
     );
     let strict = receiver.on_path("/hook/strict");
     assert_eq!(strict.len(), 1, "{strict:#?}");
+    // The command waited for its run's pings too, in order.
+    let pings: Vec<String> = receiver
+        .on_path("/ping")
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(pings, ["/ping/start", "/ping"]);
 
     let state = dir.path().join("state");
     let journal = journal(&state);
