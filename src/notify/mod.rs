@@ -35,11 +35,20 @@ use crate::tasks::Tasks;
 const OWNER_RETRY: Duration = Duration::from_secs(1);
 
 /// The status page's address as bodies link it: `admin.public_url`, else
-/// the admin port's.
+/// the admin port's (with the host's name when it listens on every
+/// address: `http://0.0.0.0:9746/` leads nowhere).
 pub fn status_page_url(config: &Config) -> String {
-    match &config.admin.public_url {
-        Some(url) => url.clone(),
-        None => format!("http://{}/", config.admin.listen),
+    if let Some(url) = &config.admin.public_url {
+        return url.clone();
+    }
+    let listen = config.admin.listen;
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|_| listen.ip().is_unspecified());
+    match host {
+        Some(host) => format!("http://{host}:{}/", listen.port()),
+        None => format!("http://{listen}/"),
     }
 }
 
@@ -155,5 +164,34 @@ pub async fn send_test(config: &Config, hook: &WebhookConfig, instance: &str) ->
             error: crate::core::redact::error_chain(&e),
             retry_after: None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    fn config(admin: &str) -> crate::config::Config {
+        let text = format!("[admin]\n{admin}\n[catalog]\nurl = \"postgres://v@127.0.0.1/v\"\n");
+        crate::config::parse(&text, Path::new("/etc/vigil/config.toml"), &HashMap::new()).unwrap()
+    }
+
+    #[test]
+    fn the_status_page_link_is_the_public_url_or_a_reachable_admin_address() {
+        assert_eq!(
+            super::status_page_url(&config("")),
+            "http://127.0.0.1:9746/"
+        );
+        let public = config("public_url = \"https://vigil.example.com/\"");
+        assert_eq!(
+            super::status_page_url(&public),
+            "https://vigil.example.com/"
+        );
+        let everywhere = super::status_page_url(&config("listen = \"0.0.0.0:9746\""));
+        assert!(
+            !everywhere.contains("0.0.0.0") && everywhere.ends_with(":9746/"),
+            "{everywhere}"
+        );
     }
 }
