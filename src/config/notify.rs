@@ -302,6 +302,51 @@ mod tests {
         )
     }
 
+    /// Every event name the source journals (the first string literal
+    /// after an emitting call), so a new event can be subscribed to.
+    #[test]
+    fn every_journalled_event_is_known() {
+        let calls = [
+            "Event::emit(",
+            "Event::record(",
+            ".event(",
+            "Entry::at(",
+            "system_entry(",
+        ];
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut missing = std::collections::BTreeSet::new();
+        for entry in walkdir::WalkDir::new(src)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            if entry.path().extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for call in calls {
+                for (at, _) in code.match_indices(call) {
+                    let after = &code[at + call.len()..];
+                    let window = &after[..after.len().min(160)];
+                    let Some(name) = window.split('"').nth(1) else {
+                        continue;
+                    };
+                    let event = name.split_once('.').is_some_and(|(a, b)| {
+                        !a.is_empty()
+                            && !b.is_empty()
+                            && name
+                                .chars()
+                                .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+                    });
+                    if event && !super::KNOWN_EVENTS.contains(&name) {
+                        missing.insert(format!("{name} ({})", entry.path().display()));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "add to KNOWN_EVENTS: {missing:?}");
+    }
+
     #[test]
     fn a_duplicate_webhook_name_is_refused_at_its_file_and_line() {
         let e = load(
