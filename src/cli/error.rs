@@ -22,6 +22,8 @@ pub enum CliError {
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error(transparent)]
+    Notify(#[from] super::notify::NotifyError),
+    #[error(transparent)]
     Repo(#[from] RepoError),
     /// `--to` is not a connection string (found before anything is contacted).
     #[error(transparent)]
@@ -63,8 +65,6 @@ pub enum CliError {
     },
     #[error("prune failed: {}", failures.join("; "))]
     PruneFailed { failures: Vec<String> },
-    #[error(transparent)]
-    Notify(#[from] super::notify::NotifyError),
 }
 
 /// Why the journal could not be read or did not verify (all exit 1).
@@ -135,12 +135,12 @@ impl Classify for CliError {
         match self {
             CliError::UnknownJob(_) => Exit::Usage,
             CliError::Command(e) => e.exit(),
+            CliError::Notify(e) => notify_exit(e),
             CliError::Repo(e) => e.exit(),
             CliError::Restore(e) => e.exit(),
             CliError::Key(e) => e.exit(),
             CliError::Status(e) => e.exit(),
             CliError::Output(e) => e.exit(),
-            CliError::Notify(e) => notify_exit(e),
             CliError::Journal(_)
             | CliError::Audit(_)
             | CliError::Json(_)
@@ -161,6 +161,11 @@ impl CliError {
     pub fn code(&self) -> &'static str {
         match self {
             CliError::UnknownJob(_) => "unknown_job",
+            CliError::Notify(NotifyError::NoWebhooks | NotifyError::UnknownWebhook { .. }) => {
+                "unknown_webhook"
+            }
+            CliError::Notify(NotifyError::NotDelivered { refused: 0, .. }) => "webhook_unreachable",
+            CliError::Notify(NotifyError::NotDelivered { .. }) => "webhook_refused",
             CliError::Command(e) => exit_code_name(e.exit),
             CliError::Repo(RepoError::Unreachable { .. }) => "repository_unreachable",
             CliError::Repo(_) => "repository_failed",
@@ -182,11 +187,6 @@ impl CliError {
             CliError::Path { .. } => "failed",
             CliError::PruneFailed { .. } => "prune_failed",
             CliError::Man(_) => "output_failed",
-            CliError::Notify(NotifyError::NoWebhooks | NotifyError::UnknownWebhook { .. }) => {
-                "unknown_webhook"
-            }
-            CliError::Notify(NotifyError::NotDelivered { refused: 0, .. }) => "webhook_unreachable",
-            CliError::Notify(NotifyError::NotDelivered { .. }) => "webhook_refused",
         }
     }
 
