@@ -10,6 +10,8 @@ pub mod daemon;
 pub mod admin;
 pub mod health;
 pub mod jobs;
+// Webhooks, pings and the delivery queue (between the job runs and state).
+pub mod notify;
 pub mod state;
 // Streams, storage, the audit journal, the catalog, connections.
 pub mod catalog;
@@ -22,7 +24,7 @@ pub mod repo;
 pub mod failpoint;
 pub mod fsinfo;
 pub mod logging;
-pub mod notify;
+pub mod sd_notify;
 pub mod tasks;
 // The config, and the pure core beneath everything.
 pub mod config;

@@ -146,6 +146,11 @@ pub enum Command {
     Pin { job: String, backup_id: String },
     /// Remove a pin.
     Unpin { job: String, backup_id: String },
+    /// Webhooks: send a test event to check a receiver.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Check or read the audit journal.
     Audit {
         #[command(subcommand)]
@@ -223,6 +228,24 @@ pub enum AuditCommand {
         #[arg(long)]
         event: Option<String>,
         /// The exact journal lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NotifyCommand {
+    /// Send a signed `notify.test` event to every `[[notify.webhooks]]`
+    /// (or one) and print each receiver's answer. Exit 0 when all took it,
+    /// 1 when one refused it, 3 when one could not be reached.
+    Test {
+        /// Only this webhook: its name or URL (an unconfigured URL gets an
+        /// unsigned event).
+        #[arg(long, conflicts_with = "url")]
+        webhook: Option<String>,
+        /// A receiver's URL (the same as --webhook URL).
+        #[arg(long)]
+        url: Option<String>,
         #[arg(long)]
         json: bool,
     },

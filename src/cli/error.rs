@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::exit::{Classify, CommandError, Exit};
+use super::notify::NotifyError;
 use super::out::OutputError;
 use super::status::StatusError;
 use crate::config::UnknownJob;
@@ -20,6 +21,8 @@ pub enum CliError {
     /// A lower layer's error, already redacted, with its exit status.
     #[error(transparent)]
     Command(#[from] CommandError),
+    #[error(transparent)]
+    Notify(#[from] super::notify::NotifyError),
     #[error(transparent)]
     Repo(#[from] RepoError),
     /// `--to` is not a connection string (found before anything is contacted).
@@ -132,6 +135,7 @@ impl Classify for CliError {
         match self {
             CliError::UnknownJob(_) => Exit::Usage,
             CliError::Command(e) => e.exit(),
+            CliError::Notify(e) => notify_exit(e),
             CliError::Repo(e) => e.exit(),
             CliError::Restore(e) => e.exit(),
             CliError::Key(e) => e.exit(),
@@ -157,6 +161,11 @@ impl CliError {
     pub fn code(&self) -> &'static str {
         match self {
             CliError::UnknownJob(_) => "unknown_job",
+            CliError::Notify(NotifyError::NoWebhooks | NotifyError::UnknownWebhook { .. }) => {
+                "unknown_webhook"
+            }
+            CliError::Notify(NotifyError::NotDelivered { refused: 0, .. }) => "webhook_unreachable",
+            CliError::Notify(NotifyError::NotDelivered { .. }) => "webhook_refused",
             CliError::Command(e) => exit_code_name(e.exit),
             CliError::Repo(RepoError::Unreachable { .. }) => "repository_unreachable",
             CliError::Repo(_) => "repository_failed",
@@ -191,6 +200,15 @@ impl CliError {
                 | CliError::Audit(AuditError::Failed)
                 | CliError::VerifyFailed { .. }
         )
+    }
+}
+
+/// `vigil notify test`: a refusal (1) outranks an unreachable receiver (3).
+fn notify_exit(e: &NotifyError) -> Exit {
+    match e {
+        NotifyError::NoWebhooks | NotifyError::UnknownWebhook { .. } => Exit::Usage,
+        NotifyError::NotDelivered { refused: 0, .. } => Exit::Unreachable,
+        NotifyError::NotDelivered { .. } => Exit::Failed,
     }
 }
 

@@ -19,6 +19,7 @@ pub mod demo;
 mod docs;
 pub mod error;
 pub mod exit;
+mod notify;
 pub mod out;
 pub mod pgcluster;
 mod pitr;
@@ -72,6 +73,9 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
         Command::Status { json } => status::command(path, json).await,
         Command::Demo { listen, dir } => demo::command(listen, dir).await,
         Command::Audit { command } => audit::dispatch(invocation, command).await,
+        Command::Notify {
+            command: args::NotifyCommand::Test { webhook, url, json },
+        } => notify::test_command(invocation, webhook, url, json).await,
         Command::Backup { job } => commands::backup_command(invocation, job).await,
         Command::List { job, json } => commands::list_command(invocation, job, json).await,
         Command::WalPush { job, path } => wal::push_command(invocation, job, path).await,

@@ -23,19 +23,33 @@ pub struct Session {
     /// Closed when the catalog was down or unmigrated: every write to it
     /// is then skipped at once, and the journal keeps the record.
     pub catalog: Pool,
+    /// For the webhooks this command may deliver before it exits.
+    config: Config,
+    /// The journal's head at open: a webhook queue this command starts
+    /// begins after it (with this command's own events).
+    head_at_open: u64,
+    /// The job runs' pings, waited for at close.
+    pings: crate::notify::ping::Pinger,
 }
 
 impl Session {
     pub async fn open(config: &Config) -> Result<Session, CliError> {
         let journal = journal(config)?;
+        let head_at_open = journal.head().map_or(0, |h| h.seq);
         let catalog = catalog(config).await?;
-        Ok(Session { journal, catalog })
+        Ok(Session {
+            journal,
+            catalog,
+            config: config.clone(),
+            head_at_open,
+            pings: Default::default(),
+        })
     }
 
     /// A job context for one job of this command, acting as the CLI user.
     pub fn context(&self, config: &Config, job: &str) -> Result<JobContext, CliError> {
         config.job(job)?;
-        JobContext::new(
+        let mut ctx = JobContext::new(
             config,
             job,
             self.catalog.clone(),
@@ -46,11 +60,25 @@ impl Session {
         .map_err(|source| CliError::JobSetup {
             job: job.to_owned(),
             source,
-        })
+        })?;
+        ctx.pings = self.pings.clone();
+        Ok(ctx)
     }
 
-    /// Flushes the journal.
+    /// Waits (bounded) for the runs' pings and, when no daemon delivers,
+    /// for this command's webhook deliveries; then flushes the journal.
     pub async fn close(self) {
+        self.pings.wait(self.config.notify.cli_wait).await;
+        if !self.config.notify.webhooks.is_empty() {
+            self.journal.flush().await;
+            crate::notify::deliver_own(
+                &self.config,
+                &self.journal,
+                crate::journal::cli_actor(),
+                self.head_at_open,
+            )
+            .await;
+        }
         self.journal.close().await;
     }
 }

@@ -28,7 +28,45 @@ pub(super) fn resolve(config: &mut Config, base: &Path, problems: &mut Vec<Probl
     for (name, repo) in &mut config.repositories {
         resolve_option_files(name, repo, base, problems, &mut config.secret_files);
     }
+    for (i, hook) in config.notify.webhooks.iter_mut().enumerate() {
+        resolve_webhook_files(hook, &format!("notify.webhooks[{i}]"), base, problems);
+    }
     record_secret_files(config, base);
+}
+
+/// A webhook's `secret_file` and `header_files` read into its secret and headers.
+fn resolve_webhook_files(
+    hook: &mut super::WebhookConfig,
+    key: &str,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) {
+    hook.secret = None;
+    resolve_secret_file(
+        &mut hook.secret,
+        &hook.secret_file,
+        &format!("{key}.secret"),
+        base,
+        problems,
+    );
+    hook.headers.clear();
+    for (header, file) in &hook.header_files {
+        let path = base.join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let value = Secret::new(text.trim_end_matches(['\n', '\r']));
+                hook.headers.insert(header.clone(), value);
+            }
+            Err(e) => problems.push(Problem {
+                key: format!("{key}.header_files.{header}"),
+                position: None,
+                message: format!(
+                    "cannot read {}: {e} (check the path and that vigil's user may read it)",
+                    path.display()
+                ),
+            }),
+        }
+    }
 }
 
 /// Anchors every relative path of the config at `base` (the config file's
@@ -184,6 +222,15 @@ fn record_secret_files(config: &mut Config, base: &Path) {
     }
     if let Some(f) = &config.journal.signing_key_file {
         files.push(("journal.signing_key_file".to_owned(), base.join(f)));
+    }
+    for (i, hook) in config.notify.webhooks.iter().enumerate() {
+        let key = format!("notify.webhooks[{i}]");
+        if let Some(f) = &hook.secret_file {
+            files.push((format!("{key}.secret_file"), base.join(f)));
+        }
+        for (header, f) in &hook.header_files {
+            files.push((format!("{key}.header_files.{header}"), base.join(f)));
+        }
     }
     config.secret_files.extend(files);
 }

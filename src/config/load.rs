@@ -260,11 +260,26 @@ fn locate(table: &DeTable<'_>, dotted: &str) -> Option<Range<usize>> {
     let mut current = table;
     let mut found = None;
     for part in dotted.split('.') {
-        let (key, value) = current.iter().find(|(k, _)| k.get_ref() == part)?;
+        // `webhooks[1]`: the second table of an array of tables.
+        let (name, index) = match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+            Some((name, i)) => (name, i.parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let (key, value) = current.iter().find(|(k, _)| k.get_ref() == name)?;
         found = Some(key.span());
+        let value = match (value.get_ref(), index) {
+            (DeValue::Array(items), Some(i)) => match items.get(i) {
+                Some(item) => {
+                    found = Some(item.span());
+                    item
+                }
+                None => return found,
+            },
+            _ => value,
+        };
         match value.get_ref() {
             DeValue::Table(inner) => current = inner,
-            _ => return Some(key.span()),
+            _ => return found,
         }
     }
     found

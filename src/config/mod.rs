@@ -9,6 +9,7 @@ pub mod exposure;
 mod files;
 pub mod identity;
 mod load;
+mod notify;
 mod proof;
 mod secret;
 mod storage;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use diff::{Change, diff};
 pub use expand::{Env, ExpandError, ProcessEnv, expand};
 pub use load::{ConfigError, Problem, load, parse};
+pub use notify::{KNOWN_EVENTS, NotifyConfig, PingConfig, WebhookConfig};
 pub use proof::{DrillConfig, VerifySchedule};
 pub use secret::{REDACTED, Secret};
 pub use storage::{
@@ -61,6 +63,9 @@ pub struct Config {
     pub jobs: BTreeMap<String, JobConfig>,
     #[serde(default)]
     pub journal: JournalConfig,
+    /// Webhooks (`[[notify.webhooks]]`).
+    #[serde(default)]
+    pub notify: NotifyConfig,
     /// Where the loader read secrets from (`key`, absolute path), for the
     /// file-mode check (`exposure`); not part of the file's schema.
     #[serde(skip)]
@@ -181,6 +186,9 @@ pub struct AdminConfig {
     /// Connections one client address may hold in that pool; its further
     /// connections are served only if their first request is a probe.
     pub max_connections_per_client: usize,
+    /// The status page's address as people reach it (`https://vigil.example/`),
+    /// linked from webhook bodies; default: `http://<listen>/`.
+    pub public_url: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -194,6 +202,7 @@ impl Default for AdminConfig {
             header_read_timeout: Duration::from_secs(5),
             max_connections: 256,
             max_connections_per_client: 32,
+            public_url: None,
         }
     }
 }
@@ -430,6 +439,27 @@ impl Config {
             }
             if let Some(pw) = crate::core::redact::url_password(job.source.expose()) {
                 out.push((format!("jobs.{name}.source"), pw));
+            }
+        }
+        for hook in &self.notify.webhooks {
+            let key = |what: &str| format!("notify.webhooks.{}.{what}", hook.name);
+            if let Some(secret) = &hook.secret {
+                out.push((key("secret_file"), secret.expose().to_owned()));
+            }
+            for (header, value) in &hook.headers {
+                out.push((
+                    key(&format!("header_files.{header}")),
+                    value.expose().to_owned(),
+                ));
+            }
+            out.push((key("url"), hook.url.expose().to_owned()));
+        }
+        for (name, job) in &self.jobs {
+            if let Some(ping) = &job.ping {
+                out.push((
+                    format!("jobs.{name}.ping.url"),
+                    ping.url.expose().to_owned(),
+                ));
             }
         }
         for (name, repo) in &self.repositories {

@@ -374,6 +374,8 @@ pub struct JobConfig {
     pub verify: Option<super::VerifySchedule>,
     /// `[jobs.<name>.drill]`: scheduled restore drills; absent: none.
     pub drill: Option<super::DrillConfig>,
+    /// `[jobs.<name>.ping]`: pings at each run's start and end; absent: none.
+    pub ping: Option<super::PingConfig>,
 }
 
 /// A base backup's starting checkpoint: `fast` at once (an I/O burst on

@@ -166,6 +166,7 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     super::validate_storage::validate_storage(config, &mut |k, m| problem(&k, m));
     validate_admin_api(config, &mut |k, m| problem(&k, m));
     validate_journal(config, &mut |k, m| problem(&k, m));
+    super::notify::validate(config, &mut |k, m| problem(&k, m));
 
     if config.daemon.environment == Environment::Production {
         if !config.admin.listen.ip().is_loopback() && config.admin.tokens.is_empty() {

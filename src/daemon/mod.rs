@@ -26,7 +26,7 @@ use crate::admin::{AdminServer, AdminState, Api, ReloadRequest};
 use crate::config::Config;
 use crate::core::journal_record::{Actor, Entry};
 use crate::logging::Logging;
-use crate::notify::Notifier;
+use crate::sd_notify::Notifier;
 use crate::state::{Phase, Shared};
 use crate::tasks::Tasks;
 

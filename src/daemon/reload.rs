@@ -16,7 +16,7 @@ use crate::core::redact::redact_text;
 use crate::health::{RunnerHandle, reload_spec};
 use crate::journal::Journal;
 use crate::logging::Logging;
-use crate::notify::Notifier;
+use crate::sd_notify::Notifier;
 use crate::state::Shared;
 
 pub(super) struct Reloader {

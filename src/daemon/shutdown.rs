@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::signals::Control;
 use crate::config::Config;
 use crate::journal::Journal;
-use crate::notify::Notifier;
+use crate::sd_notify::Notifier;
 use crate::state::{Phase, Shared};
 use crate::tasks::Tasks;
 

@@ -14,7 +14,7 @@ use crate::core::journal_record::{Actor, Entry};
 use crate::core::redact::redact_text;
 use crate::health::{HealthRunner, RunnerHandle, reload_spec};
 use crate::journal::{Journal, Opener, open_journal as open_journal_as};
-use crate::notify::Notifier;
+use crate::sd_notify::Notifier;
 use crate::state::Shared;
 use crate::tasks::Tasks;
 
@@ -130,6 +130,7 @@ pub(super) async fn start(
             redacted: redact_text(&e.to_string(), &secrets),
         })?;
     spawn_shippers(config, &journal, &pool, shared, tasks, work);
+    crate::notify::spawn_webhooks(config, &journal, shared, tasks, work);
     let events = crate::catalog::spawn_event_writer(
         pool.clone(),
         shared.service_id.clone(),

@@ -178,6 +178,8 @@ fn job_spec(job: &str, measurement: &str, config: &HealthConfig) -> CheckSpec {
 pub struct FreshnessCheck {
     pub job: String,
     pub shared: Arc<Shared>,
+    /// Where `job.stale` is recorded, once per staleness episode.
+    pub stale: StaleEdge,
 }
 
 impl Check for FreshnessCheck {
@@ -187,7 +189,53 @@ impl Check for FreshnessCheck {
 
     fn run<'a>(&'a self, _config: &'a HealthConfig) -> BoxFuture<'a, Observation> {
         let state = self.shared.jobs.get(&self.job).unwrap_or_default();
-        async move { grade_freshness(&state, Utc::now()) }.boxed()
+        async move {
+            let now = Utc::now();
+            self.stale.observe(&self.job, &state, now);
+            grade_freshness(&state, now)
+        }
+        .boxed()
+    }
+}
+
+/// `job.stale`: journalled when the newest good backup's age passes the
+/// fail threshold, once per newest backup (the episode ends with a new
+/// backup), remembered in `state_dir` so a restart does not repeat it.
+pub struct StaleEdge {
+    pub journal: crate::journal::Journal,
+    pub state_dir: std::path::PathBuf,
+}
+
+impl StaleEdge {
+    fn observe(&self, job: &str, state: &JobState, now: DateTime<Utc>) {
+        let (true, Some(freshness), Some(newest)) =
+            (state.restored, state.freshness, state.last_success)
+        else {
+            return;
+        };
+        let age = (now - newest).to_std().unwrap_or_default();
+        if age < freshness.fail_after {
+            return;
+        }
+        match crate::notify::edges::stale_edge(&self.state_dir, job, newest) {
+            Ok(false) => {}
+            Ok(true) => self.journal.emit(crate::core::journal_record::Entry::at(
+                now,
+                "job.stale",
+                crate::core::journal_record::Actor::daemon(),
+                serde_json::json!({
+                    "job": job,
+                    "newest_backup": newest,
+                    "age": short(age),
+                    "age_seconds": age.as_secs(),
+                    "threshold": short(freshness.fail_after),
+                    "threshold_seconds": freshness.fail_after.as_secs(),
+                }),
+            )),
+            Err(e) => {
+                tracing::warn!(job, dir = %self.state_dir.display(), error = %e, "cannot remember the job's staleness; `job.stale` not recorded")
+            }
+        }
     }
 }
 

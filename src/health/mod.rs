@@ -10,6 +10,7 @@ mod disk;
 mod encryption;
 mod jobs;
 mod journal;
+mod notify;
 mod process_stats;
 mod registry;
 mod repo;

@@ -12,7 +12,9 @@ use deadpool_postgres::Pool;
 use super::Check;
 use super::catalog::{CatalogMigrationsCheck, CatalogResponseCheck};
 use super::disk::DiskUsageCheck;
-use super::jobs::{BoardCheck, FreshnessCheck, SourceCheck, grade_consistency, grade_retention};
+use super::jobs::{
+    BoardCheck, FreshnessCheck, SourceCheck, StaleEdge, grade_consistency, grade_retention,
+};
 use super::journal::JournalWritableCheck;
 use super::repo::{CapacityCheck, LeftoversCheck, ReachableCheck, WritableCheck};
 use crate::config::Config;
@@ -49,6 +51,12 @@ pub fn daemon_checks(
     checks.push(Arc::new(JournalWritableCheck {
         journal: journal.clone(),
     }));
+    for hook in &config.notify.webhooks {
+        checks.push(Arc::new(super::notify::WebhookCheck {
+            hook: hook.clone(),
+            shared: Arc::clone(shared),
+        }));
+    }
     if let Some(dir) = log_dir(config) {
         checks.push(Arc::new(DiskUsageCheck {
             name: "log-dir".into(),
@@ -81,6 +89,10 @@ pub fn job_checks(
         checks.push(Arc::new(FreshnessCheck {
             job: ctx.name.clone(),
             shared: Arc::clone(shared),
+            stale: StaleEdge {
+                journal: ctx.journal.clone(),
+                state_dir: ctx.state_dir.clone(),
+            },
         }));
         checks.push(Arc::new(SourceCheck { ctx: ctx.clone() }));
         for (measurement, grade) in [

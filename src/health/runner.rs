@@ -15,7 +15,7 @@ use super::Check;
 use crate::config::Config;
 use crate::core::health::{CheckSpec, CheckState, Observation, Status};
 use crate::core::redact::redact_text;
-use crate::notify::Notifier;
+use crate::sd_notify::Notifier;
 use crate::state::{PoolStats, ProcessStats, Shared, StatusSnapshot};
 
 /// A status transition, for the log and the catalog's `health_events`.

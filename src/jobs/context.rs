@@ -112,6 +112,8 @@ pub struct JobContext {
     pub request_id: Option<String>,
     /// `kind = "mirror"`: the destination repository.
     pub mirror_to: Option<Repository>,
+    /// Sends `[jobs.<name>.ping]`'s pings (a CLI command waits for them).
+    pub pings: crate::notify::ping::Pinger,
 }
 
 impl JobContext {
@@ -147,6 +149,7 @@ impl JobContext {
                 Some(name) => Some(Repository::open(name, &config.repositories[name])?),
                 None => None,
             },
+            pings: Default::default(),
         })
     }
 

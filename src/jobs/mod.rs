@@ -18,6 +18,7 @@ pub mod prune_wal;
 pub mod report;
 pub mod restore;
 pub mod scheduler;
+pub mod tell;
 pub mod verify;
 pub mod wal;
 

@@ -308,15 +308,18 @@ pub struct Sinks<'a> {
 impl<'a> Sinks<'a> {
     /// The journal and the executions table of `ctx`.
     pub fn new(ctx: &'a JobContext) -> Sinks<'a> {
-        Sinks {
-            sinks: vec![
-                Box::new(JournalSink { ctx }),
-                Box::new(ExecutionsSink {
-                    ctx,
-                    row: Mutex::new(None),
-                }),
-            ],
+        let mut sinks: Vec<Box<dyn Reporter + 'a>> = vec![
+            Box::new(JournalSink { ctx }),
+            Box::new(super::tell::RecoverySink { ctx }),
+            Box::new(ExecutionsSink {
+                ctx,
+                row: Mutex::new(None),
+            }),
+        ];
+        if let Some(pings) = super::tell::PingSink::of(ctx) {
+            sinks.push(Box::new(pings));
         }
+        Sinks { sinks }
     }
 
     /// Also the job board (daemon runs).

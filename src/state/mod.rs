@@ -4,9 +4,11 @@
 //! the storage layers (it holds their facts, never their handles).
 
 pub mod board;
+mod notify;
 pub mod runs;
 mod snapshot;
 
 pub use board::{JobBoard, JobState, PruneState, Running, WalState};
+pub use notify::{NotifyBoard, WebhookState};
 pub use runs::{RecentRun, RecentRuns};
 pub use snapshot::{Phase, PoolStats, ProcessStats, Shared, StatusSnapshot};

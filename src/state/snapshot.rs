@@ -90,6 +90,8 @@ pub struct Shared {
     /// (it is handed this `Arc` at open), state only holds them, so the
     /// journal never imports state.
     pub audit: Arc<crate::journal::AuditStats>,
+    /// Every webhook's queue and circuit.
+    pub notify: super::NotifyBoard,
 }
 
 impl std::fmt::Debug for Shared {
@@ -128,6 +130,7 @@ impl Shared {
             startup_step: AtomicU8::new(0),
             jobs: Default::default(),
             audit: Default::default(),
+            notify: Default::default(),
         })
     }
 

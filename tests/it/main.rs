@@ -27,6 +27,7 @@ mod leftovers;
 mod logrotate;
 mod manifests;
 mod mirror;
+mod notify;
 mod page;
 mod physical;
 mod pitr;
