@@ -6,6 +6,7 @@ use crate::config::{ConfigError, UnknownJob};
 use crate::core::recovery::SelectionError;
 use crate::daemon::DaemonError;
 use crate::jobs::backup::BackupError;
+use crate::jobs::drill::DrillError;
 use crate::jobs::mirror::MirrorError;
 use crate::jobs::prune::PruneError;
 use crate::jobs::restore::RestoreError;
@@ -180,6 +181,24 @@ impl Classify for VerifyError {
             VerifyError::NoBackups { .. } | VerifyError::NoPgRestore | VerifyError::Cancelled => {
                 Exit::Failed
             }
+        }
+    }
+}
+
+impl Classify for DrillError {
+    fn exit(&self) -> Exit {
+        match self {
+            DrillError::NotConfigured { .. } => Exit::Usage,
+            DrillError::Repo(e) => e.exit(),
+            DrillError::Restore(e) => e.exit(),
+            DrillError::NoBackups { .. }
+            | DrillError::Busy { .. }
+            | DrillError::Lock(_)
+            | DrillError::TargetNotEmpty { .. }
+            | DrillError::Check { .. }
+            | DrillError::Drop { .. }
+            | DrillError::Physical(_)
+            | DrillError::Cancelled => Exit::Failed,
         }
     }
 }
