@@ -323,3 +323,77 @@ fn a_scheduled_drill_on_the_defaults_makes_the_drill_check_pass() {
     assert_eq!(shared_psql("postgres", &gone).unwrap(), "0");
     assert!(!vigil.log_text().contains(PASSWORD));
 }
+
+/// Sets the archive time of every WAL object archived after `at` back to
+/// `at`, so the window ends where a busy database's archive would: at a
+/// time the archived WAL replays past (here the next commit follows it).
+fn archived_at(repo: &Path, at: std::time::SystemTime) {
+    let mut dirs = vec![repo.join(crate::pitr::JOB).join("wal")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if entry.metadata().unwrap().modified().unwrap() > at {
+                let file = std::fs::File::options().write(true).open(&path).unwrap();
+                file.set_modified(at).unwrap();
+            }
+        }
+    }
+}
+
+/// A physical drill: a random time of the window (between the base
+/// backup's end and the archive's last point), laid out under the
+/// target, a throwaway server started as `postgres` until it promoted,
+/// the check, everything removed.
+#[test]
+fn a_physical_drill_recovers_to_a_random_point_of_the_window() {
+    let s = crate::pitr::Setup::new();
+    s.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)");
+    let (code, _, stderr) = s.vigil(&["backup", crate::pitr::JOB]);
+    assert_eq!(code, 0, "{stderr}\n{}", s.server_log());
+    let listed = crate::harness::list_manifests(&s.config, crate::pitr::JOB, &[]);
+    let finished: chrono::DateTime<chrono::Utc> =
+        listed[0]["finishedAt"].as_str().unwrap().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let window_end = std::time::SystemTime::now();
+    std::thread::sleep(Duration::from_millis(200));
+    s.psql("INSERT INTO t VALUES (2)");
+    s.switch_and_wait();
+    archived_at(&s.repo, window_end);
+
+    let target = s.dir("drills");
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str(&format!(
+        "[jobs.{}.drill]\nevery = \"1day\"\ntarget = \"{}\"\ncheck_sql = [\"SELECT count(*) = 1 FROM t\"]\n",
+        crate::pitr::JOB,
+        target.display()
+    ));
+    std::fs::write(&s.config, config).unwrap();
+    let (code, stdout, stderr) = s.vigil(&["drill", crate::pitr::JOB, "--json"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["ok"], true, "{printed}");
+    let chosen: chrono::DateTime<chrono::Utc> =
+        printed["recoveryTarget"].as_str().unwrap().parse().unwrap();
+    let end: chrono::DateTime<chrono::Utc> = window_end.into();
+    assert!(
+        finished <= chosen && chosen <= end,
+        "{chosen} outside the window {finished} .. {end}"
+    );
+    assert_eq!(printed["backupId"], listed[0]["backupId"]);
+    assert!(printed["rtoSeconds"].as_f64().unwrap() > 0.0);
+    let left: Vec<_> = std::fs::read_dir(&target).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the scratch directory was removed: {left:?}"
+    );
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.repo.join("pg/proofs/drill.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record["lastSuccess"]["recoveryTarget"],
+        printed["recoveryTarget"]
+    );
+}

@@ -82,10 +82,13 @@ fn quote(word: &str) -> String {
 }
 
 /// `postgres` options: its own port and socket, no TCP, its own hba file,
-/// no archiving of its own (the drill's WAL is nobody's).
+/// no archiving of its own (the drill's WAL is nobody's), and no hot
+/// standby: recovery then needs no setting as large as the source's
+/// (`max_connections` and the like, which the data directory may not
+/// carry), and `pg_ctl start -w` returns once the server has promoted.
 pub fn options(port: u16, socket_dir: &Path, hba: &Path) -> String {
     format!(
-        "-c port={port} -c listen_addresses='' -c unix_socket_directories={} -c hba_file={} -c archive_mode=off -c hot_standby=on",
+        "-c port={port} -c listen_addresses='' -c unix_socket_directories={} -c hba_file={} -c archive_mode=off -c hot_standby=off",
         quote(&socket_dir.display().to_string()),
         quote(&hba.display().to_string()),
     )
@@ -293,5 +296,6 @@ mod tests {
             "{o}"
         );
         assert!(o.contains("-c archive_mode=off"), "{o}");
+        assert!(o.contains("-c hot_standby=off"), "{o}");
     }
 }
