@@ -326,6 +326,33 @@ mod tests {
         );
     }
 
+    /// config.toml.example's drill with only the keys it sets uncommented
+    /// (`every`, `target`): valid, with the default check.
+    #[test]
+    fn the_examples_drill_validates_with_its_defaults() {
+        let example = include_str!("../../config.toml.example");
+        let drill: String = example
+            .lines()
+            .skip_while(|l| *l != "# [jobs.orders.drill]")
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with("every =") || l.starts_with("target = \"postgres"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(drill.lines().count(), 2, "{drill}");
+        assert!(problems(LOGICAL, &drill).is_empty(), "{drill}");
+        let src = format!(
+            "{BASE}[jobs.orders]\n{LOGICAL}repository = \"local\"\nevery = \"1h\"\n[jobs.orders.drill]\n{drill}"
+        );
+        let config = parse(&src, Path::new("c.toml"), &HashMap::new()).unwrap();
+        let parsed = config.jobs["orders"].drill.clone().unwrap();
+        assert_eq!(parsed.every, Some(std::time::Duration::from_secs(86_400)));
+        assert_eq!((parsed.max_rto, parsed.database), (None, None));
+        assert_eq!(
+            crate::jobs::drill::check_queries(&parsed.check_sql),
+            ["SELECT true"]
+        );
+    }
+
     #[test]
     fn drills_need_a_schedule_a_target_and_a_kind_that_restores() {
         let keys = |job: &str, drill: &str| -> Vec<String> {

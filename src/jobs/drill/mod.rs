@@ -28,6 +28,7 @@ use crate::config::{DrillConfig, JobKind};
 use crate::core::proofs::{DrillRecord, DrillRun};
 use crate::repo::RepoError;
 
+pub use checks::queries as check_queries;
 pub use physical::PhysicalError;
 pub use record::{fold, trigger_word};
 
