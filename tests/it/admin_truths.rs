@@ -226,7 +226,7 @@ fn protected_details_serve_a_valid_token_while_its_address_is_over_the_limit() {
     }
 }
 
-fn promtool_check(text: &str) -> (bool, String) {
+pub(crate) fn promtool_check(text: &str) -> (bool, String) {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

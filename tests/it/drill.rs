@@ -314,6 +314,8 @@ fn a_scheduled_drill_on_the_defaults_makes_the_drill_check_pass() {
     ] {
         assert!(metrics.contains(family), "{family}\n{metrics}");
     }
+    let (clean, said) = crate::admin_truths::promtool_check(&metrics);
+    assert!(clean, "promtool check metrics: {said}");
     let record: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(vigil.dir.join("repo/orders/proofs/drill.json")).unwrap(),
     )
