@@ -67,14 +67,18 @@ impl Setup {
     /// A job with one committed backup; `drill` holds the drill's lines
     /// besides `every` and `target`.
     fn new(drill: &str) -> Setup {
+        Setup::with_target(None, drill)
+    }
+
+    /// [`Setup::new`] with a target of the caller's (default: the
+    /// scratch database on the shared cluster).
+    fn with_target(target: Option<&str>, drill: &str) -> Setup {
         let source = source();
         let catalog = fresh_catalog();
         let scratch = scratch_name(&source);
         let dir = tempfile::tempdir().unwrap();
-        let lines = format!(
-            "every = \"1day\"\ntarget = \"{}\"\n{drill}",
-            target_url(&scratch)
-        );
+        let target = target.map_or_else(|| target_url(&scratch), str::to_owned);
+        let lines = format!("every = \"1day\"\ntarget = \"{target}\"\n{drill}");
         let text = config_text(
             dir.path(),
             &catalog.url(),
@@ -237,6 +241,19 @@ fn a_scratch_database_holding_a_table_is_refused_and_left_intact() {
         "1",
         "nothing restored into it"
     );
+}
+
+#[test]
+fn a_target_server_that_cannot_be_reached_fails_the_drill_with_exit_3() {
+    let closed = crate::harness::free_port();
+    let target = format!("postgres://postgres@127.0.0.1:{closed}/scratch");
+    let s = Setup::with_target(Some(&target), "");
+    let (code, printed, stderr) = s.drill_json();
+    assert_eq!(code, 3, "{printed}\n{stderr}");
+    let error = printed["error"].as_str().unwrap();
+    assert!(error.contains(&format!("127.0.0.1:{closed}")), "{error}");
+    assert_eq!(s.record()["lastRun"]["ok"], false);
+    assert_eq!(s.executions(), "backup:succeeded\ndrill:failed");
 }
 
 #[test]
