@@ -268,4 +268,21 @@ mod tests {
         assert_eq!(nested.exit().code(), 3);
         assert_eq!(RestoreError::NoDatabase.exit(), Exit::Usage);
     }
+
+    #[test]
+    fn a_drill_exits_by_why_it_failed() {
+        let job = || "orders".to_owned();
+        assert_eq!(DrillError::NotConfigured { job: job() }.exit(), Exit::Usage);
+        let check = DrillError::Check {
+            query: "SELECT false".into(),
+            found: "returned false".into(),
+        };
+        assert_eq!(check.exit(), Exit::Failed);
+        let unreachable = DrillError::Restore(RestoreError::TargetUnreachable {
+            host: "127.0.0.1:1".into(),
+            detail: "refused".into(),
+        });
+        assert_eq!(unreachable.exit(), Exit::Unreachable);
+        assert_eq!(DrillError::Busy { job: job() }.exit(), Exit::Failed);
+    }
 }
