@@ -12,6 +12,7 @@ mod endpoints;
 mod exposition;
 mod health;
 mod metrics;
+mod metrics_drill;
 mod metrics_notify;
 mod metrics_wal;
 mod page;

@@ -129,6 +129,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a restore drill of a job now (its `[jobs.JOB.drill]`): restore
+    /// the newest backup (physical jobs: a random point of the window) into
+    /// the scratch target, run the checks, record the RTO, drop the target.
+    /// Exit 1 naming the failed check or error.
+    Drill {
+        job: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply (or preview) a job's retention policy.
     Prune {
         /// The job (or --all).

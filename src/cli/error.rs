@@ -65,6 +65,17 @@ pub enum CliError {
     },
     #[error("prune failed: {}", failures.join("; "))]
     PruneFailed { failures: Vec<String> },
+    /// `vigil drill` of a job without `[drill]`.
+    #[error(transparent)]
+    Drill(#[from] crate::jobs::drill::DrillError),
+    /// A drill ran and failed (its printed result says how); `exit` is
+    /// its error's class, `error` its redacted text.
+    #[error("drill of {job} failed: {error}")]
+    DrillFailed {
+        job: String,
+        exit: Exit,
+        error: String,
+    },
 }
 
 /// Why the journal could not be read or did not verify (all exit 1).
@@ -141,6 +152,8 @@ impl Classify for CliError {
             CliError::Key(e) => e.exit(),
             CliError::Status(e) => e.exit(),
             CliError::Output(e) => e.exit(),
+            CliError::Drill(e) => e.exit(),
+            CliError::DrillFailed { exit, .. } => *exit,
             CliError::Journal(_)
             | CliError::Audit(_)
             | CliError::Json(_)
@@ -186,6 +199,9 @@ impl CliError {
             CliError::VerifyFailed { .. } => "verify_failed",
             CliError::Path { .. } => "failed",
             CliError::PruneFailed { .. } => "prune_failed",
+            CliError::Drill(crate::jobs::drill::DrillError::NotConfigured { .. }) => "usage",
+            CliError::Drill(_) => "drill_failed",
+            CliError::DrillFailed { .. } => "drill_failed",
             CliError::Man(_) => "output_failed",
         }
     }
@@ -199,6 +215,7 @@ impl CliError {
             CliError::PruneFailed { .. }
                 | CliError::Audit(AuditError::Failed)
                 | CliError::VerifyFailed { .. }
+                | CliError::DrillFailed { .. }
         )
     }
 }

@@ -6,6 +6,7 @@ use crate::config::{ConfigError, UnknownJob};
 use crate::core::recovery::SelectionError;
 use crate::daemon::DaemonError;
 use crate::jobs::backup::BackupError;
+use crate::jobs::drill::DrillError;
 use crate::jobs::mirror::MirrorError;
 use crate::jobs::prune::PruneError;
 use crate::jobs::restore::RestoreError;
@@ -184,6 +185,24 @@ impl Classify for VerifyError {
     }
 }
 
+impl Classify for DrillError {
+    fn exit(&self) -> Exit {
+        match self {
+            DrillError::NotConfigured { .. } => Exit::Usage,
+            DrillError::Repo(e) => e.exit(),
+            DrillError::Restore(e) => e.exit(),
+            DrillError::NoBackups { .. }
+            | DrillError::Busy { .. }
+            | DrillError::Lock(_)
+            | DrillError::TargetNotEmpty { .. }
+            | DrillError::Check { .. }
+            | DrillError::Drop { .. }
+            | DrillError::Physical(_)
+            | DrillError::Cancelled => Exit::Failed,
+        }
+    }
+}
+
 impl Classify for PruneError {
     fn exit(&self) -> Exit {
         match self {
@@ -248,5 +267,22 @@ mod tests {
         };
         assert_eq!(nested.exit().code(), 3);
         assert_eq!(RestoreError::NoDatabase.exit(), Exit::Usage);
+    }
+
+    #[test]
+    fn a_drill_exits_by_why_it_failed() {
+        let job = || "orders".to_owned();
+        assert_eq!(DrillError::NotConfigured { job: job() }.exit(), Exit::Usage);
+        let check = DrillError::Check {
+            query: "SELECT false".into(),
+            found: "returned false".into(),
+        };
+        assert_eq!(check.exit(), Exit::Failed);
+        let unreachable = DrillError::Restore(RestoreError::TargetUnreachable {
+            host: "127.0.0.1:1".into(),
+            detail: "refused".into(),
+        });
+        assert_eq!(unreachable.exit(), Exit::Unreachable);
+        assert_eq!(DrillError::Busy { job: job() }.exit(), Exit::Failed);
     }
 }

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod commands;
 pub mod demo;
 mod docs;
+mod drill;
 pub mod error;
 pub mod exit;
 mod notify;
@@ -138,6 +139,7 @@ async fn dispatch(invocation: &Invocation, command: Command) -> ExitCode {
             all,
             json,
         } => verify::command(invocation, job, backup, all, json).await,
+        Command::Drill { job, json } => drill::command(invocation, job, json).await,
         Command::Pin { job, backup_id } => {
             commands::pin_command(invocation, job, backup_id, true).await
         }

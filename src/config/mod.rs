@@ -14,6 +14,7 @@ mod proof;
 mod secret;
 mod storage;
 mod validate;
+pub mod validate_drill;
 mod validate_storage;
 
 use std::collections::BTreeMap;
@@ -439,6 +440,10 @@ impl Config {
             }
             if let Some(pw) = crate::core::redact::url_password(job.source.expose()) {
                 out.push((format!("jobs.{name}.source"), pw));
+            }
+            let drill_target = job.drill.as_ref().map(|d| d.target.expose());
+            if let Some(pw) = drill_target.and_then(crate::core::redact::url_password) {
+                out.push((format!("jobs.{name}.drill.target"), pw));
             }
         }
         for hook in &self.notify.webhooks {

@@ -45,9 +45,14 @@ pub struct DrillConfig {
     /// directory for a throwaway PostgreSQL.
     #[serde(default)]
     pub target: Secret,
-    /// Queries that must each return a single true.
+    /// Queries that must each return a single true; none: `SELECT true`
+    /// (the restored database answers).
     #[serde(default)]
     pub check_sql: Vec<String>,
+    /// Logical jobs: which database of a multi-database backup is
+    /// restored (required when the job backs up several). Physical jobs:
+    /// the database the checks connect to (default `postgres`).
+    pub database: Option<String>,
     /// A drill slower than this warns.
     #[serde(default, with = "humantime_serde")]
     pub max_rto: Option<Duration>,

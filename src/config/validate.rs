@@ -164,6 +164,7 @@ pub fn validate(config: &Config) -> Vec<(String, String)> {
     }
 
     super::validate_storage::validate_storage(config, &mut |k, m| problem(&k, m));
+    super::validate_drill::validate_drills(&config.jobs, &mut |k, m| problem(&k, m));
     validate_admin_api(config, &mut |k, m| problem(&k, m));
     validate_journal(config, &mut |k, m| problem(&k, m));
     super::notify::validate(config, &mut |k, m| problem(&k, m));

@@ -104,8 +104,11 @@ impl Daemon {
             )),
         };
 
+        // Physical drills' restore_command names the config file.
+        let drill_config = config_path.clone();
         let startup = start(
             &current,
+            &drill_config,
             config.subscribe(),
             &shared,
             &tasks,

@@ -113,6 +113,7 @@ fn spawn_shippers(
 /// Start-up after the admin port is up: journal, catalog, migrations, checks.
 pub(super) async fn start(
     config: &Config,
+    config_path: &std::path::Path,
     config_rx: watch::Receiver<Arc<Config>>,
     shared: &Arc<Shared>,
     tasks: &Tasks,
@@ -129,6 +130,7 @@ pub(super) async fn start(
         .map_err(|e| DaemonError::Jobs {
             redacted: redact_text(&e.to_string(), &secrets),
         })?;
+    crate::jobs::drill::schedule::arm(config_path, &jobs, shared, tasks, work).await;
     spawn_shippers(config, &journal, &pool, shared, tasks, work);
     crate::notify::spawn_webhooks(config, &journal, shared, tasks, work);
     let events = crate::catalog::spawn_event_writer(

@@ -7,6 +7,7 @@
 mod catalog;
 mod check;
 mod disk;
+mod drill;
 mod encryption;
 mod jobs;
 mod journal;

@@ -112,6 +112,9 @@ pub fn job_checks(
                 shared: Arc::clone(shared),
             }));
         }
+        if let Some(drill) = super::drill::DrillCheck::for_job(ctx, shared) {
+            checks.push(Arc::new(drill));
+        }
         if repos.insert(ctx.repo.name.clone()) {
             checks.extend(repository_checks(config, shared, ctx));
         }

@@ -78,7 +78,23 @@ pub async fn take(
     ctx: &JobContext,
     cancel: &CancellationToken,
 ) -> Result<Option<JobLock>, LockError> {
-    let advisory = match try_advisory(&ctx.catalog, &ctx.name).await {
+    take_named(ctx, LEASE_NAME, cancel).await
+}
+
+/// [`take`] for another kind of run of the job (`drill`): its own
+/// advisory key and lease `<job>/locks/<name>`, so such runs never
+/// overlap each other yet run beside the job's backups.
+pub async fn take_named(
+    ctx: &JobContext,
+    name: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<JobLock>, LockError> {
+    let key = if name == LEASE_NAME {
+        ctx.name.clone()
+    } else {
+        format!("{}/{name}", ctx.name)
+    };
+    let advisory = match try_advisory(&ctx.catalog, &key).await {
         Ok(Some(held)) => Some(held),
         Ok(None) => {
             tracing::info!(job = %ctx.name, "another vigil holds the job's advisory lock");
@@ -89,7 +105,7 @@ pub async fn take(
             None
         }
     };
-    let path = lease::lease_path(&ctx.repo, &ctx.name, LEASE_NAME);
+    let path = lease::lease_path(&ctx.repo, &ctx.name, name);
     let ours = LeaseRecord::new(&ctx.host, ctx.repo.lease_ttl);
     let acquired = lease::acquire(&ctx.repo, &path, &ours).await;
     let record = match acquired {
@@ -109,7 +125,7 @@ pub async fn take(
     };
     let cancel = cancel.child_token();
     let lease = HeldLease::start(ctx.repo.clone(), path, record, cancel.clone());
-    if advisory.is_some() {
+    if advisory.is_some() && name == LEASE_NAME {
         super::executions::close_orphans(ctx).await;
     }
     Ok(Some(JobLock {

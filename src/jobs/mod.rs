@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod context;
+pub mod drill;
 pub mod executions;
 pub mod host;
 pub mod lock;

@@ -22,6 +22,7 @@ pub enum RunKind {
     Prune,
     Mirror,
     Restore,
+    Drill,
 }
 
 impl RunKind {
@@ -31,6 +32,7 @@ impl RunKind {
             RunKind::Prune => "prune",
             RunKind::Mirror => "mirror",
             RunKind::Restore => "restore",
+            RunKind::Drill => "drill",
         }
     }
 }
@@ -248,7 +250,8 @@ impl BoardSink<'_> {
                 (Fact::Prune(outcome), _) => fold_prune(s, outcome),
                 (Fact::None, RunKind::Prune) => s.prune.last_error = Some(error),
                 (Fact::None, RunKind::Backup | RunKind::Mirror) => s.record_failure(error),
-                (Fact::None, RunKind::Restore) => {}
+                // A drill's record reaches the board from the drill itself.
+                (Fact::None, RunKind::Restore | RunKind::Drill) => {}
             });
     }
 

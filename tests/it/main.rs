@@ -12,6 +12,7 @@ mod cli;
 mod cli_truths;
 mod daemon;
 mod disk_full;
+mod drill;
 // Needs the failpoints compiled in: `cargo test --features failpoints`.
 #[cfg(feature = "failpoints")]
 mod failpoints;

@@ -20,7 +20,7 @@ use crate::harness::{
     postgres_scratch, vigil_cli,
 };
 
-const JOB: &str = "pg";
+pub(crate) const JOB: &str = "pg";
 
 /// The fs repository and the physical job (keep_last = 1, pruned on demand).
 fn job_text(repo: &Path, port: u16) -> String {
@@ -34,18 +34,19 @@ fn job_text(repo: &Path, port: u16) -> String {
     )
 }
 
-/// The source cluster archiving into the job, and the config both use.
-struct Setup {
-    cluster: Cluster,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    repo: PathBuf,
+/// The source cluster archiving into the job, and the config both use
+/// (drill.rs drills it too).
+pub(crate) struct Setup {
+    pub(crate) cluster: Cluster,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
+    pub(crate) repo: PathBuf,
     catalog_url: String,
     catalog: crate::harness::TestDb,
 }
 
 impl Setup {
-    fn new() -> Setup {
+    pub(crate) fn new() -> Setup {
         let dir = postgres_scratch("vigil-it-pitr-");
         let repo = dir.path().join("repo");
         // README "Permissions": a root shared by group, setgid. vigil's own
@@ -95,12 +96,12 @@ impl Setup {
         setup
     }
 
-    fn psql(&self, sql: &str) -> String {
+    pub(crate) fn psql(&self, sql: &str) -> String {
         self.cluster.psql("postgres", sql).unwrap()
     }
 
     /// The source server's log, for failure messages.
-    fn server_log(&self) -> String {
+    pub(crate) fn server_log(&self) -> String {
         let log = self
             .cluster
             .data_dir()
@@ -110,18 +111,18 @@ impl Setup {
         std::fs::read_to_string(log).unwrap_or_default()
     }
 
-    fn vigil(&self, args: &[&str]) -> (i32, String, String) {
+    pub(crate) fn vigil(&self, args: &[&str]) -> (i32, String, String) {
         vigil_cli(&self.config, args, &[])
     }
 
     /// Closes the current segment and waits until it is archived.
-    fn switch_and_wait(&self) {
+    pub(crate) fn switch_and_wait(&self) {
         let name = self.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
         self.psql("SELECT pg_switch_wal()");
         wait_archived(&|sql| self.psql(sql), &name);
     }
 
-    fn dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn dir(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 }

@@ -7,7 +7,7 @@
 
 pub mod physical;
 pub mod recovery;
-mod target;
+pub(crate) mod target;
 
 use std::path::PathBuf;
 

@@ -1,12 +1,13 @@
 //! The PostgreSQL database a restore writes into: checked empty (or
-//! created), and dropped again when a restore that created it fails.
+//! created), and dropped again when a restore that created it fails (or
+//! a drill is done with it).
 
 use super::{RestoreError, RestoreRequest};
 use crate::config::conninfo::ConnInfo;
 use crate::pipeline::pgtools::describe_host;
 
 /// Checks (or creates) the target; returns whether this restore created it.
-pub(super) async fn prepare_target(
+pub(crate) async fn prepare_target(
     target: &ConnInfo,
     database: &str,
     request: &RestoreRequest,
@@ -64,7 +65,7 @@ fn query_error(
     }
 }
 
-async fn connect(
+pub(crate) async fn connect(
     target: &ConnInfo,
     dbname: Option<&str>,
 ) -> Result<tokio_postgres::Client, RestoreError> {
@@ -88,7 +89,7 @@ async fn connect(
     })
 }
 
-pub(super) async fn drop_database(target: &ConnInfo, database: &str) -> Result<(), RestoreError> {
+pub(crate) async fn drop_database(target: &ConnInfo, database: &str) -> Result<(), RestoreError> {
     let client = connect(target, Some("postgres")).await?;
     client
         .batch_execute(&format!(
