@@ -332,6 +332,20 @@ fn read_value(
     Ok(value)
 }
 
+/// `host:port` of a connection, for manifests and messages (no credentials).
+pub fn describe_host(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ pub use diff::{Change, diff};
 pub use expand::{Env, ExpandError, ProcessEnv, expand};
 pub use load::{ConfigError, Problem, load, parse};
 pub use notify::{KNOWN_EVENTS, NotifyConfig, PingConfig, WebhookConfig};
-pub use proof::{DrillConfig, VerifySchedule};
+pub use proof::{DEFAULT_DRILL_CHECK, DrillConfig, VerifySchedule, drill_check_queries};
 pub use secret::{REDACTED, Secret};
 pub use storage::{
     Checkpoint, Compression, Databases, EncryptionConfig, JobConfig, JobKind, RepositoryConfig,

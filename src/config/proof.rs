@@ -60,3 +60,15 @@ pub struct DrillConfig {
     /// newest installed PostgreSQL's.
     pub pg_bin_dir: Option<PathBuf>,
 }
+
+/// Without `check_sql`: the restored database answers a query.
+pub const DEFAULT_DRILL_CHECK: &str = "SELECT true";
+
+/// The queries a drill runs: the configured ones, or [`DEFAULT_DRILL_CHECK`].
+pub fn drill_check_queries(check_sql: &[String]) -> Vec<String> {
+    if check_sql.is_empty() {
+        vec![DEFAULT_DRILL_CHECK.to_owned()]
+    } else {
+        check_sql.to_vec()
+    }
+}

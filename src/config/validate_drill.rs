@@ -189,12 +189,12 @@ fn validate_logical(job: &JobConfig, drill: &DrillConfig, problem: &mut dyn FnMu
         return; // `source` itself is reported
     };
     if is_source(&source.pg, &job.databases, &target.pg, target_db) {
-        let host = crate::pipeline::pgtools::describe_host(&target.pg);
+        let host = super::conninfo::describe_host(&target.pg);
         problem(
             "target",
             format!(
                 "{host}/{target_db} is the job's source (`source` = {}, databases {}): a drill drops its target; point it at a scratch database on another server or under another name",
-                crate::pipeline::pgtools::describe_host(&source.pg),
+                super::conninfo::describe_host(&source.pg),
                 describe_databases(&job.databases)
             ),
         );
@@ -348,7 +348,7 @@ mod tests {
         assert_eq!(parsed.every, Some(std::time::Duration::from_secs(86_400)));
         assert_eq!((parsed.max_rto, parsed.database), (None, None));
         assert_eq!(
-            crate::jobs::drill::check_queries(&parsed.check_sql),
+            crate::config::drill_check_queries(&parsed.check_sql),
             ["SELECT true"]
         );
     }

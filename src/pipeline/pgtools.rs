@@ -185,19 +185,7 @@ fn connection_env(config: &tokio_postgres::Config) -> Vec<(String, String)> {
     env
 }
 
-/// `host:port` of a connection, for manifests and messages (no credentials).
-pub fn describe_host(config: &tokio_postgres::Config) -> String {
-    let host = config
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            Host::Tcp(name) => name.clone(),
-            Host::Unix(path) => path.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}")
-}
+pub use crate::config::conninfo::describe_host;
 
 #[cfg(test)]
 mod tests {

@@ -7,17 +7,7 @@ use tokio_postgres::types::Type;
 
 use super::DrillError;
 
-/// Without `check_sql`: the restored database answers a query.
-pub const DEFAULT_CHECK: &str = "SELECT true";
-
-/// The queries a drill runs: the configured ones, or [`DEFAULT_CHECK`].
-pub fn queries(check_sql: &[String]) -> Vec<String> {
-    if check_sql.is_empty() {
-        vec![DEFAULT_CHECK.to_owned()]
-    } else {
-        check_sql.to_vec()
-    }
-}
+pub use crate::config::drill_check_queries as queries;
 
 /// What one query returned, as far as the verdict needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,7 +88,7 @@ mod tests {
 
     #[test]
     fn no_check_sql_runs_the_default_query() {
-        assert_eq!(queries(&[]), [DEFAULT_CHECK]);
+        assert_eq!(queries(&[]), [crate::config::DEFAULT_DRILL_CHECK]);
         let own = vec!["SELECT count(*) > 0 FROM orders".to_owned()];
         assert_eq!(queries(&own), own);
     }

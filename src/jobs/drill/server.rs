@@ -169,7 +169,10 @@ impl Server {
     }
 
     /// A session on `database` through the socket.
-    pub async fn connect(&self, database: &str) -> Result<tokio_postgres::Client, String> {
+    pub async fn connect(
+        &self,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let mut config = tokio_postgres::Config::new();
         config
             .host_path(&self.socket_dir)
@@ -178,10 +181,7 @@ impl Server {
             .dbname(database)
             .application_name("vigil-drill")
             .connect_timeout(Duration::from_secs(10));
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| crate::core::redact::error_chain(&e))?;
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
