@@ -32,13 +32,13 @@ command -v zcat >/dev/null 2>&1 || missing+=(gzip)
 # The restore-by-hand test uses the standard tools the README shows.
 command -v age >/dev/null 2>&1 || missing+=(age)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
-# The metrics test lints /metrics as served with promtool (classic text format);
-# tests/it/alerts.rs runs promtool on the alert rules and a Prometheus server.
+# The metrics test lints /metrics as served with promtool (classic text format).
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-# tests/it/alerts.rs reads the alert rules' YAML with PyYAML.
-python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 # The S3 tests run moto, which tests/s3/server.sh pip-installs into a venv.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# tests/it/alerts.rs reads the alert rules' YAML with PyYAML (and runs promtool
+# and the Prometheus server, from the prometheus package above).
+python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 if ((${#missing[@]})); then
     echo "tests/run.sh: installing ${missing[*]}" >&2
     as_root apt-get update -qq
