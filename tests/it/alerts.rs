@@ -20,14 +20,18 @@ const RULES: &str = "deploy/prometheus/vigil-rules.yml";
 const RULE_TESTS: &str = "deploy/prometheus/vigil-rules.test.yml";
 const DASHBOARD: &str = "deploy/grafana/vigil.json";
 
-/// Metrics the verify and drill owners export (issue 16's contract); not
-/// served by a daemon that has no verify or drill configured.
-const PROOF_METRICS: [&str; 5] = [
+/// Families a daemon serves only once they are configured and have run:
+/// verification and drills (issue 16's contract) and webhooks (issue 17's
+/// notify metrics, labelled `webhook`).
+const CONFIGURED_METRICS: [&str; 8] = [
     "vigil_verify_last_success_timestamp_seconds",
     "vigil_verify_bad_objects",
     "vigil_drill_last_success_timestamp_seconds",
     "vigil_drill_duration_seconds",
     "vigil_drill_last_run_success",
+    "vigil_notify_circuit_open",
+    "vigil_notify_deliveries_total",
+    "vigil_notify_queue_depth",
 ];
 
 fn repo_path(rel: &str) -> PathBuf {
@@ -250,7 +254,7 @@ fn served_names(scrape: &str) -> BTreeSet<String> {
 fn unserved(text: &str, served: &BTreeSet<String>) -> BTreeSet<String> {
     metric_names(text)
         .into_iter()
-        .filter(|n| !served.contains(n) && !PROOF_METRICS.contains(&n.as_str()))
+        .filter(|n| !served.contains(n) && !CONFIGURED_METRICS.contains(&n.as_str()))
         .collect()
 }
 
