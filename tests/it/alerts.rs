@@ -414,13 +414,15 @@ const DAEMON_ALERTS: [&str; 3] = ["VigilDown", "VigilNotReady", "VigilJournalFai
 
 #[test]
 fn a_real_prometheus_fires_the_rules_on_failing_daemons_and_not_on_a_healthy_one() {
-    let catalog = fresh_db();
+    // Two catalogs: one would lock `orders` for both daemons, and a run
+    // that finds the job locked is skipped.
+    let (bad_catalog, good_catalog) = (fresh_db(), fresh_db());
     let (bad_source, bad_url) = example_source(false);
     let (good_source, good_url) = example_source(true);
     // The shipped defaults: the daily job catches up at once; on `failing`
     // its run fails, and the physical job's source is not there.
-    let mut failing = example_daemon(&catalog, &bad_source, &bad_url, true);
-    let healthy = example_daemon(&catalog, &good_source, &good_url, false);
+    let mut failing = example_daemon(&bad_catalog, &bad_source, &bad_url, true);
+    let healthy = example_daemon(&good_catalog, &good_source, &good_url, false);
 
     // Every metric the rules, their tests and the dashboard name is served.
     failing.wait_for("the cluster's WAL metrics", Duration::from_secs(90), || {
