@@ -396,6 +396,87 @@ fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body.to_owned()))
 }
 
+/// `text` as a URL query value.
+fn query_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Whether an expression keeps every series it selects: no comparison or
+/// set operator outside its label matchers (those may rightly select none).
+fn unfiltered(expr: &str) -> bool {
+    let mut depth = 0;
+    let outside: String = expr
+        .chars()
+        .filter(|c| {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => return depth == 0,
+            }
+            false
+        })
+        .collect();
+    !["==", ">", "<", " and ", " unless ", " or "]
+        .iter()
+        .any(|op| outside.contains(op))
+}
+
+/// Every dashboard query, its variables set to all, succeeds on a real
+/// Prometheus; those that filter nothing and read only what these daemons
+/// serve return series; the variables list both daemons and their jobs.
+fn the_dashboard_reads_real_series(prometheus: &Prometheus, instances: &[&str]) {
+    let query = |q: &str| -> Value {
+        let path = format!("/api/v1/query?query={}", query_encode(q));
+        let (status, body) = get(prometheus.addr, &path).expect("Prometheus answers");
+        assert_eq!(status, 200, "{q}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let mut empty = Vec::new();
+    for expr in dashboard_exprs() {
+        let filled = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$backup_job", ".*");
+        let answer = query(&filled);
+        assert_eq!(answer["status"], "success", "{filled}: {answer}");
+        let configured_only = metric_names(&expr)
+            .iter()
+            .any(|n| CONFIGURED_METRICS.contains(&n.as_str()));
+        let series = answer["data"]["result"].as_array().map_or(0, Vec::len);
+        if unfiltered(&expr) && !configured_only && series == 0 {
+            empty.push(filled);
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "dashboard queries with no series: {empty:#?}"
+    );
+    let values = |label: &str, metric: &str| -> Value {
+        let path = format!(
+            "/api/v1/label/{label}/values?match[]={}",
+            query_encode(metric)
+        );
+        let (_, body) = get(prometheus.addr, &path).expect("Prometheus answers");
+        serde_json::from_str::<Value>(&body).unwrap()["data"].clone()
+    };
+    let found = values("instance", "vigil_build_info");
+    for instance in instances {
+        assert!(
+            found.as_array().unwrap().contains(&Value::from(*instance)),
+            "{found}"
+        );
+    }
+    let jobs = values("backup_job", "vigil_backup_last_success_timestamp_seconds");
+    assert_eq!(jobs, serde_json::json!(["cluster", "orders"]));
+}
+
 /// Whether `alerts` holds `name` with every label of `labels`.
 fn has(alerts: &[Value], name: &str, labels: &[(&str, &str)]) -> bool {
     alerts.iter().any(|a| {
@@ -487,6 +568,8 @@ fn a_real_prometheus_fires_the_rules_on_failing_daemons_and_not_on_a_healthy_one
             })
         },
     );
+
+    the_dashboard_reads_real_series(&prometheus, &[&bad, &good]);
 
     // The healthy daemon's job backed up: nothing about it stays active.
     healthy.wait_for("the healthy job's backup", Duration::from_secs(60), || {
