@@ -53,7 +53,8 @@ expect_mode /var/log/vigil "750 vigil:vigil"
 expect_mode /usr/bin/vigil "755 root:root"
 for f in /usr/lib/systemd/system/vigil.service /etc/logrotate.d/vigil \
          /usr/share/doc/vigil/config.toml.example /usr/share/doc/vigil/README.md \
-         /usr/share/doc/vigil/postgres/catalog.sql; do
+         /usr/share/doc/vigil/postgres/catalog.sql \
+         /usr/share/vigil/prometheus/vigil-rules.yml /usr/share/vigil/grafana/vigil.json; do
     [[ -f $f ]] || fail "$f not installed"
 done
 # Completions where each shell looks for them; the man pages render.
@@ -63,6 +64,10 @@ for f in /usr/share/bash-completion/completions/vigil /usr/share/zsh/vendor-comp
     [[ -f $f ]] || fail "$f not installed"
 done
 bash -n /usr/share/bash-completion/completions/vigil || fail "the bash completion does not parse"
+if command -v promtool >/dev/null 2>&1; then
+    promtool check rules /usr/share/vigil/prometheus/vigil-rules.yml >/dev/null \
+        || fail "promtool rejects the installed alert rules"
+fi
 page=$(zcat /usr/share/man/man1/vigil.1.gz | sed 's/\\-/-/g')
 for sub in $(/usr/bin/vigil --help | sed -n '/^Commands:/,/^$/p' | awk 'NR>1 && $1 != "help" {print $1}'); do
     grep -q "vigil-$sub(1)" <<<"$page" || fail "vigil(1) does not name $sub"

@@ -38,6 +38,9 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # The S3 tests run moto, which tests/s3/server.sh pip-installs into a venv.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# tests/it/alerts.rs reads the alert rules' YAML with PyYAML (and runs promtool
+# and the Prometheus server, from the prometheus package above).
+python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 if ((${#missing[@]})); then
     echo "tests/run.sh: installing ${missing[*]}" >&2
     as_root apt-get update -qq

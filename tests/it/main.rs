@@ -3,6 +3,7 @@
 
 mod aborts;
 mod admin_truths;
+mod alerts;
 mod audit;
 mod backends;
 mod backup;

@@ -604,7 +604,17 @@ fn a_base_backup_plus_wal_fetch_recovers_a_row_committed_after_it() {
 /// config.toml.example as shipped, with its commented postgres-physical
 /// job `cluster` switched on and the machine's paths swapped in.
 fn physical_example(dir: &Path, catalog: &TestDb, source: &TestDb) -> String {
-    let text = crate::truth::example_config(dir, catalog, source, &source.url());
+    with_physical_job(crate::truth::example_config(
+        dir,
+        catalog,
+        source,
+        &source.url(),
+    ))
+}
+
+/// The example config `text` with its commented postgres-physical job
+/// `cluster` switched on.
+pub(crate) fn with_physical_job(text: String) -> String {
     let start = text
         .find("# [jobs.cluster]")
         .expect("config.toml.example has no postgres-physical job");
