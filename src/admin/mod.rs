@@ -12,6 +12,7 @@ mod endpoints;
 mod exposition;
 mod health;
 mod metrics;
+mod metrics_verify;
 mod metrics_wal;
 mod page;
 mod response;

@@ -223,6 +223,12 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
     let mut all = Vec::new();
     let mut damaged = Vec::new();
     let mut windows = Vec::new();
+    // Per-job facts stay out of the JSON array (one object per backup).
+    let proofs = if json {
+        Vec::new()
+    } else {
+        super::proofs::read(config, &jobs).await
+    };
     for name in jobs {
         let job = &config.jobs[name];
         let repo = Repository::open(&job.repository, &config.repositories[&job.repository])?;
@@ -283,7 +289,11 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
     for (job, id, why) in &damaged {
         outln!("{job:<12} {id:<22} DAMAGED (not a backup): {why}")?;
     }
-    windows.iter().try_for_each(super::pitr::print_window)
+    windows.iter().try_for_each(super::pitr::print_window)?;
+    for line in super::proofs::lines(&proofs, chrono::Utc::now()) {
+        outln!("{line}")?;
+    }
+    Ok(())
 }
 
 /// `vigil restore JOB …`.

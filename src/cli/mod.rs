@@ -22,6 +22,7 @@ pub mod exit;
 pub mod out;
 pub mod pgcluster;
 mod pitr;
+mod proofs;
 mod prune;
 mod serve;
 pub mod session;

@@ -54,7 +54,9 @@ pub async fn command(path: &Path, json: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match run(config.admin.listen, json, token.as_deref()).await {
+    let jobs: Vec<&str> = config.jobs.keys().map(String::as_str).collect();
+    let proofs = super::proofs::read(&config, &jobs).await;
+    match run_with_proofs(config.admin.listen, json, token.as_deref(), &proofs).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(Exit::Unhealthy.code()),
         Err(e) => super::finish_as(Err(e.into()), json),
@@ -145,6 +147,17 @@ pub async fn get_with_token(
 /// Prints the report; returns whether the overall status is not `fail`.
 /// `token`: for a daemon with `admin.protect_detailed` (`VIGIL_TOKEN`).
 pub async fn run(listen: SocketAddr, json: bool, token: Option<&str>) -> Result<bool, StatusError> {
+    run_with_proofs(listen, json, token, &[]).await
+}
+
+/// Like [`run`], with each job's last verification and drill (read from
+/// its repository): under `vigil.proofs` in JSON, a line per job in text.
+async fn run_with_proofs(
+    listen: SocketAddr,
+    json: bool,
+    token: Option<&str>,
+    proofs: &[super::proofs::JobProofs],
+) -> Result<bool, StatusError> {
     let addr = target(listen);
     let (code, body) = get_with_token(addr, "/health/detailed", token).await?;
     if code == 401 {
@@ -157,11 +170,24 @@ pub async fn run(listen: SocketAddr, json: bool, token: Option<&str>) -> Result<
         Some(_) => false,
         None => return Err(not_health("no `status`".into())),
     };
+    let mut value = value;
     if json {
+        if !proofs.is_empty()
+            && let Some(own) = value.get_mut("vigil").and_then(Value::as_object_mut)
+        {
+            own.insert("proofs".into(), super::proofs::json(proofs));
+        }
         let pretty = serde_json::to_string_pretty(&value).map_err(|e| not_health(e.to_string()))?;
         crate::outln!("{pretty}")?;
     } else {
         crate::out!("{}", render(&value))?;
+        let lines = super::proofs::lines(proofs, chrono::Utc::now());
+        if !lines.is_empty() {
+            crate::outln!("proofs:")?;
+        }
+        for line in lines {
+            crate::outln!("  {line}")?;
+        }
     }
     Ok(healthy)
 }

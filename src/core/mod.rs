@@ -18,5 +18,6 @@ pub mod recovery;
 pub mod redact;
 pub mod retention;
 pub mod schedule;
+pub mod verification;
 pub mod wal;
 pub mod wal_chain;

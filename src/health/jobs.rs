@@ -161,7 +161,7 @@ pub(super) fn short(d: Duration) -> String {
 
 /// A job's board-read check `<job>:<measurement>`: critical, at most 15 s
 /// apart (it reads memory only).
-fn job_spec(job: &str, measurement: &str, config: &HealthConfig) -> CheckSpec {
+pub(super) fn job_spec(job: &str, measurement: &str, config: &HealthConfig) -> CheckSpec {
     CheckSpec {
         key: format!("{job}:{measurement}"),
         component_id: job.to_owned(),

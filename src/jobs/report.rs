@@ -22,6 +22,7 @@ pub enum RunKind {
     Prune,
     Mirror,
     Restore,
+    Verify,
 }
 
 impl RunKind {
@@ -31,6 +32,7 @@ impl RunKind {
             RunKind::Prune => "prune",
             RunKind::Mirror => "mirror",
             RunKind::Restore => "restore",
+            RunKind::Verify => "verify",
         }
     }
 }
@@ -103,6 +105,8 @@ pub enum Fact {
     Backup(Box<Manifest>),
     Mirror(MirrorReport),
     Prune(Box<PruneOutcome>),
+    /// The verification record as the run left it (also after a failure).
+    Verify(Box<crate::core::proofs::VerifyRecord>),
 }
 
 /// How a run ended, with the facts every sink needs.
@@ -244,9 +248,10 @@ impl BoardSink<'_> {
                 (Fact::Backup(manifest), _) => s.record_success(manifest),
                 (Fact::Mirror(report), _) => s.record_mirror(report.copied_bytes),
                 (Fact::Prune(outcome), _) => fold_prune(s, outcome),
+                (Fact::Verify(record), _) => s.verify = Some((**record).clone()),
                 (Fact::None, RunKind::Prune) => s.prune.last_error = Some(error),
                 (Fact::None, RunKind::Backup | RunKind::Mirror) => s.record_failure(error),
-                (Fact::None, RunKind::Restore) => {}
+                (Fact::None, RunKind::Restore | RunKind::Verify) => {}
             });
     }
 }
