@@ -174,6 +174,7 @@ pub fn json(all: &[JobProofs]) -> Value {
                 "verifiedObjects": r.verified.len(),
                 "badObjects": r.bad.len(),
                 "bad": r.bad,
+                "evidence": r.evidence,
             }),
             Err(e) => json!({ "error": e.to_string() }),
         };

@@ -78,6 +78,11 @@ pub struct VerifyRecord {
     /// Bad objects not resolved yet.
     #[serde(default)]
     pub bad: Vec<BadFinding>,
+    /// Bad objects resolved by pinning their backup as evidence behind a
+    /// newer good backup: not re-read by scheduled runs, back in `bad`
+    /// if the pin is removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<BadFinding>,
     /// When the oldest kept backup holding an object never read good
     /// finished (as of the last run): such objects are overdue once it is
     /// older than `reverify_after`.
@@ -93,6 +98,7 @@ impl Default for VerifyRecord {
             last_success: None,
             verified: BTreeMap::new(),
             bad: Vec::new(),
+            evidence: Vec::new(),
             oldest_unverified: None,
         }
     }

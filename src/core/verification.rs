@@ -34,6 +34,10 @@ pub struct Budget {
     pub reverify_after: Duration,
 }
 
+fn finding_key(b: &BadFinding) -> String {
+    object_key(&b.object.backup_id, &b.object.object)
+}
+
 /// When `key` was last read, good (the cursor) or bad (a finding).
 fn last_read(record: &VerifyRecord, key: &str) -> Option<DateTime<Utc>> {
     let bad = record
@@ -60,8 +64,10 @@ pub fn plan<'a>(
         .ok()
         .and_then(|d| now.checked_sub_signed(d))
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let evidence: BTreeSet<String> = record.evidence.iter().map(finding_key).collect();
     let mut due: Vec<(Option<DateTime<Utc>>, &StoredObject)> = objects
         .iter()
+        .filter(|o| !evidence.contains(&o.key()))
         .map(|o| (last_read(record, &o.key()), o))
         .filter(|(read, _)| read.is_none_or(|t| t <= fresh_after))
         .collect();
@@ -118,9 +124,8 @@ pub fn fold(record: &mut VerifyRecord, found: RunFindings, kept: &[KeptBackup]) 
     }
     record.last_run = Some(found.run);
     for key in found.good {
-        record
-            .bad
-            .retain(|b| object_key(&b.object.backup_id, &b.object.object) != key);
+        record.bad.retain(|b| finding_key(b) != key);
+        record.evidence.retain(|b| finding_key(b) != key);
         record.verified.insert(key, at);
     }
     for object in found.bad {
@@ -129,7 +134,8 @@ pub fn fold(record: &mut VerifyRecord, found: RunFindings, kept: &[KeptBackup]) 
         let known = record
             .bad
             .iter_mut()
-            .find(|b| object_key(&b.object.backup_id, &b.object.object) == key);
+            .chain(record.evidence.iter_mut())
+            .find(|b| finding_key(b) == key);
         match known {
             Some(finding) => finding.object = object,
             None => record.bad.push(BadFinding {
@@ -142,8 +148,9 @@ pub fn fold(record: &mut VerifyRecord, found: RunFindings, kept: &[KeptBackup]) 
 }
 
 /// Drops what no longer applies: cursor entries of objects no kept backup
-/// holds, findings of removed backups or of pinned ones once a newer
-/// backup reads all good; then notes the oldest backup not fully read.
+/// holds, findings of removed backups; moves findings of pinned backups
+/// to `evidence` once a newer backup reads all good (and back when the
+/// pin goes); then notes the oldest backup not fully read.
 pub fn upkeep(record: &mut VerifyRecord, kept: &[KeptBackup]) {
     let keys: BTreeSet<String> = kept
         .iter()
@@ -151,9 +158,23 @@ pub fn upkeep(record: &mut VerifyRecord, kept: &[KeptBackup]) {
         .collect();
     record.verified.retain(|key, _| keys.contains(key));
     let by_id: BTreeMap<&str, &KeptBackup> = kept.iter().map(|b| (b.id.as_str(), b)).collect();
+    let exists = |f: &BadFinding| by_id.contains_key(f.object.backup_id.as_str());
+    record.bad.retain(exists);
+    record.evidence.retain(exists);
+    let pinned = |f: &BadFinding| {
+        by_id
+            .get(f.object.backup_id.as_str())
+            .is_some_and(|b| b.pinned)
+    };
+    let (still, unpinned): (Vec<_>, Vec<_>) = std::mem::take(&mut record.evidence)
+        .into_iter()
+        .partition(pinned);
+    record.evidence = still;
+    record.bad.extend(unpinned);
     let with_bad: BTreeSet<String> = record
         .bad
         .iter()
+        .chain(&record.evidence)
         .map(|b| b.object.backup_id.clone())
         .collect();
     let all_good = |b: &KeptBackup| {
@@ -167,16 +188,21 @@ pub fn upkeep(record: &mut VerifyRecord, kept: &[KeptBackup]) {
         .filter(|b| all_good(b))
         .map(|b| b.finished_at)
         .max();
-    record.bad.retain(
-        |finding| match by_id.get(finding.object.backup_id.as_str()) {
-            None => false,
-            Some(b) => !(b.pinned && newest_good.is_some_and(|t| t > b.finished_at)),
-        },
-    );
+    let resolved = |f: &BadFinding| {
+        by_id
+            .get(f.object.backup_id.as_str())
+            .is_some_and(|b| b.pinned && newest_good.is_some_and(|t| t > b.finished_at))
+    };
+    let (now_evidence, bad): (Vec<_>, Vec<_>) = std::mem::take(&mut record.bad)
+        .into_iter()
+        .partition(resolved);
+    record.bad = bad;
+    record.evidence.extend(now_evidence);
     let bad_keys: BTreeSet<String> = record
         .bad
         .iter()
-        .map(|b| object_key(&b.object.backup_id, &b.object.object))
+        .chain(&record.evidence)
+        .map(finding_key)
         .collect();
     record.oldest_unverified = kept
         .iter()
@@ -352,10 +378,24 @@ mod tests {
         good_run(&mut record, &newer, &all, t0() + hours(1));
         assert_eq!(record.bad.len(), 1, "unpinned: still failing");
         assert_eq!(record.last_success, Some(t0() + hours(1)));
-        // Pinned as evidence with a newer good backup: resolved.
+        // Pinned as evidence with a newer good backup: resolved, kept as
+        // evidence and no longer planned; unpinned, it is bad again.
         let mut pinned = record.clone();
         upkeep(&mut pinned, &kept(&all, &["b000"]));
         assert!(pinned.bad.is_empty());
+        assert_eq!(pinned.evidence.len(), 1);
+        let budget = Budget {
+            max_bytes: None,
+            reverify_after: Duration::ZERO,
+        };
+        let planned: Vec<String> = plan(&all, &pinned, &budget, t0() + hours(9))
+            .iter()
+            .map(|o| o.key())
+            .collect();
+        assert_eq!(planned, ["b001/o0"], "evidence is not re-read");
+        let mut unpinned = pinned.clone();
+        upkeep(&mut unpinned, &kept(&all, &[]));
+        assert_eq!((unpinned.bad.len(), unpinned.evidence.len()), (1, 0));
         // Pinned without a newer good backup: not resolved.
         let mut alone = record.clone();
         alone.verified.clear();

@@ -554,6 +554,12 @@ fn verify_reads_a_physical_backup_and_names_a_wal_gap() {
         stdout.contains(": ok (") && stdout.contains("content checked"),
         "{stdout}"
     );
+    // The WAL from the backup's start on is read back and hashed too.
+    assert!(
+        stdout.contains(&format!("{JOB}/wal: ok (")) && stdout.contains("hashes checked"),
+        "{stdout}"
+    );
+    wal_and_backup_manifest_damage_is_named(&s);
 
     // PG_VERSION changed in the base tar (same size), rehashed into the
     // manifest: only backup_manifest's CRC-32C can tell.
@@ -614,4 +620,73 @@ fn verify_reads_a_physical_backup_and_names_a_wal_gap() {
         "{doc}"
     );
     assert!(stderr.contains("1 WAL gap"), "{stderr}");
+}
+
+/// A WAL object whose header hash no longer matches its content, and a
+/// backup_manifest whose own Manifest-Checksum was altered (rehashed into
+/// manifest.json, so only the checksum can tell): each named by `vigil
+/// verify`, then put back.
+fn wal_and_backup_manifest_damage_is_named(s: &Setup) {
+    let dir = s.repo.join(format!("{JOB}/wal/00000001"));
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().len() == "000000010000000000000001.zst".len())
+        .collect();
+    segments.sort();
+    let victim = segments.last().unwrap().clone();
+    let good = std::fs::read(&victim).unwrap();
+    let text = String::from_utf8_lossy(&good[..80]).into_owned();
+    let at = text.find("sha256=").unwrap() + "sha256=".len();
+    let mut lying = good.clone();
+    lying[at] = if lying[at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&victim, &lying).unwrap();
+    let name = victim.file_stem().unwrap().to_str().unwrap().to_owned();
+    let (code, stdout, stderr) = s.vigil(&["verify", JOB]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("wal/{name}")) && stdout.contains("SHA-256 mismatch"),
+        "{stdout}"
+    );
+    std::fs::write(&victim, &good).unwrap();
+
+    let listed = crate::harness::list_manifests(&s.config, JOB, &[]);
+    let id = listed[0]["backupId"].as_str().unwrap().to_owned();
+    let backup = s.repo.join(format!("{JOB}/backups/{id}"));
+    let manifest_path = backup.join("manifest.json");
+    let original = std::fs::read(&manifest_path).unwrap();
+    let mut stored: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let object = stored["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["format"] == "backup_manifest")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = backup.join(&object);
+    let kept = std::fs::read(&path).unwrap();
+    let text = String::from_utf8(zstd::decode_all(&kept[..]).unwrap()).unwrap();
+    let at = text.find("\"Manifest-Checksum\": \"").unwrap() + "\"Manifest-Checksum\": \"".len();
+    let mut altered = text.into_bytes();
+    altered[at] = if altered[at] == b'0' { b'1' } else { b'0' };
+    let payload = zstd::encode_all(&altered[..], 3).unwrap();
+    std::fs::write(&path, &payload).unwrap();
+    for o in stored["objects"].as_array_mut().unwrap() {
+        if o["name"] == object.as_str() {
+            use sha2::Digest;
+            o["sha256"] = hex::encode(sha2::Sha256::digest(&payload)).into();
+            o["storedBytes"] = payload.len().into();
+        }
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec(&stored).unwrap()).unwrap();
+    let (code, stdout, stderr) = s.vigil(&["verify", JOB, "--backup", &id]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&object) && stdout.contains("Manifest-Checksum"),
+        "{stdout}"
+    );
+    std::fs::write(&path, &kept).unwrap();
+    std::fs::write(&manifest_path, &original).unwrap();
 }
