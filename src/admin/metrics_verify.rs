@@ -27,16 +27,11 @@ pub(super) fn encode(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::
         return Ok(());
     }
     let label = |name: &JobName| -> Labels { vec![("backup_job", name.to_string())] };
-    let families: [Family; 4] = [
+    let families: [Family; 3] = [
         (
             "vigil_verify_last_success_timestamp_seconds",
             "When the last verification that found nothing bad finished (0: never).",
             |r| ts(r.last_success),
-        ),
-        (
-            "vigil_verify_bad_objects",
-            "Objects that did not read back as stored, not resolved yet.",
-            |r| r.bad.len() as f64,
         ),
         (
             "vigil_verify_last_run_bytes_read",
@@ -49,6 +44,14 @@ pub(super) fn encode(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::
             |r| f64::from(u8::from(r.last_run.as_ref().is_some_and(|run| run.ok))),
         ),
     ];
+    gauges(
+        enc,
+        "vigil_verify_bad_objects",
+        "Objects that did not read back as stored, not resolved yet.",
+        records
+            .iter()
+            .map(|(j, r)| (label(j), i64::try_from(r.bad.len()).unwrap_or(i64::MAX))),
+    )?;
     for (name, help, value) in families {
         gauges(
             enc,
