@@ -54,9 +54,7 @@ pub async fn command(path: &Path, json: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let jobs: Vec<&str> = config.jobs.keys().map(String::as_str).collect();
-    let proofs = super::proofs::read(&config, &jobs).await;
-    match run_with_proofs(config.admin.listen, json, token.as_deref(), &proofs).await {
+    match run_with_proofs(config.admin.listen, json, token.as_deref(), Some(&config)).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(Exit::Unhealthy.code()),
         Err(e) => super::finish_as(Err(e.into()), json),
@@ -147,16 +145,17 @@ pub async fn get_with_token(
 /// Prints the report; returns whether the overall status is not `fail`.
 /// `token`: for a daemon with `admin.protect_detailed` (`VIGIL_TOKEN`).
 pub async fn run(listen: SocketAddr, json: bool, token: Option<&str>) -> Result<bool, StatusError> {
-    run_with_proofs(listen, json, token, &[]).await
+    run_with_proofs(listen, json, token, None).await
 }
 
-/// Like [`run`], with each job's last verification and drill (read from
-/// its repository): under `vigil.proofs` in JSON, a line per job in text.
+/// Like [`run`], with each job of `config`'s last verification and drill
+/// (read from its repository once the daemon answered): under
+/// `vigil.proofs` in JSON, a line per job in text.
 async fn run_with_proofs(
     listen: SocketAddr,
     json: bool,
     token: Option<&str>,
-    proofs: &[super::proofs::JobProofs],
+    config: Option<&crate::config::Config>,
 ) -> Result<bool, StatusError> {
     let addr = target(listen);
     let (code, body) = get_with_token(addr, "/health/detailed", token).await?;
@@ -170,6 +169,14 @@ async fn run_with_proofs(
         Some(_) => false,
         None => return Err(not_health("no `status`".into())),
     };
+    let proofs = match config {
+        Some(config) => {
+            let jobs: Vec<&str> = config.jobs.keys().map(String::as_str).collect();
+            super::proofs::read(config, &jobs).await
+        }
+        None => Vec::new(),
+    };
+    let proofs = proofs.as_slice();
     let mut value = value;
     if json {
         if !proofs.is_empty()
