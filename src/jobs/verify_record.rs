@@ -67,7 +67,7 @@ pub async fn settle(
                 path: ctx.repo.proof_path(&ctx.name, "verify.json"),
                 source,
             };
-            let mut outcome = outcome(ctx, &report, None);
+            let mut outcome = outcome(ctx, trigger, &report, None);
             outcome.status = Status::Failed;
             outcome.error = Some(ctx.redact(&e.to_string()));
             return (Err(e), outcome);
@@ -77,7 +77,7 @@ pub async fn settle(
     let mut record = record;
     fold(&mut record, found, &kept);
     write(ctx, &record).await;
-    let outcome = outcome(ctx, &report, Some(record));
+    let outcome = outcome(ctx, trigger, &report, Some(record));
     (Ok(report), outcome)
 }
 
@@ -151,7 +151,12 @@ async fn failed(
 }
 
 /// A finished verification as every sink records it.
-fn outcome(ctx: &JobContext, report: &VerifyReport, record: Option<VerifyRecord>) -> Outcome {
+fn outcome(
+    ctx: &JobContext,
+    trigger: Trigger,
+    report: &VerifyReport,
+    record: Option<VerifyRecord>,
+) -> Outcome {
     let bad: Vec<serde_json::Value> = report
         .bad_objects()
         .map(|b| {
@@ -165,6 +170,7 @@ fn outcome(ctx: &JobContext, report: &VerifyReport, record: Option<VerifyRecord>
         "verify.failed"
     };
     let data = serde_json::json!({
+        "trigger": trigger.as_str(),
         "backup_ids": report.backups.iter().map(|b| &b.backup_id).collect::<Vec<_>>(),
         "bytes_read": report.bytes_read(),
         "content_checked": report.content_checked,

@@ -137,6 +137,12 @@ fn a_scheduled_verify_with_a_small_budget_reads_everything_and_a_flipped_byte_fa
     );
     let journal = journal_text(&dir.join("state"));
     assert!(journal.contains("verify.failed") && journal.contains("verify.succeeded"));
+    assert!(
+        journal
+            .lines()
+            .any(|l| l.contains("verify.succeeded") && l.contains("\"trigger\":\"schedule\"")),
+        "scheduled runs are journalled as such"
+    );
     let rows = catalog
         .psql("SELECT count(*) FROM vigil.executions WHERE kind = 'verify' AND job = 'orders'")
         .unwrap();
