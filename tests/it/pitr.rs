@@ -690,3 +690,71 @@ fn wal_and_backup_manifest_damage_is_named(s: &Setup) {
     std::fs::write(&path, &kept).unwrap();
     std::fs::write(&manifest_path, &original).unwrap();
 }
+
+/// Scheduled verification of a physical job, by the daemon: one object a
+/// run (tars checked against backup_manifest), then every run checks the
+/// WAL chains: a removed segment turns `pg:verify` to warn naming the gap.
+#[test]
+fn scheduled_verification_reads_a_physical_backup_and_watches_its_wal_chain() {
+    let s = Setup::new();
+    s.psql("CREATE TABLE t AS SELECT i, md5(i::text) AS h FROM generate_series(1, 2000) i");
+    let (code, _, stderr) = s.vigil(&["backup", JOB]);
+    assert_eq!(code, 0, "{stderr}\n{}", s.server_log());
+    for _ in 0..3 {
+        s.psql("INSERT INTO t VALUES (0, 'x')");
+        s.switch_and_wait();
+    }
+    let manifest = crate::harness::list_manifests(&s.config, JOB, &[])[0].clone();
+    let objects = manifest["objects"].as_array().unwrap().len();
+    let extra = format!(
+        "{}[jobs.{JOB}.verify]\nevery = \"1s\"\nmax_bytes_per_run = 1\n",
+        job_text(&s.repo, s.cluster.port())
+    );
+    let daemon_dir = tempfile::Builder::new()
+        .prefix("vigil-it-")
+        .tempdir()
+        .unwrap();
+    let text = crate::harness::config_text(daemon_dir.path(), &s.catalog.url(), &extra);
+    let vigil = Vigil::start_text(daemon_dir, &text, crate::harness::VigilOptions::default());
+    vigil.wait_ready();
+    let record = || -> serde_json::Value {
+        std::fs::read(s.repo.join(format!("{JOB}/proofs/verify.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    let check =
+        || vigil.get("/health/detailed").json()["checks"][format!("{JOB}:verify")][0].clone();
+    vigil.wait_for("every object read", Duration::from_secs(60), || {
+        record()["verified"]
+            .as_object()
+            .is_some_and(|m| m.len() == objects)
+    });
+    let r = record();
+    assert!(r["bad"].as_array().unwrap().is_empty(), "{r:#}");
+    assert_eq!(r["lastRun"]["contentChecked"], true, "{r:#}");
+    vigil.wait_for("pg:verify to pass", Duration::from_secs(20), || {
+        check()["status"] == "pass"
+    });
+
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(s.repo.join(format!("{JOB}/wal/00000001")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().len() == "000000010000000000000001.zst".len())
+        .collect();
+    segments.sort();
+    std::fs::remove_file(&segments[segments.len() - 2]).unwrap();
+    vigil.wait_for(
+        "pg:verify to warn about the gap",
+        Duration::from_secs(30),
+        || {
+            let c = check();
+            c["status"] == "warn" && c["output"].as_str().is_some_and(|o| o.contains("WAL gap"))
+        },
+    );
+    assert!(
+        record()["lastRun"]["walGaps"].as_u64().unwrap() >= 1,
+        "{:#}",
+        record()
+    );
+}
