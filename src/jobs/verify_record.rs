@@ -12,7 +12,7 @@ use super::{JobContext, Trigger};
 use crate::core::manifest::Manifest;
 use crate::core::proofs::{VerifyRecord, VerifyRun};
 use crate::core::verification::{KeptBackup, RunFindings, fold};
-use crate::repo::Listing;
+use crate::repo::{Listing, RepoError};
 
 /// The run as every sink names it.
 pub fn run_of(ctx: &JobContext, trigger: Trigger) -> Run {
@@ -73,7 +73,7 @@ pub async fn settle(
             return (Err(e), outcome);
         }
     };
-    let kept = kept(ctx, &listing).await;
+    let kept = kept(ctx, &listing, &record).await;
     let mut record = record;
     fold(&mut record, found, &kept);
     write(ctx, &record).await;
@@ -82,22 +82,44 @@ pub async fn settle(
 }
 
 /// What the repository holds now, pins included (a pin that cannot be
-/// read counts as none: a finding then stays until the next run).
-async fn kept(ctx: &JobContext, listing: &Listing) -> Vec<KeptBackup> {
+/// read counts as none: a finding then stays until the next run). A
+/// backup with a finding that the listing lacks is looked up by its
+/// manifest: a finding is dropped only when its backup is surely gone,
+/// never on a listing that came back short.
+async fn kept(ctx: &JobContext, listing: &Listing, record: &VerifyRecord) -> Vec<KeptBackup> {
     let pins = ctx.repo.pins(&ctx.name).await.unwrap_or_else(|e| {
         tracing::warn!(job = %ctx.name, error = %e, "cannot read the job's pins; bad objects of pinned backups stay unresolved this run");
         Default::default()
     });
-    listing
-        .backups
+    let backup = |m: &Manifest| KeptBackup {
+        id: m.backup_id.to_string(),
+        finished_at: m.finished_at,
+        objects: m.objects.iter().map(|o| o.name.clone()).collect(),
+        pinned: pins.contains(m.backup_id.as_str()),
+    };
+    let mut kept: Vec<KeptBackup> = listing.backups.iter().map(backup).collect();
+    let mut unlisted: Vec<&str> = record
+        .bad
         .iter()
-        .map(|m: &Manifest| KeptBackup {
-            id: m.backup_id.to_string(),
-            finished_at: m.finished_at,
-            objects: m.objects.iter().map(|o| o.name.clone()).collect(),
-            pinned: pins.contains(m.backup_id.as_str()),
-        })
-        .collect()
+        .chain(&record.evidence)
+        .map(|f| f.object.backup_id.as_str())
+        .filter(|id| !kept.iter().any(|k| k.id == *id))
+        .collect();
+    unlisted.dedup();
+    for id in unlisted {
+        match ctx.repo.read_manifest(&ctx.name, id).await {
+            Ok(m) => kept.push(backup(&m)),
+            Err(RepoError::NoSuchBackup { .. }) => {}
+            // Unreadable: kept as it is, its finding stays.
+            Err(_) => kept.push(KeptBackup {
+                id: id.to_owned(),
+                finished_at: DateTime::<Utc>::MIN_UTC,
+                objects: Vec::new(),
+                pinned: pins.contains(id),
+            }),
+        }
+    }
+    kept
 }
 
 /// Best effort: a record that cannot be written is said in the log; the

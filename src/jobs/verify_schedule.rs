@@ -15,6 +15,7 @@ use super::report::Sinks;
 use super::verify::{VerifyError, VerifyReport, VerifyRequest};
 use super::{JobContext, Trigger};
 use crate::config::VerifySchedule;
+use crate::core::proofs::VerifyRun;
 use crate::core::schedule::{Schedule, missed_run};
 use crate::core::verification::Budget;
 use crate::state::Shared;
@@ -55,16 +56,47 @@ pub async fn run_scheduled(
         ..VerifyRequest::default()
     };
     let report = Sinks::new(ctx).with_board(&shared.jobs, &ctx.name);
+    let started_at = Utc::now();
     let result = super::verify::run_reported(ctx, &request, trigger, cancel, &report).await;
     match &result {
         Ok(r) => {
             tracing::info!(job = %ctx.name, ok = r.ok, objects = r.backups.iter().map(|b| b.objects).sum::<usize>(), bytes_read = r.bytes_read(), "scheduled verification finished")
         }
+        Err(VerifyError::Cancelled) => {}
         Err(e) => {
-            tracing::warn!(job = %ctx.name, error = %ctx.redact(&e.to_string()), "scheduled verification could not run")
+            let error = ctx.redact(&e.to_string());
+            tracing::warn!(job = %ctx.name, error = %error, "scheduled verification could not run");
+            note_failure(shared, &ctx.name, trigger, started_at, error);
         }
     }
     result
+}
+
+/// A run that could not be carried out, on the board even when the record
+/// could not be read or written (an unreachable repository): the findings
+/// the board holds stay, `<job>:verify` says the run failed.
+fn note_failure(
+    shared: &Shared,
+    job: &str,
+    trigger: Trigger,
+    started_at: chrono::DateTime<Utc>,
+    error: String,
+) {
+    shared.jobs.update(job, |s| {
+        let record = s.verify.get_or_insert_with(Default::default);
+        record.last_run = Some(VerifyRun {
+            started_at,
+            finished_at: Utc::now(),
+            trigger: trigger.as_str().to_owned(),
+            ok: false,
+            content_checked: false,
+            objects: 0,
+            bytes_read: 0,
+            bad_objects: 0,
+            error: Some(error),
+            wal_gaps: 0,
+        });
+    });
 }
 
 /// The job's verification loop until `cancel`: a run at once when the
@@ -102,5 +134,43 @@ pub async fn verify_loop(ctx: JobContext, shared: Arc<Shared>, cancel: Cancellat
             return;
         }
         after = Utc::now().max(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::proofs::{BadFinding, BadObject, VerifyRecord};
+
+    #[test]
+    fn a_run_that_could_not_run_reaches_the_board_keeping_its_findings() {
+        let shared = Shared::new("t".into(), None);
+        let bad = BadFinding {
+            object: BadObject {
+                backup_id: "b".into(),
+                object: "o".into(),
+                expected_sha256: None,
+                found_sha256: None,
+                error: "damaged".into(),
+            },
+            found_at: Utc::now(),
+        };
+        shared.jobs.update("orders", |s| {
+            s.verify = Some(VerifyRecord {
+                bad: vec![bad.clone()],
+                ..Default::default()
+            })
+        });
+        note_failure(
+            &shared,
+            "orders",
+            Trigger::Schedule,
+            Utc::now(),
+            "unreachable".into(),
+        );
+        let record = shared.jobs.get("orders").unwrap().verify.unwrap();
+        assert_eq!(record.bad, vec![bad]);
+        let run = record.last_run.unwrap();
+        assert_eq!((run.ok, run.error.as_deref()), (false, Some("unreachable")));
     }
 }

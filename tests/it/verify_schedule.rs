@@ -251,4 +251,23 @@ fn the_example_job_with_only_every_set_verifies_on_the_shipped_defaults() {
         .unwrap_or_else(|| panic!("{metrics}"));
     let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(value > 1.7e9, "{line}");
+
+    // A run that cannot be carried out (its record unreadable) warns at
+    // once, saying why and what to do; the record deleted, runs start
+    // afresh and pass.
+    let path = e.dir.path().join("repo/orders/proofs/verify.json");
+    std::fs::write(&path, b"{not json").unwrap();
+    vigil.wait_for("orders:verify to warn", Duration::from_secs(30), || {
+        let c = check(&vigil);
+        c["status"] == "warn"
+            && c["output"].as_str().is_some_and(|o| {
+                o.contains("the last verification could not run") && o.contains("delete it")
+            })
+    });
+    std::fs::remove_file(&path).unwrap();
+    vigil.wait_for(
+        "orders:verify to pass again",
+        Duration::from_secs(30),
+        || check(&vigil)["status"] == "pass",
+    );
 }
