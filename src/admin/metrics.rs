@@ -260,6 +260,7 @@ impl Collector for SnapshotCollector {
         encode_jobs(&mut enc, shared)?;
         super::metrics_wal::encode(&mut enc, shared)?;
         super::metrics_drill::encode(&mut enc, shared)?;
+        super::metrics_verify::encode(&mut enc, shared)?;
         encode_audit(&mut enc, shared)?;
         super::metrics_notify::encode(&mut enc, shared)?;
 

@@ -14,6 +14,7 @@ mod health;
 mod metrics;
 mod metrics_drill;
 mod metrics_notify;
+mod metrics_verify;
 mod metrics_wal;
 mod page;
 mod response;

@@ -223,7 +223,7 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
     let mut all = Vec::new();
     let mut damaged = Vec::new();
     let mut windows = Vec::new();
-    for name in jobs {
+    for name in jobs.iter().copied() {
         let job = &config.jobs[name];
         let repo = Repository::open(&job.repository, &config.repositories[&job.repository])?;
         let listing = repo.list(name).await?;
@@ -283,7 +283,13 @@ pub async fn list(config: &Config, job: Option<&str>, json: bool) -> Result<(), 
     for (job, id, why) in &damaged {
         outln!("{job:<12} {id:<22} DAMAGED (not a backup): {why}")?;
     }
-    windows.iter().try_for_each(super::pitr::print_window)
+    windows.iter().try_for_each(super::pitr::print_window)?;
+    // Per-job facts stay out of the JSON array (one object per backup).
+    let proofs = super::proofs::read(config, &jobs).await;
+    for line in super::proofs::lines(&proofs, chrono::Utc::now()) {
+        outln!("{line}")?;
+    }
+    Ok(())
 }
 
 /// `vigil restore JOB …`.

@@ -176,7 +176,7 @@ impl Classify for RestoreError {
 impl Classify for VerifyError {
     fn exit(&self) -> Exit {
         match self {
-            VerifyError::Repo(e) => e.exit(),
+            VerifyError::Repo(e) | VerifyError::Record { source: e, .. } => e.exit(),
             VerifyError::Key(_) => Exit::Usage,
             VerifyError::NoBackups { .. } | VerifyError::NoPgRestore | VerifyError::Cancelled => {
                 Exit::Failed

@@ -24,6 +24,7 @@ mod notify;
 pub mod out;
 pub mod pgcluster;
 mod pitr;
+mod proofs;
 mod prune;
 mod serve;
 pub mod session;

@@ -54,7 +54,7 @@ pub async fn command(path: &Path, json: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match run(config.admin.listen, json, token.as_deref()).await {
+    match run_with_proofs(config.admin.listen, json, token.as_deref(), Some(&config)).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(Exit::Unhealthy.code()),
         Err(e) => super::finish_as(Err(e.into()), json),
@@ -145,6 +145,18 @@ pub async fn get_with_token(
 /// Prints the report; returns whether the overall status is not `fail`.
 /// `token`: for a daemon with `admin.protect_detailed` (`VIGIL_TOKEN`).
 pub async fn run(listen: SocketAddr, json: bool, token: Option<&str>) -> Result<bool, StatusError> {
+    run_with_proofs(listen, json, token, None).await
+}
+
+/// Like [`run`], with each job of `config`'s last verification and drill
+/// (read from its repository once the daemon answered): under
+/// `vigil.proofs` in JSON, a line per job in text.
+async fn run_with_proofs(
+    listen: SocketAddr,
+    json: bool,
+    token: Option<&str>,
+    config: Option<&crate::config::Config>,
+) -> Result<bool, StatusError> {
     let addr = target(listen);
     let (code, body) = get_with_token(addr, "/health/detailed", token).await?;
     if code == 401 {
@@ -157,11 +169,32 @@ pub async fn run(listen: SocketAddr, json: bool, token: Option<&str>) -> Result<
         Some(_) => false,
         None => return Err(not_health("no `status`".into())),
     };
+    let proofs = match config {
+        Some(config) => {
+            let jobs: Vec<&str> = config.jobs.keys().map(String::as_str).collect();
+            super::proofs::read(config, &jobs).await
+        }
+        None => Vec::new(),
+    };
+    let proofs = proofs.as_slice();
+    let mut value = value;
     if json {
+        if !proofs.is_empty()
+            && let Some(own) = value.get_mut("vigil").and_then(Value::as_object_mut)
+        {
+            own.insert("proofs".into(), super::proofs::json(proofs));
+        }
         let pretty = serde_json::to_string_pretty(&value).map_err(|e| not_health(e.to_string()))?;
         crate::outln!("{pretty}")?;
     } else {
         crate::out!("{}", render(&value))?;
+        let lines = super::proofs::lines(proofs, chrono::Utc::now());
+        if !lines.is_empty() {
+            crate::outln!("proofs:")?;
+        }
+        for line in lines {
+            crate::outln!("  {line}")?;
+        }
     }
     Ok(healthy)
 }

@@ -21,7 +21,11 @@ pub async fn command(
 ) -> ExitCode {
     with_config_as(invocation, json, |config| async move {
         config.job(&job)?;
-        let request = VerifyRequest { backup, all };
+        let request = VerifyRequest {
+            backup,
+            all,
+            budget: None,
+        };
         let cancel = cancel_on_signal();
         let report = run_job(&config, &job, async |ctx| {
             crate::jobs::verify::run(ctx, &request, &cancel).await
@@ -86,11 +90,44 @@ fn print(report: &VerifyReport, json: bool) -> Result<(), CliError> {
             outln!("  {}: {}", bad.object, bad.error)?;
         }
     }
+    if let Some(wal) = &report.wal {
+        print_wal(&report.job, wal)?;
+    }
     for gap in &report.wal_gaps {
         outln!("{}: {gap}", report.job)?;
     }
     if let Some(note) = note {
         outln!("{}: {note}", report.job)?;
+    }
+    Ok(())
+}
+
+fn print_wal(job: &str, wal: &crate::jobs::verify_wal::WalVerdict) -> Result<(), CliError> {
+    let checked = if wal.content_checked {
+        "hashes checked"
+    } else {
+        "headers only"
+    };
+    if wal.bad.is_empty() {
+        outln!(
+            "{job}/wal: ok ({} object(s), {} read, {checked})",
+            wal.objects,
+            human_bytes(wal.bytes_read)
+        )?;
+        return Ok(());
+    }
+    outln!(
+        "{job}/wal: BAD ({} of {} object(s))",
+        wal.bad.len(),
+        wal.objects
+    )?;
+    for bad in &wal.bad {
+        outln!(
+            "  {} (needed by {}): {}",
+            bad.object,
+            bad.backup_id,
+            bad.error
+        )?;
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ mod storage;
 mod validate;
 pub mod validate_drill;
 mod validate_storage;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ pub use storage::{
 };
 pub use validate::{PLACEHOLDER_SECRET, validate};
 pub use validate_storage::SCHEMES;
+pub use verify::parse_size;
 
 /// Default admin listen address: loopback, port 9746 (unassigned by IANA
 /// and not used by the usual Prometheus exporters).

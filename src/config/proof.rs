@@ -19,7 +19,9 @@ pub struct VerifySchedule {
     /// Alternative to `schedule`: a fixed interval.
     #[serde(default, with = "humantime_serde")]
     pub every: Option<Duration>,
-    /// Stored bytes one run may read; default: no limit.
+    /// Stored bytes one run may read (bytes, or "10 GiB"); default: no
+    /// limit. A run always reads at least one object.
+    #[serde(default, deserialize_with = "super::verify::size_opt")]
     pub max_bytes_per_run: Option<u64>,
     /// How long a good read of an object counts.
     #[serde(default = "default_reverify_after", with = "humantime_serde")]

@@ -335,6 +335,9 @@ pub fn validate_storage(config: &Config, problem: &mut dyn FnMut(String, String)
                 "`stall_timeout` and `max_duration` must be longer than 0s".into(),
             );
         }
+        if let Some(verify) = &job.verify {
+            super::verify::validate_verify(verify, &job.timezone, &key, problem);
+        }
         let retention = &job.retention;
         if let Err(e) = crate::core::schedule::Schedule::from_parts(
             retention.schedule.as_deref(),

@@ -62,6 +62,55 @@ pub enum FileMismatch {
     },
 }
 
+/// Why a backup_manifest's own checksum does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestChecksumError {
+    #[error("backup_manifest has fewer than two lines: it is cut short")]
+    TooShort,
+    #[error("backup_manifest has no Manifest-Checksum: it is cut short or not PostgreSQL's")]
+    Missing,
+    #[error(
+        "backup_manifest's Manifest-Checksum says {expected}, its text hashes to {found}: the manifest was altered"
+    )]
+    Mismatch { expected: String, found: String },
+}
+
+/// Checks `Manifest-Checksum`: the SHA-256 of the text up to and
+/// including the newline before the checksum line (what pg_verifybackup
+/// checks: everything before the last line).
+pub fn check_manifest_checksum(bytes: &[u8]) -> Result<(), ManifestChecksumError> {
+    use sha2::{Digest, Sha256};
+    let mut newlines = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i);
+    let (mut last, mut before) = (None, None);
+    for i in &mut newlines {
+        before = last;
+        last = Some(i);
+    }
+    let (Some(end), Some(_)) = (before, last) else {
+        return Err(ManifestChecksumError::TooShort);
+    };
+    #[derive(Deserialize)]
+    struct Sum {
+        #[serde(rename = "Manifest-Checksum")]
+        checksum: Option<String>,
+    }
+    let expected = serde_json::from_slice::<Sum>(bytes)
+        .ok()
+        .and_then(|s| s.checksum)
+        .ok_or(ManifestChecksumError::Missing)?
+        .to_ascii_lowercase();
+    let found = hex::encode(Sha256::digest(&bytes[..=end]));
+    if found == expected {
+        Ok(())
+    } else {
+        Err(ManifestChecksumError::Mismatch { expected, found })
+    }
+}
+
 impl BackupFiles {
     pub fn parse(bytes: &[u8]) -> Result<BackupFiles, serde_json::Error> {
         let raw: Raw = serde_json::from_slice(bytes)?;
@@ -128,6 +177,32 @@ impl BackupFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A manifest as PostgreSQL writes it: the checksum over every line
+    /// before the last.
+    fn with_checksum(body: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let sum = hex::encode(Sha256::digest(body.as_bytes()));
+        format!("{body}\"Manifest-Checksum\": \"{sum}\"}}\n")
+    }
+
+    #[test]
+    fn the_manifest_checksum_holds_and_an_altered_manifest_is_named() {
+        let body = "{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n{ \"Path\": \"PG_VERSION\", \"Size\": 3, \"Last-Modified\": \"2026-11-27 10:00:00 GMT\", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"5a2b3c4d\" }\n],\n\"WAL-Ranges\": [],\n";
+        let good = with_checksum(body);
+        assert_eq!(check_manifest_checksum(good.as_bytes()), Ok(()));
+        let altered = good.replace("\"Size\": 3", "\"Size\": 4");
+        assert!(matches!(
+            check_manifest_checksum(altered.as_bytes()),
+            Err(ManifestChecksumError::Mismatch { .. })
+        ));
+        let cut = &good[..good.len() / 2];
+        assert!(check_manifest_checksum(cut.as_bytes()).is_err());
+        assert_eq!(
+            check_manifest_checksum(b"{}"),
+            Err(ManifestChecksumError::TooShort)
+        );
+    }
 
     const MANIFEST: &str = r#"{ "PostgreSQL-Backup-Manifest-Version": 1,
       "Files": [

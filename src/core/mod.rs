@@ -19,5 +19,6 @@ pub mod redact;
 pub mod retention;
 pub mod schedule;
 pub mod units;
+pub mod verification;
 pub mod wal;
 pub mod wal_chain;

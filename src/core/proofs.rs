@@ -52,6 +52,13 @@ pub struct VerifyRun {
     /// Why the run could not be carried out (not a bad object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Physical jobs: gaps found in the kept backups' WAL chains.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wal_gaps: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `<job>/proofs/verify.json`.
@@ -71,6 +78,16 @@ pub struct VerifyRecord {
     /// Bad objects not resolved yet.
     #[serde(default)]
     pub bad: Vec<BadFinding>,
+    /// Bad objects resolved by pinning their backup as evidence behind a
+    /// newer good backup: not re-read by scheduled runs, back in `bad`
+    /// if the pin is removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<BadFinding>,
+    /// When the oldest kept backup holding an object never read good
+    /// finished (as of the last run): such objects are overdue once it is
+    /// older than `reverify_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_unverified: Option<DateTime<Utc>>,
 }
 
 impl Default for VerifyRecord {
@@ -81,6 +98,8 @@ impl Default for VerifyRecord {
             last_success: None,
             verified: BTreeMap::new(),
             bad: Vec::new(),
+            evidence: Vec::new(),
+            oldest_unverified: None,
         }
     }
 }

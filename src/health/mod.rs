@@ -16,6 +16,7 @@ mod process_stats;
 mod registry;
 mod repo;
 mod runner;
+mod verify;
 mod wal;
 
 pub use check::Check;

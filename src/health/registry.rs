@@ -106,6 +106,9 @@ pub fn job_checks(
                 grade,
             }));
         }
+        if let Some(check) = super::verify::for_job(ctx, shared) {
+            checks.push(Arc::new(check));
+        }
         if ctx.job.kind == crate::config::JobKind::PostgresPhysical {
             checks.push(Arc::new(super::wal::WalCheck {
                 ctx: ctx.clone(),

@@ -21,6 +21,10 @@ pub mod restore;
 pub mod scheduler;
 pub mod tell;
 pub mod verify;
+pub mod verify_record;
+pub mod verify_schedule;
+pub mod verify_select;
+pub mod verify_wal;
 pub mod wal;
 
 pub use context::{JobContext, Trigger};

@@ -23,6 +23,7 @@ pub enum RunKind {
     Mirror,
     Restore,
     Drill,
+    Verify,
 }
 
 impl RunKind {
@@ -33,6 +34,7 @@ impl RunKind {
             RunKind::Mirror => "mirror",
             RunKind::Restore => "restore",
             RunKind::Drill => "drill",
+            RunKind::Verify => "verify",
         }
     }
 }
@@ -105,6 +107,8 @@ pub enum Fact {
     Backup(Box<Manifest>),
     Mirror(MirrorReport),
     Prune(Box<PruneOutcome>),
+    /// The verification record as the run left it (also after a failure).
+    Verify(Box<crate::core::proofs::VerifyRecord>),
 }
 
 /// How a run ended, with the facts every sink needs.
@@ -248,10 +252,11 @@ impl BoardSink<'_> {
                 (Fact::Backup(manifest), _) => s.record_success(manifest),
                 (Fact::Mirror(report), _) => s.record_mirror(report.copied_bytes),
                 (Fact::Prune(outcome), _) => fold_prune(s, outcome),
+                (Fact::Verify(record), _) => s.verify = Some((**record).clone()),
                 (Fact::None, RunKind::Prune) => s.prune.last_error = Some(error),
                 (Fact::None, RunKind::Backup | RunKind::Mirror) => s.record_failure(error),
                 // A drill's record reaches the board from the drill itself.
-                (Fact::None, RunKind::Restore | RunKind::Drill) => {}
+                (Fact::None, RunKind::Restore | RunKind::Drill | RunKind::Verify) => {}
             });
     }
 

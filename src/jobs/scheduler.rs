@@ -291,6 +291,7 @@ pub async fn arm_all(
             // Not fatal: freshness says "not read yet" and the loop retries.
             tracing::warn!(job = %name, error = %e, "cannot read the repository at start-up");
         }
+        super::verify_schedule::restore_record(&ctx, shared).await;
         contexts.push(ctx);
     }
     shared.startup_done("state");
@@ -308,6 +309,11 @@ pub async fn arm_all(
                 format!("prune:{}", ctx.name),
                 prune_loop(ctx, shared, cancel),
             );
+        }
+        if ctx.job.verify.is_some() {
+            let (ctx, shared, cancel) = (ctx.clone(), Arc::clone(shared), work.child_token());
+            let verify = super::verify_schedule::verify_loop(ctx.clone(), shared, cancel);
+            tasks.spawn(format!("verify:{}", ctx.name), verify);
         }
         let (shared, cancel) = (Arc::clone(shared), work.child_token());
         tasks.spawn(format!("job:{}", ctx.name), async move {

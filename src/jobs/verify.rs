@@ -5,6 +5,7 @@
 //! chosen backup to the newest archived segment. Nothing is written to
 //! disk; the verdict is journaled (`verify.succeeded` / `verify.failed`).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,15 +14,20 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use super::JobContext;
 use super::context::KeyError;
+use super::report::{Reporter, Sinks};
+use super::{JobContext, Trigger};
 use crate::core::backup_manifest::BackupFiles;
 use crate::core::manifest::{Manifest, ObjectEntry};
+use crate::core::proofs::object_key;
+use crate::core::verification::Budget;
 use crate::core::wal_chain::WalGap;
 use crate::pipeline::download::{Download, DownloadError};
 use crate::pipeline::pgtools::find_tool;
 use crate::pipeline::verify::{Content, TarFiles, check_content, read_decoded};
-use crate::repo::RepoError;
+use crate::repo::{Listing, RepoError};
+
+pub use super::verify_select::stored_objects;
 
 /// Which backups to read.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +35,9 @@ pub struct VerifyRequest {
     /// One backup by id; `None` with `all` false: the newest committed.
     pub backup: Option<String>,
     pub all: bool,
+    /// Scheduled verification: the objects due, within this budget,
+    /// planned from the job's verification record (`backup`/`all` unused).
+    pub budget: Option<Budget>,
 }
 
 /// Why verification could not be carried out (as opposed to a bad object,
@@ -47,6 +56,14 @@ pub enum VerifyError {
     NoPgRestore,
     #[error("cancelled (shutdown)")]
     Cancelled,
+    #[error(
+        "the verification ran but its record {path} could not be read, so it was not updated: {source}"
+    )]
+    Record {
+        path: String,
+        #[source]
+        source: RepoError,
+    },
 }
 
 pub use crate::core::proofs::BadObject;
@@ -57,10 +74,15 @@ pub use crate::core::proofs::BadObject;
 pub struct BackupVerdict {
     pub backup_id: String,
     pub kind: String,
+    /// Objects read.
     pub objects: usize,
     /// Stored bytes read.
     pub bytes_read: u64,
     pub bad: Vec<BadObject>,
+    /// The names of the objects read (all of the backup's unless a
+    /// scheduled run chose some).
+    #[serde(skip)]
+    pub read: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,25 +94,75 @@ pub struct VerifyReport {
     pub content_checked: bool,
     pub backups: Vec<BackupVerdict>,
     pub wal_gaps: Vec<WalGap>,
+    /// Physical jobs (`vigil verify`): the archived WAL the chosen
+    /// backups' chains use, read back and checked by hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal: Option<super::verify_wal::WalVerdict>,
     pub ok: bool,
 }
 
 impl VerifyReport {
     pub fn bad_objects(&self) -> impl Iterator<Item = &BadObject> {
-        self.backups.iter().flat_map(|b| &b.bad)
+        let wal = self.wal.iter().flat_map(|w| &w.bad);
+        self.backups.iter().flat_map(|b| &b.bad).chain(wal)
     }
 
+    /// Stored bytes read, the WAL's included.
     pub fn bytes_read(&self) -> u64 {
-        self.backups.iter().map(|b| b.bytes_read).sum()
+        let wal = self.wal.as_ref().map_or(0, |w| w.bytes_read);
+        self.backups.iter().map(|b| b.bytes_read).sum::<u64>() + wal
+    }
+
+    /// Keys (`<backup id>/<object>`) of the backup objects that read good.
+    pub fn good_objects(&self) -> Vec<String> {
+        self.backups
+            .iter()
+            .flat_map(|b| {
+                b.read
+                    .iter()
+                    .filter(|o| !b.bad.iter().any(|bad| &bad.object == *o))
+                    .map(|o| object_key(&b.backup_id, o))
+            })
+            .collect()
     }
 }
 
+/// One verification, its outcome recorded in the journal, the catalog
+/// and the job's verification record.
 pub async fn run(
     ctx: &JobContext,
     request: &VerifyRequest,
     cancel: &CancellationToken,
 ) -> Result<VerifyReport, VerifyError> {
-    let manifests = chosen(ctx, request).await?;
+    run_reported(ctx, request, Trigger::Cli, cancel, &Sinks::new(ctx)).await
+}
+
+/// Like [`run`], its start and outcome going to `report`.
+pub async fn run_reported(
+    ctx: &JobContext,
+    request: &VerifyRequest,
+    trigger: Trigger,
+    cancel: &CancellationToken,
+    report: &dyn Reporter,
+) -> Result<VerifyReport, VerifyError> {
+    let run = super::verify_record::run_of(ctx, trigger);
+    report.started(&run).await;
+    let started_at = chrono::Utc::now();
+    let result = inspect(ctx, request, cancel).await;
+    let (result, outcome) = super::verify_record::settle(ctx, trigger, started_at, result).await;
+    report.finished(&run, &outcome).await;
+    result
+}
+
+/// Reads what `request` chooses; returns the report and the listing it
+/// chose from (what the repository holds, for the record's upkeep).
+async fn inspect(
+    ctx: &JobContext,
+    request: &VerifyRequest,
+    cancel: &CancellationToken,
+) -> Result<(VerifyReport, Listing), VerifyError> {
+    let listing = ctx.repo.list(&ctx.name).await?;
+    let (manifests, only) = super::verify_select::chosen(ctx, request, &listing).await?;
     // Without the identity the stored bytes are all that can be read.
     let identities = match &ctx.identity_file {
         Some(_) => Some(ctx.identities()?),
@@ -101,44 +173,38 @@ pub async fn run(
         let reading = Reading {
             identities: identities.as_deref(),
             pg_restore: pg_restore(manifest, identities.is_some())?,
+            only: only.as_ref(),
             cancel,
         };
         backups.push(verify_backup(ctx, manifest, &reading).await?);
     }
-    let wal_gaps = if ctx.job.kind == crate::config::JobKind::PostgresPhysical {
-        super::pitr::survey(ctx, &manifests).await?.gaps()
+    let physical = ctx.job.kind == crate::config::JobKind::PostgresPhysical;
+    let (wal_gaps, wal) = if !physical {
+        (Vec::new(), None)
+    } else if request.budget.is_some() {
+        // Scheduled runs check the chains of every kept backup (a listing).
+        (
+            super::pitr::survey(ctx, &listing.backups).await?.gaps(),
+            None,
+        )
     } else {
-        Vec::new()
+        let survey = super::pitr::survey(ctx, &manifests).await?;
+        let keys = identities.as_deref().unwrap_or_default();
+        let wal =
+            super::verify_wal::check(ctx, &survey, keys, identities.is_some(), cancel).await?;
+        (survey.gaps(), Some(wal))
     };
     let content_checked = identities.is_some() || manifests.iter().all(|m| m.encryption.is_none());
-    let ok = wal_gaps.is_empty() && backups.iter().all(|b| b.bad.is_empty());
-    let report = VerifyReport {
+    let mut report = VerifyReport {
         job: ctx.name.clone(),
         content_checked,
         backups,
         wal_gaps,
-        ok,
+        wal,
+        ok: false,
     };
-    journal(ctx, &report);
-    Ok(report)
-}
-
-/// The backups `request` names, oldest first.
-async fn chosen(ctx: &JobContext, request: &VerifyRequest) -> Result<Vec<Manifest>, VerifyError> {
-    if let Some(id) = &request.backup {
-        return Ok(vec![ctx.repo.read_manifest(&ctx.name, id).await?]);
-    }
-    let mut backups = ctx.repo.list(&ctx.name).await?.backups;
-    if !request.all {
-        backups = backups.pop().into_iter().collect();
-    }
-    if backups.is_empty() {
-        return Err(VerifyError::NoBackups {
-            job: ctx.name.clone(),
-            repo: ctx.repo.name.clone(),
-        });
-    }
-    Ok(backups)
+    report.ok = report.wal_gaps.is_empty() && report.bad_objects().next().is_none();
+    Ok((report, listing))
 }
 
 /// How one backup is read: with which keys (`None`: stored bytes only)
@@ -146,7 +212,17 @@ async fn chosen(ctx: &JobContext, request: &VerifyRequest) -> Result<Vec<Manifes
 struct Reading<'a> {
     identities: Option<&'a [age::x25519::Identity]>,
     pg_restore: Option<PathBuf>,
+    /// Scheduled runs: the keys of the objects to read; `None`: all.
+    only: Option<&'a BTreeSet<String>>,
     cancel: &'a CancellationToken,
+}
+
+impl Reading<'_> {
+    fn wants(&self, manifest: &Manifest, object: &ObjectEntry) -> bool {
+        self.only.is_none_or(|keys| {
+            keys.contains(&object_key(manifest.backup_id.as_str(), &object.name))
+        })
+    }
 }
 
 /// The `pg_restore` that reads `manifest`'s dumps, when their content is
@@ -171,13 +247,21 @@ async fn verify_backup(
     reading: &Reading<'_>,
 ) -> Result<BackupVerdict, VerifyError> {
     let (identities, cancel) = (reading.identities, reading.cancel);
+    let read: Vec<&ObjectEntry> = manifest
+        .objects
+        .iter()
+        .filter(|o| reading.wants(manifest, o))
+        .collect();
     let mut verdict = BackupVerdict {
         backup_id: manifest.backup_id.to_string(),
         kind: manifest.kind.clone(),
-        objects: manifest.objects.len(),
+        objects: read.len(),
         bytes_read: 0,
         bad: Vec::new(),
+        read: read.iter().map(|o| o.name.clone()).collect(),
     };
+    // Tars are checked against backup_manifest, read whenever one is.
+    let needs_files = read.iter().any(|o| o.format == "tar");
     let keys = match (manifest.encryption.is_some(), identities) {
         (false, _) => Some(Vec::new()),
         (true, Some(ids)) => Some(ids.to_vec()),
@@ -190,15 +274,22 @@ async fn verify_backup(
         pg_restore: reading.pg_restore.clone(),
         cancel,
     };
-    let files = match reader.backup_files().await {
-        Ok(files) => files,
-        Err((object, e)) => {
-            verdict.bad.push(bad_object(ctx, manifest, object, e)?);
-            None
+    let wants_manifest = read.iter().any(|o| o.format == "backup_manifest");
+    let files = if needs_files || wants_manifest {
+        match reader.backup_files().await {
+            Ok(files) => files,
+            Err((object, e)) => {
+                verdict
+                    .bad
+                    .extend(bad_object(ctx, manifest, object, e).await?);
+                None
+            }
         }
+    } else {
+        None
     };
     let matched = Arc::new(AtomicUsize::new(0));
-    for object in &manifest.objects {
+    for object in read {
         // Read (or reported) above already.
         if reader.keys.is_some() && object.format == "backup_manifest" {
             if files.is_some() {
@@ -213,11 +304,15 @@ async fn verify_backup(
         });
         match reader.verify_object(object, tar_files).await {
             Ok(()) => verdict.bytes_read += object.stored_bytes,
-            Err(e) => verdict.bad.push(bad_object(ctx, manifest, object, e)?),
+            Err(e) => verdict
+                .bad
+                .extend(bad_object(ctx, manifest, object, e).await?),
         }
     }
     let listed = files.as_ref().map_or(0, |f| f.len());
-    if verdict.bad.is_empty() {
+    // Files in no tar can be told only when every tar was read.
+    let whole = verdict.read.len() == manifest.objects.len();
+    if verdict.bad.is_empty() && whole {
         verdict
             .bad
             .extend(unmatched(manifest, listed, matched.load(Ordering::Relaxed)));
@@ -278,10 +373,14 @@ impl<'a> Reader<'a> {
         let read = async {
             let download = Download::new(&self.ctx.repo, manifest, object, &path, keys)?;
             let bytes = read_decoded(&download, self.cancel).await?;
-            BackupFiles::parse(&bytes).map_err(|e| DownloadError::Decode {
+            let decode = |detail: String| DownloadError::Decode {
                 object: path.clone(),
-                detail: format!("not a PostgreSQL backup_manifest: {e}"),
-            })
+                detail,
+            };
+            crate::core::backup_manifest::check_manifest_checksum(&bytes)
+                .map_err(|e| decode(e.to_string()))?;
+            BackupFiles::parse(&bytes)
+                .map_err(|e| decode(format!("not a PostgreSQL backup_manifest: {e}")))
         };
         read.await
             .map(|f| Some(Arc::new(f)))
@@ -325,18 +424,33 @@ fn tar_prefix(manifest: &Manifest, object: &str) -> String {
 }
 
 /// A failed read as a finding; an unreachable repository or a shutdown
-/// stops the whole verification instead.
-fn bad_object(
+/// stops the whole verification instead. Verification takes no job lock
+/// (a long read must not hold backups up), so a prune may delete a backup
+/// while it is read: prune deletes the manifest first, so a failed read
+/// whose manifest is gone is that prune's doing, not damage (`None`).
+async fn bad_object(
     ctx: &JobContext,
     manifest: &Manifest,
     object: &ObjectEntry,
     error: DownloadError,
-) -> Result<BadObject, VerifyError> {
+) -> Result<Option<BadObject>, VerifyError> {
     let error = match error {
         DownloadError::Repo(e @ RepoError::Unreachable { .. }) => return Err(e.into()),
         DownloadError::Cancelled => return Err(VerifyError::Cancelled),
         other => other,
     };
+    match ctx
+        .repo
+        .read_manifest(&ctx.name, manifest.backup_id.as_str())
+        .await
+    {
+        Err(RepoError::NoSuchBackup { .. }) => {
+            tracing::info!(job = %ctx.name, backup = %manifest.backup_id, "backup removed (pruned) while it was verified: not a finding");
+            return Ok(None);
+        }
+        Err(e @ RepoError::Unreachable { .. }) => return Err(e.into()),
+        _ => {}
+    }
     let (expected, found, text) = match &error {
         DownloadError::HashMismatch {
             expected,
@@ -353,36 +467,13 @@ fn bad_object(
         ),
         e => (None, None, crate::core::redact::error_chain(e)),
     };
-    Ok(BadObject {
+    Ok(Some(BadObject {
         backup_id: manifest.backup_id.to_string(),
         object: object.name.clone(),
         expected_sha256: expected,
         found_sha256: found,
         error: ctx.redact(&text),
-    })
-}
-
-fn journal(ctx: &JobContext, report: &VerifyReport) {
-    let bad: Vec<serde_json::Value> = report
-        .bad_objects()
-        .map(|b| {
-            serde_json::json!({ "backup_id": b.backup_id, "object": b.object,
-                "expected_sha256": b.expected_sha256, "found_sha256": b.found_sha256, "error": b.error })
-        })
-        .collect();
-    let name = if report.ok {
-        "verify.succeeded"
-    } else {
-        "verify.failed"
-    };
-    let data = serde_json::json!({
-        "backup_ids": report.backups.iter().map(|b| &b.backup_id).collect::<Vec<_>>(),
-        "bytes_read": report.bytes_read(),
-        "content_checked": report.content_checked,
-        "bad_objects": bad,
-        "wal_gaps": report.wal_gaps,
-    });
-    ctx.journal.emit(ctx.event(name, data));
+    }))
 }
 
 #[cfg(test)]

@@ -260,7 +260,12 @@ fn metrics_pass_promtool_as_served_and_openmetrics_on_request() {
         .unwrap();
     let catalog = fresh_db();
     let repo = tempfile::tempdir().unwrap();
-    let vigil = with_tokens(&catalog, &job_config(repo.path(), &source));
+    // With scheduled verification, so its families are linted too.
+    let jobs = format!(
+        "{}[jobs.orders.verify]\nevery = \"1h\"\n",
+        job_config(repo.path(), &source)
+    );
+    let vigil = with_tokens(&catalog, &jobs);
     let bearer = format!("Bearer {OPERATOR}");
     let started = http_with(
         vigil.addr,
@@ -301,6 +306,8 @@ fn metrics_pass_promtool_as_served_and_openmetrics_on_request() {
             "vigil_backup_last_success_timestamp_seconds{backup_job=\"orders\"} ",
             "# TYPE process_cpu_seconds_total counter\n",
             "vigil_catalog_pool_connections{state=\"idle\"} ",
+            "# TYPE vigil_verify_last_success_timestamp_seconds gauge\n",
+            "vigil_verify_bad_objects{backup_job=\"orders\"} 0\n",
         ] {
             assert!(
                 classic.body.contains(needle),

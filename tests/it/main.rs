@@ -45,4 +45,5 @@ mod signals;
 mod tls;
 mod truth;
 mod verify;
+mod verify_schedule;
 mod wal;

@@ -569,6 +569,12 @@ fn verify_reads_a_physical_backup_and_names_a_wal_gap() {
         stdout.contains(": ok (") && stdout.contains("content checked"),
         "{stdout}"
     );
+    // The WAL from the backup's start on is read back and hashed too.
+    assert!(
+        stdout.contains(&format!("{JOB}/wal: ok (")) && stdout.contains("hashes checked"),
+        "{stdout}"
+    );
+    wal_and_backup_manifest_damage_is_named(&s);
 
     // PG_VERSION changed in the base tar (same size), rehashed into the
     // manifest: only backup_manifest's CRC-32C can tell.
@@ -629,4 +635,141 @@ fn verify_reads_a_physical_backup_and_names_a_wal_gap() {
         "{doc}"
     );
     assert!(stderr.contains("1 WAL gap"), "{stderr}");
+}
+
+/// A WAL object whose header hash no longer matches its content, and a
+/// backup_manifest whose own Manifest-Checksum was altered (rehashed into
+/// manifest.json, so only the checksum can tell): each named by `vigil
+/// verify`, then put back.
+fn wal_and_backup_manifest_damage_is_named(s: &Setup) {
+    let dir = s.repo.join(format!("{JOB}/wal/00000001"));
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().len() == "000000010000000000000001.zst".len())
+        .collect();
+    segments.sort();
+    let victim = segments.last().unwrap().clone();
+    let good = std::fs::read(&victim).unwrap();
+    let text = String::from_utf8_lossy(&good[..80]).into_owned();
+    let at = text.find("sha256=").unwrap() + "sha256=".len();
+    let mut lying = good.clone();
+    lying[at] = if lying[at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&victim, &lying).unwrap();
+    let name = victim.file_stem().unwrap().to_str().unwrap().to_owned();
+    let (code, stdout, stderr) = s.vigil(&["verify", JOB]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("wal/{name}")) && stdout.contains("SHA-256 mismatch"),
+        "{stdout}"
+    );
+    std::fs::write(&victim, &good).unwrap();
+
+    let listed = crate::harness::list_manifests(&s.config, JOB, &[]);
+    let id = listed[0]["backupId"].as_str().unwrap().to_owned();
+    let backup = s.repo.join(format!("{JOB}/backups/{id}"));
+    let manifest_path = backup.join("manifest.json");
+    let original = std::fs::read(&manifest_path).unwrap();
+    let mut stored: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let object = stored["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["format"] == "backup_manifest")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = backup.join(&object);
+    let kept = std::fs::read(&path).unwrap();
+    let text = String::from_utf8(zstd::decode_all(&kept[..]).unwrap()).unwrap();
+    let at = text.find("\"Manifest-Checksum\": \"").unwrap() + "\"Manifest-Checksum\": \"".len();
+    let mut altered = text.into_bytes();
+    altered[at] = if altered[at] == b'0' { b'1' } else { b'0' };
+    let payload = zstd::encode_all(&altered[..], 3).unwrap();
+    std::fs::write(&path, &payload).unwrap();
+    for o in stored["objects"].as_array_mut().unwrap() {
+        if o["name"] == object.as_str() {
+            use sha2::Digest;
+            o["sha256"] = hex::encode(sha2::Sha256::digest(&payload)).into();
+            o["storedBytes"] = payload.len().into();
+        }
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec(&stored).unwrap()).unwrap();
+    let (code, stdout, stderr) = s.vigil(&["verify", JOB, "--backup", &id]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&object) && stdout.contains("Manifest-Checksum"),
+        "{stdout}"
+    );
+    std::fs::write(&path, &kept).unwrap();
+    std::fs::write(&manifest_path, &original).unwrap();
+}
+
+/// Scheduled verification of a physical job, by the daemon: one object a
+/// run (tars checked against backup_manifest), then every run checks the
+/// WAL chains: a removed segment turns `pg:verify` to warn naming the gap.
+#[test]
+fn scheduled_verification_reads_a_physical_backup_and_watches_its_wal_chain() {
+    let s = Setup::new();
+    s.psql("CREATE TABLE t AS SELECT i, md5(i::text) AS h FROM generate_series(1, 2000) i");
+    let (code, _, stderr) = s.vigil(&["backup", JOB]);
+    assert_eq!(code, 0, "{stderr}\n{}", s.server_log());
+    for _ in 0..3 {
+        s.psql("INSERT INTO t VALUES (0, 'x')");
+        s.switch_and_wait();
+    }
+    let manifest = crate::harness::list_manifests(&s.config, JOB, &[])[0].clone();
+    let objects = manifest["objects"].as_array().unwrap().len();
+    let extra = format!(
+        "{}[jobs.{JOB}.verify]\nevery = \"1s\"\nmax_bytes_per_run = 1\n",
+        job_text(&s.repo, s.cluster.port())
+    );
+    let daemon_dir = tempfile::Builder::new()
+        .prefix("vigil-it-")
+        .tempdir()
+        .unwrap();
+    let text = crate::harness::config_text(daemon_dir.path(), &s.catalog.url(), &extra);
+    let vigil = Vigil::start_text(daemon_dir, &text, crate::harness::VigilOptions::default());
+    vigil.wait_ready();
+    let record = || -> serde_json::Value {
+        std::fs::read(s.repo.join(format!("{JOB}/proofs/verify.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    let check =
+        || vigil.get("/health/detailed").json()["checks"][format!("{JOB}:verify")][0].clone();
+    vigil.wait_for("every object read", Duration::from_secs(60), || {
+        record()["verified"]
+            .as_object()
+            .is_some_and(|m| m.len() == objects)
+    });
+    let r = record();
+    assert!(r["bad"].as_array().unwrap().is_empty(), "{r:#}");
+    assert_eq!(r["lastRun"]["contentChecked"], true, "{r:#}");
+    vigil.wait_for("pg:verify to pass", Duration::from_secs(20), || {
+        check()["status"] == "pass"
+    });
+
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(s.repo.join(format!("{JOB}/wal/00000001")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().len() == "000000010000000000000001.zst".len())
+        .collect();
+    segments.sort();
+    std::fs::remove_file(&segments[segments.len() - 2]).unwrap();
+    vigil.wait_for(
+        "pg:verify to warn about the gap",
+        Duration::from_secs(30),
+        || {
+            let c = check();
+            c["status"] == "warn" && c["output"].as_str().is_some_and(|o| o.contains("WAL gap"))
+        },
+    );
+    assert!(
+        record()["lastRun"]["walGaps"].as_u64().unwrap() >= 1,
+        "{:#}",
+        record()
+    );
 }

@@ -69,9 +69,14 @@ fn every_command_on_the_shipped_defaults_prints_its_result_and_nothing_on_stderr
     assert!(quiet(&e.config, &["migrate"]).contains("catalog schema at version"));
     assert!(quiet(&e.config, &["backup", "orders"]).contains("orders"));
     let listed = quiet(&e.config, &["list", "orders"]);
+    // One backup row (the job's proofs line follows the table).
     assert_eq!(
-        listed.lines().filter(|l| l.contains("orders")).count(),
+        listed.lines().filter(|l| l.starts_with("orders ")).count(),
         1,
+        "{listed}"
+    );
+    assert!(
+        listed.contains("orders: last verify: never; last drill: never"),
         "{listed}"
     );
     assert!(!quiet(&e.config, &["list"]).is_empty());

@@ -23,7 +23,7 @@ fn backup(config: &Path, job: &str) {
     assert_eq!(code, 0, "backup failed:\n{stdout}\n{stderr}");
 }
 
-fn newest(config: &Path, job: &str) -> serde_json::Value {
+pub(crate) fn newest(config: &Path, job: &str) -> serde_json::Value {
     crate::harness::list_manifests(config, job, &ENV)
         .last()
         .cloned()
@@ -40,14 +40,14 @@ fn verify_json(config: &Path, args: &[&str]) -> (i32, serde_json::Value, String)
     (code, doc, stderr)
 }
 
-fn backup_dir(repo: &Path, job: &str, manifest: &serde_json::Value) -> PathBuf {
+pub(crate) fn backup_dir(repo: &Path, job: &str, manifest: &serde_json::Value) -> PathBuf {
     repo.join(job)
         .join("backups")
         .join(manifest["backupId"].as_str().unwrap())
 }
 
 /// The object holding the database (not the globals).
-fn data_object(manifest: &serde_json::Value) -> String {
+pub(crate) fn data_object(manifest: &serde_json::Value) -> String {
     manifest["objects"]
         .as_array()
         .unwrap()
@@ -60,7 +60,7 @@ fn data_object(manifest: &serde_json::Value) -> String {
 }
 
 /// Every journal line under `state` (the journal is the state dir's).
-fn journal_text(state: &Path) -> String {
+pub(crate) fn journal_text(state: &Path) -> String {
     let mut text = String::new();
     let mut stack = vec![state.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -76,15 +76,15 @@ fn journal_text(state: &Path) -> String {
     text
 }
 
-struct Example {
-    _catalog: TestDb,
-    _source: TestDb,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+pub(crate) struct Example {
+    pub(crate) _catalog: TestDb,
+    pub(crate) _source: TestDb,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
 }
 
 /// config.toml.example as shipped, with only paths and credentials set.
-fn example() -> Example {
+pub(crate) fn example() -> Example {
     let catalog = fresh_db();
     let source = fresh_db();
     let role = format!("backup_{}", source.name);
@@ -137,6 +137,19 @@ fn the_shipped_defaults_verify_a_good_backup_then_name_a_flipped_byte_and_a_trun
     );
     assert_eq!(stdout.lines().count(), 1, "one line per backup: {stdout}");
     assert!(journal_text(&e.dir.path().join("state")).contains("verify.succeeded"));
+    // The run is in the job's verification record too.
+    let record_path = e.dir.path().join("repo/orders/proofs/verify.json");
+    let record = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let r = record(&record_path);
+    assert_eq!(r["lastRun"]["trigger"], "cli", "{r:#}");
+    assert!(r["lastSuccess"].is_string(), "{r:#}");
+    assert_eq!(
+        r["verified"].as_object().unwrap().len(),
+        manifest["objects"].as_array().unwrap().len(),
+        "{r:#}"
+    );
 
     // A flipped byte: exit 1 naming the backup, the object and both hashes.
     let name = data_object(&manifest);
@@ -163,6 +176,9 @@ fn the_shipped_defaults_verify_a_good_backup_then_name_a_flipped_byte_and_a_trun
     assert!(found.len() == 64 && found != expected, "{bad}");
     assert_eq!(doc["ok"], false);
     assert!(journal_text(&e.dir.path().join("state")).contains("verify.failed"));
+    let r = record(&record_path);
+    assert_eq!(r["bad"][0]["object"], name.as_str(), "{r:#}");
+    assert_eq!(r["lastRun"]["ok"], false, "{r:#}");
 
     // A truncated object: named, in the human output too.
     std::fs::write(&object, &good[..good.len() / 3]).unwrap();

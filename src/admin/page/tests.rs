@@ -198,6 +198,7 @@ fn proofs_and_the_recovery_window_are_shown_with_their_verdicts() {
             objects: 12,
             bytes_read: 2048,
             bad_objects: 1,
+            wal_gaps: 0,
             error: None,
         }),
         last_success: Some(at("2026-11-20T09:00:00Z")),
