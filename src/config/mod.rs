@@ -462,9 +462,9 @@ impl Config {
             out.push((key("url"), hook.url.expose().to_owned()));
         }
         for (name, job) in &self.jobs {
-            if let Some(ping) = &job.ping {
+            for (key, ping) in job.pings() {
                 out.push((
-                    format!("jobs.{name}.ping.url"),
+                    format!("jobs.{name}.{key}.url"),
                     ping.url.expose().to_owned(),
                 ));
             }

@@ -267,17 +267,17 @@ pub(super) fn validate(config: &super::Config, problem: &mut dyn FnMut(String, S
         }
     }
     for (name, job) in &config.jobs {
-        if let Some(ping) = &job.ping {
+        for (key, ping) in job.pings() {
             let url = ping.url.expose();
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 problem(
-                    format!("jobs.{name}.ping.url"),
+                    format!("jobs.{name}.{key}.url"),
                     "is not an http(s) URL (e.g. https://hc-ping.com/<uuid>)".into(),
                 );
             }
             if ping.timeout.is_zero() {
                 problem(
-                    format!("jobs.{name}.ping.timeout"),
+                    format!("jobs.{name}.{key}.timeout"),
                     "must be longer than 0s".into(),
                 );
             }

@@ -26,6 +26,8 @@ pub struct VerifySchedule {
     /// How long a good read of an object counts.
     #[serde(default = "default_reverify_after", with = "humantime_serde")]
     pub reverify_after: Duration,
+    /// `[jobs.<name>.verify.ping]`: pings at each verification's start and end.
+    pub ping: Option<super::PingConfig>,
 }
 
 fn default_reverify_after() -> Duration {
@@ -61,6 +63,8 @@ pub struct DrillConfig {
     /// Physical drills: the directory of the server binaries; default: the
     /// newest installed PostgreSQL's.
     pub pg_bin_dir: Option<PathBuf>,
+    /// `[jobs.<name>.drill.ping]`: pings at each drill's start and end.
+    pub ping: Option<super::PingConfig>,
 }
 
 /// Without `check_sql`: the restored database answers a query.

@@ -430,6 +430,21 @@ fn default_true() -> bool {
 }
 
 impl JobConfig {
+    /// Every ping configured on the job with its key under `jobs.<name>.`:
+    /// the backup runs', the verifications' and the drills'.
+    pub fn pings(&self) -> Vec<(&'static str, &super::PingConfig)> {
+        let verify = self.verify.as_ref().and_then(|v| v.ping.as_ref());
+        let drill = self.drill.as_ref().and_then(|d| d.ping.as_ref());
+        [
+            ("ping", self.ping.as_ref()),
+            ("verify.ping", verify),
+            ("drill.ping", drill),
+        ]
+        .into_iter()
+        .filter_map(|(key, ping)| ping.map(|p| (key, p)))
+        .collect()
+    }
+
     pub fn level(&self) -> i32 {
         self.compression_level
             .unwrap_or(self.compression.default_level())

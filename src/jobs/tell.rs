@@ -1,5 +1,5 @@
 //! The run sinks that tell people ([`crate::notify`]): pings of each
-//! backup or mirror run, and `backup.recovered` on the first success
+//! backup, mirror, verification or drill run, and `backup.recovered` on the first success
 //! after failed runs.
 
 use std::sync::Mutex;
@@ -20,18 +20,27 @@ pub struct PingSink<'a> {
 impl<'a> PingSink<'a> {
     /// A sink when the job has a ping configured.
     pub fn of(ctx: &'a JobContext) -> Option<PingSink<'a>> {
-        ctx.job.ping.as_ref().map(|_| PingSink {
+        (!ctx.job.pings().is_empty()).then(|| PingSink {
             ctx,
             pings: Mutex::new(None),
         })
     }
 
-    fn send(&self, run: &Run, ping: Ping) {
-        // Prune and restore are not the job's runs: the ping watches backups.
-        if !matches!(run.kind, RunKind::Backup | RunKind::Mirror) {
-            return;
+    /// The ping watching runs of `kind`: `[ping]` the backups (or a
+    /// mirror's copies), `[verify.ping]` and `[drill.ping]` their own.
+    /// Prunes and restores are pinged by none.
+    fn config(&self, kind: RunKind) -> Option<&'a crate::config::PingConfig> {
+        let job = &self.ctx.job;
+        match kind {
+            RunKind::Backup | RunKind::Mirror => job.ping.as_ref(),
+            RunKind::Verify => job.verify.as_ref()?.ping.as_ref(),
+            RunKind::Drill => job.drill.as_ref()?.ping.as_ref(),
+            RunKind::Prune | RunKind::Restore => None,
         }
-        let Some(config) = &self.ctx.job.ping else {
+    }
+
+    fn send(&self, run: &Run, ping: Ping) {
+        let Some(config) = self.config(run.kind) else {
             return;
         };
         let mut pings = self.pings.lock().unwrap_or_else(|p| p.into_inner());

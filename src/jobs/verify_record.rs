@@ -217,8 +217,7 @@ fn outcome(
     let mut outcome = if report.ok {
         Outcome::succeeded(fact, event)
     } else {
-        let bad = report.bad_objects().count();
-        let error = format!("{bad} bad object(s), {} WAL gap(s)", report.wal_gaps.len());
+        let error = failure_summary(report);
         Outcome {
             fact,
             ..Outcome::failed(Status::Failed, ctx.redact(&error), event)
@@ -228,4 +227,27 @@ fn outcome(
     outcome.stored_bytes = Some(report.bytes_read());
     outcome.details = Some(details);
     outcome
+}
+
+/// One line for a failed run (the executions row, the fail ping): the
+/// counts, then the first bad objects by name so the reader knows where
+/// to look without opening the journal.
+fn failure_summary(report: &VerifyReport) -> String {
+    const NAMED: usize = 3;
+    let bad: Vec<_> = report.bad_objects().collect();
+    let mut line = format!(
+        "{} bad object(s), {} WAL gap(s)",
+        bad.len(),
+        report.wal_gaps.len()
+    );
+    for object in bad.iter().take(NAMED) {
+        line.push_str(&format!(
+            "; {}/{}: {}",
+            object.backup_id, object.object, object.error
+        ));
+    }
+    if bad.len() > NAMED {
+        line.push_str(&format!("; and {} more", bad.len() - NAMED));
+    }
+    line
 }

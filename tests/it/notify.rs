@@ -706,3 +706,81 @@ fn job_stale_is_sent_once_per_newest_backup_across_ticks_and_restarts() {
     );
     assert_eq!(body["details"]["threshold_seconds"], 3);
 }
+
+#[test]
+fn verifications_ping_their_own_url_start_then_success_or_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(&[]);
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha ".repeat(1000)).unwrap();
+    let repo = dir.path().join("repo");
+    let extra = files_job(
+        &src,
+        &repo,
+        &format!(
+            "every = \"1h\"\n[jobs.tree.verify]\nevery = \"1d\"\n[jobs.tree.verify.ping]\nurl = \"{}\"\n",
+            receiver.url("/vping")
+        ),
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(dir.path(), "postgres://vigil@127.0.0.1:1/vigil", &extra),
+    )
+    .unwrap();
+    let env = [("TEST_PGPASSWORD", PASSWORD)];
+    let (code, _, stderr) = vigil_cli(&config, &["backup", "tree"], &env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        receiver.requests().is_empty(),
+        "a backup is not the verification's to ping: {:#?}",
+        receiver.requests()
+    );
+    let (code, _, stderr) = vigil_cli(&config, &["verify", "tree"], &env);
+    assert_eq!(code, 0, "{stderr}");
+    let paths =
+        |r: &Receiver| -> Vec<String> { r.requests().into_iter().map(|r| r.path).collect() };
+    assert_eq!(paths(&receiver), ["/vping/start", "/vping"]);
+
+    // A flipped byte in the data object: the verification fails and says so.
+    let data = walk_files(&repo)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("/backups/") && !p.ends_with("manifest.json"))
+        .expect("a data object");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    let (code, _, stderr) = vigil_cli(&config, &["verify", "tree"], &env);
+    assert_eq!(code, 1, "{stderr}");
+    let requests = receiver.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/vping/start", "/vping", "/vping/start", "/vping/fail"]
+    );
+    let name = data.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        requests[3].body.contains("verify of job `tree`") && requests[3].body.contains(&name),
+        "the fail ping names the run and the object: {}",
+        requests[3].body
+    );
+}
+
+/// Every regular file under `root`.
+fn walk_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
