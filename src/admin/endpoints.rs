@@ -301,7 +301,14 @@ fn acting(ctx: &JobContext, call: &Call) -> JobContext {
 }
 
 fn run_backup(api: &Arc<Api>, call: &Call, ctx: &JobContext) -> Answer {
-    if let Some(running) = api.shared.jobs.get(&ctx.name).and_then(|s| s.running) {
+    // Claimed here, not in the task: two requests arriving together must
+    // not both be accepted (the second would only find the job locked).
+    let claim = crate::state::Running {
+        started_at: chrono::Utc::now(),
+        trigger: Trigger::Api.as_str(),
+        source_bytes: Default::default(),
+    };
+    if let Err(running) = api.shared.jobs.claim_run(&ctx.name, claim) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "already_running",

@@ -170,11 +170,41 @@ impl JobBoard {
         change(next.entry(JobName::from(job)).or_default());
         self.state.store(Arc::new(next));
     }
+
+    /// Marks `job` running unless it already is (then the run it found):
+    /// check and mark in one step, so two requests arriving together
+    /// cannot both start a run.
+    pub fn claim_run(&self, job: &str, running: Running) -> Result<(), Running> {
+        let _serialised = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**self.state.load()).clone();
+        let state = next.entry(JobName::from(job)).or_default();
+        if let Some(other) = &state.running {
+            return Err(other.clone());
+        }
+        state.running = Some(running);
+        self.state.store(Arc::new(next));
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_is_claimed_once_until_it_ends() {
+        let board = JobBoard::default();
+        let running = |trigger| Running {
+            started_at: Utc::now(),
+            trigger,
+            source_bytes: Arc::default(),
+        };
+        assert!(board.claim_run("orders", running("api")).is_ok());
+        let found = board.claim_run("orders", running("schedule")).unwrap_err();
+        assert_eq!(found.trigger, "api", "the run that holds it is named");
+        board.update("orders", |s| s.running = None);
+        assert!(board.claim_run("orders", running("api")).is_ok());
+    }
     use crate::core::manifest::tests::sample;
 
     #[test]
