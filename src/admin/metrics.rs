@@ -479,6 +479,17 @@ fn enc_build_info(enc: &mut DescriptorEncoder) -> std::fmt::Result {
         .encode_info(&labels)
 }
 
+/// The classic exposition of `shared`'s metrics, for the families' unit tests.
+#[cfg(test)]
+pub(super) fn classic_text_for_tests(shared: std::sync::Arc<crate::state::Shared>) -> String {
+    use http_body_util::BodyExt;
+    let r = Metrics::new(shared, Default::default()).render(super::exposition::Format::Classic);
+    let bytes = futures::executor::block_on(r.into_body().collect())
+        .unwrap()
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt;

@@ -64,19 +64,10 @@ pub(super) fn encode(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::
 
 #[cfg(test)]
 mod tests {
-    use super::super::exposition::Format;
-    use super::super::metrics::Metrics;
     use crate::core::proofs::{DrillRecord, DrillRun};
     use crate::state::Shared;
-    use http_body_util::BodyExt;
 
-    fn text(shared: std::sync::Arc<Shared>) -> String {
-        let r = Metrics::new(shared, Default::default()).render(Format::Classic);
-        let bytes = futures::executor::block_on(r.into_body().collect())
-            .unwrap()
-            .to_bytes();
-        String::from_utf8(bytes.to_vec()).unwrap()
-    }
+    use super::super::metrics::classic_text_for_tests as text;
 
     #[test]
     fn drilled_jobs_export_their_last_drill() {

@@ -52,18 +52,9 @@ pub(super) fn encode(enc: &mut DescriptorEncoder, shared: &Shared) -> std::fmt::
 
 #[cfg(test)]
 mod tests {
-    use super::super::exposition::Format;
-    use super::super::metrics::Metrics;
     use crate::state::Shared;
-    use http_body_util::BodyExt;
 
-    fn text(shared: std::sync::Arc<Shared>) -> String {
-        let r = Metrics::new(shared, Default::default()).render(Format::Classic);
-        let bytes = futures::executor::block_on(r.into_body().collect())
-            .unwrap()
-            .to_bytes();
-        String::from_utf8(bytes.to_vec()).unwrap()
-    }
+    use super::super::metrics::classic_text_for_tests as text;
 
     #[test]
     fn webhooks_export_deliveries_queue_and_circuit() {

@@ -2,6 +2,7 @@
 //! file and line of each problem), secrets from `*_file`, connection
 //! strings' TLS parameters, reload diffs. Imports only `core`.
 
+mod bytes;
 pub mod conninfo;
 mod diff;
 mod expand;

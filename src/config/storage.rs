@@ -68,29 +68,10 @@ fn default_lease_ttl() -> std::time::Duration {
 
 /// Parses a byte rate like `20MiB`, `500KiB/s`, `1GB` or `1048576`.
 pub fn parse_rate(text: &str) -> Result<u64, String> {
-    let t = text.trim().trim_end_matches("/s").trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a rate (e.g. \"20MiB\", \"500KiB/s\")"))?;
-    let factor: f64 = match unit.trim() {
-        "" | "B" => 1.0,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        "KB" | "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        other => {
-            return Err(format!(
-                "`{other}` is not a unit (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ));
-        }
-    };
-    let bytes = number * factor;
+    let bytes = super::bytes::parse_bytes(
+        text.trim().trim_end_matches("/s"),
+        "a rate (e.g. \"20MiB\", \"500KiB/s\")",
+    )?;
     if !(1.0..=4e9).contains(&bytes) {
         return Err(format!("`{text}` must be between 1 B/s and 4 GB/s"));
     }

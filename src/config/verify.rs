@@ -9,31 +9,7 @@ use super::VerifySchedule;
 
 /// Parses a size like `10 GiB`, `500 MB`, `64KiB` or `1048576` (bytes).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (e.g. \"10 GiB\", \"500 MB\", 1048576)"))?;
-    let factor: f64 = match unit.trim() {
-        "" | "B" => 1.0,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        "KB" | "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "TB" => 1e12,
-        other => {
-            return Err(format!(
-                "`{other}` is not a unit (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
-            ));
-        }
-    };
-    let bytes = number * factor;
+    let bytes = super::bytes::parse_bytes(text, "a size (e.g. \"10 GiB\", \"500 MB\", 1048576)")?;
     if !(1.0..=1.8e19).contains(&bytes) {
         return Err(format!("`{text}` must be at least 1 byte"));
     }

@@ -167,10 +167,8 @@ pub async fn job_loop(ctx: JobContext, shared: Arc<Shared>, cancel: Cancellation
             return;
         };
         shared.jobs.update(&ctx.name, |s| s.next_run = Some(next));
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+        if !sleep_until(next, &cancel).await {
+            return;
         }
         run_once(&ctx, &shared, Trigger::Schedule, Some(next), &cancel).await;
         if cancel.is_cancelled() {
@@ -203,13 +201,20 @@ pub async fn prune_loop(ctx: JobContext, shared: Arc<Shared>, cancel: Cancellati
     };
     let mut after = Utc::now();
     while let Some(next) = schedule.next_after(after) {
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+        if !sleep_until(next, &cancel).await {
+            return;
         }
         let _ = prune_and_record(&ctx, &shared, Trigger::Schedule).await;
         after = Utc::now().max(next);
+    }
+}
+
+/// Sleeps until `next`; false when `cancel` fired first.
+pub(super) async fn sleep_until(next: DateTime<Utc>, cancel: &CancellationToken) -> bool {
+    let wait = (next - Utc::now()).to_std().unwrap_or_default();
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
     }
 }
 

@@ -124,10 +124,8 @@ pub async fn verify_loop(ctx: JobContext, shared: Arc<Shared>, cancel: Cancellat
     }
     let mut after = Utc::now();
     while let Some(next) = schedule.next_after(after) {
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+        if !super::scheduler::sleep_until(next, &cancel).await {
+            return;
         }
         let _ = run_scheduled(&ctx, &shared, &verify, Trigger::Schedule, &cancel).await;
         if cancel.is_cancelled() {

@@ -91,10 +91,8 @@ async fn drill_loop(
     }
     let mut after = Utc::now();
     while let Some(next) = schedule.next_after(after) {
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+        if !crate::jobs::scheduler::sleep_until(next, cancel).await {
+            return;
         }
         drill_and_record(ctx, shared, invoker, Trigger::Schedule, cancel).await;
         if cancel.is_cancelled() {
