@@ -544,30 +544,15 @@ fn a_receiver_down_across_a_daemon_restart_still_gets_a_cli_runs_event() {
 
 #[test]
 fn the_shipped_defaults_with_one_webhook_deliver_a_cli_runs_events_signed_and_quietly() {
-    let catalog = fresh_db();
-    let source = fresh_db();
-    let role = format!("backup_{}", source.name);
-    source
-        .psql(&format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'backup-pw-Kq2';
-             CREATE TABLE orders (id int); INSERT INTO orders VALUES (1);
-             GRANT SELECT ON orders TO {role};"
-        ))
-        .unwrap();
-    let source_url = format!(
-        "postgres://{role}@127.0.0.1:{}/{}",
-        source.port, source.name
+    let crate::truth::ShippedExample {
+        catalog: _catalog,
+        source: _source,
+        dir,
+        mut text,
+    } = crate::truth::shipped_example(
+        "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)",
     );
-    let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(&[]);
-    let mut text = crate::truth::example_config(dir.path(), &catalog, &source, &source_url);
-    for secret in ["catalog.password", "orders.password"] {
-        std::fs::set_permissions(
-            dir.path().join(secret),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .unwrap();
-    }
     text.push_str(&format!(
         "\n[[notify.webhooks]]\nname = \"ops\"\nurl = \"{}\"\nsecret_file = \"{}\"\n",
         receiver.url("/hook"),

@@ -4,13 +4,11 @@
 //! 390 px-wide phone screenshot. With `VIGIL_SCREENSHOTS=DIR` the tests
 //! also write the README's desktop screenshots there (docs/screenshots.sh).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
-use crate::truth::example_config;
 
 /// Chromium, which must be installed: a missing browser fails the test
 /// (tests/run.sh installs it).
@@ -200,29 +198,14 @@ fn check_rows(dom: &str) -> Vec<(String, String)> {
 #[test]
 fn a_healthy_daemon_on_the_shipped_defaults_renders_a_passing_job_row() {
     chromium();
-    let catalog = fresh_db();
-    let source = fresh_db();
-    let role = format!("backup_{}", source.name);
-    source
-        .psql(&format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'backup-pw-Kq2';
-             CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 1000);
-             GRANT SELECT ON orders TO {role};"
-        ))
-        .unwrap();
-    let url = format!(
-        "postgres://{role}@127.0.0.1:{}/{}",
-        source.port, source.name
+    let crate::truth::ShippedExample {
+        catalog: _catalog,
+        source: _source,
+        dir,
+        text,
+    } = crate::truth::shipped_example(
+        "CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 1000)",
     );
-    let dir = tempfile::Builder::new()
-        .prefix("vigil-it-")
-        .tempdir()
-        .unwrap();
-    let text = example_config(dir.path(), &catalog, &source, &url);
-    for secret in ["catalog.password", "orders.password"] {
-        let path = dir.path().join(secret);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
     let options = VigilOptions {
         env: Default::default(),
         ..VigilOptions::default()

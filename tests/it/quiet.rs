@@ -3,12 +3,10 @@
 //! result on stdout and nothing on stderr; `-v`, `-vv` and `VIGIL_LOG` bring
 //! the log lines back; a failure still says what failed.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
 use crate::harness::*;
-use crate::truth::example_config;
 
 /// The example config on a fresh catalog and a source the `backup_*` role
 /// may read, secrets 0600 as the README asks.
@@ -21,29 +19,14 @@ struct Example {
 }
 
 fn example() -> Example {
-    let catalog = fresh_db();
-    let source = fresh_db();
-    let role = format!("backup_{}", source.name);
-    source
-        .psql(&format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'backup-pw-Kq2';
-             CREATE TABLE orders (id int); INSERT INTO orders VALUES (1);
-             GRANT SELECT ON orders TO {role};"
-        ))
-        .unwrap();
-    let source_url = format!(
-        "postgres://{role}@127.0.0.1:{}/{}",
-        source.port, source.name
+    let crate::truth::ShippedExample {
+        catalog,
+        source,
+        dir,
+        text,
+    } = crate::truth::shipped_example(
+        "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)",
     );
-    let dir = tempfile::Builder::new()
-        .prefix("vigil-it-")
-        .tempdir()
-        .unwrap();
-    let text = example_config(dir.path(), &catalog, &source, &source_url);
-    for secret in ["catalog.password", "orders.password"] {
-        let path = dir.path().join(secret);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
     let config = dir.path().join("config.toml");
     std::fs::write(&config, &text).unwrap();
     Example {

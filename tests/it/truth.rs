@@ -6,6 +6,48 @@ use std::time::Duration;
 
 use crate::harness::*;
 
+/// The shipped defaults on fresh clusters: a catalog, a source whose
+/// `backup_<db>` role may read the `orders` table `orders_sql` creates,
+/// and config.toml.example for them in a temp dir (secret files 0600, as
+/// the README asks). Nothing optional is set.
+pub(crate) struct ShippedExample {
+    pub(crate) catalog: TestDb,
+    pub(crate) source: TestDb,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) text: String,
+}
+
+pub(crate) fn shipped_example(orders_sql: &str) -> ShippedExample {
+    use std::os::unix::fs::PermissionsExt;
+    let catalog = fresh_db();
+    let source = fresh_db();
+    let role = format!("backup_{}", source.name);
+    source
+        .psql(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'backup-pw-Kq2'; {orders_sql}; GRANT SELECT ON orders TO {role};"
+        ))
+        .unwrap();
+    let url = format!(
+        "postgres://{role}@127.0.0.1:{}/{}",
+        source.port, source.name
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("vigil-it-")
+        .tempdir()
+        .unwrap();
+    let text = example_config(dir.path(), &catalog, &source, &url);
+    for secret in ["catalog.password", "orders.password"] {
+        let path = dir.path().join(secret);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    ShippedExample {
+        catalog,
+        source,
+        dir,
+        text,
+    }
+}
+
 /// config.toml.example with the machine-specific values replaced (and
 /// nothing else: no optional key is set).
 pub(crate) fn example_config(

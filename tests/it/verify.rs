@@ -2,11 +2,9 @@
 //! then damaged by hand (a flipped byte, a truncation, an undecodable but
 //! rehashed object) and named.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::harness::{PASSWORD, TestDb, config_text, fresh_catalog, fresh_db, vigil_cli};
-use crate::truth::example_config;
 
 const ENV: [(&str, &str); 3] = [
     ("TEST_PGPASSWORD", PASSWORD),
@@ -85,29 +83,14 @@ pub(crate) struct Example {
 
 /// config.toml.example as shipped, with only paths and credentials set.
 pub(crate) fn example() -> Example {
-    let catalog = fresh_db();
-    let source = fresh_db();
-    let role = format!("backup_{}", source.name);
-    source
-        .psql(&format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'backup-pw-Kq2';
-             CREATE TABLE orders AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g;
-             GRANT SELECT ON orders TO {role};"
-        ))
-        .unwrap();
-    let url = format!(
-        "postgres://{role}@127.0.0.1:{}/{}",
-        source.port, source.name
+    let crate::truth::ShippedExample {
+        catalog,
+        source,
+        dir,
+        text,
+    } = crate::truth::shipped_example(
+        "CREATE TABLE orders AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g",
     );
-    let dir = tempfile::Builder::new()
-        .prefix("vigil-it-")
-        .tempdir()
-        .unwrap();
-    let text = example_config(dir.path(), &catalog, &source, &url);
-    for secret in ["catalog.password", "orders.password"] {
-        let path = dir.path().join(secret);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
     let config = dir.path().join("config.toml");
     std::fs::write(&config, text).unwrap();
     Example {
