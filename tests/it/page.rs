@@ -271,11 +271,14 @@ fn a_failing_daemon_renders_failing_checks_first_with_output_and_no_secret() {
         "[repositories.local]\nscheme = \"fs\"\n[repositories.local.options]\nroot = \"{repo}\"\n\
          [jobs.orders]\nkind = \"postgres\"\nsource = \"{url}\"\npassword = \"${{TEST_PGPASSWORD}}\"\n\
          databases = [\"{name}\"]\nrepository = \"local\"\nschedule = \"0 30 2 * * *\"\n\
+         [jobs.orders.verify]\nevery = \"3s\"\n\
+         [jobs.orders.drill]\nevery = \"3s\"\ntarget = \"postgres://postgres:${{TEST_PGPASSWORD}}@127.0.0.1:{db_port}/{name}_drill\"\ncheck_sql = [\"SELECT count(*) = 5000 FROM orders\"]\n\
          [jobs.billing]\nkind = \"postgres\"\nsource = \"postgres://backup:{source_secret}@127.0.0.1:{port}/billing\"\n\
          databases = [\"billing\"]\nrepository = \"local\"\nevery = \"4s\"\ncatch_up = false\n",
         repo = repo.path().display(),
         url = db.url(),
         name = db.name,
+        db_port = db.port,
         port = free_port(),
     );
     let vigil = Vigil::start(&db, &extra);
@@ -284,6 +287,12 @@ fn a_failing_daemon_renders_failing_checks_first_with_output_and_no_secret() {
     vigil.wait_for("orders backed up", Duration::from_secs(60), || {
         check(&vigil, "orders:freshness")["status"] == "pass"
     });
+    // Its scheduled verification and drill read that backup back.
+    for key in ["orders:verify", "orders:drill"] {
+        vigil.wait_for(key, Duration::from_secs(90), || {
+            check(&vigil, key)["status"] == "pass"
+        });
+    }
     vigil.wait_for(
         "billing's runs to fail twice",
         Duration::from_secs(60),
@@ -330,7 +339,15 @@ fn a_failing_daemon_renders_failing_checks_first_with_output_and_no_secret() {
 
     assert!(job_row(&dom, "billing").contains("data-state=\"fail\""));
     assert!(job_row(&dom, "billing").contains("none yet"));
-    assert!(job_row(&dom, "orders").contains("data-state=\"pass\""));
+    let orders = job_row(&dom, "orders");
+    assert!(orders.contains("data-state=\"pass\""), "{orders}");
+    // The board's proof records, end to end: a verdict and an RTO, not "never".
+    assert!(!orders.contains(">never<"), "{orders}");
+    assert!(
+        orders.contains(" ago") && orders.contains(" read"),
+        "verify: {orders}"
+    );
+    assert!(orders.contains("RTO "), "drill: {orders}");
     let runs = &dom[dom.find("id=\"runs\"").unwrap()..];
     assert!(
         runs.contains("billing") && runs.contains(">failed</span>"),

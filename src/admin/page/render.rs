@@ -216,9 +216,13 @@ fn run_result(h: &mut Html, run: &RecentRun) {
     if let Some(id) = &run.backup_id {
         h.raw("<code>").text(id).raw("</code>");
     }
-    if let Some(bytes) = run.stored_bytes {
-        h.note(&format!("{} stored", human_bytes(bytes)));
-    }
+    // A verification's bytes are what it read back, not what it stored.
+    match (run.kind, run.stored_bytes) {
+        ("verify", Some(0)) => h.note("nothing due for re-reading"),
+        ("verify", Some(bytes)) => h.note(&format!("{} read back", human_bytes(bytes))),
+        (_, Some(bytes)) => h.note(&format!("{} stored", human_bytes(bytes))),
+        (_, None) => h,
+    };
     if let Some(error) = &run.error {
         h.raw("<pre class=\"out\">").text(error).raw("</pre>");
     }
