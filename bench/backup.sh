@@ -18,6 +18,8 @@
 #   BEFORE_BIN=PATH      also count the syscalls of this (older) vigil
 #   STRACE=0             skip the syscall counts (strace -f, one backup and
 #                        one raw pipeline per data set)
+#   PERF=0               skip the undisturbed counts (perf stat: CPU time,
+#                        context switches, syscalls) of one backup of each
 #   BENCH_OUT=FILE       also write the Markdown report to FILE
 #   STRICT=1             exit 1 when a target is missed
 #   KEEP_TMP=1           keep the temporary directory (config, logs, traces)
@@ -47,6 +49,8 @@ text_mb=${TEXT_MB:-800}
 vigil_bin=${VIGIL_BIN:-$repo/target/release/vigil}
 before_bin=${BEFORE_BIN:-}
 strace_on=${STRACE:-1}
+perf_on=${PERF:-1}
+command -v perf >/dev/null 2>&1 || perf_on=0
 ratio_target=1.03
 # Restore before issue 18: 0.89-0.92x of the raw pipeline.
 restore_target=0.92
@@ -462,6 +466,37 @@ add_syscall_rows() { # SET LABEL TRACE READER ROOT
     [[ ${KEEP_TMP:-0} == 1 ]] || rm -f -- "$3"
 }
 
+# perf stat over the whole process tree: nothing is slowed down, unlike
+# under strace, so these are the counts of a normal run.
+perf_events=task-clock,context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_futex
+perf_events+=,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_read
+perf_rows=()
+perf_run() { # SET LABEL COMMAND...
+    local set=$1 label=$2 out=$tmp/perf.csv
+    shift 2
+    log "$set: perf stat $label"
+    perf stat -x, -o "$out" -e "$perf_events" -- "$@" >"$tmp/perf.log" 2>&1 ||
+        die "perf stat $label failed: $(tail -n 5 "$tmp/perf.log")"
+    perf_rows+=("$(awk -F, -v set="$set" -v label="$label" '
+        $3 == "task-clock" { v["cpu"] = sprintf("%.2f", $1 / 1000) }
+        $3 ~ /context-switches/ { v["cs"] = $1 }
+        $3 ~ /sys_enter$/ { v["all"] = $1 }
+        $3 ~ /futex/ { v["futex"] = $1 }
+        $3 ~ /epoll_wait/ { v["epoll"] = $1 }
+        $3 ~ /sys_enter_read/ { v["read"] = $1 }
+        END { printf "| %s | %s | %s | %s | %s | %s | %s | %s |", set, label, v["cpu"], v["cs"],
+            v["all"], v["futex"], v["epoll"], v["read"] }' "$out")")
+}
+perf_set() { # SET
+    local set=$1
+    [[ -z $before_bin ]] || perf_run "$set" "vigil before (BEFORE_BIN)" \
+        env -u PGPASSWORD "$before_bin" --config "$config" backup "plain-$set"
+    perf_run "$set" "vigil" env -u PGPASSWORD "$vigil_bin" --config "$config" backup "plain-$set"
+    perf_run "$set" "raw pipeline" sh -c \
+        "pg_dump -h 127.0.0.1 -p $port -U postgres -Fc -Z0 bench_$set | zstd -3 -T0 -q -f -o $tmp/perf.zst && sync $tmp/perf.zst"
+    rm -f -- "$tmp/perf.zst"
+}
+
 # --- one data set ------------------------------------------------------------------------
 report_body=$tmp/body.md
 : >"$report_body"
@@ -555,6 +590,7 @@ run_set() { # SET
     sql postgres "DROP DATABASE IF EXISTS restored" >/dev/null
     rm -f -- "$cfile"
 
+    [[ $perf_on == 0 ]] || perf_set "$set"
     if [[ $strace_on != 0 ]]; then
         [[ -z $before_bin ]] || strace_vigil "$set" "vigil before (BEFORE_BIN)" "$before_bin"
         strace_vigil "$set" "vigil" "$vigil_bin"
@@ -621,6 +657,15 @@ report=$tmp/report.md
         "pg_dump/pg_restore, for the raw pipeline the largest of its processes."
     echo
     cat "$report_body"
+    if ((${#perf_rows[@]})); then
+        echo "One backup of job \`plain-SET\` and one raw pipeline under \`perf stat\` (the whole process tree:" \
+            "vigil or the shell with pg_dump, zstd, sync; CPU = task-clock):"
+        echo
+        echo "| data | run | CPU s | context switches | syscalls | futex | epoll_wait | read |"
+        echo "|---|---|---|---|---|---|---|---|"
+        printf '%s\n' "${perf_rows[@]}"
+        echo
+    fi
     if ((${#syscall_rows[@]})); then
         echo "Syscalls of one backup of job \`plain-SET\` under \`strace -f\` (calls per process group;" \
             "data reads = reads that returned bytes in the process reading pg_dump's pipe):"

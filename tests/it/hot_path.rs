@@ -65,3 +65,58 @@ fn a_text_heavy_database_round_trips_on_the_shipped_defaults() {
     assert!(expected.ends_with(" 150001"), "{expected}");
     assert_eq!(content(&restored), expected);
 }
+
+/// A job whose `pg_dump` is `script`, on a source database; returns the
+/// backup's exit code and stderr.
+fn backup_with_pg_dump(source_url: &str, database: &str, script: &str) -> (i32, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let catalog = fresh_db();
+    let dir = tempfile::tempdir().unwrap();
+    let tool = dir.path().join("pg_dump");
+    std::fs::write(&tool, script).unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let extra = format!(
+        "[repositories.local]\nscheme = \"fs\"\n[repositories.local.options]\nroot = \"{}\"\n\
+         [jobs.orders]\nkind = \"postgres\"\nsource = \"{source_url}\"\n\
+         password = \"${{TEST_PGPASSWORD}}\"\ndatabases = [\"{database}\"]\n\
+         repository = \"local\"\nevery = \"1h\"\npg_dump = \"{}\"\n",
+        dir.path().join("repo").display(),
+        tool.display(),
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), &catalog.url(), &extra)).unwrap();
+    let (code, _, stderr) = vigil_cli(
+        &config,
+        &["backup", "orders"],
+        &[("TEST_PGPASSWORD", PASSWORD)],
+    );
+    (code, stderr)
+}
+
+#[test]
+fn the_pg_dump_version_check_runs_beside_the_source_facts_and_keeps_its_order() {
+    let source = fresh_db();
+    // An old client is refused, naming both versions.
+    let (code, stderr) = backup_with_pg_dump(
+        &source.url(),
+        &source.name,
+        "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("is version 9.6.24, older than the server (15."),
+        "{stderr}"
+    );
+    // An unreachable source is the first complaint, whatever the client.
+    let (code, stderr) = backup_with_pg_dump(
+        "postgres://postgres@127.0.0.1:9/nowhere",
+        "nowhere",
+        "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n",
+    );
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the source 127.0.0.1:9"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("9.6.24"), "{stderr}");
+}
