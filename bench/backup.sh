@@ -269,11 +269,15 @@ maxrss_kib() { # /usr/bin/time -v output -> KiB
     [[ -n $v ]] || die "no maximum RSS in $1"
     echo "$v"
 }
+cpu_s() { # /usr/bin/time -v outputs -> their user + system seconds
+    awk -F': ' '/User time \(seconds\)|System time \(seconds\)/ { s += $2 } END { printf "%.2f", s }' "$@"
+}
 checkpoint() { sql postgres "CHECKPOINT" >/dev/null; }
 file_bytes() { stat -c %s "$1"; }
 
-# Runs vigil under /usr/bin/time -v. Sets run_wall and run_rss_kib (GNU
-# time's figure: the largest of vigil and its children, pg_dump/pg_restore).
+# Runs vigil under /usr/bin/time -v. Sets run_wall, run_cpu (user + system
+# of vigil and its children) and run_rss_kib (GNU time's figure: the
+# largest of vigil and its children, pg_dump/pg_restore).
 run_vigil() { # LABEL VIGIL-ARGS...
     local label=$1
     shift
@@ -298,6 +302,7 @@ run_vigil() { # LABEL VIGIL-ARGS...
     ((rc == 0)) || die "vigil $* failed (status $rc): $(tail -n 20 "$tmp/$label.log")"
     run_wall=$(elapsed "$t0" "$t1")
     run_rss_kib=$(maxrss_kib "$timefile")
+    run_cpu=$(cpu_s "$timefile")
 }
 
 # --- data ------------------------------------------------------------------------------
@@ -361,7 +366,8 @@ check_restored() { # SET LABEL: the restored database holds every row
 }
 
 # --- the raw pipelines -------------------------------------------------------------------
-# Each sets raw_wall and raw_rss_kib (the largest process of the pipeline).
+# Each sets raw_wall, raw_cpu (user + system of its processes) and
+# raw_rss_kib (the largest process of the pipeline).
 raw_backup() { # DB FILE
     local t0 t1
     t0=$EPOCHREALTIME
@@ -371,6 +377,7 @@ raw_backup() { # DB FILE
     t1=$EPOCHREALTIME
     raw_wall=$(elapsed "$t0" "$t1")
     raw_rss_kib=$(max_of "$(maxrss_kib "$tmp/raw-pg_dump.time")" "$(maxrss_kib "$tmp/raw-zstd.time")")
+    raw_cpu=$(cpu_s "$tmp/raw-pg_dump.time" "$tmp/raw-zstd.time")
 }
 
 raw_sealed_backup() { # DB FILE
@@ -384,6 +391,7 @@ raw_sealed_backup() { # DB FILE
     raw_wall=$(elapsed "$t0" "$t1")
     raw_rss_kib=$(max_of "$(maxrss_kib "$tmp/raw-pg_dump.time")" "$(maxrss_kib "$tmp/raw-zstd.time")" \
         "$(maxrss_kib "$tmp/raw-age.time")")
+    raw_cpu=$(cpu_s "$tmp/raw-pg_dump.time" "$tmp/raw-zstd.time" "$tmp/raw-age.time")
 }
 
 raw_restore() { # FILE
@@ -395,6 +403,7 @@ raw_restore() { # FILE
     t1=$EPOCHREALTIME
     raw_wall=$(elapsed "$t0" "$t1")
     raw_rss_kib=$(max_of "$(maxrss_kib "$tmp/raw-zstd-d.time")" "$(maxrss_kib "$tmp/raw-pg_restore.time")")
+    raw_cpu=$(cpu_s "$tmp/raw-zstd-d.time" "$tmp/raw-pg_restore.time")
 }
 
 # --- syscall counts ------------------------------------------------------------------------
@@ -509,16 +518,21 @@ target() { # TEXT RESULT OK
 }
 
 # One comparison's summary row; sets summary_ratio, summary_vrss,
-# summary_rrss and ratios_out (the pair ratios).
-summarize() { # NAME VIGIL-WALLS RAW-WALLS VIGIL-RSS RAW-RSS
+# summary_rrss and pairs_out (each pair's times and ratio).
+summarize() { # NAME VIGIL-WALLS RAW-WALLS VIGIL-RSS RAW-RSS VIGIL-CPU RAW-CPU
     local name=$1 i
-    local -a sv sw rs=()
+    local -a sv sw cv cw rs=() cs=()
     read -r -a sv <<<"$2"
     read -r -a sw <<<"$3"
-    for i in "${!sv[@]}"; do rs+=("$(ratio "${sv[i]}" "${sw[i]}")"); done
-    local vmed rmed med lo hi
-    vmed=$(median "${sv[@]}")
-    rmed=$(median "${sw[@]}")
+    read -r -a cv <<<"$6"
+    read -r -a cw <<<"$7"
+    pairs_out=
+    for i in "${!sv[@]}"; do
+        rs+=("$(ratio "${sv[i]}" "${sw[i]}")")
+        cs+=("$(ratio "${cv[i]}" "${cw[i]}")")
+        pairs_out+="${pairs_out:+, }${sv[i]}/${sw[i]} s = ${rs[i]}"
+    done
+    local med lo hi
     med=$(median "${rs[@]}")
     lo=$(min_of "${rs[@]}")
     hi=$(max_of "${rs[@]}")
@@ -527,8 +541,8 @@ summarize() { # NAME VIGIL-WALLS RAW-WALLS VIGIL-RSS RAW-RSS
     # shellcheck disable=SC2086
     summary_rrss=$(kib_mib "$(max_of $5)")
     summary_ratio=$med
-    ratios_out="${rs[*]}"
-    echo "| $name | ${#sv[@]} | $vmed | $rmed | **$med** | $lo–$hi | $summary_vrss | $summary_rrss |"
+    echo "| $name | ${#sv[@]} | $(median "${sv[@]}") | $(median "${sw[@]}") | **$med** | $lo–$hi |" \
+        "$(median "${cv[@]}") / $(median "${cw[@]}") | $(median "${cs[@]}") | $summary_vrss | $summary_rrss |"
 }
 
 run_set() { # SET
@@ -536,6 +550,7 @@ run_set() { # SET
     prepare_data "$set"
     local cfile=$tmp/raw.dump.zst efile=$tmp/raw.dump.zst.age
     local aw="" cw="" ar="" cr="" bw="" ew="" br="" er="" vw="" rw="" vr="" rr=""
+    local ac="" cc="" bc="" ec="" vc="" rc=""
     for ((p = 1; p <= pairs; p++)); do
         local order=(vigil raw)
         ((p % 2)) || order=(raw vigil)
@@ -545,10 +560,10 @@ run_set() { # SET
             log "$set: backup pair $p/$pairs, $who"
             if [[ $who == vigil ]]; then
                 run_vigil "backup-$set" backup "plain-$set"
-                aw+="$run_wall " ar+="$run_rss_kib "
+                aw+="$run_wall " ar+="$run_rss_kib " ac+="$run_cpu "
             else
                 raw_backup "$db" "$cfile"
-                cw+="$raw_wall " cr+="$raw_rss_kib "
+                cw+="$raw_wall " cr+="$raw_rss_kib " cc+="$raw_cpu "
             fi
         done
         for who in "${order[@]}"; do
@@ -556,10 +571,10 @@ run_set() { # SET
             log "$set: encrypted backup pair $p/$pairs, $who"
             if [[ $who == vigil ]]; then
                 run_vigil "sealed-$set" backup "sealed-$set"
-                bw+="$run_wall " br+="$run_rss_kib "
+                bw+="$run_wall " br+="$run_rss_kib " bc+="$run_cpu "
             else
                 raw_sealed_backup "$db" "$efile"
-                ew+="$raw_wall " er+="$raw_rss_kib "
+                ew+="$raw_wall " er+="$raw_rss_kib " ec+="$raw_cpu "
             fi
         done
     done
@@ -578,11 +593,11 @@ run_set() { # SET
             log "$set: restore pair $p/$pairs, $who"
             if [[ $who == vigil ]]; then
                 run_vigil "restore-$set" restore "plain-$set" --latest --to "$url" --create
-                vw+="$run_wall " vr+="$run_rss_kib "
+                vw+="$run_wall " vr+="$run_rss_kib " vc+="$run_cpu "
                 check_restored "$set" "vigil restore"
             else
                 raw_restore "$cfile"
-                rw+="$raw_wall " rr+="$raw_rss_kib "
+                rw+="$raw_wall " rr+="$raw_rss_kib " rc+="$raw_cpu "
                 check_restored "$set" "raw restore"
             fi
         done
@@ -603,30 +618,31 @@ run_set() { # SET
     text) desc="text-heavy table, TEXT_MB=$text_mb" ;;
     tiny) desc="pgbench scale 2 + 8 MiB of text" ;;
     esac
-    local ratios_a ratios_b ratios_r
+    local pairs_a pairs_b pairs_r
     {
         echo "#### $set: $desc ($(mib "$db_bytes") MiB database, $(mib "$raw_dump_bytes") MiB \`pg_dump -Fc -Z0\` output)"
         echo
         echo "Stored by the raw pipeline: $(mib "$stored_c") MiB" \
             "($(awk -v r="$raw_dump_bytes" -v s="$stored_c" 'BEGIN { printf "%.1f:1", r / s }')), $(mib "$stored_e") MiB with age."
         echo
-        echo "| comparison | pairs | vigil median s | raw median s | median ratio | pair ratios min–max | vigil peak RSS MiB | raw pipeline peak RSS MiB |"
-        echo "|---|---|---|---|---|---|---|---|"
-        summarize "backup" "$aw" "$cw" "$ar" "$cr"
-        ratios_a=$ratios_out
-        target "$set: backup ≤ ${ratio_target}×" "$summary_ratio (pairs $ratios_a)" "$(le "$summary_ratio" "$ratio_target")"
+        echo "| comparison | pairs | vigil median s | raw median s | median pair ratio | pair ratios min–max |" \
+            "CPU s vigil / raw (medians) | CPU median pair ratio | vigil peak RSS MiB | raw pipeline peak RSS MiB |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
+        summarize "backup" "$aw" "$cw" "$ar" "$cr" "$ac" "$cc"
+        pairs_a=$pairs_out
+        target "$set: backup ≤ ${ratio_target}×" "$summary_ratio" "$(le "$summary_ratio" "$ratio_target")"
         target "$set: backup peak RSS ≤ raw + $rss_margin_mib MiB" "$summary_vrss MiB vs $summary_rrss MiB" \
             "$(le "$summary_vrss" "$(awk -v r="$summary_rrss" -v m="$rss_margin_mib" 'BEGIN { print r + m }')")"
-        summarize "encrypted backup" "$bw" "$ew" "$br" "$er"
-        ratios_b=$ratios_out
-        target "$set: encrypted backup ≤ ${ratio_target}×" "$summary_ratio (pairs $ratios_b)" "$(le "$summary_ratio" "$ratio_target")"
+        summarize "encrypted backup" "$bw" "$ew" "$br" "$er" "$bc" "$ec"
+        pairs_b=$pairs_out
+        target "$set: encrypted backup ≤ ${ratio_target}×" "$summary_ratio" "$(le "$summary_ratio" "$ratio_target")"
         target "$set: encrypted backup peak RSS ≤ raw + $rss_margin_mib MiB" "$summary_vrss MiB vs $summary_rrss MiB" \
             "$(le "$summary_vrss" "$(awk -v r="$summary_rrss" -v m="$rss_margin_mib" 'BEGIN { print r + m }')")"
-        summarize "restore" "$vw" "$rw" "$vr" "$rr"
-        ratios_r=$ratios_out
-        target "$set: restore ≤ ${restore_target}× (as before issue 18)" "$summary_ratio (pairs $ratios_r)" "$(le "$summary_ratio" "$restore_target")"
+        summarize "restore" "$vw" "$rw" "$vr" "$rr" "$vc" "$rc"
+        pairs_r=$pairs_out
+        target "$set: restore ≤ ${restore_target}× (as before issue 18)" "$summary_ratio" "$(le "$summary_ratio" "$restore_target")"
         echo
-        echo "Pair ratios (vigil / raw, in pair order): backup $ratios_a; encrypted $ratios_b; restore $ratios_r."
+        echo "Pairs in order (vigil / raw wall time = ratio): backup $pairs_a; encrypted $pairs_b; restore $pairs_r."
         echo
     } >>"$report_body"
     log "$set: done"
