@@ -312,7 +312,7 @@ pub async fn stream_to_tool(
         return Err(tool_error(tool, None, &tail));
     };
     let (stdin, last) = match download
-        .decode_into_pipe(std::fs::File::from(stdin), cancel)
+        .decode_into_file(std::fs::File::from(stdin), cancel)
         .await
     {
         Ok(done) => done,
@@ -383,7 +383,7 @@ pub async fn staged_to_tool(
             }
         }
     };
-    let mut file = tokio::fs::File::create(&file_path)
+    let file = tokio::fs::File::create(&file_path)
         .await
         .map_err(|source| {
             if crate::repo::is_out_of_space(&source) {
@@ -395,15 +395,14 @@ pub async fn staged_to_tool(
                 }
             }
         })?;
-    let held = match download.decode_into(&mut file, cancel).await {
+    let (file, last) = match download
+        .decode_into_file(file.into_std().await, cancel)
+        .await
+    {
         Err(DownloadError::Feed { source }) => return Err(write_err(source)),
         other => other?,
     };
-    if let Some(last) = held {
-        file.write_all(&last).await.map_err(write_err)?;
-    }
-    file.flush().await.map_err(write_err)?;
-    drop(file);
+    pipe::finish(file, last).await.map_err(write_err)?;
     let mut args = tool.args.to_vec();
     args.push(file_path.display().to_string());
     let (mut child, tail) = spawn_tool(tool, &args, false)?;

@@ -1,8 +1,10 @@
-//! The restore stream into a tool's stdin (pg_restore): the decoding
-//! thread writes the pipe itself, in blocks of [`PIPE_BLOCK`] with blocking
-//! writes as `zstd -dc` does, so no decoded chunk crosses into the async
-//! runtime (an async pipe writer was woken through epoll each time the
-//! tool read 4 KiB). The last block is held back until the hash is verified.
+//! The restore stream into a tool's stdin (pg_restore) or its staging
+//! file: the decoding thread writes the file itself, in blocks of
+//! [`PIPE_BLOCK`] with blocking writes as `zstd -dc` does, so no decoded
+//! chunk crosses into the async runtime (an async pipe writer was woken
+//! through epoll each time the tool read 4 KiB; each async file write was
+//! a hand-off to a blocking thread). The last block is held back until the
+//! hash is verified.
 
 use std::io::{Read, Write};
 
@@ -14,10 +16,10 @@ use super::{ChannelReader, Download, DownloadError, decoder, download_hashed};
 use crate::config::Compression;
 
 impl Download<'_> {
-    /// Like [`Download::decode_into`], for a tool's stdin (a blocking
-    /// pipe). Returns the pipe and the held-back last block once the hash
-    /// is verified.
-    pub async fn decode_into_pipe(
+    /// Like [`Download::decode_into`], into a tool's stdin (a blocking
+    /// pipe) or a staging file. Returns the file and the held-back last
+    /// block once the hash is verified.
+    pub async fn decode_into_file(
         &self,
         pipe: std::fs::File,
         cancel: &CancellationToken,
@@ -87,7 +89,7 @@ fn spawn_pipe_decoder(
     })
 }
 
-/// Writes the last block to the pipe and closes it (a blocking write).
+/// Writes the last block and closes the file (a blocking write).
 pub(super) async fn finish(mut pipe: std::fs::File, last: Vec<u8>) -> std::io::Result<()> {
     match tokio::task::spawn_blocking(move || pipe.write_all(&last)).await {
         Ok(written) => written,
