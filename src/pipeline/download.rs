@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::decoder;
+
+mod pipe;
 use super::stderr::Tail;
 use crate::config::Compression;
 use crate::core::manifest::{Manifest, ObjectEntry};
@@ -144,28 +146,11 @@ impl<'a> Download<'a> {
         sink: &mut W,
         cancel: &CancellationToken,
     ) -> Result<Option<Bytes>, DownloadError> {
-        let mut stream = self.repo.read_stream(self.path).await?;
+        let stream = self.repo.read_stream(self.path).await?;
         let (stored_tx, stored_rx) = mpsc::channel::<Bytes>(4);
         let (plain_tx, plain_rx) = mpsc::channel::<Bytes>(4);
         let decode = spawn_decoder(stored_rx, plain_tx, self.compression, &self.identities);
-        let download = async {
-            let mut hasher = Sha256::new();
-            let mut bytes = 0u64;
-            let mut tx = Some(stored_tx);
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                hasher.update(&chunk);
-                bytes += chunk.len() as u64;
-                // If the decoder gave up, keep hashing: the mismatch is the better report.
-                if let Some(sender) = &tx
-                    && sender.send(chunk).await.is_err()
-                {
-                    tx = None;
-                }
-            }
-            drop(tx);
-            Ok::<_, DownloadError>((hex::encode(hasher.finalize()), bytes))
-        };
+        let download = download_hashed(stream, stored_tx);
         let joined = async { tokio::join!(download, feed(plain_rx, sink)) };
         let (downloaded, (held, failed)) = tokio::select! {
             _ = cancel.cancelled() => return Err(DownloadError::Cancelled),
@@ -221,6 +206,29 @@ impl<'a> Download<'a> {
             expected_bytes: self.object.stored_bytes,
         })
     }
+}
+
+/// Downloads and hashes the stored bytes, passing each chunk on to `tx`;
+/// returns the SHA-256 and the byte count.
+async fn download_hashed(
+    mut stream: impl futures::Stream<Item = Result<Bytes, RepoError>> + Unpin,
+    stored_tx: mpsc::Sender<Bytes>,
+) -> Result<(String, u64), DownloadError> {
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut tx = Some(stored_tx);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+        // If the decoder gave up, keep hashing: the mismatch is the better report.
+        if let Some(sender) = &tx
+            && sender.send(chunk).await.is_err()
+        {
+            tx = None;
+        }
+    }
+    Ok((hex::encode(hasher.finalize()), bytes))
 }
 
 /// A decoded chunk: under main.rs's 1 MiB mmap threshold, so chunks come
@@ -295,12 +303,19 @@ pub async fn stream_to_tool(
     cancel: &CancellationToken,
 ) -> Result<(), DownloadError> {
     let (mut child, tail) = spawn_tool(tool, tool.args, true)?;
-    let Some(mut stdin) = child.stdin.take() else {
+    let stdin = child.stdin.take().map(|stdin| {
+        super::upload::widen_pipe(&stdin);
+        stdin.into_owned_fd()
+    });
+    let Some(Ok(stdin)) = stdin else {
         let _ = child.start_kill();
         return Err(tool_error(tool, None, &tail));
     };
-    let held = match download.decode_into(&mut stdin, cancel).await {
-        Ok(held) => held,
+    let (stdin, last) = match download
+        .decode_into_file(std::fs::File::from(stdin), cancel)
+        .await
+    {
+        Ok(done) => done,
         Err(e) => {
             // The tool never saw the end of the archive: its transaction rolls back.
             let _ = child.start_kill();
@@ -312,16 +327,13 @@ pub async fn stream_to_tool(
             return Err(e);
         }
     };
-    if let Some(last) = held {
-        stdin
-            .write_all(&last)
-            .await
-            .map_err(|source| DownloadError::ToolInput {
-                tool: tool.name(),
-                source,
-            })?;
-    }
-    drop(stdin);
+    // The hash matched: the tool may see the end of its input now.
+    pipe::finish(stdin, last)
+        .await
+        .map_err(|source| DownloadError::ToolInput {
+            tool: tool.name(),
+            source,
+        })?;
     let status = child
         .wait()
         .await
@@ -371,7 +383,7 @@ pub async fn staged_to_tool(
             }
         }
     };
-    let mut file = tokio::fs::File::create(&file_path)
+    let file = tokio::fs::File::create(&file_path)
         .await
         .map_err(|source| {
             if crate::repo::is_out_of_space(&source) {
@@ -383,15 +395,14 @@ pub async fn staged_to_tool(
                 }
             }
         })?;
-    let held = match download.decode_into(&mut file, cancel).await {
+    let (file, last) = match download
+        .decode_into_file(file.into_std().await, cancel)
+        .await
+    {
         Err(DownloadError::Feed { source }) => return Err(write_err(source)),
         other => other?,
     };
-    if let Some(last) = held {
-        file.write_all(&last).await.map_err(write_err)?;
-    }
-    file.flush().await.map_err(write_err)?;
-    drop(file);
+    pipe::finish(file, last).await.map_err(write_err)?;
     let mut args = tool.args.to_vec();
     args.push(file_path.display().to_string());
     let (mut child, tail) = spawn_tool(tool, &args, false)?;

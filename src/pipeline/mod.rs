@@ -8,6 +8,7 @@ pub mod download;
 pub mod feed;
 pub mod limits;
 pub mod pgtools;
+mod source;
 mod stderr;
 pub mod upload;
 pub mod verify;

@@ -1,8 +1,9 @@
 //! Streams a child process's stdout through the codec chain into one
-//! repository object. Three stages joined by bounded channels: read (with
-//! a stall timeout), encode on a blocking thread, upload in parts. An
-//! in-process producer (the tar archiver) encodes on its own thread, so
-//! it needs only the second channel.
+//! repository object. Two stages joined by a bounded channel: one blocking
+//! thread reads the pipe in large blocks (with a stall timeout) and
+//! compresses, encrypts and hashes them; the upload sends the encoded
+//! chunks in parts. An in-process producer (the tar archiver) encodes on
+//! its own thread the same way.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,13 +11,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
-use tokio::io::AsyncReadExt;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{Compressor, HashingSink, Sealed, Stored};
 use super::limits::{PartSizer, UploadLimits};
+use super::source::{PipeSource, SourceError};
 use super::stderr::Tail;
 use crate::config::Compression;
 use crate::repo::{PartLimits, RepoError, Repository};
@@ -24,7 +25,8 @@ use crate::repo::{PartLimits, RepoError, Repository};
 /// Chunks in flight between two stages: memory is bounded by
 /// `QUEUE × CHUNK` per channel plus one upload part.
 pub(super) const QUEUE: usize = 4;
-const READ_CHUNK: usize = 256 * 1024;
+/// The pump's read buffer: a whole widened pipe (see [`widen_pipe`]).
+const BLOCK: usize = 1 << 20;
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -109,18 +111,33 @@ pub async fn upload_child(
     };
     widen_pipe(&stdout);
     let stderr_tail = Tail::of(&mut child);
+    // Fires on shutdown, and when this call ends or is dropped (max_duration)
+    // while the pump still waits on a pipe that a grandchild holds open.
+    let stop = cancel.child_token();
+    let _stop_on_drop = stop.clone().drop_guard();
+    let source = stdout
+        .into_owned_fd()
+        .and_then(|fd| PipeSource::new(fd, limits.stall_timeout, progress, stop))
+        .map_err(|e| PipelineError::Read(e, tool.to_owned()));
+    let source = match source {
+        Ok(source) => source,
+        Err(e) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(e);
+        }
+    };
 
-    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(QUEUE);
-    let read = async {
-        let raw_bytes = read_stage(
-            stdout,
-            raw_tx,
-            tool,
-            limits.stall_timeout,
-            Arc::clone(&progress),
-            cancel,
-        )
-        .await?;
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(QUEUE);
+    let pump = {
+        let encode = encode.clone();
+        tokio::task::spawn_blocking(move || pump(source, out_tx, &encode))
+    };
+    let encoded = async {
+        let pumped = pump
+            .await
+            .map_err(|e| PipelineError::Encode(format!("the {tool} reader panicked: {e}")))?;
+        let (raw_bytes, stored) = pumped.map_err(|e| e.into_pipeline(tool))?;
         let status = child
             .wait()
             .await
@@ -134,19 +151,6 @@ pub async fn upload_child(
                 stderr: stderr_tail.text(),
             });
         }
-        Ok(raw_bytes)
-    };
-    let (out_tx, out_rx) = mpsc::channel::<Bytes>(QUEUE);
-    let encoder = {
-        let encode = encode.clone();
-        tokio::task::spawn_blocking(move || encode_stream(raw_rx, out_tx, &encode))
-    };
-    let encoded = async {
-        let raw_bytes = read.await?;
-        let stored = encoder
-            .await
-            .map_err(|e| PipelineError::Encode(e.to_string()))?
-            .map_err(|e| PipelineError::Encode(e.to_string()))?;
         Ok((raw_bytes, stored))
     };
     let target = Target { repo, path, limits };
@@ -156,6 +160,52 @@ pub async fn upload_child(
         let _ = child.wait().await;
     }
     result
+}
+
+/// Why the pump (read → compress → encrypt → hash) stopped.
+#[derive(Debug)]
+enum PumpError {
+    Source(SourceError),
+    Encode(std::io::Error),
+}
+
+impl PumpError {
+    fn into_pipeline(self, tool: &str) -> PipelineError {
+        match self {
+            PumpError::Source(SourceError::Stalled(after)) => PipelineError::Stalled {
+                tool: tool.to_owned(),
+                after,
+            },
+            PumpError::Source(SourceError::Cancelled) => PipelineError::Cancelled,
+            PumpError::Source(SourceError::Read(e)) => PipelineError::Read(e, tool.to_owned()),
+            PumpError::Encode(e) => PipelineError::Encode(e.to_string()),
+        }
+    }
+}
+
+/// Reads `source` in blocks of up to [`BLOCK`] and runs each through the
+/// codec chain, all on this (blocking) thread: the only hand-offs are the
+/// encoded chunks to the uploader. Returns the raw byte count and what was
+/// stored.
+fn pump(
+    mut source: PipeSource,
+    tx: mpsc::Sender<Bytes>,
+    spec: &EncodeSpec,
+) -> Result<(u64, Stored), PumpError> {
+    use std::io::Write;
+    let mut chain = codec_chain(tx, spec).map_err(PumpError::Encode)?;
+    let mut block = vec![0u8; BLOCK];
+    let mut raw_bytes = 0u64;
+    loop {
+        let n = source.fill(&mut block).map_err(PumpError::Source)?;
+        if n == 0 {
+            break;
+        }
+        raw_bytes += n as u64;
+        chain.write_all(&block[..n]).map_err(PumpError::Encode)?;
+    }
+    let stored = chain.finish().map_err(PumpError::Encode)?;
+    Ok((raw_bytes, stored))
 }
 
 /// Where one object is stored.
@@ -181,6 +231,13 @@ pub(super) async fn upload_encoded(
         let upload = upload_stage(&mut writer, out_rx, repo, path, limits.parts, cancel);
         tokio::pin!(encoded, upload);
         tokio::select! {
+            // Upload first: when both have ended, a failed upload is the
+            // cause and the encoder's "the uploader stopped" its effect.
+            biased;
+            uploaded = &mut upload => match uploaded {
+                Ok(()) => encoded.await,
+                Err(e) => Err(e),
+            },
             done = &mut encoded => match done {
                 Ok(encoded) => upload.await.map(|()| encoded),
                 Err(e) => {
@@ -191,10 +248,6 @@ pub(super) async fn upload_encoded(
                     let _ = upload.await;
                     Err(e)
                 }
-            },
-            uploaded = &mut upload => match uploaded {
-                Ok(()) => encoded.await,
-                Err(e) => Err(e),
             },
         }
     };
@@ -219,35 +272,84 @@ pub(super) async fn upload_encoded(
 /// Where an in-process producer writes its raw bytes: the codec chain
 /// itself, run on the producer's thread (no copy into chunks and no
 /// hand-off to an encoder thread), counting bytes and stopping on cancel.
+/// Small writes (a tar header, a small file) are gathered into one block
+/// first: the codec chain's cost is per call.
 pub struct EncodingSink {
     encoder: Compressor,
+    staged: Vec<u8>,
     total: u64,
     progress: Arc<AtomicU64>,
     cancel: CancellationToken,
 }
 
+/// What [`EncodingSink`] gathers before calling the codec chain; writes of
+/// this size or more go straight through.
+const STAGED: usize = 256 << 10;
+
 impl EncodingSink {
+    fn new(encoder: Compressor, progress: Arc<AtomicU64>, cancel: CancellationToken) -> Self {
+        EncodingSink {
+            encoder,
+            staged: Vec::with_capacity(STAGED),
+            total: 0,
+            progress,
+            cancel,
+        }
+    }
+
     /// Raw bytes written so far.
     pub fn total(&self) -> u64 {
         self.total
+    }
+
+    /// Runs `data` through the codec chain, unless the run was cancelled.
+    fn encode(&mut self, data: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.cancel.is_cancelled() {
+            // Not ErrorKind::Interrupted: write_all retries those forever.
+            return Err(std::io::Error::other("cancelled (shutdown)"));
+        }
+        self.encoder.write_all(data)?;
+        self.progress
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn encode_staged(&mut self) -> std::io::Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let result = self.encode(&staged);
+        self.staged = staged;
+        self.staged.clear();
+        result
+    }
+
+    /// Encodes what is staged and ends the codec chain.
+    fn finish(mut self) -> std::io::Result<(u64, Stored)> {
+        self.encode_staged()?;
+        let total = self.total;
+        Ok((total, self.encoder.finish()?))
     }
 }
 
 impl std::io::Write for EncodingSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.cancel.is_cancelled() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "cancelled",
-            ));
+        if self.staged.len() + data.len() > STAGED {
+            self.encode_staged()?;
         }
-        let n = self.encoder.write(data)?;
-        self.total += n as u64;
-        self.progress.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
+        if data.len() >= STAGED {
+            self.encode(data)?;
+        } else {
+            self.staged.extend_from_slice(data);
+        }
+        self.total += data.len() as u64;
+        Ok(data.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        self.encode_staged()?;
         self.encoder.flush()
     }
 }
@@ -274,15 +376,9 @@ pub async fn upload_produced<T: Send + 'static>(
     let producer = tokio::task::spawn_blocking(move || {
         let encode_err = |e: std::io::Error| PipelineError::Encode(e.to_string());
         let encoder = codec_chain(out_tx, &encode).map_err(encode_err)?;
-        let mut sink = EncodingSink {
-            encoder,
-            total: 0,
-            progress,
-            cancel: sink_cancel,
-        };
+        let mut sink = EncodingSink::new(encoder, progress, sink_cancel);
         let value = produce(&mut sink)?;
-        let total = sink.total;
-        let stored = sink.encoder.finish().map_err(encode_err)?;
+        let (total, stored) = sink.finish().map_err(encode_err)?;
         Ok::<_, PipelineError>((total, stored, value))
     });
     let produced = std::sync::Mutex::new(None);
@@ -314,44 +410,6 @@ fn repo_error(
     PipelineError::Storage(repo.storage_err(action, path, e))
 }
 
-async fn read_stage(
-    mut stdout: tokio::process::ChildStdout,
-    tx: mpsc::Sender<Bytes>,
-    tool: &str,
-    stall: Duration,
-    progress: Arc<AtomicU64>,
-    cancel: &CancellationToken,
-) -> Result<u64, PipelineError> {
-    let mut total = 0u64;
-    let mut eof = false;
-    while !eof {
-        // A pipe hands over at most its size per read (64 KiB by default):
-        // gather a full chunk before waking the encoder thread.
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        while buf.len() < READ_CHUNK {
-            let n = tokio::select! {
-                _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
-                read = tokio::time::timeout(stall, stdout.read_buf(&mut buf)) => match read {
-                    Err(_) => return Err(PipelineError::Stalled { tool: tool.to_owned(), after: stall }),
-                    Ok(Err(e)) => return Err(PipelineError::Read(e, tool.to_owned())),
-                    Ok(Ok(n)) => n,
-                },
-            };
-            if n == 0 {
-                eof = true;
-                break;
-            }
-            total += n as u64;
-            progress.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        if !buf.is_empty() && tx.send(buf.freeze()).await.is_err() {
-            // The encoder stopped; its own error is the one to report.
-            return Ok(total);
-        }
-    }
-    Ok(total)
-}
-
 /// Widens a pipe to 1 MiB (Linux), so the producer blocks less often.
 /// Best effort: an unprivileged process may be limited by
 /// /proc/sys/fs/pipe-max-size.
@@ -372,19 +430,6 @@ pub(super) fn codec_chain(
         spec.workers,
         spec.zstd_job_size,
     )
-}
-
-fn encode_stream(
-    mut rx: mpsc::Receiver<Bytes>,
-    tx: mpsc::Sender<Bytes>,
-    spec: &EncodeSpec,
-) -> std::io::Result<Stored> {
-    use std::io::Write;
-    let mut compressor = codec_chain(tx, spec)?;
-    while let Some(chunk) = rx.blocking_recv() {
-        compressor.write_all(&chunk)?;
-    }
-    compressor.finish()
 }
 
 async fn upload_stage(
@@ -447,4 +492,208 @@ async fn upload_stage(
     }
     crate::failpoint!("backup.before_data_commit");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+
+    use super::*;
+    use crate::repo::fs_for_tests as fs_repo;
+
+    fn spec(compression: Compression) -> EncodeSpec {
+        EncodeSpec {
+            compression,
+            level: 3,
+            workers: 2,
+            zstd_job_size: super::super::codec::ZSTD_SMALL_JOB_SIZE,
+            recipients: vec![],
+        }
+    }
+
+    fn child(script: &str) -> Child {
+        tokio::process::Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+
+    fn upload<'a>(
+        repo: &'a Repository,
+        path: &'a str,
+        encode: &'a EncodeSpec,
+        stall: Duration,
+        progress: &Arc<AtomicU64>,
+    ) -> Upload<'a> {
+        Upload {
+            tool: "test-dump",
+            repo,
+            path,
+            encode,
+            limits: UploadLimits::for_repo(repo, stall),
+            progress: Arc::clone(progress),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_writing_small_pieces_is_stored_whole_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fs_repo(dir.path());
+        let encode = spec(Compression::Zstd);
+        let progress = Arc::new(AtomicU64::new(0));
+        // 3,000 writes of 4 KiB with pauses: many partial pipe-fulls.
+        let script = "i=0; while [ $i -lt 3000 ]; do head -c 4096 /dev/zero | tr '\\0' x; \
+                      i=$((i+1)); [ $((i % 500)) -eq 0 ] && sleep 0.05; done";
+        let outcome = upload_child(
+            child(script),
+            upload(&repo, "obj", &encode, Duration::from_secs(10), &progress),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.raw_bytes, 3000 * 4096);
+        assert_eq!(progress.load(Ordering::Relaxed), 3000 * 4096);
+        let stored = std::fs::read(dir.path().join("obj")).unwrap();
+        assert_eq!(outcome.stored.bytes, stored.len() as u64);
+        let mut back = Vec::new();
+        super::super::codec::decoder(&stored[..], Compression::Zstd, &[])
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back.len() == 3000 * 4096 && back.iter().all(|&b| b == b'x'));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_child_fails_even_when_a_grandchild_holds_the_pipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fs_repo(dir.path());
+        let encode = spec(Compression::Zstd);
+        let progress = Arc::new(AtomicU64::new(0));
+        let started = std::time::Instant::now();
+        // The background sleep inherits stdout and outlives its parent.
+        let result = upload_child(
+            child("echo some; sleep 30 & sleep 30"),
+            upload(&repo, "obj", &encode, Duration::from_millis(500), &progress),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert!(
+            matches!(&result, Err(PipelineError::Stalled { tool, after })
+                if tool == "test-dump" && *after == Duration::from_millis(500)),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!dir.path().join("obj").exists(), "no partial object");
+    }
+
+    #[tokio::test]
+    async fn cancelling_stops_a_child_that_keeps_writing_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fs_repo(dir.path());
+        let encode = spec(Compression::Zstd);
+        let progress = Arc::new(AtomicU64::new(0));
+        let cancel = CancellationToken::new();
+        let canceller = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                cancel.cancel();
+            })
+        };
+        let started = std::time::Instant::now();
+        let result = upload_child(
+            child("cat /dev/zero"),
+            upload(&repo, "obj", &encode, Duration::from_secs(10), &progress),
+            &cancel,
+        )
+        .await;
+        canceller.await.unwrap();
+        assert!(
+            matches!(result, Err(PipelineError::Cancelled)),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(progress.load(Ordering::Relaxed) > 0);
+        assert!(!dir.path().join("obj").exists(), "no partial object");
+    }
+
+    #[tokio::test]
+    async fn a_failing_child_is_reported_with_its_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fs_repo(dir.path());
+        let encode = spec(Compression::Zstd);
+        let progress = Arc::new(AtomicU64::new(0));
+        let result = upload_child(
+            child("echo partial; echo 'no such table' >&2; exit 3"),
+            upload(&repo, "obj", &encode, Duration::from_secs(10), &progress),
+            &CancellationToken::new(),
+        )
+        .await;
+        match result {
+            Err(PipelineError::Source {
+                tool,
+                status,
+                stderr,
+            }) => {
+                assert_eq!(tool, "test-dump");
+                assert!(status.contains('3'), "{status}");
+                assert_eq!(stderr, "no such table");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.path().join("obj").exists(), "no partial object");
+    }
+
+    #[test]
+    fn a_cancelled_sink_fails_the_write_instead_of_retrying_it() {
+        let (tx, _rx) = mpsc::channel(QUEUE);
+        let encoder = codec_chain(tx, &spec(Compression::None)).unwrap();
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let mut sink = EncodingSink::new(encoder, Arc::new(AtomicU64::new(0)), cancel);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Large enough to bypass the staging buffer.
+            let _ = done_tx.send(sink.write_all(&vec![0u8; STAGED]).is_err());
+        });
+        // ErrorKind::Interrupted made write_all spin here for good.
+        let failed = done_rx.recv_timeout(Duration::from_secs(5));
+        assert_eq!(failed, Ok(true));
+    }
+
+    #[test]
+    fn small_writes_are_staged_and_nothing_is_lost() {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let encoder = codec_chain(tx, &spec(Compression::None)).unwrap();
+        let progress = Arc::new(AtomicU64::new(0));
+        let mut sink = EncodingSink::new(encoder, Arc::clone(&progress), CancellationToken::new());
+        let mut expected = Vec::new();
+        for i in 0..5000u32 {
+            // tar-like: a 512-byte header, then a little data.
+            let piece = vec![(i % 251) as u8; 512 + (i as usize % 300)];
+            sink.write_all(&piece).unwrap();
+            expected.extend_from_slice(&piece);
+        }
+        assert!(
+            progress.load(Ordering::Relaxed) < expected.len() as u64,
+            "the staged tail is not encoded yet"
+        );
+        assert_eq!(sink.total(), expected.len() as u64);
+        sink.write_all(&vec![9u8; STAGED + 1]).unwrap();
+        expected.extend_from_slice(&vec![9u8; STAGED + 1]);
+        let (total, stored) = sink.finish().unwrap();
+        assert_eq!(total, expected.len() as u64);
+        assert_eq!(progress.load(Ordering::Relaxed), expected.len() as u64);
+        let mut out = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            out.extend_from_slice(&chunk);
+        }
+        assert_eq!(stored.bytes, out.len() as u64);
+        assert!(out == expected);
+    }
 }

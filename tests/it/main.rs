@@ -22,6 +22,7 @@ mod fuzz_regressions;
 mod harness;
 mod health;
 mod hostile;
+mod hot_path;
 mod index;
 mod json_shapes;
 mod lease;

@@ -25,14 +25,21 @@ pub(super) async fn run(
 ) -> Result<Manifest, BackupError> {
     let started_at = Utc::now();
     let source = super::source(ctx)?;
-    let facts = source_facts(ctx).await?;
-    let pg_dump = ctx
-        .job
-        .pg_dump
-        .clone()
-        .or_else(|| find_tool("pg_dump"))
-        .ok_or(BackupError::ToolMissing { tool: "pg_dump" })?;
-    let (dump_major, dump_version) = tool_version(&pg_dump).await?;
+    let pg_dump = ctx.job.pg_dump.clone().or_else(|| find_tool("pg_dump"));
+    // A connection and a process start: side by side, not one after the
+    // other (a fixed cost of every run). The source's error comes first.
+    let version = async {
+        match &pg_dump {
+            Some(tool) => Some(tool_version(tool).await),
+            None => None,
+        }
+    };
+    let (facts, version) = tokio::join!(source_facts(ctx), version);
+    let facts = facts?;
+    let (pg_dump, (dump_major, dump_version)) = match (pg_dump, version) {
+        (Some(tool), Some(version)) => (tool, version?),
+        _ => return Err(BackupError::ToolMissing { tool: "pg_dump" }),
+    };
     let server_major = (facts.version_num / 10000) as u32;
     if dump_major < server_major {
         return Err(BackupError::ToolTooOld {
