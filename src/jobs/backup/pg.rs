@@ -34,7 +34,12 @@ pub(super) async fn run(
             None => None,
         }
     };
-    let (facts, version) = tokio::join!(source_facts(ctx), version);
+    // The new backup's id (a listing) beside them too.
+    let (facts, version, backup_id) = tokio::join!(
+        source_facts(ctx),
+        version,
+        allocate_id(ctx, started_at, progress)
+    );
     let facts = facts?;
     let (pg_dump, (dump_major, dump_version)) = match (pg_dump, version) {
         (Some(tool), Some(version)) => (tool, version?),
@@ -51,7 +56,7 @@ pub(super) async fn run(
         });
     }
 
-    let backup_id = allocate_id(ctx, started_at, progress).await?;
+    let backup_id = backup_id?;
     let job = &ctx.job;
     let (encode, suffix) = encode_spec(ctx);
     let limits = UploadLimits::for_repo(&ctx.repo, job.stall_timeout);
