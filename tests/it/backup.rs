@@ -1,10 +1,12 @@
 //! Logical backups and restores end to end on a filesystem repository:
 //! real pg_dump, real pg_restore, the real binary.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use crate::harness::{PASSWORD, TestDb, config_text, fresh_catalog, fresh_db, vigil_cli};
+use crate::harness::{
+    PASSWORD, TestDb, config_text, files_under, fresh_catalog, fresh_db, vigil_cli,
+};
 
 /// A source database with several schemas, large objects, sequences, an
 /// extension and non-ASCII data.
@@ -285,7 +287,7 @@ fn a_failing_pg_dump_fails_the_run_without_a_manifest() {
         .unwrap();
     assert_eq!(row, "failed true");
     // No leftovers under the job's directory (the partial object was aborted).
-    let leftovers = walk(&setup.repo.join("orders"));
+    let leftovers = files_under(&setup.repo.join("orders"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // A wrong password fails the same way, and the password is never shown.
@@ -328,21 +330,6 @@ fn list_works_without_a_catalog() {
         "{stdout}"
     );
     let _ = setup.dir.path();
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

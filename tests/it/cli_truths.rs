@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use age::secrecy::ExposeSecret;
 
 use crate::harness::{
-    PASSWORD, VIGIL, Vigil, VigilOptions, config_text, fresh_db, own_cluster, vigil_cli,
+    PASSWORD, VIGIL, Vigil, VigilOptions, config_text, fresh_db, own_cluster, unreachable_config,
+    vigil_cli,
 };
 
 const ENV: [(&str, &str); 2] = [("TEST_PGPASSWORD", PASSWORD), ("JOB_PGPASSWORD", PASSWORD)];
@@ -150,14 +151,7 @@ fn usage_errors_exit_64_before_anything_is_contacted() {
 #[test]
 fn an_unreachable_catalog_or_repository_exits_3() {
     let dir = tempfile::tempdir().unwrap();
-    let extra = "[repositories.remote]\nscheme = \"s3\"\n\
-        options = { bucket = \"b\", endpoint = \"http://127.0.0.1:1\", region = \"us-east-1\", access_key_id = \"a\", secret_access_key = \"s3cret-key-never-shown\" }\n\
-        [jobs.orders]\nkind = \"postgres\"\nsource = \"postgres://postgres@127.0.0.1:1/orders\"\n\
-        databases = [\"orders\"]\nrepository = \"remote\"\nevery = \"1h\"\n";
-    let text = config_text(dir.path(), "postgres://postgres@127.0.0.1:1/vigil", extra)
-        .replace("connect_timeout = \"20s\"", "connect_timeout = \"1s\"");
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, text).unwrap();
+    let config = unreachable_config(dir.path());
 
     let (code, _, stderr) = vigil_cli(&config, &["migrate"], &ENV);
     assert_eq!(code, 3, "{stderr}");

@@ -746,3 +746,31 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Every regular file under `dir`, depth first.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A config whose repository (S3) and catalog both point at port 1,
+/// where nothing listens, with 1 s connect timeouts.
+pub fn unreachable_config(dir: &Path) -> PathBuf {
+    let extra = "[repositories.remote]\nscheme = \"s3\"\n\
+        options = { bucket = \"b\", endpoint = \"http://127.0.0.1:1\", region = \"us-east-1\", access_key_id = \"a\", secret_access_key = \"s3cret-key-never-shown\" }\n\
+        [jobs.orders]\nkind = \"postgres\"\nsource = \"postgres://postgres@127.0.0.1:1/orders\"\n\
+        databases = [\"orders\"]\nrepository = \"remote\"\nevery = \"1h\"\n";
+    let text = config_text(dir, "postgres://postgres@127.0.0.1:1/vigil", extra)
+        .replace("connect_timeout = \"20s\"", "connect_timeout = \"1s\"");
+    let config = dir.join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}

@@ -4,7 +4,6 @@
 //! and back through the restore's blocking writes into pg_restore.
 
 use crate::harness::*;
-use crate::truth::example_config;
 
 /// The table's rows in order, hashed: equal means the same data.
 fn content(db: &TestDb) -> String {
@@ -14,34 +13,18 @@ fn content(db: &TestDb) -> String {
 
 #[test]
 fn a_text_heavy_database_round_trips_on_the_shipped_defaults() {
-    let catalog = fresh_db();
-    let source = fresh_db();
-    let role = format!("backup_{}", source.name);
     // ~24 MiB dumped, about 3:1 with zstd: many 1 MiB blocks and zstd jobs,
     // and a last block that is not whole.
-    source
-        .psql(&format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'backup-pw-Kq2';
-             CREATE TABLE notes AS SELECT g AS id,
-                 md5(random()::text) || md5(random()::text) || repeat(md5(random()::text), 3) AS t
-                 FROM generate_series(1, 150001) g;
-             GRANT SELECT ON notes TO {role};"
-        ))
-        .unwrap();
-    let url = format!(
-        "postgres://{role}@127.0.0.1:{}/{}",
-        source.port, source.name
+    let crate::truth::ShippedExample {
+        catalog: _catalog,
+        source,
+        dir,
+        text,
+    } = crate::truth::shipped_example(
+        "CREATE TABLE notes AS SELECT g AS id,
+             md5(random()::text) || md5(random()::text) || repeat(md5(random()::text), 3) AS t
+             FROM generate_series(1, 150001) g",
     );
-    let dir = tempfile::Builder::new()
-        .prefix("vigil-it-")
-        .tempdir()
-        .unwrap();
-    let text = example_config(dir.path(), &catalog, &source, &url);
-    for secret in ["catalog.password", "orders.password"] {
-        use std::os::unix::fs::PermissionsExt;
-        let path = dir.path().join(secret);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
     let config = dir.path().join("config.toml");
     std::fs::write(&config, text).unwrap();
     for args in [&["migrate"][..], &["backup", "orders"]] {

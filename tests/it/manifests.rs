@@ -3,10 +3,12 @@
 //! real catalog, the real binary, an fs repository; the job keeps the
 //! shipped defaults (no max_age, default retention) unless a test says so.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::{PASSWORD, TestDb, Vigil, config_text, fresh_catalog, fresh_db, vigil_cli};
+use crate::harness::{
+    PASSWORD, TestDb, Vigil, config_text, files_under, fresh_catalog, fresh_db, vigil_cli,
+};
 
 const ENV: [(&str, &str); 1] = [("TEST_PGPASSWORD", PASSWORD)];
 
@@ -99,19 +101,6 @@ fn edit_manifest(s: &Setup, id: &str, field: &str, edit: impl Fn(&str) -> String
         "{field} not found in {text}"
     );
     std::fs::write(&path, edited.join("\n") + "\n").unwrap();
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

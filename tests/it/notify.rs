@@ -729,7 +729,7 @@ fn verifications_ping_their_own_url_start_then_success_or_fail() {
     assert_eq!(paths(&receiver), ["/vping/start", "/vping"]);
 
     // A flipped byte in the data object: the verification fails and says so.
-    let data = walk_files(&repo)
+    let data = files_under(&repo)
         .into_iter()
         .find(|p| p.to_string_lossy().contains("/backups/") && !p.ends_with("manifest.json"))
         .expect("a data object");
@@ -751,21 +751,4 @@ fn verifications_ping_their_own_url_start_then_success_or_fail() {
         "the fail ping names the run and the object: {}",
         requests[3].body
     );
-}
-
-/// Every regular file under `root`.
-fn walk_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::harness::*;
 
 /// The shipped defaults on fresh clusters: a catalog, a source whose
-/// `backup_<db>` role may read the `orders` table `orders_sql` creates,
+/// `backup_<db>` role may read the tables `tables_sql` creates,
 /// and config.toml.example for them in a temp dir (secret files 0600, as
 /// the README asks). Nothing optional is set.
 pub(crate) struct ShippedExample {
@@ -17,14 +17,14 @@ pub(crate) struct ShippedExample {
     pub(crate) text: String,
 }
 
-pub(crate) fn shipped_example(orders_sql: &str) -> ShippedExample {
+pub(crate) fn shipped_example(tables_sql: &str) -> ShippedExample {
     use std::os::unix::fs::PermissionsExt;
     let catalog = fresh_db();
     let source = fresh_db();
     let role = format!("backup_{}", source.name);
     source
         .psql(&format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'backup-pw-Kq2'; {orders_sql}; GRANT SELECT ON orders TO {role};"
+            "CREATE ROLE {role} LOGIN PASSWORD 'backup-pw-Kq2'; {tables_sql}; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};"
         ))
         .unwrap();
     let url = format!(

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::{PASSWORD, TestDb, config_text, fresh_catalog, fresh_db, vigil_cli};
+use crate::harness::{
+    PASSWORD, TestDb, config_text, fresh_catalog, fresh_db, unreachable_config, vigil_cli,
+};
 
 const ENV: [(&str, &str); 3] = [
     ("TEST_PGPASSWORD", PASSWORD),
@@ -408,14 +410,7 @@ fn an_unreachable_repository_exits_3_and_bad_usage_64() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on port 1: neither the repository nor the catalog
     // (which verify never needs) answers.
-    let extra = "[repositories.remote]\nscheme = \"s3\"\n\
-        options = { bucket = \"b\", endpoint = \"http://127.0.0.1:1\", region = \"us-east-1\", access_key_id = \"a\", secret_access_key = \"s3cret-key-never-shown\" }\n\
-        [jobs.orders]\nkind = \"postgres\"\nsource = \"postgres://postgres@127.0.0.1:1/orders\"\n\
-        databases = [\"orders\"]\nrepository = \"remote\"\nevery = \"1h\"\n";
-    let text = config_text(dir.path(), "postgres://postgres@127.0.0.1:1/vigil", extra)
-        .replace("connect_timeout = \"20s\"", "connect_timeout = \"1s\"");
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, text).unwrap();
+    let config = unreachable_config(dir.path());
     let (code, _, stderr) = run(&config, &["verify", "orders", "--backup", "x", "--all"]);
     assert_eq!(code, 64, "{stderr}");
     let (code, doc, stderr) = verify_json(&config, &["orders"]);
